@@ -1,0 +1,430 @@
+"""The canonical camera model, and the only module that knows axis conventions.
+
+Internal conventions (every reader produces these, every writer consumes them):
+
+* **Camera axes: OpenCV** (+x right, +y down, +z forward). ``Frame.world_from_cam`` is a 4x4
+  float64 rigid transform mapping points in camera coordinates to world coordinates.
+* **World**: whatever the source uses, tagged by ``Scene.world_up``; writers convert to the output
+  world (z-up, metres) through :func:`output_world_from_source`.
+* **Pixels**: continuous image coordinates with the origin at the top-left *corner* of the
+  top-left pixel, so the centre of pixel (row i, column j) is (j + 0.5, i + 0.5). This is
+  nerfstudio's convention and the one EyefulTower's ``K`` (cx = W/2 + offset) uses, which is why
+  intrinsics rescale by plain multiplication.
+* **Matrices** are row-major numpy arrays; :func:`matrix_from_column_major` reads the
+  column-major ones (EyefulTower ``K`` and ``T``).
+
+Distortion follows nerfstudio's ``[k1, k2, k3, k4, p1, p2]`` order for both models. For a
+2D point ``q`` in the undistorted plane (pinhole: ``(X/Z, Y/Z)``; fisheye:
+``theta * (X, Y)/|(X, Y)|``
+with ``theta`` the angle from the optical axis, i.e. equidistant), the distorted point is
+``q * (1 + k1 r2 + k2 r2^2 + k3 r2^3 + k4 r2^4) + tangential(p1, p2)`` with ``r2 = |q|^2``;
+pixels are ``(fx * qd_x + cx, fy * qd_y + cy)``. With p1 = p2 = 0 the fisheye case is exactly
+OpenCV's ``cv2.fisheye`` model; with k4 = 0 the pinhole case is OpenCV's Brown model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+import numpy as np
+
+# ---------------------------------------------------------------------------------------------
+# Camera models: one table, every lookup derived from it.
+
+
+class CameraModel(str, Enum):
+    """Projection + distortion model; the value is nerfstudio's ``camera_model`` string."""
+
+    PINHOLE = "PINHOLE"
+    OPENCV = "OPENCV"
+    OPENCV_FISHEYE = "OPENCV_FISHEYE"
+    EQUIRECTANGULAR = "EQUIRECTANGULAR"  # reserved: readers may tag it, geometry refuses it
+
+
+@dataclass(frozen=True)
+class CameraModelSpec:
+    """What a camera model is, for readers, writers and COLMAP interop."""
+
+    model: CameraModel
+    is_fisheye: bool
+    #: distortion coefficients the model uses, by name, in nerfstudio's order
+    distortion_names: tuple[str, ...]
+    #: COLMAP's model name (``None`` where COLMAP has no equivalent)
+    colmap_name: str | None
+
+
+CAMERA_MODELS: dict[CameraModel, CameraModelSpec] = {
+    spec.model: spec
+    for spec in (
+        CameraModelSpec(CameraModel.PINHOLE, False, (), "PINHOLE"),
+        CameraModelSpec(CameraModel.OPENCV, False, ("k1", "k2", "k3", "k4", "p1", "p2"), "OPENCV"),
+        CameraModelSpec(
+            CameraModel.OPENCV_FISHEYE, True, ("k1", "k2", "k3", "k4", "p1", "p2"), "OPENCV_FISHEYE"
+        ),
+        CameraModelSpec(CameraModel.EQUIRECTANGULAR, False, (), None),
+    )
+}
+
+DISTORTION_NAMES: tuple[str, ...] = ("k1", "k2", "k3", "k4", "p1", "p2")
+NO_DISTORTION: tuple[float, ...] = (0.0,) * 6
+
+
+@dataclass(frozen=True, kw_only=True)
+class Camera:
+    """Intrinsics of one image, at the size of the image on disk.
+
+    ``distortion`` is ``(k1, k2, k3, k4, p1, p2)`` (nerfstudio's order). ``fisheye_crop_radius_px``
+    is the radius of the valid image circle around the principal point (fisheye only).
+    """
+
+    model: CameraModel
+    width_px: int
+    height_px: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    distortion: tuple[float, ...] = NO_DISTORTION
+    fisheye_crop_radius_px: float | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.distortion) != 6:
+            raise ValueError(
+                f"distortion needs 6 values (k1 k2 k3 k4 p1 p2), got {self.distortion}"
+            )
+        object.__setattr__(self, "model", CameraModel(self.model))
+        object.__setattr__(self, "distortion", tuple(float(v) for v in self.distortion))
+
+    @property
+    def spec(self) -> CameraModelSpec:
+        return CAMERA_MODELS[self.model]
+
+    @property
+    def is_fisheye(self) -> bool:
+        return self.spec.is_fisheye
+
+    def distortion_dict(self) -> dict[str, float]:
+        return dict(zip(DISTORTION_NAMES, self.distortion, strict=True))
+
+    def intrinsic_matrix(self) -> np.ndarray:
+        """3x3 K, row-major, corner-origin pixel coordinates."""
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+
+def distortion_from_dict(values: Mapping[str, float | None]) -> tuple[float, ...]:
+    """``(k1, k2, k3, k4, p1, p2)`` from named values; missing or ``None`` ones are zero."""
+    return tuple(float(values.get(name) or 0.0) for name in DISTORTION_NAMES)
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Frame:
+    """One image: where it is, how it projects, and where the camera was.
+
+    ``world_from_cam`` is 4x4, OpenCV camera axes, in the source world of the scene it belongs to
+    (see :class:`Scene`). ``camera_id`` names the physical camera (EyefulTower folder ``"10"``,
+    Metashape sensor), ``rig_position_id`` the rig position (EyefulTower ``frameId``), so all
+    images taken together share it.
+    """
+
+    image_path: str
+    camera: Camera
+    world_from_cam: np.ndarray  # [4, 4] float64
+    camera_id: str | None = None
+    rig_position_id: int | None = None
+    sensor_id: str | None = None
+    mask_path: str | None = None
+    depth_path: str | None = None
+    color_space: str | None = None  # "srgb" (display-referred JPEG) or "linear" (HDR EXR)
+    exposure: float | None = None
+
+    def __post_init__(self) -> None:
+        matrix = np.array(self.world_from_cam, dtype=np.float64)
+        if matrix.shape != (4, 4):
+            raise ValueError(f"world_from_cam must be 4x4, got {matrix.shape}")
+        matrix.setflags(write=False)
+        object.__setattr__(self, "world_from_cam", matrix)
+
+    def with_(self, **changes: object) -> Frame:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+class WorldUp(str, Enum):
+    """The up axis of a source world; writers rotate it to the output z-up world."""
+
+    Y_UP = "y_up"  # EyefulTower, Metashape chunks of EyefulTower, ARKit
+    Z_UP = "z_up"  # already nerfstudio's convention
+    COLMAP = "colmap"  # COLMAP's arbitrary world, mapped as nerfstudio's colmap converter does
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Scene:
+    """A set of frames in one source world, plus the split lists (file paths as written)."""
+
+    frames: tuple[Frame, ...]
+    world_up: WorldUp = WorldUp.Y_UP
+    name: str | None = None
+    splits: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Named convention changes. Nothing outside this module flips or permutes axes.
+
+#: OpenCV camera axes (x right, y down, z forward) <-> OpenGL (x right, y up, z back).
+_FLIP_YZ = np.diag([1.0, -1.0, -1.0, 1.0])
+
+#: EyefulTower / ARKit y-up world -> nerfstudio z-up world: new (x, y, z) = old (z, x, y).
+#: The same row permutation ``[2, 0, 1]`` that nerfstudio's EyefulTower and Metashape converters
+#: apply (a proper rotation, det +1).
+_ZUP_FROM_YUP = np.array(
+    [[0.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+)
+
+#: COLMAP world -> nerfstudio world, as nerfstudio's ``colmap_to_json`` applies it.
+_NS_FROM_COLMAP = np.array(
+    [[0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+)
+
+
+def opengl_from_opencv_pose(world_from_cam_opencv: np.ndarray) -> np.ndarray:
+    """``world_from_cam`` with OpenCV camera axes -> the same pose with OpenGL axes. [..., 4, 4]"""
+    return np.asarray(world_from_cam_opencv, dtype=np.float64) @ _FLIP_YZ
+
+
+def opencv_from_opengl_pose(world_from_cam_opengl: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`opengl_from_opencv_pose` (the flip is its own inverse). [..., 4, 4]"""
+    return np.asarray(world_from_cam_opengl, dtype=np.float64) @ _FLIP_YZ
+
+
+def opengl_from_opencv_directions(directions_cam: np.ndarray) -> np.ndarray:
+    """Direction or point coordinates in an OpenCV camera frame -> OpenGL frame. [..., 3]"""
+    return np.asarray(directions_cam) * np.array([1.0, -1.0, -1.0])
+
+
+def zup_from_yup_world() -> np.ndarray:
+    """4x4 rotation taking y-up world coordinates to z-up ones (nerfstudio's permutation)."""
+    return _ZUP_FROM_YUP.copy()
+
+
+def output_world_from_source(world_up: WorldUp) -> np.ndarray:
+    """4x4 rotation from a source world to the output (z-up) world; recorded as
+    ``applied_transform`` so users can map results back to the capture's own coordinates."""
+    world_up = WorldUp(world_up)
+    if world_up is WorldUp.Y_UP:
+        return _ZUP_FROM_YUP.copy()
+    if world_up is WorldUp.COLMAP:
+        return _NS_FROM_COLMAP.copy()
+    return np.eye(4)
+
+
+def invert_rigid(a_from_b: np.ndarray) -> np.ndarray:
+    """Exact inverse of a rigid (or similarity-free) 4x4 transform: ``b_from_a``. [..., 4, 4]"""
+    a_from_b = np.asarray(a_from_b, dtype=np.float64)
+    rotation = a_from_b[..., :3, :3]
+    translation = a_from_b[..., :3, 3]
+    inverse = np.zeros_like(a_from_b)
+    rotation_t = np.swapaxes(rotation, -1, -2)
+    inverse[..., :3, :3] = rotation_t
+    inverse[..., :3, 3] = -np.einsum("...ij,...j->...i", rotation_t, translation)
+    inverse[..., 3, 3] = 1.0
+    return inverse
+
+
+def cam_from_world(world_from_cam: np.ndarray) -> np.ndarray:
+    """``cam_from_world`` (a world-to-camera "extrinsic") from ``world_from_cam``."""
+    return invert_rigid(world_from_cam)
+
+
+def world_from_cam(cam_from_world: np.ndarray) -> np.ndarray:
+    """``world_from_cam`` (camera-to-world pose) from ``cam_from_world``."""
+    return invert_rigid(cam_from_world)
+
+
+def matrix_from_column_major(
+    values: Sequence[Sequence[float]] | Sequence[float], n: int
+) -> np.ndarray:
+    """An n x n row-major matrix from column-major storage (nested lists or flat)."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.size != n * n:
+        raise ValueError(f"expected {n * n} values, got {array.size}")
+    return array.reshape(n, n).T.copy()
+
+
+def column_major_from_matrix(matrix: np.ndarray) -> list[list[float]]:
+    """Nested lists in column-major storage (the inverse of :func:`matrix_from_column_major`)."""
+    return np.asarray(matrix, dtype=np.float64).T.tolist()
+
+
+def is_rotation(matrix: np.ndarray, atol: float = 1e-6) -> bool:
+    """True for a proper rotation (orthonormal, det +1)."""
+    r = np.asarray(matrix, dtype=np.float64)[:3, :3]
+    return bool(np.allclose(r @ r.T, np.eye(3), atol=atol) and abs(np.linalg.det(r) - 1) < atol)
+
+
+# ---------------------------------------------------------------------------------------------
+# Intrinsics.
+
+
+def rescale_camera(camera: Camera, width_px: int, height_px: int) -> Camera:
+    """The same camera at another image size, scaling x and y separately.
+
+    EyefulTower's downscaled sizes are not exact fractions of the full size (1368/5784 vs
+    2048/8660), so a single scale would be off by up to a pixel at the border. With corner-origin
+    pixel coordinates the principal point scales like the focal length. The fisheye crop radius
+    scales with the mean of the two factors.
+    """
+    scale_x = width_px / camera.width_px
+    scale_y = height_px / camera.height_px
+    radius = camera.fisheye_crop_radius_px
+    return replace(
+        camera,
+        width_px=int(width_px),
+        height_px=int(height_px),
+        fx=camera.fx * scale_x,
+        fy=camera.fy * scale_y,
+        cx=camera.cx * scale_x,
+        cy=camera.cy * scale_y,
+        fisheye_crop_radius_px=None if radius is None else radius * (scale_x + scale_y) / 2,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Distortion and projection (vectorised numpy, float64).
+
+
+def _coefficients(camera: Camera) -> tuple[float, ...]:
+    if camera.model is CameraModel.EQUIRECTANGULAR:
+        raise NotImplementedError("EQUIRECTANGULAR cameras are reserved, not supported yet")
+    if camera.model is CameraModel.PINHOLE:
+        return NO_DISTORTION
+    return camera.distortion
+
+
+def distort(points: np.ndarray, coefficients: Sequence[float]) -> np.ndarray:
+    """Apply radial (k1..k4) + tangential (p1, p2) distortion to undistorted points. [..., 2]"""
+    k1, k2, k3, k4, p1, p2 = coefficients
+    x = points[..., 0]
+    y = points[..., 1]
+    r2 = x * x + y * y
+    radial = 1.0 + r2 * (k1 + r2 * (k2 + r2 * (k3 + r2 * k4)))
+    xd = x * radial + 2.0 * p1 * x * y + p2 * (r2 + 2.0 * x * x)
+    yd = y * radial + p1 * (r2 + 2.0 * y * y) + 2.0 * p2 * x * y
+    return np.stack([xd, yd], axis=-1)
+
+
+def undistort(
+    points: np.ndarray,
+    coefficients: Sequence[float],
+    *,
+    iterations: int = 50,
+    tolerance: float = 1e-14,
+) -> np.ndarray:
+    """Invert :func:`distort` with Newton's method (analytic 2x2 Jacobian). [..., 2]
+
+    Starts from the distorted point; converges quadratically wherever the distortion is
+    monotonic, which is the whole valid image for real lenses. Points that stop converging keep
+    their best estimate.
+    """
+    k1, k2, k3, k4, p1, p2 = coefficients
+    target = np.asarray(points, dtype=np.float64)
+    if not any(coefficients):
+        return target.copy()
+    estimate = target.copy()
+    for _ in range(iterations):
+        x = estimate[..., 0]
+        y = estimate[..., 1]
+        r2 = x * x + y * y
+        radial = 1.0 + r2 * (k1 + r2 * (k2 + r2 * (k3 + r2 * k4)))
+        d_radial = k1 + r2 * (2.0 * k2 + r2 * (3.0 * k3 + r2 * 4.0 * k4))  # d radial / d r2
+        fx = x * radial + 2.0 * p1 * x * y + p2 * (r2 + 2.0 * x * x) - target[..., 0]
+        fy = y * radial + p1 * (r2 + 2.0 * y * y) + 2.0 * p2 * x * y - target[..., 1]
+        dfx_dx = radial + 2.0 * x * x * d_radial + 2.0 * p1 * y + 6.0 * p2 * x
+        dfx_dy = 2.0 * x * y * d_radial + 2.0 * p1 * x + 2.0 * p2 * y
+        dfy_dx = 2.0 * x * y * d_radial + 2.0 * p1 * x + 2.0 * p2 * y
+        dfy_dy = radial + 2.0 * y * y * d_radial + 6.0 * p1 * y + 2.0 * p2 * x
+        det = dfx_dx * dfy_dy - dfx_dy * dfy_dx
+        det = np.where(np.abs(det) < 1e-300, 1e-300, det)
+        step_x = (fx * dfy_dy - fy * dfx_dy) / det
+        step_y = (fy * dfx_dx - fx * dfy_dx) / det
+        estimate = np.stack([x - step_x, y - step_y], axis=-1)
+        if (
+            np.max(np.abs(step_x), initial=0.0) < tolerance
+            and np.max(np.abs(step_y), initial=0.0) < tolerance
+        ):
+            break
+    return estimate
+
+
+def project(camera: Camera, points_in_cam: np.ndarray) -> np.ndarray:
+    """Pixels (corner origin) of 3D points in OpenCV camera coordinates. [..., 3] -> [..., 2]
+
+    Pinhole models need Z > 0 (others give inf/nan); fisheye works up to 180 degrees.
+    """
+    points = np.asarray(points_in_cam, dtype=np.float64)
+    x, y, z = points[..., 0], points[..., 1], points[..., 2]
+    if camera.is_fisheye:
+        radius = np.hypot(x, y)
+        theta = np.arctan2(radius, z)
+        scale = np.where(
+            radius > 0, theta / np.where(radius > 0, radius, 1.0), 1.0 / np.where(z != 0, z, 1.0)
+        )
+        plane = np.stack([x * scale, y * scale], axis=-1)
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            plane = np.stack([x / z, y / z], axis=-1)
+    distorted = distort(plane, _coefficients(camera))
+    return np.stack(
+        [camera.fx * distorted[..., 0] + camera.cx, camera.fy * distorted[..., 1] + camera.cy],
+        axis=-1,
+    )
+
+
+def unproject(camera: Camera, pixels: np.ndarray) -> np.ndarray:
+    """Unit ray directions (OpenCV camera axes) for pixels (corner origin). [..., 2] -> [..., 3]"""
+    pixels = np.asarray(pixels, dtype=np.float64)
+    distorted = np.stack(
+        [(pixels[..., 0] - camera.cx) / camera.fx, (pixels[..., 1] - camera.cy) / camera.fy],
+        axis=-1,
+    )
+    plane = undistort(distorted, _coefficients(camera))
+    if camera.is_fisheye:
+        theta = np.linalg.norm(plane, axis=-1)
+        sin_over_theta = np.where(
+            theta > 1e-12, np.sin(theta) / np.where(theta > 1e-12, theta, 1.0), 1.0
+        )
+        directions = np.stack(
+            [plane[..., 0] * sin_over_theta, plane[..., 1] * sin_over_theta, np.cos(theta)], axis=-1
+        )
+    else:
+        directions = np.concatenate([plane, np.ones_like(plane[..., :1])], axis=-1)
+    return directions / np.linalg.norm(directions, axis=-1, keepdims=True)
+
+
+def pixel_centers(width_px: int, height_px: int) -> np.ndarray:
+    """Centres of every pixel, corner-origin convention. -> [H, W, 2] as (u, v)."""
+    u, v = np.meshgrid(np.arange(width_px) + 0.5, np.arange(height_px) + 0.5)
+    return np.stack([u, v], axis=-1)
+
+
+def default_fisheye_crop_radius_px(camera: Camera, fraction: float = 0.45) -> float:
+    """A crop radius in pixels from nerfstudio's old fraction-of-half-size semantics.
+
+    nerfstudio <= 1.0.2 multiplied the fraction by half the image size; >= 1.0.3 reads pixels.
+    We always write pixels: ``fraction * min(w, h) / 2``.
+    """
+    return fraction * min(camera.width_px, camera.height_px) / 2.0
+
+
+def fov_deg(camera: Camera) -> tuple[float, float]:
+    """Approximate horizontal and vertical field of view (ignores distortion)."""
+    if camera.is_fisheye:
+        return (
+            math.degrees(camera.width_px / camera.fx),
+            math.degrees(camera.height_px / camera.fy),
+        )
+    return (
+        math.degrees(2 * math.atan(camera.width_px / (2 * camera.fx))),
+        math.degrees(2 * math.atan(camera.height_px / (2 * camera.fy))),
+    )

@@ -1,0 +1,46 @@
+"""``eyeful``: a thin Typer CLI over the library. Errors become ``error: <path>: <what>``."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+import traceback
+from collections.abc import Sequence
+
+import click
+
+from eyeful_tools.cli._app import app, state
+from eyeful_tools.errors import EyefulError
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")):
+    importlib.import_module(f"{__name__}.{_module}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 known error, 2 usage, 130 interrupted)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    state["verbose"] = "--verbose" in args or "-v" in args
+    try:
+        result = app(args=args, prog_name="eyeful", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except EyefulError as error:
+        if state["verbose"]:
+            traceback.print_exc()
+        print(f"error: {error.one_line()}", file=sys.stderr)
+        return 1
+    except click.exceptions.Exit as exit_:
+        return exit_.exit_code
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def entry_point() -> None:
+    sys.exit(main())
+
+
+__all__ = ["app", "main", "entry_point"]

@@ -1,0 +1,49 @@
+"""The Typer application objects that command modules register on.
+
+Each ``eyeful_tools/cli/<name>.py`` module adds its commands to ``app`` (or to the ``import`` /
+``export`` groups); :mod:`eyeful_tools.cli` imports every module in this package, so adding a
+command never means editing a shared list.
+"""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="eyeful",
+    help="EyefulTower, Metashape rigs and iOS captures to nerfstudio datasets, and Nerfacto.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+import_app = typer.Typer(
+    help="Import captures from other tools into transforms.json.", no_args_is_help=True
+)
+export_app = typer.Typer(
+    help="Export a transforms.json dataset to other tools.", no_args_is_help=True
+)
+app.add_typer(import_app, name="import")
+app.add_typer(export_app, name="export")
+
+#: progress and summaries go to stderr, so stdout stays clean for machine-readable output
+console = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+state = {"verbose": False}
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks for errors."),
+) -> None:
+    """eyeful: from the EyefulTower bucket (or an iPhone) to a trained NeRF.
+
+    Example: eyeful download --capture riverview --resolution jpeg_1k
+    """
+    state["verbose"] = verbose
+
+
+def summary(message: str) -> None:
+    """The one-line summary every command prints when it succeeds."""
+    console.print(message)

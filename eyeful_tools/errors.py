@@ -1,0 +1,41 @@
+"""A small error hierarchy. The CLI maps each to one line: ``error: <path>: <what>``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class EyefulError(Exception):
+    """Base class for errors a user can act on (bad input, missing files, failed transfers)."""
+
+    def __init__(self, path: str | Path | None, reason: str) -> None:
+        self.path = None if path is None else str(path)
+        self.reason = reason
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        return f"{self.path}: {self.reason}" if self.path else self.reason
+
+
+class InputFormatError(EyefulError):
+    """A file exists but its content is malformed or unsupported."""
+
+
+class MissingFileError(EyefulError):
+    """A file or folder the command needs is not there."""
+
+
+class UnsupportedError(EyefulError):
+    """Valid input that eyeful deliberately does not convert (e.g. equisolid fisheye)."""
+
+
+class DownloadError(EyefulError):
+    """A transfer failed for good (after retries)."""
+
+
+class SplitError(EyefulError):
+    """A split cannot be built: unknown cameras, missing files, an empty held-out set."""
+
+
+class UsageError(EyefulError):
+    """Options that contradict each other or name things that do not exist."""

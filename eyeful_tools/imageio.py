@@ -1,0 +1,141 @@
+"""Reading and writing images: JPEG/PNG through OpenCV, EXR through OpenEXR.
+
+OpenCV 5 wheels have no EXR codec, so EXR goes through the ``OpenEXR`` 3.x ``File`` API.
+Arrays are RGB (not OpenCV's BGR): uint8 for 8-bit formats, uint16 for 16-bit PNG, float16 or
+float32 linear radiance for EXR. Every write is atomic.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+import OpenEXR
+
+from eyeful_tools.errors import InputFormatError, MissingFileError
+from eyeful_tools.fsio import atomic_path
+
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".exr")
+
+
+def is_exr(path: str | Path) -> bool:
+    return Path(path).suffix.lower() == ".exr"
+
+
+def read_image(path: str | Path, reduce: int = 1) -> np.ndarray:
+    """Decode an image as RGB. ``reduce`` in {1, 2, 4, 8} uses libjpeg's reduced-size decode.
+
+    Returns [H, W, 3] uint8/uint16 for JPEG/PNG, [H, W, 3] float16/float32 for EXR. Single-channel
+    images come back [H, W].
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(path, "image not found")
+    if is_exr(path):
+        if reduce != 1:
+            raise ValueError("reduced decoding is for JPEG only")
+        return _read_exr(path)
+    flags = {
+        1: cv2.IMREAD_UNCHANGED,
+        2: cv2.IMREAD_REDUCED_COLOR_2,
+        4: cv2.IMREAD_REDUCED_COLOR_4,
+        8: cv2.IMREAD_REDUCED_COLOR_8,
+    }[reduce]
+    image = cv2.imread(str(path), flags)
+    if image is None:
+        raise InputFormatError(path, "cannot decode image (corrupt or unsupported format)")
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = image[..., :3]
+    if image.ndim == 3:
+        image = np.ascontiguousarray(image[..., ::-1])
+    return image
+
+
+def _read_exr(path: Path) -> np.ndarray:
+    try:
+        exr = OpenEXR.File(str(path))
+    except Exception as error:  # OpenEXR raises plain RuntimeError/OSError
+        raise InputFormatError(path, f"cannot read EXR ({error})") from error
+    channels = exr.channels()
+    for name in ("RGB", "RGBA"):
+        if name in channels:
+            return np.ascontiguousarray(channels[name].pixels[..., :3])
+    if all(c in channels for c in "RGB"):
+        return np.stack([channels[c].pixels for c in "RGB"], axis=-1)
+    if len(channels) == 1:
+        return next(iter(channels.values())).pixels
+    raise InputFormatError(path, f"EXR has no RGB channels (has {sorted(channels)})")
+
+
+def write_image(path: str | Path, image: np.ndarray, jpeg_quality: int = 95) -> None:
+    """Encode RGB (or single-channel) pixels atomically; the format follows the suffix."""
+    path = Path(path)
+    if is_exr(path):
+        _write_exr(path, image)
+        return
+    pixels = image[..., ::-1] if image.ndim == 3 else image
+    params: list[int] = []
+    if path.suffix.lower() in JPEG_SUFFIXES:
+        params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), np.ascontiguousarray(pixels), params):
+            raise InputFormatError(path, "OpenCV could not encode the image")
+
+
+def _write_exr(path: Path, image: np.ndarray) -> None:
+    if image.dtype not in (np.float16, np.float32):
+        image = image.astype(np.float32)
+    channels = {"RGB": np.ascontiguousarray(image)} if image.ndim == 3 else {"Y": image}
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    with atomic_path(path) as tmp:
+        OpenEXR.File(header, channels).write(str(tmp))
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(path, "image not found")
+    if is_exr(path):
+        try:
+            (x0, y0), (x1, y1) = OpenEXR.File(str(path), header_only=True).header()["dataWindow"]
+        except Exception as error:
+            raise InputFormatError(path, f"cannot read EXR header ({error})") from error
+        return int(x1 - x0 + 1), int(y1 - y0 + 1)
+    with open(path, "rb") as handle:
+        head = handle.read(32)
+        if head.startswith(b"\x89PNG"):
+            width, height = struct.unpack(">II", head[16:24])
+            return int(width), int(height)
+        if head.startswith(b"\xff\xd8"):
+            handle.seek(2)
+            size = _jpeg_size(handle)
+            if size is not None:
+                return size
+    image = cv2.imread(str(path), cv2.IMREAD_REDUCED_GRAYSCALE_8)
+    if image is None:
+        raise InputFormatError(path, "cannot read image header")
+    raise InputFormatError(path, "unrecognised image header")
+
+
+def _jpeg_size(handle) -> tuple[int, int] | None:  # noqa: ANN001
+    """Walk JPEG markers to the start-of-frame segment (SOF0..SOF15 except DHT/JPG/DAC)."""
+    while True:
+        marker = handle.read(2)
+        if len(marker) < 2 or marker[0] != 0xFF:
+            return None
+        code = marker[1]
+        if code in (0xD8, 0x01) or 0xD0 <= code <= 0xD7:
+            continue
+        length_bytes = handle.read(2)
+        if len(length_bytes) < 2:
+            return None
+        (length,) = struct.unpack(">H", length_bytes)
+        if 0xC0 <= code <= 0xCF and code not in (0xC4, 0xC8, 0xCC):
+            data = handle.read(5)
+            height, width = struct.unpack(">HH", data[1:5])
+            return int(width), int(height)
+        handle.seek(length - 2, 1)

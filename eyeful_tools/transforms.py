@@ -1,0 +1,308 @@
+"""nerfstudio ``transforms.json``: pydantic models, the one reader and the one writer.
+
+This is the only module that knows nerfstudio's key names (``fl_x``, ``transform_matrix``,
+``applied_transform``, ``*_filenames``). Geometry goes through :mod:`eyeful_tools.cameras`:
+the writer turns canonical frames (OpenCV axes, source world) into OpenGL camera-to-world
+matrices in the z-up output world, row-major; the reader does the inverse.
+
+Our own per-frame keys live under ``"eyeful"``, which nerfstudio ignores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from eyeful_tools import cameras
+from eyeful_tools.cameras import Camera, CameraModel, Frame, Scene, WorldUp
+from eyeful_tools.errors import InputFormatError, MissingFileError
+from eyeful_tools.fsio import atomic_write_text
+
+SPLIT_KEYS = ("train_filenames", "val_filenames", "test_filenames")
+FORMAT_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, populate_by_name=True)
+
+
+def _check_matrix(value: list[list[float]], rows: int, name: str) -> list[list[float]]:
+    if len(value) != rows or any(len(row) != 4 for row in value):
+        raise ValueError(f"{name} must be {rows}x4")
+    return value
+
+
+class EyefulFrameExtras(_Strict):
+    """Per-frame keys of ours (nerfstudio ignores the whole ``eyeful`` object)."""
+
+    camera_id: str | None = None
+    rig_position_id: int | None = None
+    sensor_id: str | None = None
+    exposure: float | None = None
+    color_space: str | None = None
+    fisheye_crop_radius: float | None = None
+
+
+class TransformsFrame(_Strict):
+    file_path: str
+    w: int | None = None
+    h: int | None = None
+    fl_x: float | None = None
+    fl_y: float | None = None
+    cx: float | None = None
+    cy: float | None = None
+    k1: float | None = None
+    k2: float | None = None
+    k3: float | None = None
+    k4: float | None = None
+    p1: float | None = None
+    p2: float | None = None
+    transform_matrix: list[list[float]]
+    mask_path: str | None = None
+    depth_file_path: str | None = None
+    eyeful: EyefulFrameExtras | None = None
+
+    @field_validator("transform_matrix")
+    @classmethod
+    def _four_by_four(cls, value: list[list[float]]) -> list[list[float]]:
+        return _check_matrix(value, 4, "transform_matrix")
+
+
+class TransformsFile(_Strict):
+    """Top level of ``transforms.json`` (the keys nerfstudio's dataparser reads, plus ours)."""
+
+    camera_model: CameraModel = CameraModel.OPENCV
+    fl_x: float | None = None
+    fl_y: float | None = None
+    cx: float | None = None
+    cy: float | None = None
+    w: int | None = None
+    h: int | None = None
+    k1: float | None = None
+    k2: float | None = None
+    k3: float | None = None
+    k4: float | None = None
+    p1: float | None = None
+    p2: float | None = None
+    fisheye_crop_radius: float | None = Field(
+        default=None, description="pixels (nerfstudio >= 1.0.3)"
+    )
+    frames: list[TransformsFrame]
+    applied_transform: list[list[float]] | None = None
+    applied_scale: float | None = None
+    orientation_override: str | None = None
+    ply_file_path: str | None = None
+    train_filenames: list[str] | None = None
+    val_filenames: list[str] | None = None
+    test_filenames: list[str] | None = None
+    eyeful: dict[str, Any] | None = None
+
+    @field_validator("applied_transform")
+    @classmethod
+    def _three_by_four(cls, value: list[list[float]] | None) -> list[list[float]] | None:
+        return None if value is None else _check_matrix(value, 3, "applied_transform")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading and writing files.
+
+
+def read_transforms(path: str | Path) -> TransformsFile:
+    """Parse and validate a transforms.json; errors name the file and the field."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "transforms.json"
+    if not path.is_file():
+        raise MissingFileError(path, "transforms file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputFormatError(path, f"not valid JSON ({error})") from error
+    return parse_transforms(data, path)
+
+
+def parse_transforms(data: Any, path: str | Path | None = None) -> TransformsFile:
+    try:
+        return TransformsFile.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise InputFormatError(path, f"field {field}: {first['msg']}") from error
+
+
+def dump_transforms(transforms: TransformsFile) -> str:
+    """JSON text with nerfstudio's indent of 4, ``None`` fields left out, trailing newline."""
+    data = transforms.model_dump(mode="json", exclude_none=True)
+    return json.dumps(data, indent=4) + "\n"
+
+
+def write_transforms(path: str | Path, transforms: TransformsFile) -> Path:
+    """Validate (finite numbers, shapes) and write atomically."""
+    path = Path(path)
+    text = dump_transforms(transforms)
+    parse_transforms(json.loads(text), path)  # never write what we could not read back
+    atomic_write_text(path, text)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Canonical scene <-> transforms.
+
+
+def scene_to_transforms(scene: Scene, *, extra: dict[str, Any] | None = None) -> TransformsFile:
+    """The nerfstudio view of a scene: OpenGL c2w in the z-up output world, per-frame intrinsics.
+
+    ``applied_transform`` records ``output_world_from_source`` (3x4) so users can map results
+    back to the capture's coordinates.
+    """
+    if not scene.frames:
+        raise InputFormatError(scene.name, "no frames to write")
+    models = {frame.camera.model for frame in scene.frames}
+    if len(models) > 1:
+        names = ", ".join(sorted(m.value for m in models))
+        raise InputFormatError(scene.name, f"mixed camera models in one scene ({names})")
+    model = models.pop()
+    output_from_source = cameras.output_world_from_source(scene.world_up)
+    radii = [
+        f.camera.fisheye_crop_radius_px for f in scene.frames if f.camera.fisheye_crop_radius_px
+    ]
+    frames = [
+        _frame_to_transforms(frame, output_from_source, len(set(radii)) > 1)
+        for frame in scene.frames
+    ]
+    splits = {f"{name}_filenames": list(files) for name, files in scene.splits.items()}
+    return TransformsFile(
+        camera_model=model,
+        fisheye_crop_radius=min(radii) if radii and model is CameraModel.OPENCV_FISHEYE else None,
+        frames=frames,
+        applied_transform=output_from_source[:3].tolist(),
+        eyeful={"format_version": FORMAT_VERSION, "capture": scene.name, **(extra or {})},
+        **splits,
+    )
+
+
+def _frame_to_transforms(
+    frame: Frame, output_from_source: np.ndarray, per_frame_radius: bool
+) -> TransformsFrame:
+    camera = frame.camera
+    world_from_cam_gl = cameras.opengl_from_opencv_pose(output_from_source @ frame.world_from_cam)
+    extras = EyefulFrameExtras(
+        camera_id=frame.camera_id,
+        rig_position_id=frame.rig_position_id,
+        sensor_id=frame.sensor_id,
+        exposure=frame.exposure,
+        color_space=frame.color_space,
+        fisheye_crop_radius=camera.fisheye_crop_radius_px if per_frame_radius else None,
+    )
+    return TransformsFrame(
+        file_path=frame.image_path,
+        w=camera.width_px,
+        h=camera.height_px,
+        fl_x=camera.fx,
+        fl_y=camera.fy,
+        cx=camera.cx,
+        cy=camera.cy,
+        **camera.distortion_dict(),
+        transform_matrix=world_from_cam_gl.tolist(),
+        mask_path=frame.mask_path,
+        depth_file_path=frame.depth_path,
+        eyeful=extras if extras.model_dump(exclude_none=True) else None,
+    )
+
+
+def transforms_to_scene(transforms: TransformsFile, path: str | Path | None = None) -> Scene:
+    """Canonical frames from a transforms file, following nerfstudio's precedence rules:
+    top-level intrinsics override per-frame ones; distortion is shared when any of
+    ``k1 k2 k3 p1 p2`` is top-level. Poses come back in the output (z-up) world, OpenCV axes.
+    """
+    shared_distortion = any(
+        getattr(transforms, key) is not None for key in ("k1", "k2", "k3", "p1", "p2")
+    )
+    frames = []
+    for index, item in enumerate(transforms.frames):
+        camera = _camera_of(transforms, item, shared_distortion, index, path)
+        extras = item.eyeful or EyefulFrameExtras()
+        matrix = np.asarray(item.transform_matrix, dtype=np.float64)
+        frames.append(
+            Frame(
+                image_path=item.file_path,
+                camera=camera,
+                world_from_cam=cameras.opencv_from_opengl_pose(matrix),
+                camera_id=extras.camera_id,
+                rig_position_id=extras.rig_position_id,
+                sensor_id=extras.sensor_id,
+                mask_path=item.mask_path,
+                depth_path=item.depth_file_path,
+                color_space=extras.color_space,
+                exposure=extras.exposure,
+            )
+        )
+    splits = {
+        key.removesuffix("_filenames"): list(getattr(transforms, key))
+        for key in SPLIT_KEYS
+        if getattr(transforms, key) is not None
+    }
+    name = (transforms.eyeful or {}).get("capture")
+    return Scene(frames=tuple(frames), world_up=WorldUp.Z_UP, name=name, splits=splits)
+
+
+def _camera_of(
+    transforms: TransformsFile,
+    item: TransformsFrame,
+    shared_distortion: bool,
+    index: int,
+    path: str | Path | None,
+) -> Camera:
+    values: dict[str, Any] = {}
+    for key in ("fl_x", "fl_y", "cx", "cy", "w", "h"):
+        value = getattr(transforms, key)
+        if value is None:
+            value = getattr(item, key)
+        if value is None:
+            raise InputFormatError(path, f"field frames.{index}.{key}: missing (and not top-level)")
+        values[key] = value
+    source = transforms if shared_distortion else item
+    distortion = cameras.distortion_from_dict(
+        {name: getattr(source, name) for name in cameras.DISTORTION_NAMES}
+    )
+    radius = (
+        item.eyeful.fisheye_crop_radius if item.eyeful else None
+    ) or transforms.fisheye_crop_radius
+    is_fisheye = transforms.camera_model is CameraModel.OPENCV_FISHEYE
+    return Camera(
+        model=transforms.camera_model,
+        width_px=int(values["w"]),
+        height_px=int(values["h"]),
+        fx=float(values["fl_x"]),
+        fy=float(values["fl_y"]),
+        cx=float(values["cx"]),
+        cy=float(values["cy"]),
+        distortion=distortion,
+        fisheye_crop_radius_px=radius if is_fisheye else None,
+    )
+
+
+def resolve_image_paths(transforms_path: str | Path, file_paths: Iterable[str]) -> list[Path]:
+    """Absolute image paths; ``file_path`` values are relative to the transforms file's folder."""
+    base = Path(transforms_path).parent
+    return [(base / p).resolve() if not Path(p).is_absolute() else Path(p) for p in file_paths]
+
+
+def missing_files(transforms_path: str | Path, file_paths: Sequence[str]) -> list[str]:
+    return [
+        p
+        for p, full in zip(
+            file_paths, resolve_image_paths(transforms_path, file_paths), strict=True
+        )
+        if not full.is_file()
+    ]
+
+
+def is_finite_matrix(matrix: Sequence[Sequence[float]]) -> bool:
+    return all(math.isfinite(v) for row in matrix for v in row)
