@@ -8,7 +8,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-import click
+import typer
 
 from eyeful_tools.cli._app import app, state
 from eyeful_tools.errors import EyefulError
@@ -29,14 +29,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {error.one_line()}", file=sys.stderr)
         return 1
-    except click.exceptions.Exit as exit_:
+    except typer.Exit as exit_:
         return exit_.exit_code
-    except click.ClickException as error:
-        error.show()
-        return error.exit_code
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:
+        # Typer vendors click; its usage errors carry ``show`` and ``exit_code`` (2).
+        if hasattr(error, "show") and hasattr(error, "exit_code"):
+            error.show()
+            return int(error.exit_code)
+        raise
 
 
 def entry_point() -> None:

@@ -1,0 +1,105 @@
+"""Project-wide rules: layering, one conventions module, CLI help, schemas, error lines."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+
+from eyeful_tools import schema
+from eyeful_tools.cli import app, main
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = sorted([*ROOT.glob("eyeful_tools/**/*.py"), *ROOT.glob("trainer_adapter/**/*.py")])
+CONVENTIONS_MODULE = ROOT / "eyeful_tools" / "cameras.py"
+
+#: axis flips and world permutations that belong in eyeful_tools/cameras.py only
+AXIS_PATTERNS = [
+    re.compile(r"\[\s*2\s*,\s*0\s*,\s*1\s*(,\s*3\s*)?\]"),  # nerfstudio's row permutation
+    re.compile(r"diag\(\s*\[?\s*1(\.0*)?\s*,\s*-\s*1(\.0*)?\s*,\s*-\s*1"),  # OpenCV <-> OpenGL
+    re.compile(r"\[\s*:\s*(3\s*)?,\s*[12]\s*(:\s*3\s*)?\]\s*\*=\s*-\s*1"),  # column negation
+    re.compile(r"array\(\s*\[\s*1(\.0*)?\s*,\s*-\s*1(\.0*)?\s*,\s*-\s*1(\.0*)?\s*[,\]]"),
+    re.compile(r"tensor\(\s*\[\s*1(\.0*)?\s*,\s*-\s*1(\.0*)?\s*,\s*-\s*1(\.0*)?\s*[,\]]"),
+]
+
+
+def test_axis_conventions_live_in_one_module() -> None:
+    offenders = []
+    for path in SOURCES:
+        if path == CONVENTIONS_MODULE:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if any(p.search(line) for p in AXIS_PATTERNS):
+                offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not offenders, "axis flips/permutations outside cameras.py:\n" + "\n".join(offenders)
+
+
+def test_the_grep_catches_a_flip() -> None:
+    """The rule above must be able to fail."""
+    samples = ["c2w[:, 1:3] *= -1", "m = m[[2, 0, 1, 3], :]", "np.diag([1, -1, -1, 1])"]
+    assert all(any(p.search(s) for p in AXIS_PATTERNS) for s in samples)
+
+
+def test_data_tools_never_import_torch() -> None:
+    code = "import sys, eyeful_tools.cli; sys.exit(1 if 'torch' in sys.modules else 0)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_layers_point_down() -> None:
+    """eyeful_tools never imports trainer_adapter at module level; the trainer never imports the CLI."""
+    for path in ROOT.glob("eyeful_tools/**/*.py"):
+        for line in path.read_text().splitlines():
+            if line.startswith(("import ", "from ")):
+                assert "trainer_adapter" not in line and "torch" not in line.split()[1], (
+                    path,
+                    line,
+                )
+    for path in ROOT.glob("trainer_adapter/**/*.py"):
+        text = path.read_text()
+        assert "eyeful_tools.cli" not in text, path
+
+
+def _commands(group, prefix: tuple[str, ...] = ()):  # noqa: ANN001  (typer's vendored click)
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            yield from _commands(command, (*prefix, name))
+        else:
+            yield (*prefix, name)
+
+
+def test_every_command_has_help_with_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+    group = typer.main.get_command(app)
+    commands = list(_commands(group))
+    assert ("list",) in commands and ("schema",) in commands
+    missing = []
+    for command in commands:
+        assert main([*command, "--help"]) == 0
+        if "Example: eyeful" not in capsys.readouterr().out:
+            missing.append(" ".join(command))
+    assert not missing, f"commands without 'Example: eyeful ...' in --help: {missing}"
+
+
+def test_schemas_are_current() -> None:
+    assert schema.stale_schemas() == [], "run `eyeful schema` and commit schemas/"
+
+
+def test_schema_drift_is_detected(tmp_path: Path) -> None:
+    schema.write_schemas(tmp_path)
+    assert schema.stale_schemas(tmp_path) == []
+    first = tmp_path / next(iter(schema.SCHEMAS))
+    first.write_text(first.read_text().replace("fl_x", "focal_x"))
+    assert schema.stale_schemas(tmp_path) == [first.name]
+
+
+def test_known_errors_are_one_line_with_exit_1(tmp_path: Path, capsys) -> None:
+    from eyeful_tools import transforms
+    from eyeful_tools.errors import MissingFileError
+
+    with pytest.raises(MissingFileError):
+        transforms.read_transforms(tmp_path / "nope.json")
+    # through the CLI: an unknown option value is a usage error (exit 2), not a traceback
+    assert main(["schema", "--bogus"]) == 2
