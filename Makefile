@@ -20,7 +20,7 @@ demo: install
 	$(VENV)/bin/eyeful demo --workdir demo_run
 
 lint: install
-	$(VENV)/bin/ruff check eyeful_tools trainer_adapter tests bench examples
+	$(VENV)/bin/ruff check .
 
 test: install lint
 	$(PY) -m pytest -q tests
