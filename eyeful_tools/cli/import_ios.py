@@ -1,0 +1,104 @@
+"""``eyeful import record3d|polycam``: iPhone/iPad captures into a nerfstudio dataset."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from eyeful_tools.blur import parse_blur_filter
+from eyeful_tools.cli._app import console, import_app, summary
+from eyeful_tools.ios_import import ImportOptions
+from eyeful_tools.readers.polycam import import_polycam
+from eyeful_tools.readers.record3d import import_record3d
+
+_OUT = typer.Option(
+    ..., "--out", help="Dataset folder to create (images/, depth/, transforms.json)."
+)
+_MAX_FRAMES = typer.Option(
+    None, "--max-frames", min=1, help="Keep at most N frames, evenly spread."
+)
+_BLUR = typer.Option(
+    "none",
+    "--blur-filter",
+    help="Drop blurry frames: 'percentile:P' drops the blurriest P%, 'threshold:T' drops frames "
+    "scoring below T (variance of the Laplacian, or Polycam's blur_score), 'none'.",
+)
+_LINK = typer.Option(False, "--link", help="Hard-link images from a source folder, not copy.")
+_DEPTH = typer.Option(True, "--depth/--no-depth", help="Write depth/ as 16-bit PNG millimetres.")
+_OVERWRITE = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder.")
+
+
+@contextmanager
+def _progress() -> Iterator:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, object] = {}
+
+        def update(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total)
+            bar.update(tasks[what], completed=done)  # type: ignore[arg-type]
+
+        yield update
+
+
+def _options(max_frames, blur_filter, link, depth, overwrite) -> ImportOptions:  # noqa: ANN001
+    return ImportOptions(
+        max_frames=max_frames,
+        blur_filter=parse_blur_filter(blur_filter),
+        link=link,
+        depth=depth,
+        overwrite=overwrite,
+    )
+
+
+@import_app.command("record3d")
+def record3d(
+    source: Path = typer.Argument(..., help="EXR+JPG export folder, or an .r3d file."),
+    out: Path = _OUT,
+    max_frames: int | None = _MAX_FRAMES,
+    blur_filter: str = _BLUR,
+    link: bool = _LINK,
+    depth: bool = _DEPTH,
+    overwrite: bool = _OVERWRITE,
+) -> None:
+    """Import a Record3D export ("EXR + JPG" folder or ".r3d") with poses, intrinsics and depth.
+
+    Example: eyeful import record3d scan.r3d --out data/scan --max-frames 300 --blur-filter percentile:10
+    """
+    options = _options(max_frames, blur_filter, link, depth, overwrite)
+    with _progress() as progress:
+        report = import_record3d(source, out, options, progress)
+    summary(report.one_line())
+
+
+@import_app.command("polycam")
+def polycam(
+    source: Path = typer.Argument(..., help="Polycam raw-data export folder or its .zip."),
+    out: Path = _OUT,
+    max_frames: int | None = _MAX_FRAMES,
+    blur_filter: str = _BLUR,
+    link: bool = _LINK,
+    depth: bool = _DEPTH,
+    overwrite: bool = _OVERWRITE,
+    raw: bool = typer.Option(
+        False, "--raw", help="Use the raw ARKit cameras/images even when corrected ones exist."
+    ),
+) -> None:
+    """Import a Polycam raw-data export (corrected cameras preferred), with depth when present.
+
+    Example: eyeful import polycam polycam_export.zip --out data/room --blur-filter threshold:25
+    """
+    options = _options(max_frames, blur_filter, link, depth, overwrite)
+    with _progress() as progress:
+        report = import_polycam(source, out, options, progress, use_raw=raw)
+    summary(report.one_line())

@@ -1,0 +1,549 @@
+"""The shared iOS import pipeline: select frames, copy images, convert depth, write transforms.
+
+Readers (:mod:`eyeful_tools.readers.record3d`, :mod:`eyeful_tools.readers.polycam`) parse an
+app's export into an :class:`IosCapture`: a list of :class:`IosFrame` with canonical poses
+(``world_from_cam``, OpenCV camera axes, the ARKit y-up world) and intrinsics for the image as
+stored. This module then, in order:
+
+1. decodes images (a corrupt one is reported by name and skipped), scores sharpness when a blur
+   filter is given (variance of the Laplacian, or the app's own score when every frame has one)
+   and drops the blurry frames;
+2. evenly subsamples the survivors to ``max_frames`` (``round(linspace)``, first and last kept);
+3. writes ``images/``, ``depth/`` (16-bit PNG, millimetres, 0 = invalid, resized nearest to the
+   image size) and ``transforms.json`` through :func:`eyeful_tools.transforms.scene_to_transforms`
+   (z-up world, ``applied_transform``) with train/val/test splits, into a temporary folder beside
+   the output that is renamed into place at the end, so a failed import writes nothing.
+
+:class:`Source` reads a folder or a zip archive (``.zip``, ``.r3d``) the same way; a zip with a
+member that would escape the output folder is refused before anything is read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import posixpath
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import cv2
+import numpy as np
+
+from eyeful_tools import blur, imageio, transforms
+from eyeful_tools.cameras import Camera, CameraModel, Frame, Scene, WorldUp, rescale_camera
+from eyeful_tools.errors import EyefulError, InputFormatError, MissingFileError, UsageError
+from eyeful_tools.fsio import atomic_path
+
+log = logging.getLogger(__name__)
+
+#: depth encodings the readers hand over
+DEPTH_EXR_M = "exr_m"  # float32 metres, single channel EXR (Record3D "EXR + JPG")
+DEPTH_LZFSE_M = "lzfse_m"  # LZFSE-compressed raw float32 metres (Record3D .r3d)
+DEPTH_PNG_MM = "png_mm"  # 16-bit PNG, millimetres (Polycam)
+CONF_LZFSE_U8 = "lzfse_u8"  # LZFSE-compressed raw uint8 {0, 1, 2} (Record3D .r3d)
+CONF_PNG_U8 = "png_u8"  # 8-bit PNG {0, 127, 255} (Polycam)
+
+MAX_DEPTH_MM = 65535
+#: the image sizes of one frame may differ from its metadata by a uniform scale, this much
+_ASPECT_TOLERANCE = 0.01
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a folder or a zip the same way.
+
+
+class Source:
+    """A folder or a zip archive, addressed by POSIX paths relative to its root."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._zip: zipfile.ZipFile | None = None
+        if not self.path.exists():
+            raise MissingFileError(self.path, "source not found")
+        if self.path.is_dir():
+            self._names = sorted(
+                p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file()
+            )
+            return
+        try:
+            archive = zipfile.ZipFile(self.path)
+        except (zipfile.BadZipFile, OSError) as error:
+            raise InputFormatError(self.path, f"not a folder or a zip archive ({error})") from error
+        names = []
+        for info in archive.infolist():
+            if not is_safe_member(info.filename):
+                archive.close()
+                raise InputFormatError(
+                    self.path,
+                    f"archive member {info.filename!r} would escape the output folder; refusing",
+                )
+            if not info.is_dir():
+                names.append(info.filename)
+        self._zip = archive
+        self._names = sorted(names)
+
+    @property
+    def is_archive(self) -> bool:
+        return self._zip is not None
+
+    def names(self) -> list[str]:
+        return list(self._names)
+
+    def exists(self, name: str) -> bool:
+        return name in self._name_set
+
+    @property
+    def _name_set(self) -> set[str]:
+        if not hasattr(self, "_set"):
+            self._set = set(self._names)
+        return self._set
+
+    def read_bytes(self, name: str) -> bytes:
+        if not self.exists(name):
+            raise MissingFileError(self.display(name), "file not found")
+        if self._zip is not None:
+            return self._zip.read(name)
+        return (self.path / name).read_bytes()
+
+    def local_path(self, name: str) -> Path | None:
+        """The file on disk (folders only), for hard links and readers that need a path."""
+        return None if self._zip is not None else self.path / name
+
+    def display(self, name: str) -> str:
+        """How errors name a member: ``archive.zip:inner/path`` or the file path."""
+        return f"{self.path}:{name}" if self._zip is not None else str(self.path / name)
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+
+
+def is_safe_member(name: str) -> bool:
+    """False for absolute paths, drive letters, backslashes and ``..`` components."""
+    if not name or name.startswith(("/", "\\")) or "\\" in name or ":" in name.split("/")[0]:
+        return False
+    parts = PurePosixPath(posixpath.normpath(name)).parts
+    return ".." not in PurePosixPath(name).parts and ".." not in parts
+
+
+# ---------------------------------------------------------------------------------------------
+# What readers produce.
+
+
+@dataclass(frozen=True, eq=False)
+class IosFrame:
+    """One keyframe of an app export, before selection.
+
+    ``world_from_cam`` [4, 4]: OpenCV camera axes, the app's y-up world. ``intrinsics`` are
+    ``(fx, fy, cx, cy)`` in pixels (corner origin) for an image of ``size_px`` (w, h); ``None``
+    size means "read it from the image".
+    """
+
+    name: str  # output stem, unique within the capture
+    image: str  # member path in the source
+    intrinsics: tuple[float, float, float, float]
+    size_px: tuple[int, int] | None
+    world_from_cam: np.ndarray
+    depth: str | None = None
+    depth_kind: str | None = None
+    depth_size_px: tuple[int, int] | None = None  # raw (headerless) depth only
+    confidence: str | None = None
+    confidence_kind: str | None = None
+    app_score: float | None = None  # the app's own sharpness (Polycam blur_score)
+
+
+@dataclass
+class IosCapture:
+    app: str  # "record3d" | "polycam"
+    source: Source
+    frames: list[IosFrame]
+    #: human-readable facts for the summary (e.g. "depth skipped: ...")
+    notes: list[str] = field(default_factory=list)
+    #: confidence at or above which depth pixels are kept (app's own scale)
+    min_confidence: int = 0
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    max_frames: int | None = None
+    blur_filter: blur.BlurFilter = blur.BlurFilter()
+    link: bool = False  # hard-link images from a source folder instead of copying
+    depth: bool = True
+    overwrite: bool = False
+
+
+@dataclass
+class ImportReport:
+    out_dir: Path
+    total: int
+    kept: int
+    score_name: str = "laplacian variance"
+    dropped_blurry: list[str] = field(default_factory=list)
+    dropped_subsample: int = 0
+    corrupt: list[str] = field(default_factory=list)
+    depth_written: int = 0
+    notes: list[str] = field(default_factory=list)
+    splits: dict[str, int] = field(default_factory=dict)
+
+    def one_line(self) -> str:
+        parts = [f"imported {self.kept} of {self.total} frames into {self.out_dir}"]
+        dropped = []
+        if self.dropped_blurry:
+            dropped.append(f"{len(self.dropped_blurry)} blurry ({self.score_name})")
+        if self.dropped_subsample:
+            dropped.append(f"{self.dropped_subsample} by --max-frames")
+        if self.corrupt:
+            dropped.append(f"{len(self.corrupt)} corrupt ({', '.join(self.corrupt)})")
+        if dropped:
+            parts.append("dropped " + ", ".join(dropped))
+        parts.append(f"depth for {self.depth_written}")
+        if self.splits:
+            parts.append("/".join(f"{n} {k}" for k, n in self.splits.items()))
+        parts.extend(self.notes)
+        return "; ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline.
+
+Progress = Callable[[str, int, int], None]
+
+
+def import_capture(
+    capture: IosCapture,
+    out_dir: str | Path,
+    options: ImportOptions = ImportOptions(),
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Select, copy and convert ``capture`` into ``out_dir`` (see the module docstring)."""
+    out_dir = Path(out_dir)
+    _check_output(out_dir, options.overwrite)
+    if not capture.frames:
+        raise InputFormatError(capture.source.path, "no frames to import")
+    if options.max_frames is not None and options.max_frames < 1:
+        raise UsageError("--max-frames", f"must be at least 1, got {options.max_frames}")
+    report = ImportReport(out_dir=out_dir, total=len(capture.frames), kept=0)
+    report.notes.extend(capture.notes)
+    sizes: dict[int, tuple[int, int]] = {}
+
+    def decode(index: int) -> np.ndarray | None:
+        frame = capture.frames[index]
+        pixels = _decode_grey(capture.source, frame.image)
+        if pixels is None:
+            log.warning("%s: cannot decode image; skipped", capture.source.display(frame.image))
+            report.corrupt.append(frame.image)
+            return None
+        sizes[index] = (pixels.shape[1], pixels.shape[0])
+        return pixels
+
+    candidates = list(range(len(capture.frames)))
+    if options.blur_filter.active:
+        candidates = _drop_blurry(
+            capture, candidates, options.blur_filter, decode, report, progress
+        )
+    selected = even_subsample(candidates, options.max_frames)
+    report.dropped_subsample = len(candidates) - len(selected)
+    selected = [i for i in selected if i in sizes or decode(i) is not None]
+    if not selected:
+        raise InputFormatError(capture.source.path, "no usable frames left to import")
+
+    frames = [(i, _camera_for(capture, capture.frames[i], sizes[i])) for i in selected]
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.import-", dir=out_dir.parent))
+    try:
+        canonical = _write_frames(capture, frames, build, options, report, progress)
+        scene = Scene(
+            frames=tuple(canonical),
+            world_up=WorldUp.Y_UP,
+            name=out_dir.name,
+            splits=standard_splits([f.image_path for f in canonical]),
+        )
+        report.splits = {k: len(v) for k, v in scene.splits.items()}
+        extra = {"source": {"app": capture.app, "path": str(capture.source.path)}}
+        transforms.write_transforms(
+            build / "transforms.json", transforms.scene_to_transforms(scene, extra=extra)
+        )
+        _publish(build, out_dir)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    report.kept = len(canonical)
+    return report
+
+
+def even_subsample(indices: Sequence[int], max_count: int | None) -> list[int]:
+    """At most ``max_count`` items, evenly spread, first and last kept (nerfstudio's rule)."""
+    items = list(indices)
+    if max_count is None or len(items) <= max_count:
+        return items
+    if max_count == 1:
+        return items[:1]
+    picks = np.round(np.linspace(0, len(items) - 1, max_count)).astype(int)
+    return [items[p] for p in picks]
+
+
+def standard_splits(file_paths: Sequence[str], eval_every: int = 8) -> dict[str, list[str]]:
+    """Train/val/test for a single video-like sequence: every ``eval_every``-th frame (from the
+    first) is held out, as nerfstudio's ``interval`` eval mode does; val and test get the same
+    held-out frames (there is no second held-out camera in a phone capture)."""
+    held_out = [p for i, p in enumerate(file_paths) if i % eval_every == 0 and len(file_paths) > 1]
+    train = [p for p in file_paths if p not in set(held_out)]
+    return {"train": train, "val": list(held_out), "test": list(held_out)}
+
+
+def _drop_blurry(
+    capture: IosCapture,
+    candidates: list[int],
+    blur_filter: blur.BlurFilter,
+    decode: Callable[[int], np.ndarray | None],
+    report: ImportReport,
+    progress: Progress | None,
+) -> list[int]:
+    use_app = all(capture.frames[i].app_score is not None for i in candidates)
+    if use_app:
+        report.score_name = f"{capture.app} score {blur_filter.describe()}"
+    else:
+        report.score_name = f"laplacian variance {blur_filter.describe()}"
+    scored: list[int] = []
+    scores: list[float] = []
+    for step, index in enumerate(candidates):
+        pixels = decode(index)
+        if progress:
+            progress("scoring sharpness", step + 1, len(candidates))
+        if pixels is None:
+            continue
+        app_score = capture.frames[index].app_score
+        scores.append(
+            float(app_score) if use_app and app_score is not None else blur.sharpness(pixels)
+        )
+        scored.append(index)
+    keep = blur_filter.keep(scores)
+    report.dropped_blurry = [
+        capture.frames[i].name for i, k in zip(scored, keep, strict=True) if not k
+    ]
+    if report.dropped_blurry:
+        log.info("dropped as blurry: %s", ", ".join(report.dropped_blurry))
+    return [i for i, k in zip(scored, keep, strict=True) if k]
+
+
+def _camera_for(capture: IosCapture, frame: IosFrame, image_size: tuple[int, int]) -> Camera:
+    """Intrinsics for the image as stored; rescaled when the export's images were resized."""
+    fx, fy, cx, cy = frame.intrinsics
+    width, height = frame.size_px or image_size
+    camera = Camera(
+        model=CameraModel.OPENCV,
+        width_px=int(width),
+        height_px=int(height),
+        fx=fx,
+        fy=fy,
+        cx=cx,
+        cy=cy,
+    )
+    if (width, height) == image_size:
+        return camera
+    if abs(width / height - image_size[0] / image_size[1]) > _ASPECT_TOLERANCE * width / height:
+        raise InputFormatError(
+            capture.source.display(frame.image),
+            f"image is {image_size[0]}x{image_size[1]} but its camera says {width}x{height}"
+            " (rotated after export?)",
+        )
+    return rescale_camera(camera, *image_size)
+
+
+def _write_frames(
+    capture: IosCapture,
+    frames: list[tuple[int, Camera]],
+    build: Path,
+    options: ImportOptions,
+    report: ImportReport,
+    progress: Progress | None,
+) -> list[Frame]:
+    (build / "images").mkdir()
+    canonical = []
+    for step, (index, camera) in enumerate(frames):
+        frame = capture.frames[index]
+        suffix = PurePosixPath(frame.image).suffix.lower() or ".jpg"
+        image_rel = f"images/{frame.name}{suffix}"
+        _copy_member(capture.source, frame.image, build / image_rel, options.link)
+        depth_rel = None
+        if options.depth and frame.depth is not None:
+            depth_mm = _depth_mm(capture, frame, (camera.width_px, camera.height_px))
+            if depth_mm is not None:
+                depth_rel = f"depth/{frame.name}.png"
+                imageio.write_image(build / depth_rel, depth_mm)
+                report.depth_written += 1
+        canonical.append(
+            Frame(
+                image_path=image_rel,
+                camera=camera,
+                world_from_cam=frame.world_from_cam,
+                rig_position_id=index,
+                depth_path=depth_rel,
+                color_space="srgb",
+            )
+        )
+        if progress:
+            progress("writing frames", step + 1, len(frames))
+    return canonical
+
+
+def _copy_member(source: Source, name: str, target: Path, link: bool) -> None:
+    local = source.local_path(name)
+    if link and local is not None:
+        with contextlib.suppress(OSError):
+            os.link(local, target)
+            return
+    with atomic_path(target) as tmp:
+        if local is not None:
+            shutil.copyfile(local, tmp)
+        else:
+            tmp.write_bytes(source.read_bytes(name))
+
+
+# ---------------------------------------------------------------------------------------------
+# Images and depth.
+
+
+def _decode_grey(source: Source, name: str) -> np.ndarray | None:
+    """Stored pixels (EXIF orientation ignored, as nerfstudio and COLMAP do), or None."""
+    data = np.frombuffer(source.read_bytes(name), dtype=np.uint8)
+    if data.size == 0:
+        return None
+    flags = cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION
+    pixels = cv2.imdecode(data, flags)
+    return None if pixels is None or min(pixels.shape[:2]) < 3 else pixels
+
+
+def depth_mm_from_metres(depth_m: np.ndarray) -> np.ndarray:
+    """uint16 millimetres from float metres; non-finite, <= 0 or beyond 65.535 m -> 0 (invalid)."""
+    depth = np.asarray(depth_m, dtype=np.float64)
+    millimetres = np.where(np.isfinite(depth), np.round(depth * 1000.0), 0.0)
+    millimetres[(millimetres <= 0) | (millimetres > MAX_DEPTH_MM)] = 0
+    return millimetres.astype(np.uint16)
+
+
+def _depth_mm(
+    capture: IosCapture, frame: IosFrame, image_size: tuple[int, int]
+) -> np.ndarray | None:
+    """[H, W] uint16 millimetres at the image size (nearest), low-confidence pixels zeroed."""
+    source = capture.source
+    assert frame.depth is not None  # checked by the caller
+    try:
+        depth = _read_depth(source, frame)
+        if frame.confidence is not None and capture.min_confidence > 0:
+            confidence = _read_confidence(source, frame, depth.shape)
+            depth = np.where(confidence >= capture.min_confidence, depth, 0).astype(np.uint16)
+    except EyefulError as error:
+        log.warning("%s; depth skipped for this frame", error.one_line())
+        return None
+    if (depth.shape[1], depth.shape[0]) != image_size:
+        depth = cv2.resize(depth, image_size, interpolation=cv2.INTER_NEAREST)
+    return depth
+
+
+def _read_depth(source: Source, frame: IosFrame) -> np.ndarray:
+    name = frame.depth
+    assert name is not None
+    where = source.display(name)
+    if frame.depth_kind == DEPTH_PNG_MM:
+        depth = cv2.imdecode(np.frombuffer(source.read_bytes(name), np.uint8), cv2.IMREAD_UNCHANGED)
+        if depth is None or depth.ndim != 2:
+            raise InputFormatError(where, "cannot decode depth PNG (expected 16-bit, one channel)")
+        return depth.astype(np.uint16)
+    if frame.depth_kind == DEPTH_EXR_M:
+        return depth_mm_from_metres(_read_exr_channel(source, name))
+    if frame.depth_kind == DEPTH_LZFSE_M:
+        raw = decompress_lzfse(source.read_bytes(name), where)
+        return depth_mm_from_metres(_raw_plane(raw, np.float32, frame.depth_size_px, where))
+    raise InputFormatError(where, f"unknown depth encoding {frame.depth_kind!r}")
+
+
+def _read_confidence(source: Source, frame: IosFrame, shape: tuple[int, ...]) -> np.ndarray:
+    name = frame.confidence
+    assert name is not None
+    where = source.display(name)
+    if frame.confidence_kind == CONF_PNG_U8:
+        conf = cv2.imdecode(np.frombuffer(source.read_bytes(name), np.uint8), cv2.IMREAD_GRAYSCALE)
+        if conf is None:
+            raise InputFormatError(where, "cannot decode confidence PNG")
+    else:
+        raw = decompress_lzfse(source.read_bytes(name), where)
+        conf = _raw_plane(raw, np.uint8, (shape[1], shape[0]), where)
+    if conf.shape != shape[:2]:
+        conf = cv2.resize(conf, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    return conf
+
+
+def _read_exr_channel(source: Source, name: str) -> np.ndarray:
+    """First channel of a depth EXR (Record3D writes one; the value sits in R or Y)."""
+    local = source.local_path(name)
+    with contextlib.ExitStack() as stack:
+        if local is None:
+            handle = stack.enter_context(tempfile.NamedTemporaryFile(suffix=".exr"))
+            handle.write(source.read_bytes(name))
+            handle.flush()
+            local = Path(handle.name)
+        try:
+            pixels = imageio.read_image(local)
+        except EyefulError as error:
+            raise InputFormatError(source.display(name), error.reason) from error
+    return np.asarray(pixels[..., 0] if pixels.ndim == 3 else pixels, dtype=np.float32)
+
+
+def _raw_plane(
+    raw: bytes, dtype: type[np.generic], size: tuple[int, int] | None, where: str
+) -> np.ndarray:
+    values = np.frombuffer(raw, dtype=dtype)
+    if size is None or size[0] * size[1] != values.size:
+        raise InputFormatError(
+            where,
+            f"holds {values.size} values, expected {size[0]}x{size[1]}" if size else "size unknown",
+        )
+    return values.reshape(size[1], size[0])
+
+
+def lzfse_available() -> bool:
+    try:
+        import lzfse  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def decompress_lzfse(data: bytes, where: str) -> bytes:
+    """LZFSE via the optional ``lzfse`` package (imported lazily)."""
+    try:
+        import lzfse
+    except ImportError as error:
+        raise MissingFileError(where, "LZFSE depth needs the 'lzfse' package") from error
+    try:
+        return lzfse.decompress(data)
+    except Exception as error:  # lzfse.error is a plain Exception subclass
+        raise InputFormatError(where, f"cannot decompress LZFSE ({error})") from error
+
+
+# ---------------------------------------------------------------------------------------------
+# The output folder.
+
+
+def _check_output(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(out_dir, "output exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise UsageError(out_dir, "output folder is not empty (pass --overwrite to replace it)")
+
+
+def _publish(build: Path, out_dir: Path) -> None:
+    """Rename the finished build folder onto ``out_dir`` (replacing an old one last)."""
+    old = None
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        os.replace(out_dir, old / out_dir.name)
+    os.replace(build, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,259 @@
+"""Record3D exports: the "EXR + JPG" folder and the ``.r3d`` archive, as an :class:`IosCapture`.
+
+Layouts (``shared/reference/ios.md`` section 1):
+
+* EXR + JPG: ``metadata.json``, ``rgb/<i>.jpg``, ``depth/<i>.exr`` (float32 metres).
+* ``.r3d`` (a zip): ``metadata`` (JSON, no extension), ``rgbd/<i>.jpg``, ``rgbd/<i>.depth`` (LZFSE
+  float32 metres, ``dw`` x ``dh``), ``rgbd/<i>.conf`` (LZFSE uint8 confidence 0/1/2).
+
+Either may also be a folder of the unzipped archive, or a zip with one top-level folder.
+
+Metadata: ``poses`` N x 7 ``[qx, qy, qz, qw, tx, ty, tz]`` (scalar-last quaternion), camera-to-world,
+**OpenGL-style camera axes** (ARKit: +y up, looking down -z), converted to our OpenCV axes with
+:func:`eyeful_tools.cameras.opencv_from_opengl_pose`. The world is ARKit's y-up one (Record3D zeroes
+it at the first frame of the recording, so "up" is only as level as the phone was then). ``K`` is a
+column-major 3x3 for the first frame; ``perFrameIntrinsicCoeffs`` (N x ``[fx, fy, cx, cy]``, newer
+exports) wins where present. Poses, ``K`` and the stored JPEGs share the portrait image frame, so
+images are used as stored and nothing is rotated; an image whose size is the transpose of the
+metadata's is refused rather than guessed at. Pose ``i`` belongs to image ``<i>.jpg``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from eyeful_tools import cameras
+from eyeful_tools.errors import InputFormatError, MissingFileError
+from eyeful_tools.ios_import import (
+    CONF_LZFSE_U8,
+    DEPTH_EXR_M,
+    DEPTH_LZFSE_M,
+    ImportOptions,
+    ImportReport,
+    IosCapture,
+    IosFrame,
+    Progress,
+    Source,
+    import_capture,
+    lzfse_available,
+)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+#: Record3D's LiDAR depth size (portrait) for old files without ``dw``/``dh``
+DEFAULT_DEPTH_SIZE_PX = (192, 256)
+#: ARKit confidence: 0 low, 1 medium, 2 high; low-confidence depth is dropped
+MIN_CONFIDENCE = 1
+
+
+def rotation_from_quaternion_xyzw(quaternion: np.ndarray) -> np.ndarray:
+    """3x3 rotation from a scalar-last quaternion ``[x, y, z, w]`` (normalised first)."""
+    x, y, z, w = np.asarray(quaternion, dtype=np.float64) / np.linalg.norm(quaternion)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def world_from_cam_from_pose(pose: list[float] | np.ndarray) -> np.ndarray:
+    """Record3D pose ``[qx, qy, qz, qw, tx, ty, tz]`` -> 4x4 ``world_from_cam``, OpenCV axes."""
+    values = np.asarray(pose, dtype=np.float64)
+    world_from_cam_opengl = np.eye(4)
+    world_from_cam_opengl[:3, :3] = rotation_from_quaternion_xyzw(values[:4])
+    world_from_cam_opengl[:3, 3] = values[4:7]
+    return cameras.opencv_from_opengl_pose(world_from_cam_opengl)
+
+
+def detect(source: Source) -> tuple[str, str] | None:
+    """``("exr", prefix)`` or ``("r3d", prefix)`` when ``source`` looks like a Record3D export."""
+    names = set(source.names())
+    for name in sorted(names, key=lambda n: n.count("/")):
+        path = PurePosixPath(name)
+        if len(path.parts) > 2:
+            break
+        prefix = "" if len(path.parts) == 1 else f"{path.parts[0]}/"
+        if path.name == "metadata.json" and any(n.startswith(f"{prefix}rgb/") for n in names):
+            return "exr", prefix
+        if path.name == "metadata" and any(n.startswith(f"{prefix}rgbd/") for n in names):
+            return "r3d", prefix
+    return None
+
+
+def read_record3d(path: str | Path) -> IosCapture:
+    """Parse a Record3D export (folder, ``.r3d`` or zip) without writing anything."""
+    source = Source(path)
+    try:
+        return _read(source)
+    except BaseException:
+        source.close()
+        raise
+
+
+def _read(source: Source) -> IosCapture:
+    found = detect(source)
+    if found is None:
+        raise MissingFileError(
+            source.path,
+            "not a Record3D export (expected metadata.json + rgb/, or an .r3d with metadata + rgbd/)",
+        )
+    kind, prefix = found
+    meta_name = f"{prefix}metadata.json" if kind == "exr" else f"{prefix}metadata"
+    where = source.display(meta_name)
+    meta = _load_json(source, meta_name)
+    image_dir = f"{prefix}rgb/" if kind == "exr" else f"{prefix}rgbd/"
+    images, ignored = _numbered_images(source, image_dir)
+    if not images:
+        raise MissingFileError(source.display(image_dir), "no numbered images (0.jpg, 1.jpg, ...)")
+    poses = _poses(meta, where)
+    if len(poses) != len(images):
+        raise InputFormatError(
+            where,
+            f"{len(poses)} poses but {len(images)} images in {image_dir.removeprefix(prefix)}",
+        )
+    intrinsics = _intrinsics(meta, len(poses), where)
+    size = _size(meta, where)
+    by_stem = all(number < len(poses) for number, _ in images)
+    notes = [f"ignored {len(ignored)} non-numbered images"] if ignored else []
+    depth_ok = True
+    if kind == "r3d" and any(source.exists(f"{image_dir}{n}.depth") for n, _ in images):
+        depth_ok = lzfse_available()
+        if not depth_ok:
+            notes.append("depth skipped: install the optional 'lzfse' package to decode .r3d depth")
+    depth_size = (int(meta.get("dw") or 0), int(meta.get("dh") or 0))
+    if not all(depth_size):
+        depth_size = DEFAULT_DEPTH_SIZE_PX
+    frames = []
+    for position, (number, image) in enumerate(images):
+        index = number if by_stem else position
+        if kind == "exr":
+            depth = f"{prefix}depth/{number}.exr"
+            depth_kind, confidence = DEPTH_EXR_M, None
+        else:
+            depth = f"{image_dir}{number}.depth"
+            depth_kind, confidence = DEPTH_LZFSE_M, f"{image_dir}{number}.conf"
+        frames.append(
+            IosFrame(
+                name=f"frame_{number:05d}",
+                image=image,
+                intrinsics=intrinsics[index],
+                size_px=size,
+                world_from_cam=world_from_cam_from_pose(poses[index]),
+                depth=depth if depth_ok and source.exists(depth) else None,
+                depth_kind=depth_kind,
+                depth_size_px=depth_size if kind == "r3d" else None,
+                confidence=confidence if confidence and source.exists(confidence) else None,
+                confidence_kind=CONF_LZFSE_U8 if kind == "r3d" else None,
+            )
+        )
+    return IosCapture(
+        app="record3d", source=source, frames=frames, notes=notes, min_confidence=MIN_CONFIDENCE
+    )
+
+
+def _load_json(source: Source, name: str) -> dict[str, Any]:
+    try:
+        data = json.loads(source.read_bytes(name).decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputFormatError(source.display(name), f"not valid JSON ({error})") from error
+    if not isinstance(data, dict):
+        raise InputFormatError(source.display(name), "expected a JSON object")
+    return data
+
+
+def _numbered_images(source: Source, image_dir: str) -> tuple[list[tuple[int, str]], list[str]]:
+    """``(number, member)`` of ``<dir><int>.<jpg|png>``, sorted numerically; and what was ignored
+    (Finder duplicates like ``3(1).jpg``)."""
+    images, ignored = [], []
+    for name in source.names():
+        if not name.startswith(image_dir) or "/" in name[len(image_dir) :]:
+            continue
+        path = PurePosixPath(name)
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if path.stem.isdigit():
+            images.append((int(path.stem), name))
+        else:
+            ignored.append(name)
+    return sorted(images), ignored
+
+
+def _numbers(value: Any, count: int, where: str, what: str) -> list[float]:
+    if not isinstance(value, list) or len(value) != count:
+        raise InputFormatError(where, f"{what}: expected {count} numbers")
+    try:
+        numbers = [float(v) for v in value]
+    except (TypeError, ValueError) as error:
+        raise InputFormatError(where, f"{what}: expected {count} numbers") from error
+    if not all(math.isfinite(v) for v in numbers):
+        raise InputFormatError(where, f"{what}: not finite")
+    return numbers
+
+
+def _poses(meta: dict[str, Any], where: str) -> list[list[float]]:
+    if "poses" not in meta:
+        raise InputFormatError(where, "missing 'poses' (the per-frame camera poses)")
+    if not isinstance(meta["poses"], list):
+        raise InputFormatError(where, "'poses' must be a list of [qx, qy, qz, qw, tx, ty, tz]")
+    poses = []
+    for i, pose in enumerate(meta["poses"]):
+        values = _numbers(pose, 7, where, f"poses[{i}] ([qx, qy, qz, qw, tx, ty, tz])")
+        if np.linalg.norm(values[:4]) < 1e-9:
+            raise InputFormatError(where, f"poses[{i}]: zero quaternion")
+        poses.append(values)
+    return poses
+
+
+def _intrinsics(
+    meta: dict[str, Any], count: int, where: str
+) -> list[tuple[float, float, float, float]]:
+    """Per frame ``(fx, fy, cx, cy)``: ``perFrameIntrinsicCoeffs`` if present, else ``K``."""
+    per_frame = meta.get("perFrameIntrinsicCoeffs")
+    if per_frame is not None:
+        if not isinstance(per_frame, list) or len(per_frame) != count:
+            raise InputFormatError(
+                where, f"perFrameIntrinsicCoeffs: expected {count} rows of [fx, fy, cx, cy]"
+            )
+        rows = [
+            _numbers(r, 4, where, f"perFrameIntrinsicCoeffs[{i}]") for i, r in enumerate(per_frame)
+        ]
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+    if "K" not in meta:
+        raise InputFormatError(where, "missing 'K' (column-major 3x3 intrinsics)")
+    k = cameras.matrix_from_column_major(_numbers(meta["K"], 9, where, "K"), 3)
+    if k[0, 0] <= 0 or k[1, 1] <= 0:
+        raise InputFormatError(where, "K: focal lengths must be positive (is it column-major?)")
+    return [(float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2]))] * count
+
+
+def _size(meta: dict[str, Any], where: str) -> tuple[int, int] | None:
+    """``(w, h)`` of the stored RGB, or None to read it from the images."""
+    if meta.get("w") is None or meta.get("h") is None:
+        return None
+    try:
+        width, height = int(meta["w"]), int(meta["h"])
+    except (TypeError, ValueError) as error:
+        raise InputFormatError(where, "w/h must be integers") from error
+    if width <= 0 or height <= 0:
+        raise InputFormatError(where, f"bad image size {width}x{height}")
+    return width, height
+
+
+def import_record3d(
+    path: str | Path,
+    out_dir: str | Path,
+    options: ImportOptions = ImportOptions(),
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Read a Record3D export and write a nerfstudio dataset into ``out_dir``."""
+    capture = read_record3d(path)
+    try:
+        return import_capture(capture, out_dir, options, progress)
+    finally:
+        capture.source.close()
