@@ -1,0 +1,199 @@
+"""EyefulTower ``cameras.json`` ("KRT" format) -> canonical :class:`~eyeful_tools.cameras.Scene`.
+
+Facts (``shared/reference/eyeful.md`` §5): one entry per image with ``cameraId`` (the image path
+relative to a resolution folder, without extension), full-resolution ``width``/``height``, ``K``
+(3x3, column-major, pixels, corner-origin: cx = W/2 + Metashape offset), ``T`` (4x4, column-major,
+**world-to-camera**, OpenCV camera axes, y-up metric world), ``distortionModel`` and
+``distortion``, ``frameId`` (rig position) and ``sensorId``.
+
+Distortion orders, as Meta's ``metashape_to_krt.py`` writes them (p1/p2 already swapped into
+OpenCV order there):
+
+* ``RadialAndTangential``: ``[k1, k2, p1, p2, k3]`` -> OPENCV.
+* ``Fisheye``: ``[k1, k2, k3, k4, t1, t2, p1, p2]`` -> OPENCV_FISHEYE (equidistant). We keep k4
+  (nerfstudio's converter drops it); t1/t2 have no slot in any OpenCV model and are reported.
+
+The frames come back full-resolution, in the capture's y-up world, with ``image_path`` set to the
+``cameraId`` (no extension); :mod:`eyeful_tools.convert` matches them to files and rescales.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eyeful_tools import catalog
+from eyeful_tools.cameras import (
+    Camera,
+    CameraModel,
+    Frame,
+    Scene,
+    WorldUp,
+    default_fisheye_crop_radius_px,
+    is_rotation,
+    matrix_from_column_major,
+)
+from eyeful_tools.errors import InputFormatError, MissingFileError
+
+log = logging.getLogger(__name__)
+
+#: nerfstudio's fallback fraction (Meta's ``krt_to_nerf.py`` uses it for unknown captures)
+DEFAULT_CROP_FRACTION = 0.45
+
+DISTORTION_MODELS = {
+    "RadialAndTangential": CameraModel.OPENCV,
+    "Fisheye": CameraModel.OPENCV_FISHEYE,
+}
+
+
+def crop_fraction(capture: str | None) -> float:
+    """nerfstudio's per-capture fisheye crop fraction (of half the image size), or 0.45."""
+    known = catalog.CAPTURES.get(capture or "")
+    if known is not None and known.fisheye_crop_fraction is not None:
+        return known.fisheye_crop_fraction
+    return DEFAULT_CROP_FRACTION
+
+
+def capture_name_for(path: Path) -> str | None:
+    """The EyefulTower capture a ``cameras.json`` belongs to, from its folder name."""
+    name = path.resolve().parent.name
+    return name if name in catalog.CAPTURES else None
+
+
+def camera_folder(camera_id: str) -> str | None:
+    """The camera (image folder) of an EyefulTower ``cameraId`` like ``"10/10_DSC0001"``."""
+    return camera_id.split("/")[0] if "/" in camera_id else None
+
+
+def read_krt(path: str | Path, capture: str | None = None) -> Scene:
+    """Parse ``cameras.json``; full-resolution cameras, ``world_from_cam`` in the y-up world.
+
+    ``capture`` picks the fisheye crop fraction (default: the folder name if it is a known
+    capture). Errors name the file and the entry.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(path, "cameras.json not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputFormatError(path, f"not valid JSON ({error})") from error
+    entries = data.get("KRT") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise InputFormatError(path, 'expected {"KRT": [...]} with at least one camera')
+    capture = capture or capture_name_for(path)
+    fraction = crop_fraction(capture)
+
+    models = {str(e.get("distortionModel")) for e in entries if isinstance(e, dict)}
+    if len(models) > 1:
+        raise InputFormatError(
+            path, f"mixed distortion models in one file ({', '.join(sorted(models))})"
+        )
+    frames: list[Frame] = []
+    seen: set[str] = set()
+    dropped_terms = 0
+    for index, entry in enumerate(entries):
+        frame, dropped = _frame(path, index, entry, fraction)
+        if frame.image_path in seen:
+            raise InputFormatError(path, f"entry {index}: duplicate cameraId {frame.image_path!r}")
+        seen.add(frame.image_path)
+        dropped_terms += dropped
+        frames.append(frame)
+    if dropped_terms:
+        log.warning(
+            "%s: %d fisheye entries have non-zero t1/t2 terms, which no OpenCV model holds "
+            "(dropped)",
+            path,
+            dropped_terms,
+        )
+    return Scene(frames=tuple(frames), world_up=WorldUp.Y_UP, name=capture)
+
+
+def _frame(path: Path, index: int, entry: Any, fraction: float) -> tuple[Frame, int]:
+    if not isinstance(entry, dict):
+        raise InputFormatError(path, f"entry {index}: expected an object")
+    camera_id = entry.get("cameraId")
+    where = f"entry {index} ({camera_id})" if camera_id else f"entry {index}"
+
+    def fail(reason: str) -> InputFormatError:
+        return InputFormatError(path, f"{where}: {reason}")
+
+    if not isinstance(camera_id, str) or not camera_id:
+        raise fail("missing cameraId")
+    for key in ("width", "height", "K", "T", "distortionModel"):
+        if key not in entry:
+            raise fail(f"missing {key}")
+    try:
+        width, height = int(entry["width"]), int(entry["height"])
+        intrinsics = matrix_from_column_major(entry["K"], 3)
+        cam_from_world = matrix_from_column_major(entry["T"], 4)
+        distortion = [float(v) for v in entry.get("distortion") or []]
+    except (TypeError, ValueError) as error:
+        raise fail(f"bad number ({error})") from error
+    if width <= 0 or height <= 0:
+        raise fail(f"bad size {width}x{height}")
+    if not (np.all(np.isfinite(intrinsics)) and np.all(np.isfinite(cam_from_world))):
+        raise fail("K or T has a non-finite value")
+    if not all(math.isfinite(v) for v in distortion):
+        raise fail("distortion has a non-finite value")
+    if not is_rotation(cam_from_world, atol=1e-5) or not np.allclose(
+        cam_from_world[3], [0.0, 0.0, 0.0, 1.0]
+    ):
+        raise fail("T is not a rigid transform")
+    if abs(intrinsics[0, 1]) > 1e-9 * abs(intrinsics[0, 0]):
+        log.warning("%s: %s: skew K[0,1]=%g ignored", path, where, intrinsics[0, 1])
+
+    model_name = str(entry["distortionModel"])
+    model = DISTORTION_MODELS.get(model_name)
+    if model is None:
+        raise fail(
+            f"unknown distortionModel {model_name!r} (supported: {', '.join(DISTORTION_MODELS)})"
+        )
+    coefficients, dropped = _distortion(model, distortion, fail)
+    camera = Camera(
+        model=model,
+        width_px=width,
+        height_px=height,
+        fx=float(intrinsics[0, 0]),
+        fy=float(intrinsics[1, 1]),
+        cx=float(intrinsics[0, 2]),
+        cy=float(intrinsics[1, 2]),
+        distortion=coefficients,
+    )
+    if model is CameraModel.OPENCV_FISHEYE:
+        camera = replace(
+            camera, fisheye_crop_radius_px=default_fisheye_crop_radius_px(camera, fraction)
+        )
+    frame_id = entry.get("frameId")
+    sensor_id = entry.get("sensorId")
+    return (
+        Frame(
+            image_path=camera_id,
+            camera=camera,
+            # nerfstudio inverts with np.linalg.inv; so do we, to match it bit for bit
+            world_from_cam=np.linalg.inv(cam_from_world),
+            camera_id=camera_folder(camera_id) or (None if sensor_id is None else str(sensor_id)),
+            rig_position_id=None if frame_id is None else int(frame_id),
+            sensor_id=None if sensor_id is None else str(sensor_id),
+        ),
+        dropped,
+    )
+
+
+def _distortion(model: CameraModel, values: list[float], fail) -> tuple[tuple[float, ...], int]:  # noqa: ANN001
+    """KRT coefficient list -> ``(k1, k2, k3, k4, p1, p2)``; also 1 if terms were dropped."""
+    if model is CameraModel.OPENCV:
+        if len(values) not in (0, 4, 5):
+            raise fail(f"RadialAndTangential needs 5 values [k1,k2,p1,p2,k3], got {len(values)}")
+        k1, k2, p1, p2, k3 = (values + [0.0] * 5)[:5]
+        return (k1, k2, k3, 0.0, p1, p2), 0
+    if len(values) not in (0, 4, 8):
+        raise fail(f"Fisheye needs 8 values [k1,k2,k3,k4,t1,t2,p1,p2], got {len(values)}")
+    k1, k2, k3, k4, t1, t2, p1, p2 = (values + [0.0] * 8)[:8]
+    return (k1, k2, k3, k4, p1, p2), int(t1 != 0.0 or t2 != 0.0)
