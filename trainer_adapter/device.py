@@ -1,0 +1,153 @@
+"""Device helpers: the only module that touches backend-specific torch APIs.
+
+Everything device-dependent in the trainer goes through here (device choice for ``--device auto``,
+autocast dtype, grad scaler, synchronize, cache and peak-memory queries), so the model and the
+trainer run unchanged on CUDA, XPU, MPS and CPU. ``torch.accelerator`` (torch >= 2.6) and its
+``memory`` submodule (>= 2.9) are used when present, the per-backend modules otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import resource
+import sys
+
+import torch
+
+from eyeful_tools.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "xpu", "mps")
+
+
+def _backend_available(kind: str) -> bool:
+    if kind == "cpu":
+        return True
+    if kind == "cuda":
+        return torch.cuda.is_available()
+    if kind == "xpu":
+        return hasattr(torch, "xpu") and torch.xpu.is_available()
+    if kind == "mps":
+        return hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+    return False
+
+
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` -> the current accelerator (cuda, xpu or mps) if any, else cpu.
+
+    Under DDP each process takes device ``local_rank`` of its backend.
+    """
+    if name not in DEVICE_CHOICES:
+        raise UsageError("--device", f"unknown device {name!r}; choose from {DEVICE_CHOICES}")
+    if name == "auto":
+        kind = "cpu"
+        accelerator = getattr(torch, "accelerator", None)
+        if accelerator is not None and accelerator.is_available():
+            current = accelerator.current_accelerator()
+            kind = current.type if current is not None else "cpu"
+        else:
+            kind = next((k for k in ("cuda", "xpu", "mps") if _backend_available(k)), "cpu")
+    else:
+        kind = name
+        if not _backend_available(kind):
+            raise UsageError("--device", f"{kind} was requested but is not available here")
+    if kind in ("cuda", "xpu"):
+        return torch.device(kind, local_rank)
+    return torch.device(kind)
+
+
+def autocast_dtype(device: torch.device, mixed_precision: bool) -> torch.dtype | None:
+    """The autocast dtype for a device, or ``None`` to run in fp32.
+
+    CUDA: fp16 (with a grad scaler), as nerfstudio. XPU: bf16 (no scaler needed). MPS: fp32 (the
+    safe default). CPU: bf16 only when asked for (``mixed_precision``), since on CPU it only helps
+    the MLPs, not the gather-bound hash lookups.
+    """
+    if not mixed_precision:
+        return None
+    return {"cuda": torch.float16, "xpu": torch.bfloat16, "cpu": torch.bfloat16}.get(device.type)
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for the device, or a no-op when ``dtype`` is ``None``."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler:
+    """A ``torch.amp.GradScaler``: enabled only for fp16 autocast; disabled ones keep the code
+    path (and the checkpoint layout) uniform."""
+    enabled = dtype == torch.float16 and device.type in ("cuda", "xpu")
+    scaler_device = device.type if device.type in ("cuda", "xpu") else "cpu"
+    return torch.amp.GradScaler(scaler_device, enabled=enabled)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued work (before reading a wall clock on an asynchronous device)."""
+    if device.type == "cpu":
+        return
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None and hasattr(accelerator, "synchronize"):
+        accelerator.synchronize(device)
+    elif device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "xpu":
+        torch.xpu.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def empty_cache(device: torch.device) -> None:
+    """Return cached allocator blocks to the device (no-op on CPU)."""
+    if device.type == "cpu":
+        return
+    memory = getattr(getattr(torch, "accelerator", None), "memory", None)
+    if memory is not None and hasattr(memory, "empty_cache"):
+        memory.empty_cache()
+    elif device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "xpu":
+        torch.xpu.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
+
+
+_mps_peak = {"bytes": 0}
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak memory of this process on the device, in bytes.
+
+    CUDA/XPU: the allocator's peak. MPS has no peak counter, so the peak of the values seen by
+    earlier calls is tracked here. CPU: the process's peak resident set size.
+    """
+    if device.type == "cpu":
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(rss if sys.platform == "darwin" else rss * 1024)
+    if device.type == "mps":
+        _mps_peak["bytes"] = max(_mps_peak["bytes"], int(torch.mps.current_allocated_memory()))
+        return _mps_peak["bytes"]
+    memory = getattr(getattr(torch, "accelerator", None), "memory", None)
+    if memory is not None and hasattr(memory, "max_memory_allocated"):
+        return int(memory.max_memory_allocated(device))
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    if device.type == "xpu":
+        return int(torch.xpu.max_memory_allocated(device))
+    return 0
+
+
+def distributed_backend(device: torch.device) -> str:
+    """nccl on CUDA, gloo everywhere else (as nerfstudio)."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def set_device(device: torch.device) -> None:
+    """Make ``device`` current for its backend (DDP: one process per device)."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    elif device.type == "xpu":
+        torch.xpu.set_device(device)

@@ -1,0 +1,201 @@
+"""Multi-resolution hash encoding (nerfstudio's torch hashing, optional tiny-cuda-nn) and SH.
+
+The torch path reproduces nerfstudio's ``HashEncoding.pytorch_fwd``: level ``l`` has resolution
+``N_l = floor(base * b**l)``; the 8 cell corners of ``x * N_l`` are hashed as
+``(c_x * 1) ^ (c_y * 2654435761) ^ (c_z * 805459861) mod T + l * T`` into one flat table of
+``L * T`` rows, and trilinearly interpolated. Two CPU speed-ups keep the maths identical:
+
+* all ``L * 8`` corners are gathered with one ``F.embedding`` call (``fused_gather``; False
+  keeps nerfstudio's one-gather-per-corner layout, for benchmarks);
+* ``sparse_grad=True`` makes the backward a sparse (row-wise) gradient instead of a dense
+  zero-filled copy of the whole table; the trainer then updates the table with a lazy Adam
+  (``torch.optim.SparseAdam``), which is what makes a CPU step affordable (reference §6.2).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+#: nerfstudio / Instant-NGP spatial hash primes, one per axis
+HASH_PRIMES = (1, 2654435761, 805459861)
+
+#: corner c in 0..7 takes the ceil coordinate on axis a where bit a of c is set
+_CORNER_BITS = torch.tensor([[(c >> a) & 1 for a in range(3)] for c in range(8)], dtype=torch.bool)
+
+
+def growth_factor(num_levels: int, min_res: int, max_res: int) -> float:
+    """Per-level scale ``b = exp((ln max_res - ln min_res) / (L - 1))``."""
+    if num_levels <= 1:
+        return 1.0
+    return math.exp((math.log(max_res) - math.log(min_res)) / (num_levels - 1))
+
+
+def tcnn_available() -> bool:
+    """True when tiny-cuda-nn imports (and a CUDA device exists for it)."""
+    try:
+        import tinycudann  # noqa: F401
+    except (ImportError, OSError):
+        return False
+    return True
+
+
+class HashEncoding(nn.Module):
+    """Hash grid encoding of points in ``[0, 1]^3``: ``[..., 3] -> [..., L * F]``."""
+
+    def __init__(
+        self,
+        num_levels: int = 16,
+        min_res: int = 16,
+        max_res: int = 1024,
+        log2_hashmap_size: int = 19,
+        features_per_level: int = 2,
+        hash_init_scale: float = 0.001,
+        sparse_grad: bool = False,
+        fused_gather: bool = True,
+    ) -> None:
+        super().__init__()
+        self.fused_gather = fused_gather
+        self.num_levels = num_levels
+        self.features_per_level = features_per_level
+        self.hash_table_size = 2**log2_hashmap_size
+        self.sparse_grad = sparse_grad
+        self.growth = growth_factor(num_levels, min_res, max_res)
+        levels = torch.arange(num_levels, dtype=torch.float64)
+        self.register_buffer(
+            "scalings", torch.floor(min_res * self.growth**levels).float(), persistent=False
+        )
+        self.register_buffer(
+            "hash_offset", torch.arange(num_levels) * self.hash_table_size, persistent=False
+        )
+        self.register_buffer("primes", torch.tensor(HASH_PRIMES), persistent=False)
+        self.register_buffer("corner_bits", _CORNER_BITS.clone(), persistent=False)
+        table = torch.rand(self.hash_table_size * num_levels, features_per_level) * 2 - 1
+        self.hash_table = nn.Parameter(table * hash_init_scale)
+
+    @property
+    def output_dim(self) -> int:
+        return self.num_levels * self.features_per_level
+
+    def corner_indices(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Table rows ``[N, L, 8]`` and trilinear weights ``[N, L, 8]`` for points ``[N, 3]``."""
+        scaled = x[:, None, :].float() * self.scalings[None, :, None]  # [N, L, 3]
+        floor = torch.floor(scaled)
+        ceil = torch.ceil(scaled)
+        offset = scaled - floor  # [N, L, 3]
+        bits = self.corner_bits  # [8, 3]
+        corners = torch.where(bits, ceil[:, :, None, :], floor[:, :, None, :]).long()  # [N,L,8,3]
+        hashed = corners * self.primes
+        index = torch.bitwise_xor(torch.bitwise_xor(hashed[..., 0], hashed[..., 1]), hashed[..., 2])
+        index = index % self.hash_table_size + self.hash_offset[None, :, None]  # [N, L, 8]
+        weights = torch.where(bits, offset[:, :, None, :], 1 - offset[:, :, None, :]).prod(-1)
+        return index, weights
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in ``[0, 1]^3`` ``[..., 3]`` -> features ``[..., L * F]`` (float32)."""
+        batch_shape = x.shape[:-1]
+        x = x.reshape(-1, 3)
+        index, weights = self.corner_indices(x)
+        n = x.shape[0]
+        if not self.fused_gather:  # nerfstudio's layout: one dense-gradient gather per corner
+            corners = [self.hash_table[index[:, :, c]] * weights[:, :, c, None] for c in range(8)]
+            return torch.stack(corners, 0).sum(0).reshape(*batch_shape, self.output_dim)
+        feats = F.embedding(index.view(n, -1), self.hash_table, sparse=self.sparse_grad)
+        feats = feats.view(n, self.num_levels, 8, self.features_per_level)  # [N, L, 8, F]
+        encoded = (feats * weights[..., None].to(feats.dtype)).sum(dim=2)  # [N, L, F]
+        return encoded.reshape(*batch_shape, self.output_dim)
+
+
+class TcnnHashEncoding(nn.Module):
+    """The same encoding through tiny-cuda-nn's fused HashGrid (CUDA only, imported lazily).
+
+    tcnn's grid geometry differs slightly from nerfstudio's torch hashing (reference §2.2): a half
+    cell offset, dense coarse levels, U(+-1e-4) init. The API is that of :class:`HashEncoding`.
+    """
+
+    def __init__(
+        self,
+        num_levels: int = 16,
+        min_res: int = 16,
+        max_res: int = 1024,
+        log2_hashmap_size: int = 19,
+        features_per_level: int = 2,
+        hash_init_scale: float = 0.001,
+        sparse_grad: bool = False,
+        fused_gather: bool = True,
+    ) -> None:
+        super().__init__()
+        import tinycudann as tcnn
+
+        self.num_levels = num_levels
+        self.features_per_level = features_per_level
+        self.sparse_grad = False
+        self.encoding = tcnn.Encoding(
+            n_input_dims=3,
+            encoding_config={
+                "otype": "HashGrid",
+                "n_levels": num_levels,
+                "n_features_per_level": features_per_level,
+                "log2_hashmap_size": log2_hashmap_size,
+                "base_resolution": min_res,
+                "per_level_scale": growth_factor(num_levels, min_res, max_res),
+            },
+        )
+
+    @property
+    def output_dim(self) -> int:
+        return self.num_levels * self.features_per_level
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch_shape = x.shape[:-1]
+        out = self.encoding(x.reshape(-1, 3).contiguous())
+        return out.float().reshape(*batch_shape, self.output_dim)
+
+
+def make_hash_encoding(implementation: str, **kwargs: object) -> nn.Module:
+    """``implementation`` "tcnn" uses tiny-cuda-nn when it imports, else falls back to torch."""
+    if implementation == "tcnn":
+        if tcnn_available():
+            return TcnnHashEncoding(**kwargs)  # type: ignore[arg-type]
+        log.info("tiny-cuda-nn not importable; using the torch hash encoding")
+    return HashEncoding(**kwargs)  # type: ignore[arg-type]
+
+
+def spherical_harmonics(directions: torch.Tensor, levels: int = 4) -> torch.Tensor:
+    """Real SH basis of unit ``directions`` ``[..., 3]`` -> ``[..., levels**2]`` (levels <= 4).
+
+    Fed the unit direction itself, not nerfstudio's ``(d + 1) / 2`` (a known bug of its torch
+    path, reference §2.2 item 7).
+    """
+    if not 1 <= levels <= 4:
+        raise ValueError(f"SH levels must be 1..4, got {levels}")
+    x, y, z = directions[..., 0], directions[..., 1], directions[..., 2]
+    xx, yy, zz = x * x, y * y, z * z
+    comps = [torch.full_like(x, 0.28209479177387814)]
+    if levels > 1:
+        comps += [0.4886025119029199 * y, 0.4886025119029199 * z, 0.4886025119029199 * x]
+    if levels > 2:
+        comps += [
+            1.0925484305920792 * x * y,
+            1.0925484305920792 * y * z,
+            0.9461746957575601 * zz - 0.31539156525251999,
+            1.0925484305920792 * x * z,
+            0.5462742152960396 * (xx - yy),
+        ]
+    if levels > 3:
+        comps += [
+            0.5900435899266435 * y * (3 * xx - yy),
+            2.890611442640554 * x * y * z,
+            0.4570457994644658 * y * (5 * zz - 1),
+            0.3731763325901154 * z * (5 * zz - 3),
+            0.4570457994644658 * x * (5 * zz - 1),
+            1.445305721320277 * z * (xx - yy),
+            0.5900435899266435 * x * (xx - 3 * yy),
+        ]
+    return torch.stack(comps, dim=-1)
