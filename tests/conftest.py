@@ -1,0 +1,34 @@
+"""Shared pytest fixtures. Each block below belongs to one feature; add yours as a new block."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic captures (eyeful_tools.synth). Small sizes so both together cost ~1-2 s; each is
+# generated once per session. Treat the folders as read-only (copy before modifying).
+
+SYNTH_TEST_SIZE = (96, 144)  # images-jpeg-2k / images-2k; images-jpeg-1k is 50x75
+SYNTH_TEST_POSITIONS = 4
+
+
+@pytest.fixture(scope="session")
+def synth_v2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A v2 (pinhole, cameras 10..17, master 13, held-out 17) capture dir, 4 positions."""
+    from eyeful_tools.synth import synthesize
+
+    out = tmp_path_factory.mktemp("synth") / "synth-v2"
+    synthesize(out, rig="v2", positions=SYNTH_TEST_POSITIONS, size=SYNTH_TEST_SIZE, supersample=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_v1(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A v1 (fisheye, cameras 0..6, master 6, held-out 5) capture dir, 4 positions."""
+    from eyeful_tools.synth import synthesize
+
+    out = tmp_path_factory.mktemp("synth") / "synth-v1"
+    synthesize(out, rig="v1", positions=SYNTH_TEST_POSITIONS, size=SYNTH_TEST_SIZE, supersample=1)
+    return out
