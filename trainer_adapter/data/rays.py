@@ -1,0 +1,231 @@
+"""Camera rays in torch: pixel centres -> world-space origins and unit directions.
+
+The maths mirrors :mod:`eyeful_tools.cameras` (``unproject``/``undistort``) exactly, vectorised
+in torch so it runs on the training device: normalise with (fx, fy, cx, cy), invert the
+[k1 k2 k3 k4 p1 p2] distortion with Newton's method (analytic 2x2 Jacobian), then a pinhole ray
+(x, y, 1) or, for OPENCV_FISHEYE, the equidistant ray (x sin(t)/t, y sin(t)/t, cos t) with
+t = |(x, y)|. Directions are in OpenCV camera axes and rotated to the world by the OpenCV
+``world_from_cam``; a world-space direction is the same vector whichever camera-axis convention
+(OpenCV or nerfstudio's OpenGL) the pose is written in, so no axis flip is needed here.
+
+Pixel coordinates are corner-origin: the centre of pixel (row i, col j) is (u, v) = (j + .5, i + .5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from eyeful_tools.cameras import Camera, CameraModel
+
+#: Newton iterations at most; the convergence check runs every ``_CHECK_EVERY`` iterations.
+MAX_ITERATIONS = 40
+_CHECK_EVERY = 4
+
+
+@dataclass(frozen=True)
+class CameraTensors:
+    """Per-image intrinsics packed as tensors (index i = image i). Units: pixels.
+
+    ``distortion`` is [N, 6] (k1 k2 k3 k4 p1 p2, zero for PINHOLE); ``crop_radius`` is [N] in
+    pixels, ``inf`` where there is no fisheye crop circle.
+    """
+
+    fx: torch.Tensor  # [N]
+    fy: torch.Tensor  # [N]
+    cx: torch.Tensor  # [N]
+    cy: torch.Tensor  # [N]
+    distortion: torch.Tensor  # [N, 6]
+    is_fisheye: torch.Tensor  # [N] bool
+    width: torch.Tensor  # [N] int64
+    height: torch.Tensor  # [N] int64
+    crop_radius: torch.Tensor  # [N]
+
+    def __len__(self) -> int:
+        return int(self.fx.shape[0])
+
+    def __getitem__(self, index: torch.Tensor | slice | int) -> CameraTensors:
+        """Gather the intrinsics of some images (e.g. one per ray)."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return CameraTensors(
+            **{name: getattr(self, name)[index] for name in self.__dataclass_fields__}
+        )
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> CameraTensors:
+        values = {}
+        for name in self.__dataclass_fields__:
+            tensor = getattr(self, name)
+            if dtype is not None and tensor.is_floating_point():
+                tensor = tensor.to(dtype)
+            values[name] = tensor.to(device)
+        return CameraTensors(**values)
+
+    @property
+    def has_distortion(self) -> bool:
+        return bool(torch.any(self.distortion != 0))
+
+
+def pack_cameras(
+    cameras: Sequence[Camera], *, device: torch.device | str = "cpu", dtype=torch.float64
+) -> CameraTensors:
+    """Pack canonical cameras into :class:`CameraTensors` on ``device``."""
+    for camera in cameras:
+        if camera.model is CameraModel.EQUIRECTANGULAR:
+            raise NotImplementedError("EQUIRECTANGULAR cameras are reserved, not supported yet")
+    distortion = [
+        (0.0,) * 6 if camera.model is CameraModel.PINHOLE else camera.distortion
+        for camera in cameras
+    ]
+    radius = [
+        float("inf") if not camera.fisheye_crop_radius_px else camera.fisheye_crop_radius_px
+        for camera in cameras
+    ]
+
+    def floats(values: Sequence[float] | Sequence[Sequence[float]]) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(values, dtype=np.float64), dtype=dtype, device=device)
+
+    return CameraTensors(
+        fx=floats([c.fx for c in cameras]),
+        fy=floats([c.fy for c in cameras]),
+        cx=floats([c.cx for c in cameras]),
+        cy=floats([c.cy for c in cameras]),
+        distortion=floats(distortion).reshape(len(cameras), 6),
+        is_fisheye=torch.as_tensor([c.is_fisheye for c in cameras], device=device),
+        width=torch.as_tensor([c.width_px for c in cameras], dtype=torch.int64, device=device),
+        height=torch.as_tensor([c.height_px for c in cameras], dtype=torch.int64, device=device),
+        crop_radius=floats(radius),
+    )
+
+
+def distort(points: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+    """Radial (k1..k4) + tangential (p1, p2) distortion. points [B, 2], coefficients [B, 6]."""
+    k1, k2, k3, k4, p1, p2 = coefficients.unbind(-1)
+    x, y = points.unbind(-1)
+    r2 = x * x + y * y
+    radial = 1.0 + r2 * (k1 + r2 * (k2 + r2 * (k3 + r2 * k4)))
+    xd = x * radial + 2.0 * p1 * x * y + p2 * (r2 + 2.0 * x * x)
+    yd = y * radial + p1 * (r2 + 2.0 * y * y) + 2.0 * p2 * x * y
+    return torch.stack([xd, yd], dim=-1)
+
+
+def undistort(
+    points: torch.Tensor,
+    coefficients: torch.Tensor,
+    *,
+    iterations: int = MAX_ITERATIONS,
+    tolerance: float | None = None,
+) -> torch.Tensor:
+    """Invert :func:`distort` by Newton's method, like ``eyeful_tools.cameras.undistort``.
+
+    points [B, 2] (distorted, normalised), coefficients [B, 6] -> undistorted [B, 2]. Stops
+    when every step is below ``tolerance`` (default: 1e-14 for float64, 1e-7 for float32).
+    """
+    if tolerance is None:
+        tolerance = 1e-14 if points.dtype == torch.float64 else 1e-7
+    k1, k2, k3, k4, p1, p2 = coefficients.unbind(-1)
+    tx, ty = points.unbind(-1)
+    x, y = tx.clone(), ty.clone()
+    for iteration in range(iterations):
+        r2 = x * x + y * y
+        radial = 1.0 + r2 * (k1 + r2 * (k2 + r2 * (k3 + r2 * k4)))
+        d_radial = k1 + r2 * (2.0 * k2 + r2 * (3.0 * k3 + r2 * 4.0 * k4))  # d radial / d r2
+        two_xy = 2.0 * x * y
+        fx = x * radial + p1 * two_xy + p2 * (r2 + 2.0 * x * x) - tx
+        fy = y * radial + p1 * (r2 + 2.0 * y * y) + p2 * two_xy - ty
+        cross = two_xy * d_radial + 2.0 * p1 * x + 2.0 * p2 * y
+        dfx_dx = radial + 2.0 * x * x * d_radial + 2.0 * p1 * y + 6.0 * p2 * x
+        dfy_dy = radial + 2.0 * y * y * d_radial + 6.0 * p1 * y + 2.0 * p2 * x
+        det = dfx_dx * dfy_dy - cross * cross
+        det = torch.where(det.abs() < 1e-300, torch.full_like(det, 1e-300), det)
+        step_x = (fx * dfy_dy - fy * cross) / det
+        step_y = (fy * dfx_dx - fx * cross) / det
+        x = x - step_x
+        y = y - step_y
+        if (iteration + 1) % _CHECK_EVERY == 0 and (
+            x.numel() == 0
+            or float(torch.maximum(step_x.abs().max(), step_y.abs().max())) < tolerance
+        ):
+            break
+    return torch.stack([x, y], dim=-1)
+
+
+def camera_directions(intrinsics: CameraTensors, pixels_uv: torch.Tensor) -> torch.Tensor:
+    """Unit ray directions in OpenCV camera axes. ``intrinsics`` has one entry per ray.
+
+    pixels_uv [B, 2] continuous (u = col + 0.5, v = row + 0.5) -> [B, 3].
+    """
+    distorted = torch.stack(
+        [
+            (pixels_uv[:, 0] - intrinsics.cx) / intrinsics.fx,
+            (pixels_uv[:, 1] - intrinsics.cy) / intrinsics.fy,
+        ],
+        dim=-1,
+    )
+    if bool(torch.any(intrinsics.distortion != 0)):
+        plane = undistort(distorted, intrinsics.distortion)
+    else:
+        plane = distorted
+    pinhole = torch.cat([plane, torch.ones_like(plane[:, :1])], dim=-1)
+    directions = pinhole
+    if bool(intrinsics.is_fisheye.any()):
+        theta = torch.linalg.vector_norm(plane, dim=-1)
+        small = theta <= 1e-12
+        sin_over_theta = torch.where(
+            small, torch.ones_like(theta), torch.sin(theta) / torch.where(small, 1.0, theta)
+        )
+        fisheye = torch.cat([plane * sin_over_theta[:, None], torch.cos(theta)[:, None]], dim=-1)
+        directions = torch.where(intrinsics.is_fisheye[:, None], fisheye, pinhole)
+    return directions / torch.linalg.vector_norm(directions, dim=-1, keepdim=True)
+
+
+def camera_rays(
+    intrinsics: CameraTensors, world_from_cam: torch.Tensor, pixels_uv: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """World-space rays through pixels. One camera and pose per ray.
+
+    Args:
+        intrinsics: [B] entries (gather with ``packed[image_index]``).
+        world_from_cam: [B, 4, 4] OpenCV axes (what :class:`ParsedDataset` holds).
+        pixels_uv: [B, 2] corner-origin (u, v); pixel centres are integer + 0.5.
+
+    Returns:
+        origins [B, 3] and unit directions [B, 3], in the world of ``world_from_cam``.
+    """
+    directions_cam = camera_directions(intrinsics, pixels_uv.to(intrinsics.fx.dtype))
+    rotation = world_from_cam[:, :3, :3].to(directions_cam.dtype)
+    directions = torch.einsum("bij,bj->bi", rotation, directions_cam)
+    directions = directions / torch.linalg.vector_norm(directions, dim=-1, keepdim=True)
+    origins = world_from_cam[:, :3, 3].to(directions.dtype)
+    return origins, directions
+
+
+def pixel_rays(
+    packed: CameraTensors,
+    world_from_cam: torch.Tensor,
+    image_index: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rays through the centres of integer pixels of dataset images.
+
+    packed: [N] intrinsics, world_from_cam: [N, 4, 4], image_index/rows/cols: [B] int64.
+    """
+    uv = torch.stack([cols, rows], dim=-1).to(packed.fx.dtype) + 0.5
+    return camera_rays(packed[image_index], world_from_cam[image_index], uv)
+
+
+def valid_pixel_mask(camera: Camera) -> np.ndarray:
+    """[H, W] bool: pixels whose centre lies inside the fisheye crop circle (all True without).
+
+    The circle is centred on the principal point; its radius is ``fisheye_crop_radius_px``.
+    """
+    height, width = camera.height_px, camera.width_px
+    if not camera.fisheye_crop_radius_px:
+        return np.ones((height, width), dtype=bool)
+    v = (np.arange(height) + 0.5 - camera.cy)[:, None]
+    u = (np.arange(width) + 0.5 - camera.cx)[None, :]
+    return (u * u + v * v) <= camera.fisheye_crop_radius_px**2
