@@ -7,6 +7,8 @@ with the intrinsics and distortion the capture files claim.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from eyeful_tools import cameras
@@ -48,28 +50,45 @@ def pixel_rays(
     return origins, directions, valid
 
 
+@lru_cache(maxsize=8)
+def _camera_rays(camera: Camera, offset: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Unit directions in the camera frame [H*W, 3] and validity [H*W] for every pixel centre
+    plus ``offset``. Cached: all cameras of a rig share intrinsics, so each size is solved once."""
+    pixels = cameras.pixel_centers(camera.width_px, camera.height_px).reshape(-1, 2)
+    _, directions, valid = pixel_rays(camera, np.eye(4), pixels + np.asarray(offset))
+    directions.setflags(write=False)
+    valid.setflags(write=False)
+    return directions, valid
+
+
 def render(
     camera: Camera, world_from_cam: np.ndarray, seed: int, supersample: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
     """Linear radiance [H, W, 3] float32 and centre-ray distance [H, W] float64 (metres).
 
-    ``supersample`` > 1 averages a regular sub-pixel grid (anti-aliasing, still deterministic);
-    the distance is always that of the pixel-centre ray. Invalid fisheye pixels are 0 / inf.
+    Rays are exactly :func:`pixel_rays` of the pixel centres (plus, with ``supersample`` > 1, a
+    regular sub-pixel grid that is averaged: anti-aliasing, still deterministic). The distance
+    is that of the pixel-centre ray. Fisheye pixels outside the image circle are 0 / inf.
     """
     height, width = camera.height_px, camera.width_px
-    centers = cameras.pixel_centers(width, height).reshape(-1, 2)
-    origins, directions, valid = pixel_rays(camera, world_from_cam, centers)
-    radiance_c, distance = trace(origins[valid], directions[valid], seed)
-    radiance = np.zeros((centers.shape[0], 3), dtype=np.float64)
-    depth = np.full(centers.shape[0], np.inf)
+    pose = np.asarray(world_from_cam, dtype=np.float64)
+    rotation_t = pose[:3, :3].T
+    origin = pose[:3, 3]
+    directions_cam, valid = _camera_rays(camera, (0.0, 0.0))
+    directions = directions_cam[valid] @ rotation_t
+    radiance_c, distance = trace(np.broadcast_to(origin, directions.shape), directions, seed)
+    radiance = np.zeros((height * width, 3), dtype=np.float64)
+    depth = np.full(height * width, np.inf)
     depth[valid] = distance
     if supersample <= 1:
         radiance[valid] = radiance_c
     else:
         for offset in supersample_offsets(supersample):
-            o, d, ok = pixel_rays(camera, world_from_cam, centers[valid] + offset)
-            sample, _ = trace(o, d, seed)
-            radiance[valid] += np.where(ok[:, None], sample, 0.0)
+            sample_cam, sample_ok = _camera_rays(camera, (float(offset[0]), float(offset[1])))
+            ok = valid & sample_ok
+            directions = sample_cam[ok] @ rotation_t
+            sample, _ = trace(np.broadcast_to(origin, directions.shape), directions, seed)
+            radiance[ok] += sample
         radiance /= supersample * supersample
     return radiance.reshape(height, width, 3).astype(np.float32), depth.reshape(height, width)
 
