@@ -41,6 +41,7 @@ def convert(
         MofNCompleteColumn(),
         console=console,
         transient=True,
+        disable=not console.is_terminal,
     ) as progress:
         tasks: dict[str, int] = {}
 
