@@ -1,0 +1,576 @@
+"""Image pyramids beside a ``transforms.json``: ``images_N/``, ``masks_N/``, ``depths_N/`` and
+``transforms_N.json``, in nerfstudio's layout.
+
+nerfstudio's dataparser looks for ``<data>/images_N/<file_path basename>`` (sub-folders dropped)
+when it downscales, so the folders are flat and basenames must be unique. Sizes follow
+nerfstudio's producer: ``ns-process-data`` runs ffmpeg ``scale=iw/N:ih/N``, which truncates, and
+``Cameras.rescale_output_resolution`` floors by default, so factor N gives
+``(floor(w / N), floor(h / N))``. ``transforms_N.json`` points at the copies, with intrinsics
+scaled per axis from the size actually written (the math of :func:`cameras.rescale_camera`).
+
+Speed: a JPEG is decoded once, at the largest libjpeg reduced scale (1/2, 1/4, 1/8) that divides
+every factor still to write, then area-resized only where the reduced size is not the target.
+Each factor is derived from the nearest smaller one already made. EXR and PNG are resized in
+their own channel type (float16 goes through float32 and back). Masks and depth maps use nearest
+sampling, always from the full-size file. Work runs in a process pool started with ``spawn`` (a
+forked child of a parent that has used OpenCV can deadlock); outputs newer than their source and
+of the right size are skipped; every write is atomic.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, TypeVar
+
+import cv2
+import numpy as np
+
+from eyeful_tools import imageio
+from eyeful_tools.errors import (
+    EyefulError,
+    InputFormatError,
+    MissingFileError,
+    UsageError,
+)
+from eyeful_tools.fsio import atomic_open
+from eyeful_tools.transforms import (
+    SPLIT_KEYS,
+    TransformsFile,
+    dump_transforms,
+    read_transforms,
+    write_transforms,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FACTORS = (2, 4, 8)
+DEFAULT_JPEG_QUALITY = 95
+#: libjpeg's reduced-size decodes (DCT scaling): decode cost drops with the scale
+_REDUCED_FLAGS = {
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
+_DOWNSCALED_FOLDER = re.compile(r"^(images|masks|depths)_\d+$")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Kind(str, Enum):
+    """What a file is; decides the output folder and the filter."""
+
+    IMAGE = "images"  # area averaging
+    MASK = "masks"  # nearest
+    DEPTH = "depths"  # nearest (nerfstudio reads depths_N/)
+
+
+@dataclass(frozen=True)
+class Output:
+    """One file to write: the source downscaled by ``factor`` to exactly ``size_px`` (w, h)."""
+
+    factor: int
+    path: str
+    size_px: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Job:
+    """All outputs of one source file, ascending factor; runs in a worker process."""
+
+    kind: Kind
+    source: str
+    outputs: tuple[Output, ...]
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY
+
+
+@dataclass(frozen=True)
+class JobResult:
+    written: int
+    #: (path, reason) of an EyefulError raised in the worker; ours do not unpickle by themselves
+    error: tuple[str, str] | None = None
+
+
+@dataclass
+class DownscaleResult:
+    transforms_path: Path
+    factors: tuple[int, ...]
+    sources: int = 0
+    written: int = 0
+    up_to_date: int = 0
+    transforms_written: list[Path] = field(default_factory=list)
+    transforms_unchanged: list[Path] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sizes and names.
+
+
+def scaled_size(width_px: int, height_px: int, factor: int) -> tuple[int, int]:
+    """(w, h) of the factor-N copy: floor, as nerfstudio's ffmpeg call and dataparser do."""
+    return max(1, width_px // factor), max(1, height_px // factor)
+
+
+def factor_for_max_dim(width_px: int, height_px: int, max_dim_px: int) -> int:
+    """The smallest power of two whose copy has ``max(w, h) <= max_dim_px`` (1 if it already fits)."""
+    if max_dim_px < 1:
+        raise UsageError(None, f"--max-dim must be at least 1 (got {max_dim_px})")
+    factor = 1
+    while max(scaled_size(width_px, height_px, factor)) > max_dim_px:
+        factor *= 2
+    return factor
+
+
+def transforms_path_of(data: str | Path) -> Path:
+    """``DATA_DIR/transforms.json``, or the ``*.json`` path itself."""
+    data = Path(data)
+    if data.is_dir():
+        return data / "transforms.json"
+    if data.suffix.lower() == ".json":
+        return data
+    raise MissingFileError(data, "not a folder with transforms.json nor a transforms*.json file")
+
+
+def downscaled_transforms_path(transforms_path: Path, factor: int) -> Path:
+    """``transforms.json`` -> ``transforms_N.json``; ``transforms_300.json`` -> ``transforms_300_N.json``."""
+    return transforms_path.with_name(f"{transforms_path.stem}_{factor}{transforms_path.suffix}")
+
+
+def output_folder(kind: Kind, factor: int) -> str:
+    return f"{kind.value}_{factor}"
+
+
+def default_jobs() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole dataset.
+
+
+@dataclass(frozen=True)
+class _Source:
+    kind: Kind
+    path: Path
+    size_px: tuple[int, int]
+
+
+def downscale(
+    data: str | Path,
+    factors: Sequence[int] = (),
+    *,
+    max_dim_px: int | None = None,
+    jobs: int | None = None,
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+    progress: Callable[[int, int], None] | None = None,
+    executor: Executor | None = None,
+) -> DownscaleResult:
+    """Write ``images_N/`` (and ``masks_N/``, ``depths_N/``) and ``transforms_N.json`` per factor.
+
+    ``factors`` defaults to 2, 4, 8 unless ``max_dim_px`` is given, which adds the smallest power
+    of two bringing the largest image to ``max(w, h) <= max_dim_px``. ``progress(done, total)``
+    is called per source file. ``executor`` lets a caller reuse a pool (benchmarks); otherwise a
+    spawn pool of ``jobs`` workers (default: the CPU count) is made when there is work for it.
+    Every check (missing files, basename collisions, size mismatches) runs before any write.
+    """
+    transforms_path = transforms_path_of(data)
+    transforms = read_transforms(transforms_path)
+    base = transforms_path.parent
+    if not 1 <= jpeg_quality <= 100:
+        raise UsageError(None, f"--quality must be in 1..100 (got {jpeg_quality})")
+
+    frame_sources = _frame_sources(transforms, transforms_path)
+    sources = _measure(transforms, transforms_path, frame_sources)
+    chosen = _choose_factors(factors, max_dim_px, sources)
+    result = DownscaleResult(transforms_path=transforms_path, factors=chosen)
+    result.sources = len(sources)
+    if not chosen:
+        return result
+
+    work = _plan_jobs(sources, chosen, base, jpeg_quality)
+    result.up_to_date = len(sources) * len(chosen) - sum(len(job.outputs) for job in work)
+    results = run_jobs(run_job, work, jobs=jobs, progress=progress, executor=executor)
+    for job_result in results:
+        if job_result.error is not None:
+            raise InputFormatError(*job_result.error)
+        result.written += job_result.written
+
+    for factor in chosen:
+        out_path = downscaled_transforms_path(transforms_path, factor)
+        new = rescale_transforms(transforms, factor, frame_sources, sources, transforms_path)
+        if out_path.is_file() and out_path.read_text(encoding="utf-8") == dump_transforms(new):
+            result.transforms_unchanged.append(out_path)
+        else:
+            write_transforms(out_path, new)
+            result.transforms_written.append(out_path)
+    return result
+
+
+def _frame_sources(transforms: TransformsFile, transforms_path: Path) -> list[dict[Kind, Path]]:
+    """Per frame, the absolute source path of its image, mask and depth map."""
+    base = transforms_path.parent
+    frames = []
+    for item in transforms.frames:
+        named = {
+            Kind.IMAGE: item.file_path,
+            Kind.MASK: item.mask_path,
+            Kind.DEPTH: item.depth_file_path,
+        }
+        frames.append({kind: base / name for kind, name in named.items() if name})
+    missing = sorted(
+        {os.path.relpath(p, base) for paths in frames for p in paths.values() if not p.is_file()}
+    )
+    if missing:
+        shown = ", ".join(missing[:5]) + (
+            f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
+        )
+        raise MissingFileError(transforms_path, f"{len(missing)} listed files are missing: {shown}")
+
+    collisions = []
+    for kind in Kind:
+        by_name: dict[str, set[Path]] = {}
+        for paths in frames:
+            if kind in paths:
+                by_name.setdefault(paths[kind].name, set()).add(paths[kind].resolve())
+        for name, paths in sorted(by_name.items()):
+            if len(paths) > 1:
+                listed = ", ".join(sorted(os.path.relpath(p, base.resolve()) for p in paths))
+                collisions.append(f"{name} <- {listed}")
+    if collisions:
+        raise InputFormatError(
+            transforms_path,
+            "basenames collide, but images_N/ is flat as nerfstudio requires: "
+            + "; ".join(collisions),
+        )
+
+    for paths in frames:
+        for path in paths.values():
+            folder = path.parent
+            if _DOWNSCALED_FOLDER.match(folder.name) and folder.parent.resolve() == base.resolve():
+                raise UsageError(
+                    transforms_path,
+                    f"lists {path.parent.name}/ files, which are already downscaled copies; "
+                    "run downscale on the full-size transforms.json",
+                )
+    return frames
+
+
+def _measure(
+    transforms: TransformsFile, transforms_path: Path, frame_sources: list[dict[Kind, Path]]
+) -> list[_Source]:
+    """Header sizes of every distinct source; images must match the size the file declares."""
+    sources: dict[Path, _Source] = {}
+    for index, (item, paths) in enumerate(zip(transforms.frames, frame_sources, strict=True)):
+        for kind, path in paths.items():
+            key = path.resolve()
+            if key not in sources:
+                sources[key] = _Source(kind, path, _file_size(path))
+            if kind is not Kind.IMAGE:
+                continue
+            declared = (item.w or transforms.w, item.h or transforms.h)
+            if None not in declared and declared != sources[key].size_px:
+                w, h = sources[key].size_px
+                raise InputFormatError(
+                    path,
+                    f"image is {w}x{h} but {transforms_path.name} frame {index} says "
+                    f"{declared[0]}x{declared[1]}",
+                )
+    return list(sources.values())
+
+
+def _file_size(path: Path) -> tuple[int, int]:
+    if path.suffix.lower() == ".npy":
+        try:
+            shape = np.load(path, mmap_mode="r").shape
+        except (ValueError, OSError) as error:
+            raise InputFormatError(path, f"cannot read .npy ({error})") from error
+        return int(shape[1]), int(shape[0])
+    return imageio.image_size(path)
+
+
+def _choose_factors(
+    factors: Sequence[int], max_dim_px: int | None, sources: Sequence[_Source]
+) -> tuple[int, ...]:
+    chosen = set(factors)
+    bad = sorted(f for f in chosen if f < 2)
+    if bad:
+        raise UsageError(None, f"--factor must be 2 or more (got {bad[0]})")
+    if max_dim_px is not None:
+        images = [s.size_px for s in sources if s.kind is Kind.IMAGE]
+        width, height = max(images, key=max) if images else (1, 1)
+        factor = factor_for_max_dim(width, height, max_dim_px)
+        if factor > 1:
+            chosen.add(factor)
+    elif not chosen:
+        chosen = set(DEFAULT_FACTORS)
+    return tuple(sorted(chosen))
+
+
+def _plan_jobs(
+    sources: Sequence[_Source], factors: Sequence[int], base: Path, jpeg_quality: int
+) -> list[Job]:
+    """One job per source with the outputs that are missing, older than it, or the wrong size."""
+    work = []
+    for source in sources:
+        source_mtime = source.path.stat().st_mtime_ns
+        outputs = []
+        for factor in factors:
+            target = base / output_folder(source.kind, factor) / source.path.name
+            size = scaled_size(*source.size_px, factor)
+            if not _up_to_date(target, source_mtime, size):
+                outputs.append(Output(factor, str(target), size))
+        if outputs:
+            work.append(Job(source.kind, str(source.path), tuple(outputs), jpeg_quality))
+    return work
+
+
+def _up_to_date(target: Path, source_mtime_ns: int, size_px: tuple[int, int]) -> bool:
+    try:
+        if target.stat().st_mtime_ns < source_mtime_ns:
+            return False
+        return _file_size(target) == size_px
+    except (OSError, EyefulError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# transforms_N.json
+
+
+def rescale_transforms(
+    transforms: TransformsFile,
+    factor: int,
+    frame_sources: Sequence[dict[Kind, Path]],
+    sources: Sequence[_Source],
+    transforms_path: Path,
+) -> TransformsFile:
+    """A copy pointing at the factor-N files, intrinsics scaled per axis to the written size.
+
+    The math is :func:`cameras.rescale_camera`'s: ``fl_x, cx`` by ``w'/w``, ``fl_y, cy`` by
+    ``h'/h`` (corner-origin pixels, so the principal point scales like the focal length), the
+    fisheye crop radius (pixels) by the mean of the two (the top-level radius by the smallest
+    such mean when image sizes differ). Top-level intrinsics need one scale for every frame.
+    Splits, ``applied_transform`` and our extras are kept.
+    """
+    size_of = {s.path.resolve(): s.size_px for s in sources}
+    new = transforms.model_copy(deep=True)
+    renamed: dict[str, str] = {}
+    scales: set[tuple[float, float, int, int]] = set()  # (scale_x, scale_y, w', h')
+    for item, paths in zip(new.frames, frame_sources, strict=True):
+        width, height = size_of[paths[Kind.IMAGE].resolve()]
+        out_w, out_h = scaled_size(width, height, factor)
+        scale_x, scale_y = out_w / width, out_h / height
+        scales.add((scale_x, scale_y, out_w, out_h))
+        _rescale_fields(item, scale_x, scale_y, (out_w, out_h))
+        if item.eyeful is not None and item.eyeful.fisheye_crop_radius is not None:
+            item.eyeful.fisheye_crop_radius *= (scale_x + scale_y) / 2
+        new_path = f"{output_folder(Kind.IMAGE, factor)}/{paths[Kind.IMAGE].name}"
+        renamed[item.file_path] = new_path
+        item.file_path = new_path
+        if item.mask_path:
+            item.mask_path = f"{output_folder(Kind.MASK, factor)}/{paths[Kind.MASK].name}"
+        if item.depth_file_path:
+            item.depth_file_path = f"{output_folder(Kind.DEPTH, factor)}/{paths[Kind.DEPTH].name}"
+
+    shared = [k for k in ("fl_x", "fl_y", "cx", "cy", "w", "h") if getattr(new, k) is not None]
+    if shared:
+        if len(scales) > 1:
+            raise InputFormatError(
+                transforms_path,
+                f"top-level {', '.join(shared)} but images of several sizes; "
+                "move the intrinsics into the frames",
+            )
+        scale_x, scale_y, out_w, out_h = next(iter(scales))
+        _rescale_fields(new, scale_x, scale_y, (out_w, out_h))
+    if new.fisheye_crop_radius is not None:
+        # one radius for every frame: the smallest scaled one, as scene_to_transforms picks
+        new.fisheye_crop_radius *= min((sx + sy) / 2 for sx, sy, _, _ in scales)
+
+    for key in SPLIT_KEYS:
+        names = getattr(new, key)
+        if names is not None:
+            setattr(
+                new,
+                key,
+                [
+                    renamed.get(n, f"{output_folder(Kind.IMAGE, factor)}/{Path(n).name}")
+                    for n in names
+                ],
+            )
+    new.eyeful = {
+        **(transforms.eyeful or {}),
+        "downscale": {"factor": factor, "source": transforms_path.name},
+    }
+    return new
+
+
+def _rescale_fields(model: Any, scale_x: float, scale_y: float, size_px: tuple[int, int]) -> None:
+    """Scale whichever of fl_x/cx (by x) and fl_y/cy (by y) are set; set w, h if they were."""
+    for key, scale in (("fl_x", scale_x), ("cx", scale_x), ("fl_y", scale_y), ("cy", scale_y)):
+        value = getattr(model, key)
+        if value is not None:
+            setattr(model, key, value * scale)
+    if model.w is not None:
+        model.w = size_px[0]
+    if model.h is not None:
+        model.h = size_px[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers.
+
+
+def _worker_init() -> None:
+    """One OpenCV thread per worker process: the pool already uses every core."""
+    cv2.setNumThreads(1)
+
+
+def run_jobs(
+    function: Callable[[T], R],
+    items: Sequence[T],
+    *,
+    jobs: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    executor: Executor | None = None,
+) -> list[R]:
+    """Run ``function`` over ``items`` in a spawn process pool (inline for one job or item).
+
+    Results come back in completion order. On the first exception, pending items are cancelled.
+    """
+    total = len(items)
+    if progress:
+        progress(0, total)
+    jobs = default_jobs() if jobs is None else max(1, jobs)
+    if executor is None and (jobs == 1 or total <= 1):
+        results = []
+        for done, item in enumerate(items, start=1):
+            results.append(function(item))
+            if progress:
+                progress(done, total)
+        return results
+    if executor is not None:
+        return _collect(executor, function, items, progress)
+    pool = ProcessPoolExecutor(
+        max_workers=min(jobs, total),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init,
+    )
+    try:
+        return _collect(pool, function, items, progress)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def make_pool(jobs: int | None = None) -> ProcessPoolExecutor:
+    """A spawn pool set up like :func:`run_jobs`' own (for callers that reuse one)."""
+    return ProcessPoolExecutor(
+        max_workers=default_jobs() if jobs is None else max(1, jobs),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init,
+    )
+
+
+def _collect(
+    pool: Executor,
+    function: Callable[[T], R],
+    items: Iterable[T],
+    progress: Callable[[int, int], None] | None,
+) -> list[R]:
+    futures: list[Future[R]] = [pool.submit(function, item) for item in items]
+    results = []
+    try:
+        for done, future in enumerate(as_completed(futures), start=1):
+            results.append(future.result())
+            if progress:
+                progress(done, len(futures))
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
+    return results
+
+
+def run_job(job: Job) -> JobResult:
+    """Decode one source once and write each of its outputs (runs in a worker)."""
+    try:
+        return JobResult(written=_run(job))
+    except EyefulError as error:
+        return JobResult(written=0, error=(error.path or job.source, error.reason))
+    except (cv2.error, ValueError, OSError) as error:
+        return JobResult(written=0, error=(job.source, f"cannot downscale ({error})"))
+
+
+def _run(job: Job) -> int:
+    source = Path(job.source)
+    if job.kind is Kind.IMAGE:
+        scale, decoded, is_bgr = _decode_image(source, job.outputs)
+        made = {scale: decoded}
+        for output in job.outputs:
+            # the nearest smaller copy this factor is a multiple of (the decode is always one)
+            start = max(f for f in made if output.factor % f == 0)
+            pixels = _resize(made[start], output.size_px, cv2.INTER_AREA)
+            made[output.factor] = pixels
+            # a reversed view: write_image flips BGR back without a copy
+            _write(Path(output.path), pixels[..., ::-1] if is_bgr else pixels, job.jpeg_quality)
+        return len(job.outputs)
+    full = _read_plain(source)
+    for output in job.outputs:
+        _write(Path(output.path), _resize(full, output.size_px, cv2.INTER_NEAREST_EXACT), 100)
+    return len(job.outputs)
+
+
+def _decode_image(source: Path, outputs: Sequence[Output]) -> tuple[int, np.ndarray, bool]:
+    """(scale, pixels, is_bgr): JPEGs at the largest reduced scale dividing every factor.
+
+    JPEG pixels stay in OpenCV's BGR order (a resize does not care) and EXIF orientation is
+    ignored, as nerfstudio's ffmpeg ``-noautorotate`` and PIL do. Other formats decode in full.
+    """
+    if source.suffix.lower() not in imageio.JPEG_SUFFIXES:
+        return 1, imageio.read_image(source), False
+    common = math.gcd(*(o.factor for o in outputs))
+    scale = max(s for s in (1, 2, 4, 8) if common % s == 0)
+    flags = _REDUCED_FLAGS[scale] if scale > 1 else cv2.IMREAD_COLOR
+    pixels = cv2.imread(str(source), flags | cv2.IMREAD_IGNORE_ORIENTATION)
+    if pixels is None:
+        raise InputFormatError(source, "cannot decode image (corrupt or unsupported format)")
+    return scale, pixels, True
+
+
+def _read_plain(source: Path) -> np.ndarray:
+    if source.suffix.lower() == ".npy":
+        return np.load(source)
+    return imageio.read_image(source)
+
+
+def _resize(pixels: np.ndarray, size_px: tuple[int, int], interpolation: int) -> np.ndarray:
+    """Resize to exactly (w, h) in the same dtype; float16 goes through float32 (OpenCV has no
+    half-float resize), bool through uint8."""
+    if (pixels.shape[1], pixels.shape[0]) == size_px:
+        return pixels
+    dtype = pixels.dtype
+    work = pixels
+    if dtype == np.float16:
+        work = pixels.astype(np.float32)
+    elif dtype == np.bool_:
+        work = pixels.astype(np.uint8)
+    return cv2.resize(work, size_px, interpolation=interpolation).astype(dtype, copy=False)
+
+
+def _write(path: Path, pixels: np.ndarray, jpeg_quality: int) -> None:
+    if path.suffix.lower() == ".npy":
+        with atomic_open(path, "wb") as handle:
+            np.save(handle, pixels)
+        return
+    imageio.write_image(path, pixels, jpeg_quality=jpeg_quality)
