@@ -394,3 +394,82 @@ def test_same_numbers_as_nerfstudio_itself(tmp_path: Path) -> None:
     assert sorted(parsed["image_filenames_rel"]) == sorted(ours["test_filenames"])
     for name, c2w in zip(parsed["image_filenames_rel"], parsed["camera_to_worlds"], strict=True):
         np.testing.assert_allclose(c2w, by_name[name]["transform_matrix"][:3], atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ground truth: the synthetic capture.
+
+
+def check_against_ground_truth(capture: Path, tolerance: float = 1e-6) -> int:
+    """Every written pose and intrinsic equals ``ground_truth.json`` (after the documented
+    convention change: rows permuted y-up -> z-up, OpenCV -> OpenGL columns), at every
+    resolution; a traced 3D point projects back onto its pixel. Returns frames checked."""
+    from eyeful_tools.synth import pixel_rays, trace
+
+    truth = json.loads((capture / "ground_truth.json").read_text())
+    checked = 0
+    for folder, info in truth["folders"].items():
+        tf = read_transforms(capture / folder / "transforms.json")
+        assert len(tf.frames) == len(truth["images"])
+        scene = transforms_to_scene(tf)
+        for item in tf.frames:
+            key = item.file_path.rsplit(".", 1)[0]
+            expected = NS_PERM @ np.array(truth["images"][key]["world_from_cam"])
+            expected[:, 1:3] *= -1
+            written = np.array(item.transform_matrix)
+            assert np.abs(written[:3, 3] - expected[:3, 3]).max() < tolerance, key
+            relative = written[:3, :3].T @ expected[:3, :3]
+            angle = np.arccos(np.clip((np.trace(relative) - 1) / 2, -1, 1))
+            assert angle < tolerance, key
+            camera = info["camera"]
+            assert (item.w, item.h) == (camera["width"], camera["height"])
+            for ours, theirs in ("fl_x", "fx"), ("fl_y", "fy"), ("cx", "cx"), ("cy", "cy"):
+                assert getattr(item, ours) == pytest.approx(camera[theirs], rel=1e-9), key
+            for name, value in camera["distortion"].items():
+                assert getattr(item, name) == pytest.approx(value, abs=1e-12), (key, name)
+            checked += 1
+        # one traced point per frame, in the middle third of the image
+        gt_camera = cameras.Camera(
+            model=camera["model"],
+            width_px=camera["width"],
+            height_px=camera["height"],
+            fx=camera["fx"],
+            fy=camera["fy"],
+            cx=camera["cx"],
+            cy=camera["cy"],
+            distortion=cameras.distortion_from_dict(camera["distortion"]),
+        )
+        zup_from_yup = np.array(tf.applied_transform + [[0, 0, 0, 1]])
+        rng = np.random.default_rng(len(folder))
+        for item, frame in zip(tf.frames, scene.frames, strict=True):
+            key = item.file_path.rsplit(".", 1)[0]
+            pixel = np.floor(rng.uniform(1 / 3, 2 / 3, 2) * (item.w, item.h)) + 0.5
+            origins, directions, _ = pixel_rays(
+                gt_camera, np.array(truth["images"][key]["world_from_cam"]), pixel[None]
+            )
+            _, distance = trace(origins, directions, seed=truth["seed"])
+            point_yup = origins[0] + distance[0] * directions[0]
+            point = zup_from_yup @ np.append(point_yup, 1.0)
+            in_cam = cameras.cam_from_world(frame.world_from_cam) @ point
+            error = np.abs(cameras.project(frame.camera, in_cam[:3]) - pixel).max()
+            assert error < 0.05, (key, error)
+    return checked
+
+
+@pytest.mark.parametrize("rig", ["v2", "v1"])
+def test_synthetic_capture_matches_ground_truth(
+    tmp_path: Path, rig: str, request: pytest.FixtureRequest
+) -> None:
+    import shutil
+
+    capture = tmp_path / f"synth-{rig}"
+    shutil.copytree(request.getfixturevalue(f"synth_{rig}"), capture)
+    report = convert_capture(capture, source="krt")
+    assert len(report.written) == 9  # 3 folders x (transforms, _300, _half)
+    assert check_against_ground_truth(capture) == 3 * len(
+        json.loads((capture / "ground_truth.json").read_text())["images"]
+    )
+    truth = json.loads((capture / "ground_truth.json").read_text())
+    tf = read_transforms(capture / "images-jpeg-2k" / "transforms.json")
+    held = {f.file_path for f in tf.frames if f.eyeful.camera_id == truth["holdout_camera"]}
+    assert set(tf.val_filenames) == held == set(tf.test_filenames) and held
