@@ -1,0 +1,192 @@
+"""Decoding images into preallocated pool slots, and whole images for evaluation/rendering.
+
+Pixels are kept as uint8 (8-bit images) or float16 (EXR linear radiance), never float32, until
+a batch or an evaluation image is handed out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eyeful_tools.errors import InputFormatError, SplitError
+from eyeful_tools.imageio import read_image
+from trainer_adapter.data.cache import DiskCache
+from trainer_adapter.data.parser import ParsedDataset
+from trainer_adapter.data.rays import CameraTensors, camera_rays, pack_cameras, valid_pixel_mask
+
+#: largest finite float16; brighter EXR radiance is clipped to it in the pool
+FLOAT16_MAX = 65504.0
+
+
+def pixel_dtype(dataset: ParsedDataset) -> np.dtype:
+    """What the pool stores: uint8 for 8-bit images, float16 for EXR. Never float32."""
+    return np.dtype(np.float16) if dataset.is_hdr else np.dtype(np.uint8)
+
+
+def decode_into(
+    dataset: ParsedDataset,
+    index: int,
+    pixels_out: np.ndarray,
+    mask_out: np.ndarray | None,
+    disk_cache: DiskCache | None = None,
+) -> None:
+    """Decode image ``index`` (and its mask) into the top-left of preallocated slot arrays.
+
+    pixels_out: [Hmax, Wmax, 3] uint8/float16; mask_out: [Hmax, Wmax] bool or None.
+    """
+    camera = dataset.cameras[index]
+    height, width = camera.height_px, camera.width_px
+    path = dataset.image_paths[index]
+    target = pixels_out[:height, :width]
+    if disk_cache is None or not disk_cache.load_into(path, target):
+        image = _decode_checked(path, height, width)
+        if dataset.is_hdr:
+            np.clip(np.nan_to_num(image, nan=0.0, posinf=FLOAT16_MAX), 0.0, FLOAT16_MAX, out=image)
+        target[...] = image
+        del image
+        if disk_cache is not None:
+            disk_cache.store(path, target)
+    mask_path = dataset.mask_paths[index] if dataset.mask_paths else None
+    if mask_out is not None and mask_path is not None:
+        mask = _decode_checked(mask_path, height, width, channels=None)
+        if mask.ndim == 3:
+            mask = mask[..., 0]
+        mask_out[:height, :width] = mask > 0
+
+
+def _decode_checked(path: Path, height: int, width: int, channels: int | None = 3) -> np.ndarray:
+    image = read_image(path)
+    if image.shape[:2] != (height, width):
+        raise InputFormatError(
+            path,
+            f"image is {image.shape[1]}x{image.shape[0]}, transforms.json says {width}x{height}",
+        )
+    if channels == 3 and image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    if image.dtype == np.uint16:  # 16-bit PNG into the 8-bit pool
+        image = (image >> 8).astype(np.uint8)
+    return image
+
+
+def to_float_rgb(values: np.ndarray) -> np.ndarray:
+    """Pool pixels -> float32 (uint8 / 255, float16 as is). [..., 3]"""
+    if values.dtype == np.uint8:
+        return values.astype(np.float32) * np.float32(1.0 / 255.0)
+    return values.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole images, for evaluation and rendering.
+
+
+@dataclass
+class EvalImage:
+    """One image of a split: rays in row chunks (row-major order), ground truth, valid mask."""
+
+    index: int
+    height: int
+    width: int
+    chunks: Iterator[tuple[torch.Tensor, torch.Tensor]]  # (origins [n, 3], directions [n, 3])
+    rgb: torch.Tensor  # [H, W, 3] float32 (LDR in [0, 1]; EXR linear radiance)
+    valid: torch.Tensor  # [H, W] bool (fisheye circle and mask)
+
+
+def image_ray_chunks(
+    dataset: ParsedDataset,
+    index: int,
+    *,
+    chunk_rows: int,
+    device: torch.device | str = "cpu",
+    packed: CameraTensors | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Rays of every pixel of image ``index``, ``chunk_rows`` rows at a time, float32."""
+    device = torch.device(device)
+    dtype = torch.float32 if device.type == "mps" else torch.float64
+    camera = dataset.cameras[index]
+    if packed is None:
+        packed = pack_cameras([camera], device=device, dtype=dtype)
+        which = 0
+    else:
+        which = index
+    world_from_cam = torch.as_tensor(dataset.world_from_cam[index], dtype=dtype, device=device)
+    cols = torch.arange(camera.width_px, device=device, dtype=dtype) + 0.5
+    for row0 in range(0, camera.height_px, max(1, chunk_rows)):
+        row1 = min(camera.height_px, row0 + chunk_rows)
+        rows = torch.arange(row0, row1, device=device, dtype=dtype) + 0.5
+        v, u = torch.meshgrid(rows, cols, indexing="ij")
+        uv = torch.stack([u.reshape(-1), v.reshape(-1)], dim=-1)
+        count = uv.shape[0]
+        selector = torch.full((count,), which, dtype=torch.int64, device=device)
+        origins, directions = camera_rays(packed[selector], world_from_cam.expand(count, 4, 4), uv)
+        yield origins.float(), directions.float()
+
+
+def load_eval_image(dataset: ParsedDataset, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ground truth [H, W, 3] float32 and valid mask [H, W] bool of one image."""
+    camera = dataset.cameras[index]
+    height, width = camera.height_px, camera.width_px
+    pixels = np.zeros((height, width, 3), dtype=pixel_dtype(dataset))
+    mask = np.ones((height, width), dtype=bool) if dataset.has_masks else None
+    decode_into(dataset, index, pixels, mask)
+    valid = valid_pixel_mask(camera)
+    if mask is not None:
+        valid &= mask
+    return to_float_rgb(pixels), valid
+
+
+def iter_eval_images(
+    dataset: ParsedDataset,
+    split: str = "test",
+    *,
+    chunk_rows: int = 8,
+    device: torch.device | str = "cpu",
+) -> Iterator[EvalImage]:
+    """Every image of a split in index order, decoded one at a time (memory: one image)."""
+    indices = dataset.indices(split)
+    if len(indices) == 0:
+        raise SplitError(dataset.transforms_path, f"split {split} has no images to evaluate")
+    for index in indices:
+        index = int(index)
+        rgb, valid = load_eval_image(dataset, index)
+        camera = dataset.cameras[index]
+        yield EvalImage(
+            index=index,
+            height=camera.height_px,
+            width=camera.width_px,
+            chunks=image_ray_chunks(dataset, index, chunk_rows=chunk_rows, device=device),
+            rgb=torch.from_numpy(rgb).to(device),
+            valid=torch.from_numpy(valid).to(device),
+        )
+
+
+def estimate_radiance_scale(
+    dataset: ParsedDataset,
+    split: str = "train",
+    *,
+    percentile: float = 99.9,
+    max_images: int = 8,
+    stride: int = 4,
+) -> float:
+    """A per-dataset radiance normaliser for HDR tonemapping: a high percentile of the valid
+    pixel values of up to ``max_images`` evenly spaced images (every ``stride``-th pixel).
+
+    Deterministic; 1.0 for 8-bit data or when everything is black.
+    """
+    if not dataset.is_hdr:
+        return 1.0
+    indices = dataset.indices(split)
+    if len(indices) == 0:
+        return 1.0
+    picks = indices[np.linspace(0, len(indices) - 1, min(max_images, len(indices))).astype(int)]
+    samples = []
+    for index in np.unique(picks):
+        rgb, valid = load_eval_image(dataset, int(index))
+        samples.append(rgb[::stride, ::stride][valid[::stride, ::stride]].reshape(-1))
+    values = np.concatenate(samples) if samples else np.zeros(0, dtype=np.float32)
+    scale = float(np.percentile(values, percentile)) if values.size else 0.0
+    return scale if scale > 0 else 1.0
