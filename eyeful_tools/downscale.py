@@ -9,7 +9,8 @@ nerfstudio's producer: ``ns-process-data`` runs ffmpeg ``scale=iw/N:ih/N``, whic
 scaled per axis from the size actually written (the math of :func:`cameras.rescale_camera`).
 
 Speed: a JPEG is decoded once, at the largest libjpeg reduced scale (1/2, 1/4, 1/8) that divides
-every factor still to write, then area-resized only where the reduced size is not the target.
+every factor still to write and both image sides, then area-resized only where the reduced size
+is not the target.
 Each factor is derived from the nearest smaller one already made. EXR and PNG are resized in
 their own channel type (float16 goes through float32 and back). Masks and depth maps use nearest
 sampling, always from the full-size file. Work runs in a process pool started with ``spawn`` (a
@@ -89,6 +90,7 @@ class Job:
 
     kind: Kind
     source: str
+    size_px: tuple[int, int]
     outputs: tuple[Output, ...]
     jpeg_quality: int = DEFAULT_JPEG_QUALITY
 
@@ -332,7 +334,9 @@ def _plan_jobs(
             if not _up_to_date(target, source_mtime, size):
                 outputs.append(Output(factor, str(target), size))
         if outputs:
-            work.append(Job(source.kind, str(source.path), tuple(outputs), jpeg_quality))
+            work.append(
+                Job(source.kind, str(source.path), source.size_px, tuple(outputs), jpeg_quality)
+            )
     return work
 
 
@@ -515,7 +519,7 @@ def run_job(job: Job) -> JobResult:
 def _run(job: Job) -> int:
     source = Path(job.source)
     if job.kind is Kind.IMAGE:
-        scale, decoded, is_bgr = _decode_image(source, job.outputs)
+        scale, decoded, is_bgr = _decode_image(source, job.size_px, job.outputs)
         made = {scale: decoded}
         for output in job.outputs:
             # the nearest smaller copy this factor is a multiple of (the decode is always one)
@@ -531,20 +535,30 @@ def _run(job: Job) -> int:
     return len(job.outputs)
 
 
-def _decode_image(source: Path, outputs: Sequence[Output]) -> tuple[int, np.ndarray, bool]:
-    """(scale, pixels, is_bgr): JPEGs at the largest reduced scale dividing every factor.
+def _decode_image(
+    source: Path, size_px: tuple[int, int], outputs: Sequence[Output]
+) -> tuple[int, np.ndarray, bool]:
+    """(scale, pixels, is_bgr): a JPEG at the largest reduced scale (1, 2, 4, 8) that divides
+    every factor and both sides, else the full image.
 
+    Only an exact reduced size will do: libjpeg rounds a reduced size up, so its last pixel
+    covers padding and a resize to the target would stretch the image by up to half a pixel.
     JPEG pixels stay in OpenCV's BGR order (a resize does not care) and EXIF orientation is
-    ignored, as nerfstudio's ffmpeg ``-noautorotate`` and PIL do. Other formats decode in full.
+    ignored, as nerfstudio's ffmpeg ``-noautorotate`` and PIL do.
     """
     if source.suffix.lower() not in imageio.JPEG_SUFFIXES:
         return 1, imageio.read_image(source), False
-    common = math.gcd(*(o.factor for o in outputs))
+    common = math.gcd(*(o.factor for o in outputs), *size_px)
     scale = max(s for s in (1, 2, 4, 8) if common % s == 0)
     flags = _REDUCED_FLAGS[scale] if scale > 1 else cv2.IMREAD_COLOR
     pixels = cv2.imread(str(source), flags | cv2.IMREAD_IGNORE_ORIENTATION)
     if pixels is None:
         raise InputFormatError(source, "cannot decode image (corrupt or unsupported format)")
+    expected = (size_px[1] // scale, size_px[0] // scale)
+    if pixels.shape[:2] != expected:
+        raise InputFormatError(
+            source, f"decoded {pixels.shape[1]}x{pixels.shape[0]}, header says {size_px}"
+        )
     return scale, pixels, True
 
 

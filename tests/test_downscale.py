@@ -164,7 +164,8 @@ def test_intrinsics_keep_a_known_point_in_place(tmp_path: Path) -> None:
             w1, h1 = after.camera.width_px, after.camera.height_px
             assert abs(u / w1 - u0 / w0) * w1 < 1e-6 and abs(v / h1 - v0 / h0) * h1 < 1e-6
             if factor < 8:  # at 1/8 the blob is under a pixel wide; the centroid is too coarse
-                assert np.hypot(found[0] - u, found[1] - v) < 0.5, (factor, found, (u, v))
+                # the issue asks 0.5 px; 0.25 catches a stretch by libjpeg's rounded-up sizes
+                assert np.hypot(found[0] - u, found[1] - v) < 0.25, (factor, found, (u, v))
 
 
 def test_exr_mean_preserved_and_channel_type_kept(tmp_path: Path) -> None:
