@@ -1,0 +1,380 @@
+"""``eyeful import record3d|polycam``: exports generated from the synthetic scene, known poses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import zipfile
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import ios_fixtures as fx
+import numpy as np
+import pytest
+
+from eyeful_tools import blur, cameras
+from eyeful_tools.cameras import WorldUp
+from eyeful_tools.cli import main
+from eyeful_tools.errors import InputFormatError, UsageError
+from eyeful_tools.ios_import import ImportOptions, is_safe_member
+from eyeful_tools.readers import record3d
+from eyeful_tools.readers.polycam import import_polycam
+from eyeful_tools.readers.record3d import import_record3d
+from eyeful_tools.transforms import read_transforms, transforms_to_scene
+
+N_VIEWS = 6
+BLURRED = 3  # the view blurred on purpose
+#: nerfstudio's documented ARKit y-up -> z-up change: new (x, y, z) = old (z, x, y), written
+#: out here independently of eyeful_tools.cameras
+ZUP_FROM_YUP = np.array([[0, 0, 1, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=float)
+PEER_PY = Path.home() / ".cache/eyeful-peer/venv/bin/python"
+PEER_RUN = Path("/work/shared/tools/nerfstudio-peer/run_ns.py")
+
+
+@pytest.fixture(scope="module")
+def r3d_views() -> list[fx.PhoneView]:
+    views = fx.make_views(fx.RECORD3D_CAMERA, N_VIEWS, fx.DEPTH_SIZE_PX, blurred=(BLURRED,))
+    # per-frame intrinsics drift a little (OIS), as in newer exports
+    return [
+        replace(v, camera=replace(v.camera, fx=v.camera.fx + 0.3 * i, cy=v.camera.cy - 0.1 * i))
+        for i, v in enumerate(views)
+    ]
+
+
+@pytest.fixture(scope="module")
+def polycam_views() -> list[fx.PhoneView]:
+    return fx.make_views(fx.POLYCAM_CAMERA, N_VIEWS, fx.POLYCAM_DEPTH_SIZE_PX, blurred=(BLURRED,))
+
+
+def _opengl_c2w_ground_truth(view: fx.PhoneView) -> np.ndarray:
+    return cameras.opengl_from_opencv_pose(view.world_from_cam)
+
+
+def _check_poses_and_intrinsics(
+    out: Path, views: list[fx.PhoneView], indices: list[int], per_frame: bool = True
+) -> None:
+    tf = read_transforms(out / "transforms.json")
+    assert len(tf.frames) == len(indices)
+    assert np.allclose(tf.applied_transform, ZUP_FROM_YUP[:3], atol=0)
+    scene = transforms_to_scene(tf)
+    for frame, item, index in zip(scene.frames, tf.frames, indices, strict=True):
+        view = views[index]
+        # canonical: OpenCV axes, z-up output world
+        expected = cameras.output_world_from_source(WorldUp.Y_UP) @ view.world_from_cam
+        assert np.allclose(frame.world_from_cam, expected, atol=1e-6)
+        # the file: the documented convention change applied to the app's own OpenGL c2w
+        expected_file = ZUP_FROM_YUP @ _opengl_c2w_ground_truth(view)
+        assert np.allclose(item.transform_matrix, expected_file, atol=1e-6)
+        camera = view.camera if per_frame else views[0].camera
+        assert (item.fl_x, item.fl_y, item.cx, item.cy) == pytest.approx(
+            (camera.fx, camera.fy, camera.cx, camera.cy), abs=1e-9
+        )
+        assert (item.w, item.h) == (camera.width_px, camera.height_px)
+        assert (out / item.file_path).is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# Record3D
+
+
+def test_record3d_exr_folder_poses_intrinsics_and_depth(tmp_path: Path, r3d_views) -> None:
+    source = fx.write_record3d_folder(tmp_path / "exr", r3d_views, per_frame=False)
+    report = import_record3d(source, tmp_path / "out")
+    _check_poses_and_intrinsics(tmp_path / "out", r3d_views, list(range(N_VIEWS)), per_frame=False)
+    assert report.kept == N_VIEWS and report.depth_written == N_VIEWS
+    tf = read_transforms(tmp_path / "out")
+    depth = cv2.imread(str(tmp_path / "out" / tf.frames[2].depth_file_path), cv2.IMREAD_UNCHANGED)
+    assert depth.dtype == np.uint16 and depth.shape == (64, 48)
+    expected_mm = np.round(r3d_views[2].depth_m * 1000).astype(np.uint16)
+    assert np.array_equal(depth, cv2.resize(expected_mm, (48, 64), interpolation=cv2.INTER_NEAREST))
+    # every-8th split over the sequence, val == test, all three filled
+    assert tf.val_filenames == tf.test_filenames == ["images/frame_00000.jpg"]
+    assert len(tf.train_filenames) == N_VIEWS - 1
+
+
+def test_record3d_r3d_archive_per_frame_intrinsics_and_confidence(
+    tmp_path: Path, r3d_views
+) -> None:
+    archive = fx.write_r3d(tmp_path / "scan.r3d", r3d_views, per_frame=True)
+    report = import_record3d(archive, tmp_path / "out")
+    _check_poses_and_intrinsics(tmp_path / "out", r3d_views, list(range(N_VIEWS)))
+    assert report.depth_written == N_VIEWS
+    tf = read_transforms(tmp_path / "out")
+    depth = cv2.imread(str(tmp_path / "out" / tf.frames[0].depth_file_path), cv2.IMREAD_UNCHANGED)
+    # the low-confidence depth pixel (0, 0) covers a 4x4 block at image size; it is invalid (0)
+    assert np.all(depth[:4, :4] == 0) and np.all(depth[4:, 4:] > 0)
+    assert abs(int(depth[10, 10]) - round(float(r3d_views[0].depth_m[2, 2]) * 1000)) <= 1
+
+
+def test_record3d_without_lzfse_imports_rgb_and_says_depth_was_skipped(
+    tmp_path: Path, r3d_views, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(record3d, "lzfse_available", lambda: False)
+    archive = fx.write_r3d(tmp_path / "scan.r3d", r3d_views)
+    report = import_record3d(archive, tmp_path / "out")
+    assert report.kept == N_VIEWS and report.depth_written == 0
+    assert "depth skipped" in report.one_line() and "lzfse" in report.one_line()
+    assert all(f.depth_file_path is None for f in read_transforms(tmp_path / "out").frames)
+
+
+def test_record3d_blur_filter_drops_the_blurred_frame(tmp_path: Path, r3d_views) -> None:
+    source = fx.write_record3d_folder(tmp_path / "exr", r3d_views)
+    options = ImportOptions(blur_filter=blur.parse_blur_filter("percentile:10"))
+    report = import_record3d(source, tmp_path / "out", options)
+    assert report.dropped_blurry == [f"frame_{BLURRED:05d}"]
+    kept = [i for i in range(N_VIEWS) if i != BLURRED]
+    _check_poses_and_intrinsics(tmp_path / "out", r3d_views, kept, per_frame=False)
+
+
+def test_max_frames_subsamples_evenly_keeping_first_and_last(tmp_path: Path, r3d_views) -> None:
+    source = fx.write_record3d_folder(tmp_path / "exr", r3d_views)
+    report = import_record3d(source, tmp_path / "out", ImportOptions(max_frames=3))
+    assert report.dropped_subsample == 3
+    _check_poses_and_intrinsics(tmp_path / "out", r3d_views, [0, 2, 5], per_frame=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Polycam
+
+
+def test_polycam_folder_prefers_corrected_cameras(tmp_path: Path, polycam_views) -> None:
+    source = fx.write_polycam_folder(tmp_path / "pc", polycam_views)
+    report = import_polycam(source, tmp_path / "out")
+    _check_poses_and_intrinsics(tmp_path / "out", polycam_views, list(range(N_VIEWS)))
+    assert report.depth_written == N_VIEWS
+    tf = read_transforms(tmp_path / "out")
+    stamps = fx.polycam_timestamps(N_VIEWS)
+    assert [f.file_path for f in tf.frames] == [f"images/{s}.jpg" for s in stamps]
+    depth = cv2.imread(str(tmp_path / "out" / tf.frames[1].depth_file_path), cv2.IMREAD_UNCHANGED)
+    assert depth.shape == (48, 64) and np.all(depth[:4, :4] == 0) and np.all(depth[4:, 4:] > 0)
+    # nerfstudio's own formula (ios.md 2.3): rows (t_2*, t_0*, t_1*) of the camera json
+    camera_json = json.loads(
+        (source / "keyframes" / "corrected_cameras" / f"{stamps[1]}.json").read_text()
+    )
+    rows = [[camera_json[f"t_{r}{c}"] for c in range(4)] for r in (2, 0, 1)]
+    assert np.allclose(np.asarray(tf.frames[1].transform_matrix)[:3], rows, atol=1e-12)
+
+
+@pytest.mark.parametrize("top_folder", [None, "capture"])
+def test_polycam_zip_without_depth_or_sizes(tmp_path: Path, polycam_views, top_folder) -> None:
+    folder = fx.write_polycam_folder(
+        tmp_path / "pc", polycam_views, depth=False, corrected_sizes=False, raw_sizes=False
+    )
+    archive = fx.zip_folder(folder, tmp_path / "pc.zip", top_folder)
+    report = import_polycam(archive, tmp_path / "out")
+    _check_poses_and_intrinsics(tmp_path / "out", polycam_views, list(range(N_VIEWS)))
+    assert report.depth_written == 0 and "no depth/" in report.one_line()
+
+
+def test_polycam_falls_back_to_raw_cameras(tmp_path: Path, polycam_views) -> None:
+    source = fx.write_polycam_folder(tmp_path / "pc", polycam_views, corrected=False)
+    report = import_polycam(source, tmp_path / "out")
+    assert "used raw ARKit poses" in report.one_line()
+    tf = read_transforms(tmp_path / "out")
+    drift = (
+        np.asarray(tf.frames[0].transform_matrix)[:3, 3]
+        - (ZUP_FROM_YUP @ _opengl_c2w_ground_truth(polycam_views[0]))[:3, 3]
+    )
+    assert np.allclose(drift, ZUP_FROM_YUP[:3, :3] @ [0.05, 0.0, -0.02], atol=1e-9)
+
+
+def test_polycam_blur_score_threshold(tmp_path: Path, polycam_views) -> None:
+    scores = [90.0] * N_VIEWS
+    scores[1] = 12.0  # the app says frame 1 is blurry (its pixels are sharp)
+    source = fx.write_polycam_folder(tmp_path / "pc", polycam_views, blur_scores=scores)
+    options = ImportOptions(blur_filter=blur.parse_blur_filter("threshold:25"))
+    report = import_polycam(source, tmp_path / "out", options)
+    assert report.dropped_blurry == [str(fx.polycam_timestamps(N_VIEWS)[1])]
+    assert "polycam score" in report.one_line()
+
+
+def test_polycam_without_scores_uses_the_laplacian(tmp_path: Path, polycam_views) -> None:
+    source = fx.write_polycam_folder(tmp_path / "pc", polycam_views)
+    options = ImportOptions(blur_filter=blur.parse_blur_filter("percentile:10"))
+    report = import_polycam(source, tmp_path / "out", options)
+    assert report.dropped_blurry == [str(fx.polycam_timestamps(N_VIEWS)[BLURRED])]
+
+
+# ---------------------------------------------------------------------------------------------
+# Blur scores
+
+
+def test_sharpness_and_selection(polycam_views) -> None:
+    def grey(view: fx.PhoneView) -> np.ndarray:
+        return cv2.imdecode(np.frombuffer(view.jpeg, np.uint8), cv2.IMREAD_GRAYSCALE)
+
+    scores = [blur.sharpness(grey(v)) for v in polycam_views]
+    assert int(np.argmin(scores)) == BLURRED
+    threshold = (scores[BLURRED] + min(s for i, s in enumerate(scores) if i != BLURRED)) / 2
+    assert blur.select_sharp(scores, threshold=threshold).tolist() == [
+        i != BLURRED for i in range(N_VIEWS)
+    ]
+    assert blur.select_sharp([5.0, 1.0, 3.0], percentile=0).all()
+    assert blur.select_sharp([5.0, 1.0, 3.0, 4.0], percentile=50).tolist() == [
+        True,
+        False,
+        False,
+        True,
+    ]
+    # a larger copy scores about the same (fixed-size reduction first)
+    big = cv2.resize(grey(polycam_views[0]), (1280, 960), interpolation=cv2.INTER_NEAREST)
+    assert blur.sharpness(big) > 0
+
+
+def test_parse_blur_filter() -> None:
+    assert blur.parse_blur_filter("percentile:10") == blur.BlurFilter(percentile=10.0)
+    assert blur.parse_blur_filter("threshold:25") == blur.BlurFilter(threshold=25.0)
+    assert blur.parse_blur_filter("10%") == blur.BlurFilter(percentile=10.0)
+    assert not blur.parse_blur_filter("none").active
+    for bad in ("percentile:100", "threshold:-1", "sharpest", "percentile:x"):
+        with pytest.raises(UsageError, match="--blur-filter"):
+            blur.parse_blur_filter(bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: clear one-line errors, nothing written.
+
+
+def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_zip_member_escaping_the_output_is_refused(tmp_path: Path, capsys, polycam_views) -> None:
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("keyframes/cameras/1.json", "{}")
+        handle.writestr("../../escape.txt", "gotcha")
+    rc = main(["import", "polycam", str(archive), "--out", str(tmp_path / "out")])
+    assert rc == 1
+    line = _error_line(capsys)
+    assert line.startswith(f"error: {archive}: archive member '../../escape.txt' would escape")
+    assert not (tmp_path / "out").exists() and not (tmp_path.parent / "escape.txt").exists()
+    assert not is_safe_member("/etc/passwd") and not is_safe_member("a/../../b")
+    assert not is_safe_member("C:/x") and not is_safe_member("a\\..\\b")
+    assert is_safe_member("keyframes/images/1.jpg")
+
+
+def test_metadata_without_poses(tmp_path: Path, capsys, r3d_views) -> None:
+    source = fx.write_record3d_folder(tmp_path / "exr", r3d_views)
+    meta = json.loads((source / "metadata.json").read_text())
+    del meta["poses"]
+    (source / "metadata.json").write_text(json.dumps(meta))
+    assert main(["import", "record3d", str(source), "--out", str(tmp_path / "out")]) == 1
+    assert _error_line(capsys) == (
+        f"error: {source / 'metadata.json'}: missing 'poses' (the per-frame camera poses)"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exr"]
+
+
+def test_pose_count_differs_from_image_count(tmp_path: Path, capsys, r3d_views) -> None:
+    archive = fx.write_r3d(tmp_path / "scan.r3d", r3d_views)
+    meta = fx.record3d_metadata(r3d_views)
+    meta["poses"] = meta["poses"][:-1]
+    rebuilt = tmp_path / "short.r3d"
+    with zipfile.ZipFile(archive) as old, zipfile.ZipFile(rebuilt, "w") as new:
+        for item in old.infolist():
+            data = json.dumps(meta) if item.filename == "metadata" else old.read(item)
+            new.writestr(item.filename, data)
+    assert main(["import", "record3d", str(rebuilt), "--out", str(tmp_path / "out")]) == 1
+    assert _error_line(capsys) == (
+        f"error: {rebuilt}:metadata: {N_VIEWS - 1} poses but {N_VIEWS} images in rgbd/"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_corrupt_image_is_reported_by_name_and_skipped(tmp_path: Path, capsys, r3d_views) -> None:
+    source = fx.write_record3d_folder(tmp_path / "exr", r3d_views)
+    (source / "rgb" / "4.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
+    out = tmp_path / "out"
+    rc = main(["import", "record3d", str(source), "--out", str(out), "--blur-filter", "none"])
+    assert rc == 0
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert "1 corrupt (rgb/4.jpg)" in err and f"imported {N_VIEWS - 1} of {N_VIEWS}" in err
+    kept = [i for i in range(N_VIEWS) if i != 4]
+    _check_poses_and_intrinsics(out, r3d_views, kept, per_frame=False)
+
+
+def test_non_empty_output_needs_overwrite(tmp_path: Path, r3d_views) -> None:
+    source = fx.write_record3d_folder(tmp_path / "exr", r3d_views)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("user data")
+    with pytest.raises(UsageError, match="not empty"):
+        import_record3d(source, out)
+    assert (out / "keep.txt").is_file()
+    import_record3d(source, out, ImportOptions(overwrite=True, max_frames=2))
+    assert not (out / "keep.txt").exists() and len(read_transforms(out).frames) == 2
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_unknown_layout_and_bad_quaternion(tmp_path: Path, r3d_views) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "x.txt").write_text("")
+    with pytest.raises(Exception, match="not a Record3D export"):
+        import_record3d(tmp_path / "empty", tmp_path / "out")
+    source = fx.write_record3d_folder(tmp_path / "exr", r3d_views)
+    meta = json.loads((source / "metadata.json").read_text())
+    meta["poses"][1] = [0, 0, 0, 0, 1, 2, 3]
+    (source / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(InputFormatError, match=r"poses\[1\]: zero quaternion"):
+        import_record3d(source, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_record3d_end_to_end(tmp_path: Path, capsys, r3d_views) -> None:
+    archive = fx.write_r3d(tmp_path / "scan.r3d", r3d_views)
+    out = tmp_path / "data" / "scan"
+    args = ["import", "record3d", str(archive), "--out", str(out), "--max-frames", "4"]
+    assert main([*args, "--blur-filter", "percentile:20"]) == 0
+    line = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert line.startswith(f"imported 4 of {N_VIEWS} frames into {out}")
+    assert "1 blurry" in line and "1 by --max-frames" in line
+    assert sorted(p.name for p in out.iterdir()) == ["depth", "images", "transforms.json"]
+
+
+# ---------------------------------------------------------------------------------------------
+# nerfstudio's own converters (the peer venv), where it exists.
+
+needs_peer = pytest.mark.skipif(
+    not (PEER_PY.is_file() and PEER_RUN.is_file()),
+    reason="nerfstudio peer venv not built (bash shared/tools/nerfstudio-peer/setup.sh)",
+)
+
+
+def _peer(*args: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    subprocess.run([str(PEER_PY), str(PEER_RUN), *args], check=True, capture_output=True, env=env)
+
+
+@needs_peer
+def test_same_poses_as_nerfstudio(tmp_path: Path, r3d_views, polycam_views) -> None:
+    """Record3D: nerfstudio keeps ARKit's y-up world (float32), we rotate it to z-up; same focal
+    length, but nerfstudio replaces the principal point by (w/2, h/2). Polycam: identical poses
+    and intrinsics once nerfstudio's 15 px border crop is turned off."""
+    source = fx.write_record3d_folder(tmp_path / "exr", r3d_views)
+    _peer("record3d", str(source), str(tmp_path / "ns_r3d"), "--direct")
+    import_record3d(source, tmp_path / "ours_r3d")
+    theirs = json.loads((tmp_path / "ns_r3d" / "transforms.json").read_text())
+    ours = read_transforms(tmp_path / "ours_r3d")
+    for mine, other in zip(ours.frames, theirs["frames"], strict=True):
+        assert np.allclose(
+            mine.transform_matrix, ZUP_FROM_YUP @ other["transform_matrix"], atol=1e-6
+        )
+        assert mine.fl_x == pytest.approx(theirs["fl_x"], abs=1e-4)
+    assert theirs["cx"] == 24.0 and ours.frames[0].cx == pytest.approx(23.2)
+
+    source = fx.write_polycam_folder(tmp_path / "pc", polycam_views)
+    _peer("polycam", str(source), str(tmp_path / "ns_pc"), "--crop-border-pixels", "0")
+    import_polycam(source, tmp_path / "ours_pc")
+    theirs = json.loads((tmp_path / "ns_pc" / "transforms.json").read_text())
+    ours = read_transforms(tmp_path / "ours_pc")
+    assert len(theirs["frames"]) == len(ours.frames) == N_VIEWS
+    for mine, other in zip(ours.frames, theirs["frames"], strict=True):
+        assert np.allclose(mine.transform_matrix, other["transform_matrix"], atol=1e-6)
+        assert (mine.fl_x, mine.fl_y, mine.cx, mine.cy, mine.w, mine.h) == pytest.approx(
+            tuple(other[k] for k in ("fl_x", "fl_y", "cx", "cy", "w", "h"))
+        )
