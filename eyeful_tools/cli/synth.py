@@ -45,6 +45,8 @@ def synth(
 
     if rig not in ("v1", "v2"):
         raise UsageError(None, f"--rig must be v1 or v2, got {rig!r}")
+    if positions < 1:
+        raise UsageError(None, f"--positions must be at least 1, got {positions}")
     dims = parse_size(size)
     with Progress(
         TextColumn("synth"),
@@ -53,6 +55,7 @@ def synth(
         TimeElapsedColumn(),
         console=console,
         transient=True,
+        disable=not console.is_terminal,
     ) as bar:
         task = bar.add_task("render", total=None)
 
