@@ -11,8 +11,10 @@ stored. This module then, in order:
 2. evenly subsamples the survivors to ``max_frames`` (``round(linspace)``, first and last kept);
 3. writes ``images/``, ``depth/`` (16-bit PNG, millimetres, 0 = invalid, resized nearest to the
    image size) and ``transforms.json`` through :func:`eyeful_tools.transforms.scene_to_transforms`
-   (z-up world, ``applied_transform``) with train/val/test splits, into a temporary folder beside
-   the output that is renamed into place at the end, so a failed import writes nothing.
+   (z-up world, ``applied_transform``) and train/val/test lists from
+   :func:`eyeful_tools.split.official_split` (no rig: every 8th frame is held out, nerfstudio's
+   eval-interval rule), all into a temporary folder beside the output that is renamed into place
+   at the end, so a failed import writes nothing.
 
 :class:`Source` reads a folder or a zip archive (``.zip``, ``.r3d``) the same way; a zip with a
 member that would escape the output folder is refused before anything is read.
@@ -34,7 +36,7 @@ from pathlib import Path, PurePosixPath
 import cv2
 import numpy as np
 
-from eyeful_tools import blur, imageio, transforms
+from eyeful_tools import blur, imageio, split, transforms
 from eyeful_tools.cameras import Camera, CameraModel, Frame, Scene, WorldUp, rescale_camera
 from eyeful_tools.errors import EyefulError, InputFormatError, MissingFileError, UsageError
 from eyeful_tools.fsio import atomic_path
@@ -257,17 +259,17 @@ def import_capture(
     build = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.import-", dir=out_dir.parent))
     try:
         canonical = _write_frames(capture, frames, build, options, report, progress)
-        scene = Scene(
-            frames=tuple(canonical),
-            world_up=WorldUp.Y_UP,
-            name=out_dir.name,
-            splits=standard_splits([f.image_path for f in canonical]),
-        )
-        report.splits = {k: len(v) for k, v in scene.splits.items()}
+        scene = Scene(frames=tuple(canonical), world_up=WorldUp.Y_UP, name=out_dir.name)
         extra = {"source": {"app": capture.app, "path": str(capture.source.path)}}
-        transforms.write_transforms(
-            build / "transforms.json", transforms.scene_to_transforms(scene, extra=extra)
+        written, rule = split.official_split(
+            transforms.scene_to_transforms(scene, extra=extra), None
         )
+        written.eyeful = {**(written.eyeful or {}), "split": rule}
+        report.splits = {
+            key.removesuffix("_filenames"): len(getattr(written, key) or [])
+            for key in transforms.SPLIT_KEYS
+        }
+        transforms.write_transforms(build / "transforms.json", written)
         _publish(build, out_dir)
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
@@ -285,15 +287,6 @@ def even_subsample(indices: Sequence[int], max_count: int | None) -> list[int]:
         return items[:1]
     picks = np.round(np.linspace(0, len(items) - 1, max_count)).astype(int)
     return [items[p] for p in picks]
-
-
-def standard_splits(file_paths: Sequence[str], eval_every: int = 8) -> dict[str, list[str]]:
-    """Train/val/test for a single video-like sequence: every ``eval_every``-th frame (from the
-    first) is held out, as nerfstudio's ``interval`` eval mode does; val and test get the same
-    held-out frames (there is no second held-out camera in a phone capture)."""
-    held_out = [p for i, p in enumerate(file_paths) if i % eval_every == 0 and len(file_paths) > 1]
-    train = [p for p in file_paths if p not in set(held_out)]
-    return {"train": train, "val": list(held_out), "test": list(held_out)}
 
 
 def _drop_blurry(
