@@ -138,7 +138,7 @@ def convert_capture(
 
     ``source``: ``krt`` (``cameras.json``), ``metashape`` (``cameras.xml``) or ``auto`` (KRT when
     present). ``resolutions``: catalog names (``jpeg_2k``) or folder names; default every
-    resolution folder present. ``images_dir``: one folder of images to use instead (output goes
+    resolution folder present, else ``images/``. ``images_dir``: one folder of images to use instead (output goes
     there). ``check``: compare KRT and Metashape poses of the same images.
     """
     capture_dir = Path(capture_dir)
@@ -243,11 +243,13 @@ def _image_folders(
         for r in catalog.RESOLUTIONS.values()
         if (capture_dir / r.folder).is_dir()
     ]
+    if not folders and (capture_dir / "images").is_dir():
+        folders = [capture_dir / "images"]  # a plain Metashape project
     if not folders:
         raise MissingFileError(
             capture_dir,
-            "no image folder found (expected images-jpeg-2k/ or another resolution folder; "
-            "or give --images DIR)",
+            "no image folder found (expected images-jpeg-2k/ or another resolution folder, or "
+            "images/; or give --images DIR)",
         )
     return folders
 
