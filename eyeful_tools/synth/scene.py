@@ -151,9 +151,17 @@ def _room_albedo(face: int, point: np.ndarray, look: Look) -> np.ndarray:
         )
         return np.where(grout[:, None], 0.08, color)
     if face == _CEILING:
-        return np.repeat((0.6 + 0.25 * noise)[:, None], 3, axis=1) * np.array([0.95, 0.95, 0.92])
+        # 0.6 m acoustic tiles with dark seams and a fine speckle
+        speckle = value_noise(u, v, 22.0, look.salt + 555)
+        seam = (np.abs(x / 0.6 - np.round(x / 0.6)) < 0.02) | (
+            np.abs(z / 0.6 - np.round(z / 0.6)) < 0.02
+        )
+        grey = np.where(seam, 0.3, 0.55 + 0.35 * (noise - 0.5) + 0.18 * speckle)
+        return grey[:, None] * np.array([0.95, 0.95, 0.92])
     wall = {_WALL_NEG_X: 0, _WALL_POS_X: 1, _WALL_NEG_Z: 2, _WALL_POS_Z: 3}[face]
-    color = look.wall_colors[wall] * (0.6 + 0.55 * noise)[:, None]
+    # wallpaper: large blotches (fractal noise) and a small diamond motif
+    motif = np.abs(np.sin(2.0 * math.pi * (u + y) / 0.3) * np.sin(2.0 * math.pi * (u - y) / 0.3))
+    color = look.wall_colors[wall] * (0.85 + 0.9 * (noise - 0.5) + 0.22 * (motif - 0.5))[:, None]
     # wainscot band with vertical stripes below 0.9 m, a dark skirting board below 0.1 m
     stripes = 0.5 + 0.5 * np.sin(2.0 * math.pi * 4.0 * u + look.phases[1 + wall])
     band = (y < 0.9)[:, None]
