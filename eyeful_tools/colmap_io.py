@@ -45,7 +45,7 @@ import numpy as np
 import pycolmap
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from eyeful_tools import cameras, catalog, transforms
+from eyeful_tools import cameras, catalog, split, transforms
 from eyeful_tools.cameras import Camera, CameraModel, Frame, Scene, WorldUp
 from eyeful_tools.errors import InputFormatError, MissingFileError, UnsupportedError, UsageError
 from eyeful_tools.fsio import atomic_path, atomic_write_text
@@ -577,7 +577,7 @@ def export_colmap(
     COLMAP's ``--image_path`` is the data folder. Nothing is written if anything is refused.
     """
     data_path = Path(data_dir)
-    transforms_path = data_path / "transforms.json" if data_path.is_dir() else data_path
+    transforms_path = data_path if data_path.suffix == ".json" else data_path / "transforms.json"
     parsed = transforms.read_transforms(transforms_path)
     scene = transforms.transforms_to_scene(parsed, transforms_path)
     try:
@@ -698,8 +698,9 @@ def reconstruction_to_scene(
 
     ``image_path_of(name) -> str`` maps a COLMAP image name to the ``image_path`` to record
     (default: the name). With a ``sidecar`` the world is z-up and our extras come back;
-    otherwise the world is COLMAP's and ``camera_id`` is the image folder (or COLMAP camera id);
-    ``rig_position_id`` is the COLMAP frame id where that frame holds more than one image.
+    otherwise the world is COLMAP's, ``camera_id`` is the image folder (or COLMAP camera id),
+    ``rig_position_id`` the COLMAP frame id where that frame holds more than one image, and
+    there are no splits (:func:`import_reconstruction` fills them).
     """
     path_of = image_path_of or (lambda image_name: image_name)
     registered = sorted(reconstruction.reg_image_ids())
@@ -739,11 +740,13 @@ def reconstruction_to_scene(
             )
         )
     frames = _unify_models(frames, where)
-    kept = {reconstruction.image(i).name for i in registered}
-    splits = {
-        split: [path_of(n) for n in names if n in kept]
-        for split, names in (sidecar.splits.items() if sidecar else ())
-    }
+    splits: dict[str, list[str]] = {}
+    if sidecar is not None:
+        kept = {reconstruction.image(i).name for i in registered}
+        splits = {
+            split: [path_of(n) for n in names if n in kept]
+            for split, names in sidecar.splits.items()
+        }
     return Scene(
         frames=tuple(frames),
         world_up=sidecar.world if sidecar else WorldUp.COLMAP,
@@ -841,6 +844,9 @@ def import_reconstruction(
         reconstruction, image_path_of=paths.__getitem__, sidecar=sidecar, name=name, where=where
     )
     transforms_file = transforms.scene_to_transforms(scene, extra=extra)
+    if sidecar is None:  # the catalog's held-out camera for EyefulTower names, else every 8th
+        transforms_file, rule = split.official_split(transforms_file, None)
+        log.info("splits: %s", rule)
     if sidecar is not None and sidecar.applied_transform is not None:
         # the same z-up world as the exported transforms: keep its map back to the capture
         transforms_file = transforms_file.model_copy(

@@ -1,0 +1,328 @@
+"""COLMAP interop: camera models against pycolmap's projection, rig export, round trips, import."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pycolmap
+import pytest
+
+from eyeful_tools import cameras, colmap_io, transforms
+from eyeful_tools.cameras import Camera, CameraModel, Frame, Scene, WorldUp
+from eyeful_tools.cli import main
+from eyeful_tools.errors import UnsupportedError
+
+RNG = np.random.default_rng(7)
+POINTS_IN_CAM = RNG.uniform([-0.6, -0.6, 0.5], [0.6, 0.6, 2.0], size=(64, 3))
+
+
+def _camera(model: CameraModel, distortion=(0.0,) * 6) -> Camera:
+    return Camera(
+        model=model,
+        width_px=120,
+        height_px=90,
+        fx=101.5,
+        fy=99.25,
+        cx=61.3,
+        cy=44.1,
+        distortion=distortion,
+    )
+
+
+OUR_CAMERAS = {
+    "PINHOLE": _camera(CameraModel.PINHOLE),
+    "OPENCV": _camera(CameraModel.OPENCV, (-0.05, 0.01, 0.0, 0.0, 0.001, -0.0007)),
+    "FULL_OPENCV": _camera(CameraModel.OPENCV, (-0.05, 0.01, -0.002, 0.0, 0.001, -0.0007)),
+    "OPENCV_FISHEYE": _camera(CameraModel.OPENCV_FISHEYE, (0.02, -0.004, 0.0007, -5e-5, 0, 0)),
+    "THIN_PRISM_FISHEYE": _camera(
+        CameraModel.OPENCV_FISHEYE, (0.02, -0.004, 0.0007, -5e-5, 0.0003, -0.0002)
+    ),
+}
+
+
+@pytest.mark.parametrize("expected", sorted(OUR_CAMERAS))
+def test_exported_cameras_project_exactly_like_ours(expected: str) -> None:
+    """Same pixels from pycolmap as from cameras.project: model, parameter order and the
+    pixel-centre convention (both corner-origin) all agree; import gives the camera back."""
+    camera = OUR_CAMERAS[expected]
+    name, params = colmap_io.colmap_camera_params(camera)
+    assert name == expected
+    colmap_camera = pycolmap.Camera(
+        camera_id=1, model=name, width=camera.width_px, height=camera.height_px, params=params
+    )
+    np.testing.assert_allclose(
+        colmap_camera.img_from_cam(POINTS_IN_CAM),
+        cameras.project(camera, POINTS_IN_CAM),
+        atol=1e-9,
+    )
+    assert colmap_io.camera_from_colmap(colmap_camera) == camera
+
+
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("SIMPLE_PINHOLE", [100.0, 60.0, 45.0]),
+        ("SIMPLE_RADIAL", [100.0, 60.0, 45.0, -0.03]),
+        ("RADIAL", [100.0, 60.0, 45.0, -0.03, 0.004]),
+        ("SIMPLE_RADIAL_FISHEYE", [100.0, 60.0, 45.0, 0.02]),
+        ("RADIAL_FISHEYE", [100.0, 60.0, 45.0, 0.02, -0.003]),
+    ],
+)
+def test_imported_special_models_project_like_colmap(name: str, params: list[float]) -> None:
+    colmap_camera = pycolmap.Camera(camera_id=1, model=name, width=120, height=90, params=params)
+    camera = colmap_io.camera_from_colmap(colmap_camera)
+    np.testing.assert_allclose(
+        cameras.project(camera, POINTS_IN_CAM), colmap_camera.img_from_cam(POINTS_IN_CAM), atol=1e-9
+    )
+
+
+def test_inexpressible_cameras_are_refused() -> None:
+    with pytest.raises(UnsupportedError, match="nonzero k4 has no COLMAP equivalent"):
+        colmap_io.colmap_camera_params(_camera(CameraModel.OPENCV, (0.1, 0, 0, 0.01, 0, 0)))
+    rational = pycolmap.Camera(
+        camera_id=3,
+        model="FULL_OPENCV",
+        width=9,
+        height=9,
+        params=[1, 1, 4, 4] + [0] * 5 + [0.1, 0, 0],
+    )
+    with pytest.raises(UnsupportedError, match="FULL_OPENCV with nonzero k4 has no equivalent"):
+        colmap_io.camera_from_colmap(rational)
+    fov = pycolmap.Camera(camera_id=4, model="FOV", width=9, height=9, params=[1, 1, 4, 4, 0.1])
+    with pytest.raises(UnsupportedError, match="COLMAP camera 4 uses FOV"):
+        colmap_io.camera_from_colmap(fov)
+
+
+# ---------------------------------------------------------------------------------------------
+# The synthetic captures, converted, exported and imported back.
+
+
+def _converted(capture: Path, tmp_path: Path) -> Path:
+    """A writable copy of the capture's jpeg-2k folder, converted to transforms.json."""
+    from eyeful_tools.convert import convert_capture
+
+    copy = tmp_path / capture.name
+    copy.mkdir()
+    for name in ("cameras.json", "splits.json"):
+        shutil.copy(capture / name, copy / name)
+    shutil.copytree(capture / "images-jpeg-2k", copy / "images-jpeg-2k")
+    convert_capture(copy, resolutions=["jpeg_2k"])
+    return copy / "images-jpeg-2k"
+
+
+@pytest.fixture(params=["synth_v2", "synth_v1"])
+def converted(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, dict]:
+    capture = request.getfixturevalue(request.param)
+    truth = json.loads((capture / "ground_truth.json").read_text())
+    return _converted(capture, tmp_path), truth
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "text"])
+def test_round_trip_keeps_poses_intrinsics_and_extras(
+    converted: tuple[Path, dict], tmp_path: Path, binary: bool
+) -> None:
+    data_dir, _ = converted
+    result = colmap_io.export_colmap(data_dir, tmp_path / "colmap", binary=binary)
+    suffix = ".bin" if binary else ".txt"
+    assert {f"rigs{suffix}", f"frames{suffix}", f"images{suffix}"} <= {
+        p.name for p in result.model_dir.iterdir()
+    }
+    imported = colmap_io.import_colmap(result.model_dir, data_dir, tmp_path / "back")
+
+    before = transforms.read_transforms(data_dir / "transforms.json")
+    after = transforms.read_transforms(imported.transforms_path)
+    assert imported.scene.world_up is WorldUp.Z_UP
+    assert after.camera_model == before.camera_model
+    assert after.fisheye_crop_radius == before.fisheye_crop_radius
+    assert after.applied_transform == before.applied_transform
+    assert len(after.frames) == len(before.frames)
+    for old, new in zip(before.frames, after.frames, strict=True):
+        # images referenced where they are: same files, paths relative to the new folder
+        assert (imported.transforms_path.parent / new.file_path).resolve() == (
+            data_dir / old.file_path
+        ).resolve()
+        np.testing.assert_allclose(new.transform_matrix, old.transform_matrix, rtol=0, atol=1e-9)
+        for key in ("w", "h", "fl_x", "fl_y", "cx", "cy", "k1", "k2", "k3", "k4", "p1", "p2"):
+            assert getattr(new, key) == pytest.approx(getattr(old, key), rel=0, abs=1e-9), key
+        assert new.eyeful == old.eyeful
+    for key in transforms.SPLIT_KEYS:
+        names = [Path(p).name for p in getattr(after, key)]
+        assert names == [Path(p).name for p in getattr(before, key)], key
+
+
+def test_exported_rig_is_the_synthetic_tower(converted: tuple[Path, dict], tmp_path: Path) -> None:
+    """Read back with pycolmap: one rig (the tower) with the master as reference and the ground
+    truth offsets as sensor_from_rig, one frame per rig position, every image in its frame."""
+    data_dir, truth = converted
+    result = colmap_io.export_colmap(data_dir, tmp_path / "colmap")
+    model = pycolmap.Reconstruction(str(result.model_dir))
+    assert model.num_rigs() == 1
+    rig = model.rig(colmap_io.TOWER_RIG_ID)
+    camera_ids = truth["camera_ids"]
+    assert rig.num_sensors() == len(camera_ids)
+    assert model.num_frames() == truth["positions"]
+    sidecar = json.loads((result.model_dir / colmap_io.SIDECAR_NAME).read_text())
+    name_of = {
+        image.camera_id: sidecar["images"][image.name]["camera_id"]
+        for image in model.images.values()
+    }
+    sensors = {name_of[c.camera_id]: c.sensor_id for c in model.cameras.values()}
+    master = truth["master_camera"]
+    assert rig.ref_sensor_id == sensors[master]
+    rig_from_master = np.asarray(truth["rig_cameras"][master]["rig_from_cam"])
+    for camera_id in camera_ids:
+        cam_from_rig = np.asarray(truth["rig_cameras"][camera_id]["cam_from_rig"])
+        expected = cam_from_rig @ rig_from_master  # the rig frame is the master camera's
+        if camera_id == master:
+            assert rig.is_ref_sensor(sensors[camera_id])
+            continue
+        got = colmap_io.matrix_from_rigid3d(rig.sensor_from_rig(sensors[camera_id]))
+        np.testing.assert_allclose(got, expected, atol=1e-9)
+    positions = {p["frame_id"] for p in truth["rig_positions"]}
+    frame_positions = set()
+    for frame in model.frames.values():
+        names = [model.image(data.id).name for data in frame.data_ids]
+        assert len(names) == len(camera_ids)
+        (position,) = {sidecar["images"][n]["rig_position_id"] for n in names}
+        frame_positions.add(position)
+        assert frame.rig_id == colmap_io.TOWER_RIG_ID
+    assert frame_positions == positions
+
+
+def _scene(jitter: float = 0.0, rig_ids: bool = True) -> Scene:
+    """Two cameras on a rigid bar at three positions (optionally jittered, not rigid)."""
+    rng = np.random.default_rng(3)
+    camera = OUR_CAMERAS["OPENCV"]
+    offset = np.eye(4)
+    offset[:3, 3] = [0.3, 0.0, 0.0]
+    frames = []
+    for position in range(3):
+        world_from_rig = np.eye(4)
+        world_from_rig[:3, :3] = pycolmap.Rotation3d(rng.normal(size=3) * 0.3).matrix()
+        world_from_rig[:3, 3] = rng.normal(size=3)
+        for index, rig_from_cam in enumerate((np.eye(4), offset)):
+            pose = world_from_rig @ rig_from_cam
+            pose[:3, 3] += jitter * rng.normal(size=3)
+            frames.append(
+                Frame(
+                    image_path=f"cam{index}/{position}.jpg",
+                    camera=camera,
+                    world_from_cam=pose,
+                    camera_id=f"cam{index}" if rig_ids else None,
+                    rig_position_id=position if rig_ids else None,
+                )
+            )
+    return Scene(frames=tuple(frames), world_up=WorldUp.Z_UP, name="bar")
+
+
+def test_non_rigid_positions_fall_back_to_one_frame_per_image(caplog) -> None:
+    model, report = colmap_io.scene_to_reconstruction(_scene(jitter=1e-3))
+    assert report.rig is None and "not rigid" in report.rig_note
+    assert model.num_frames() == 6 and "not rigid" in caplog.text
+    model, report = colmap_io.scene_to_reconstruction(_scene(jitter=1e-3), rig="on")
+    assert model.num_frames() == 3 and report.rig is not None
+    assert 1e-4 < report.rig.max_translation_error < 1e-2  # averaged offsets, error reported
+    model, report = colmap_io.scene_to_reconstruction(_scene(), rig="off")
+    assert model.num_frames() == 6 and model.num_cameras() == 2
+    with pytest.raises(UnsupportedError, match="not every frame has camera_id"):
+        colmap_io.scene_to_reconstruction(_scene(rig_ids=False), rig="on")
+
+
+def test_cli_export_and_import(synth_v2: Path, tmp_path: Path, capsys) -> None:
+    data_dir = _converted(synth_v2, tmp_path)
+    out = tmp_path / "colmap"
+    assert main(["export", "colmap", str(data_dir), "--out", str(out), "--text"]) == 0
+    line = capsys.readouterr().err
+    assert "export colmap: 32 images, 8 cameras, 4 frames; rig of 8 cameras, reference 13" in line
+    assert (out / "sparse" / "0" / "rigs.txt").is_file()
+    back = tmp_path / "back"
+    argv = ["import", "colmap", str(out / "sparse"), "--images", str(data_dir), "--out", str(back)]
+    assert main([*argv, "--image-mode", "copy"]) == 0
+    assert "import colmap: 32 images, world z_up, 4 rig positions" in capsys.readouterr().err
+    tf = transforms.read_transforms(back / "transforms.json")
+    assert tf.frames[0].file_path.startswith("images/")
+    assert not transforms.missing_files(back / "transforms.json", [f.file_path for f in tf.frames])
+
+
+def test_cli_errors_are_one_line_and_write_nothing(tmp_path: Path, synth_v2: Path, capsys) -> None:
+    assert main(["export", "colmap", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err.strip() == f"error: {tmp_path / 'nope' / 'transforms.json'}: transforms file not found"
+    )
+    assert not (tmp_path / "o").exists()
+
+    data_dir = _converted(synth_v2, tmp_path)
+    assert (
+        main(["export", "colmap", str(data_dir), "--out", str(tmp_path / "m"), "--rig", "x"]) == 1
+    )
+    assert "error: --rig: expected one of auto, on, off, got 'x'" in capsys.readouterr().err
+
+    model = colmap_io.export_colmap(data_dir, tmp_path / "m").model_dir
+    images = tmp_path / "images"
+    shutil.copytree(data_dir, images)
+    (images / "10" / "10_DSC0102.jpg").unlink()
+    out = tmp_path / "out"
+    assert main(["import", "colmap", str(model), "--images", str(images), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {images / '10' / '10_DSC0102.jpg'}: image not found (1 of 32 missing)"
+    assert not (out / "transforms.json").exists()
+
+    assert (
+        main(
+            [
+                "import",
+                "colmap",
+                str(tmp_path / "images"),
+                "--images",
+                str(images),
+                "--out",
+                str(out),
+            ]
+        )
+        == 1
+    )
+    assert (
+        "no COLMAP model (cameras.bin/images.bin or .txt) here or in a subfolder"
+        in capsys.readouterr().err
+    )
+
+
+def test_foreign_model_uses_colmap_world_rigs_and_points(tmp_path: Path) -> None:
+    """A model we did not write (pycolmap's synthetic rig dataset): nerfstudio's COLMAP world,
+    rig positions from COLMAP frames, splits by interval, sparse points as PLY."""
+    options = pycolmap.SyntheticDatasetOptions()
+    options.num_rigs = 1
+    options.num_cameras_per_rig = 3
+    options.num_frames_per_rig = 4
+    options.num_points3D = 50
+    model = pycolmap.synthesize_dataset(options)
+    model_dir = tmp_path / "sparse" / "0"
+    model_dir.mkdir(parents=True)
+    model.write_binary(str(model_dir))
+    images = tmp_path / "images"
+    images.mkdir()
+    for image in model.images.values():
+        (images / image.name).write_bytes(b"not decoded")
+    result = colmap_io.import_colmap(tmp_path / "sparse", images, tmp_path / "ns")
+
+    tf = transforms.read_transforms(result.transforms_path)
+    assert result.scene.world_up is WorldUp.COLMAP
+    output_from_colmap = cameras.output_world_from_source(WorldUp.COLMAP)
+    np.testing.assert_array_equal(tf.applied_transform, output_from_colmap[:3])
+    scene = transforms.transforms_to_scene(tf)
+    for frame in scene.frames:
+        image = model.find_image_with_name(Path(frame.image_path).name)
+        expected = output_from_colmap @ cameras.world_from_cam(
+            colmap_io.matrix_from_rigid3d(image.cam_from_world())
+        )
+        np.testing.assert_allclose(frame.world_from_cam, expected, atol=1e-9)
+        assert frame.rig_position_id == image.frame_id
+        assert frame.camera_id == str(image.camera_id)
+        assert frame.camera.model is CameraModel.OPENCV  # SIMPLE_RADIAL
+    assert len(tf.train_filenames) + len(tf.test_filenames) == 12 and tf.val_filenames
+    assert tf.ply_file_path == "sparse_pc.ply"
+    assert (result.transforms_path.parent / "sparse_pc.ply").stat().st_size > 50 * 12
