@@ -45,5 +45,5 @@ def _root(
 
 
 def summary(message: str) -> None:
-    """The one-line summary every command prints when it succeeds."""
-    console.print(message)
+    """The one-line summary every command prints when it succeeds (never wrapped)."""
+    console.print(message, soft_wrap=True)

@@ -1,0 +1,140 @@
+"""``eyeful download``: mirror EyefulTower captures from S3, then convert them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from eyeful_tools import catalog
+from eyeful_tools.cli._app import app, console, summary
+from eyeful_tools.download import DEFAULT_JOBS, DownloadRequest, plan_download, run_download
+from eyeful_tools.errors import DownloadError
+from eyeful_tools.s3sync import human_bytes
+
+
+class RichProgress:
+    """Files, bytes, rate and ETA on stderr (the sync calls this from one thread)."""
+
+    def __init__(self) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]download"),
+            BarColumn(),
+            TextColumn("{task.fields[files]}"),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self._task = None
+        self._files = 0
+
+    def start(self, files: int, total_bytes: int) -> None:
+        self._files = files
+        if files:
+            self._progress.start()
+            self._task = self._progress.add_task(
+                "download", total=total_bytes, files=f"0/{files} files"
+            )
+
+    def update(self, files_done: int, bytes_done: int) -> None:
+        if self._task is not None:
+            self._progress.update(
+                self._task, completed=bytes_done, files=f"{files_done}/{self._files} files"
+            )
+
+    def finish(self) -> None:
+        if self._task is not None:
+            self._progress.stop()
+
+
+@app.command("download")
+def download_command(
+    capture: list[str] = typer.Option(
+        [catalog.DEFAULT_CAPTURE], "--capture", "-c", help="Capture name (repeat), or all."
+    ),
+    resolution: list[str] = typer.Option(
+        [catalog.DEFAULT_RESOLUTION],
+        "--resolution",
+        "-r",
+        help=f"{', '.join(catalog.RESOLUTIONS)} (repeat), or all.",
+    ),
+    dest: Path = typer.Option(Path(catalog.DEFAULT_DEST), "--dest", help="Local root folder."),
+    endpoint_url: str | None = typer.Option(None, help="S3 endpoint (a mirror, moto, MinIO)."),
+    bucket: str = typer.Option(catalog.PUBLIC_BUCKET, help="Bucket name."),
+    prefix: str = typer.Option(catalog.PUBLIC_PREFIX, help="Key prefix holding the captures."),
+    jobs: int = typer.Option(DEFAULT_JOBS, "--jobs", "-j", help="Concurrent transfers."),
+    include: list[str] = typer.Option(
+        [], "--include", help=f"Opt-in extras: {', '.join(catalog.EXTRAS)} (repeat), or all."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Plan and print, transfer nothing."),
+    no_convert: bool = typer.Option(False, "--no-convert", help="Skip eyeful convert."),
+    profile: str | None = typer.Option(
+        None, help="AWS profile for signed access (default: anonymous)."
+    ),
+) -> None:
+    """Download EyefulTower captures: calibration files plus the chosen resolution folders.
+
+    Incremental (a manifest records size and ETag), resumable (ranged GETs on partial files),
+    parallel, verified (size and MD5), anonymous unless --profile. Converts each downloaded
+    resolution to transforms.json afterwards unless --no-convert.
+
+    Example: eyeful download --capture riverview --resolution jpeg_1k --include colmap
+    """
+    request = DownloadRequest(
+        captures=capture,
+        resolutions=resolution,
+        dest=dest,
+        endpoint_url=endpoint_url,
+        bucket=bucket,
+        prefix=prefix,
+        jobs=jobs,
+        include=include,
+        profile=profile,
+    )
+    plan = plan_download(request)
+    skipped_folders = plan.skipped_folders
+    line = (
+        f"plan: {plan.fetch_files} files ({human_bytes(plan.fetch_bytes)}) to fetch, "
+        f"{plan.present_files} ({human_bytes(plan.present_bytes)}) already present, "
+        f"{plan.skipped_files} ({human_bytes(plan.skipped_bytes)}) skipped"
+        + (f" plus {len(skipped_folders)} folders not listed" if skipped_folders else "")
+        + (f", {len(plan.refused)} refused" if plan.refused else "")
+    )
+    for key, reason in plan.refused:
+        console.print(f"refused: {key}: {reason}", soft_wrap=True, markup=False)
+    if dry_run:
+        summary(f"dry run, {line.removeprefix('plan: ')} in {', '.join(plan.captures)}")
+        return
+    console.print(line, soft_wrap=True, markup=False)
+    report = run_download(plan, convert=not no_convert, progress=RichProgress())
+    sync = report.sync
+    rate = sync.bytes_transferred / sync.elapsed_s if sync.elapsed_s > 0 else 0.0
+    converted = sum(len(r) for _, r in report.converted)
+    message = (
+        f"downloaded {sync.files_fetched} files ({human_bytes(sync.bytes_transferred)}) "
+        f"in {sync.elapsed_s:.1f} s ({human_bytes(rate)}/s) to {dest}; "
+        f"{sync.files_present + sync.files_verified} already present, "
+        f"{sync.files_skipped} skipped"
+        + (f", {len(sync.failures)} failed" if sync.failures else "")
+        + (f"; converted {converted} resolution folders" if converted else "")
+    )
+    if sync.failures:
+        for url, reason in sync.failures:
+            console.print(f"failed: {url}: {reason}", soft_wrap=True, markup=False)
+        console.print(message, soft_wrap=True, markup=False)
+        url, reason = sync.failures[0]
+        more = len(sync.failures) - 1
+        raise DownloadError(
+            url, reason + (f" (and {more} more failed)" if more else "") + "; rerun to resume"
+        )
+    summary(message)

@@ -1,0 +1,190 @@
+"""Run plans: a thread pool of object transfers, a progress display, a manifest kept current.
+
+Workers only download and rename; the calling thread owns the manifests and the progress
+display. A ``KeyboardInterrupt`` (or any exception) raised in the calling thread, for instance
+from the progress callback, cancels the workers at their next chunk, waits for them, saves the
+manifests and re-raises: final names are only ever complete, verified files, and partials stay
+for the next run to resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from eyeful_tools.s3sync.manifest import ManifestEntry
+from eyeful_tools.s3sync.plan import Plan, PlannedFile, s3_url
+from eyeful_tools.s3sync.transfer import (
+    ByteCounter,
+    TransferCancelled,
+    TransferFailed,
+    TransferOptions,
+    fetch_object,
+    hash_file_matches,
+)
+
+log = logging.getLogger(__name__)
+
+
+class SyncProgress(Protocol):
+    """What the sync reports while it runs (called from the calling thread only)."""
+
+    def start(self, files: int, total_bytes: int) -> None: ...
+
+    def update(self, files_done: int, bytes_done: int) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class NullProgress:
+    def start(self, files: int, total_bytes: int) -> None:
+        pass
+
+    def update(self, files_done: int, bytes_done: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+@dataclass
+class SyncReport:
+    files_fetched: int = 0
+    bytes_transferred: int = 0  # bytes received over the network, retries included
+    files_present: int = 0  # unchanged, recognised from the manifest (no request)
+    files_verified: int = 0  # already on disk and matching the ETag (hashed, no transfer)
+    files_skipped: int = 0  # listed but not selected
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (s3 url, reason)
+    elapsed_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+@dataclass
+class _Outcome:
+    entry: ManifestEntry
+    transferred: bool
+
+
+def _work(
+    client: Any,
+    plan: Plan,
+    item: PlannedFile,
+    options: TransferOptions,
+    counter: ByteCounter,
+    cancel: threading.Event,
+) -> _Outcome:
+    obj = item.obj
+
+    def entry(mtime_ns: int) -> ManifestEntry:
+        return ManifestEntry(obj.key, obj.size, obj.etag, obj.last_modified, mtime_ns)
+
+    if item.reason == "verify":
+        stat = item.path.stat()
+        if stat.st_size == obj.size and hash_file_matches(item.path, obj.etag, obj.size):
+            return _Outcome(entry(stat.st_mtime_ns), transferred=False)
+    mtime_ns = fetch_object(
+        client,
+        plan.target.bucket,
+        obj.key,
+        obj.size,
+        obj.etag,
+        item.path,
+        options,
+        counter,
+        cancel,
+        stale=item.stale,
+    )
+    return _Outcome(entry(mtime_ns), transferred=True)
+
+
+def execute(
+    client: Any,
+    plans: Iterable[Plan],
+    jobs: int = 16,
+    options: TransferOptions | None = None,
+    progress: SyncProgress | None = None,
+    manifest_every_s: float = 5.0,
+) -> SyncReport:
+    """Fetch every planned file of every plan with ``jobs`` threads; never raises for a
+    single file (failures are collected in the report), but re-raises interrupts."""
+    plans = list(plans)
+    options = options or TransferOptions()
+    progress = progress or NullProgress()
+    report = SyncReport()
+    for plan in plans:
+        report.files_present += len(plan.present)
+        report.files_skipped += len(plan.skipped)
+        report.failures.extend((s3_url(plan.target.bucket, k), r) for k, r in plan.refused)
+    items = [(plan, item) for plan in plans for item in plan.fetch]
+    for folder in sorted({item.path.parent for _, item in items}):
+        folder.mkdir(parents=True, exist_ok=True)
+    counter = ByteCounter()
+    cancel = threading.Event()
+    started = time.monotonic()
+    progress.start(len(items), sum(p.fetch_bytes for p in plans))
+    files_done = 0
+    last_save = started
+
+    def settle(future: Future, plan: Plan, item: PlannedFile) -> None:
+        nonlocal files_done
+        files_done += 1
+        url = s3_url(plan.target.bucket, item.obj.key)
+        try:
+            outcome = future.result()
+        except TransferCancelled:
+            return
+        except TransferFailed as error:
+            report.failures.append((url, str(error)))
+            plan.manifest.forget(item.obj.rel)
+            return
+        except OSError as error:
+            report.failures.append((url, f"local file error: {error}"))
+            return
+        except Exception as error:  # a bug or an unexpected library error: report, go on
+            report.failures.append((url, f"{type(error).__name__}: {error}"))
+            return
+        plan.manifest.record(item.obj.rel, outcome.entry)
+        if outcome.transferred:
+            report.files_fetched += 1
+        else:
+            report.files_verified += 1
+
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="s3sync")
+    futures = {
+        pool.submit(_work, client, plan, item, options, counter, cancel): (plan, item)
+        for plan, item in items
+    }
+    pending = set(futures)
+    try:
+        while pending:
+            done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+            for future in done:
+                settle(future, *futures[future])
+            progress.update(files_done, counter.value)
+            if time.monotonic() - last_save > manifest_every_s:
+                for plan in plans:
+                    plan.manifest.save()
+                last_save = time.monotonic()
+    except BaseException:
+        cancel.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        for future in pending:
+            if future.done() and not future.cancelled():
+                settle(future, *futures[future])
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        for plan in plans:
+            plan.manifest.save()
+        report.bytes_transferred = counter.value
+        report.elapsed_s = time.monotonic() - started
+        progress.finish()
+    return report

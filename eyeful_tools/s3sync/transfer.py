@@ -1,0 +1,315 @@
+"""One object to one file: ranged resume, ETag verification, bounded retries with jitter.
+
+botocore retries a request that fails before the body starts; it cannot help when a connection
+drops mid-body, a proxy truncates a response, or the bytes do not match the ETag. This module
+wraps each object transfer in its own retry loop and keeps what already arrived in a partial
+file beside the target, ``<name>.<etag8>.incomplete``. The name depends only on the target and
+the object version, so a later run finds it and continues with a ranged GET (``If-Match`` the
+planned ETag, so bytes of two versions are never mixed). The target name only ever appears by
+``os.replace`` of a partial whose size (and, where the ETag allows, MD5) was verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import random
+import re
+import socket
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import botocore.exceptions
+import urllib3.exceptions
+
+from eyeful_tools.s3sync.keys import PARTIAL_SUFFIX
+
+log = logging.getLogger(__name__)
+
+_MIB = 1 << 20
+_SINGLE_PART = re.compile(r"^[0-9a-f]{32}$")
+_MULTIPART = re.compile(r"^([0-9a-f]{32})-(\d+)$")
+_PARTIAL_NAME = re.compile(r"^(.+)\.[0-9A-Za-z]{8}" + re.escape(PARTIAL_SUFFIX) + "$")
+_RETRY_CODES = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "ServiceUnavailable",
+    "InternalError",
+    "503",
+    "500",
+}
+_NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+    botocore.exceptions.ConnectionError,  # endpoint, timeouts, closed connections
+    botocore.exceptions.HTTPClientError,
+    botocore.exceptions.IncompleteReadError,
+    botocore.exceptions.ResponseStreamingError,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    ConnectionError,  # builtin: reset, aborted, refused
+    socket.timeout,
+    TimeoutError,
+)
+
+
+class TransferCancelled(Exception):
+    """The sync was interrupted; the partial file stays for the next run."""
+
+
+class TransferFailed(Exception):
+    """An object could not be fetched, after retries where retrying made sense."""
+
+
+class _Retryable(Exception):
+    """Our own transient failures: short body, checksum mismatch, oversized body."""
+
+
+@dataclass
+class TransferOptions:
+    """Retry policy and I/O sizes. ``sleep`` is ``Event.wait``-like so tests stay fast."""
+
+    attempts: int = 8  # total tries per object
+    backoff_base_s: float = 0.2
+    backoff_max_s: float = 20.0
+    chunk_bytes: int = _MIB
+    rng: random.Random = field(default_factory=random.Random)
+
+    def backoff_s(self, attempt: int) -> float:
+        """Exponential backoff with "equal jitter": half fixed, half random."""
+        ceiling = min(self.backoff_max_s, self.backoff_base_s * (2**attempt))
+        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+
+
+class ByteCounter:
+    """Bytes received across worker threads, read by the progress display."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.value += n
+
+
+class ETagHasher:
+    """Incremental check of received bytes against an S3 ETag.
+
+    A single-part ETag is the MD5 of the object. A multipart ETag is the MD5 of the parts' MD5s
+    plus ``-<parts>``; the part size is not published, so we try the sizes uploaders use (whole
+    MiB) that give that many parts. ``verdict()`` is True (match), False (mismatch) or None
+    (cannot tell: unknown ETag form or part size).
+    """
+
+    def __init__(self, etag: str, size: int) -> None:
+        self.etag = etag
+        self.single = bool(_SINGLE_PART.match(etag))
+        self._md5 = hashlib.md5(usedforsecurity=False) if self.single else None
+        self._part_hashers: list[_PartHasher] = []
+        match = _MULTIPART.match(etag)
+        if match:
+            parts = int(match.group(2))
+            self._part_hashers = [_PartHasher(p) for p in _part_size_candidates(size, parts)]
+
+    def update(self, data: bytes | memoryview) -> None:
+        if self._md5 is not None:
+            self._md5.update(data)
+        for part_hasher in self._part_hashers:
+            part_hasher.update(data)
+
+    def verdict(self) -> bool | None:
+        if self._md5 is not None:
+            return self._md5.hexdigest() == self.etag
+        if any(h.etag() == self.etag for h in self._part_hashers):
+            return True
+        return None
+
+
+class _PartHasher:
+    def __init__(self, part_size: int) -> None:
+        self.part_size = part_size
+        self.digests: list[bytes] = []
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._filled = 0
+
+    def update(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view.nbytes:
+            take = min(view.nbytes, self.part_size - self._filled)
+            self._md5.update(view[:take])
+            self._filled += take
+            view = view[take:]
+            if self._filled == self.part_size:
+                self.digests.append(self._md5.digest())
+                self._md5 = hashlib.md5(usedforsecurity=False)
+                self._filled = 0
+
+    def etag(self) -> str:
+        digests = self.digests + ([self._md5.digest()] if self._filled else [])
+        combined = hashlib.md5(b"".join(digests), usedforsecurity=False).hexdigest()
+        return f"{combined}-{len(digests)}"
+
+
+def _part_size_candidates(size: int, parts: int) -> list[int]:
+    """Part sizes (bytes) that split ``size`` into exactly ``parts`` parts."""
+    if parts <= 0 or size <= 0:
+        return []
+    candidates = {5 * _MIB, 8 * _MIB, 16 * _MIB, 64 * _MIB}
+    candidates.add(-(-size // (parts * _MIB)) * _MIB)  # ceil(size / parts) rounded up to MiB
+    return sorted(p for p in candidates if -(-size // p) == parts)
+
+
+def hash_file_matches(path: Path, etag: str, size: int, chunk_bytes: int = _MIB) -> bool | None:
+    """Re-hash a local file against an ETag (True, False or None: cannot tell)."""
+    hasher = ETagHasher(etag, size)
+    if not hasher.single and not hasher._part_hashers:
+        return None
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            hasher.update(chunk)
+    return hasher.verdict()
+
+
+def partial_path(target: Path, etag: str) -> Path:
+    """The deterministic partial file for one version of one object, beside the target."""
+    tag = re.sub(r"[^0-9A-Za-z]", "", etag)[:8]
+    if len(tag) < 8:
+        tag = hashlib.md5(etag.encode(), usedforsecurity=False).hexdigest()[:8]
+    return target.with_name(f"{target.name}.{tag}{PARTIAL_SUFFIX}")
+
+
+def partial_of(name: str) -> str | None:
+    """The target name a partial file belongs to, or None for other files."""
+    match = _PARTIAL_NAME.match(name)
+    return match.group(1) if match else None
+
+
+def classify(error: BaseException) -> tuple[bool, str]:
+    """(retryable, one-line reason) for an exception raised by one transfer attempt."""
+    if isinstance(error, botocore.exceptions.ClientError):
+        response: dict[str, Any] = error.response
+        code = str(response.get("Error", {}).get("Code", ""))
+        status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        message = response.get("Error", {}).get("Message") or code or f"HTTP {status}"
+        if code == "PreconditionFailed" or status == 412:
+            return False, "object changed in the bucket during the sync; run again"
+        if code in _RETRY_CODES or status >= 500 or status == 429:
+            return True, f"{code or status}: {message}"
+        return False, f"{code or status}: {message}"
+    if isinstance(error, _Retryable):
+        return True, str(error)
+    if isinstance(error, _NETWORK_ERRORS):
+        return True, f"{type(error).__name__}: {error}"
+    if isinstance(error, OSError):
+        return False, f"local file error: {error}"
+    return False, f"{type(error).__name__}: {error}"
+
+
+def fetch_object(
+    client: Any,
+    bucket: str,
+    key: str,
+    size: int,
+    etag: str,
+    target: Path,
+    options: TransferOptions,
+    counter: ByteCounter,
+    cancel: threading.Event,
+    stale: Sequence[Path] = (),
+) -> int:
+    """Download one object version to ``target``; return the target's ``st_mtime_ns``.
+
+    Raises TransferFailed (with the last reason) after ``options.attempts`` tries or at once on
+    a permanent error, TransferCancelled when ``cancel`` is set. Frames: none; sizes in bytes.
+    """
+    partial = partial_path(target, etag)
+    for old in stale:  # partials of older versions of this object
+        if old != partial:
+            old.unlink(missing_ok=True)
+    reason = "not attempted"
+    for attempt in range(options.attempts):
+        if cancel.is_set():
+            raise TransferCancelled(key)
+        try:
+            _fetch_once(client, bucket, key, size, etag, partial, options, counter, cancel)
+            os.replace(partial, target)
+            return target.stat().st_mtime_ns
+        except TransferCancelled:
+            raise
+        except Exception as error:  # classified below; unknown errors are not retried
+            retryable, reason = classify(error)
+            if not retryable or attempt + 1 == options.attempts:
+                break
+            delay = options.backoff_s(attempt)
+            log.info("%s: %s; retry %d in %.2f s", key, reason, attempt + 1, delay)
+            if cancel.wait(delay):
+                raise TransferCancelled(key) from None
+    raise TransferFailed(reason)
+
+
+def _fetch_once(
+    client: Any,
+    bucket: str,
+    key: str,
+    size: int,
+    etag: str,
+    partial: Path,
+    options: TransferOptions,
+    counter: ByteCounter,
+    cancel: threading.Event,
+) -> None:
+    """One attempt: continue the partial file (ranged GET) or start it, then verify it."""
+    try:
+        offset = partial.stat().st_size
+    except FileNotFoundError:
+        offset = 0
+    if offset > size:
+        partial.unlink()
+        offset = 0
+    hasher = ETagHasher(etag, size)
+    if offset:
+        with open(partial, "rb") as handle:
+            while chunk := handle.read(options.chunk_bytes):
+                hasher.update(chunk)
+    if offset < size or size == 0:
+        request = {"Bucket": bucket, "Key": key, "IfMatch": f'"{etag}"'}
+        if offset:
+            request["Range"] = f"bytes={offset}-"
+        response = client.get_object(**request)
+        if offset and response["ResponseMetadata"]["HTTPStatusCode"] != 206:
+            offset = 0  # the server ignored the range: start over
+            hasher = ETagHasher(etag, size)
+        body = response["Body"]
+        received = offset
+        try:
+            with open(partial, "ab" if offset else "wb") as handle:
+                while chunk := body.read(options.chunk_bytes):
+                    if cancel.is_set():
+                        raise TransferCancelled(key)
+                    received += len(chunk)
+                    if received > size:
+                        raise _Retryable(f"body longer than the listed {size} bytes")
+                    handle.write(chunk)
+                    hasher.update(chunk)
+                    counter.add(len(chunk))
+        except _Retryable:
+            partial.unlink(missing_ok=True)
+            raise
+        except botocore.exceptions.FlexibleChecksumError as error:  # CRC of the whole body
+            partial.unlink(missing_ok=True)
+            raise _Retryable(f"checksum mismatch: {error}") from error
+        finally:
+            body.close()
+    got = partial.stat().st_size
+    if got < size:
+        raise _Retryable(f"short body: {got} of {size} bytes")
+    if hasher.verdict() is False:
+        partial.unlink(missing_ok=True)
+        raise _Retryable("checksum mismatch: MD5 does not match the ETag")

@@ -1,0 +1,369 @@
+"""eyeful download: selection, incremental re-runs, repair, safety, faults, interrupts.
+
+Everything talks real S3 over HTTP to a moto server on 127.0.0.1 (see ``s3_fixtures``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import namedtuple
+from pathlib import Path
+
+import botocore
+import pytest
+from s3_fixtures import BUCKET, HOSTILE_KEYS, PREFIX, fault_proxy, mini_bucket
+
+from eyeful_tools import catalog
+from eyeful_tools.cli import main
+from eyeful_tools.download import DownloadRequest, capture_selector, plan_download, run_download
+from eyeful_tools.errors import DownloadError
+from eyeful_tools.s3sync import (
+    MANIFEST_NAME,
+    PARTIAL_SUFFIX,
+    TransferOptions,
+    UnsafeKeyError,
+    make_client,
+    partial_path,
+)
+from eyeful_tools.s3sync.keys import safe_relative_path
+from eyeful_tools.s3sync.transfer import ETagHasher
+
+__all__ = ["mini_bucket"]  # the fixture, imported so pytest finds it
+FAST = TransferOptions(attempts=6, backoff_base_s=0.005, backoff_max_s=0.02, chunk_bytes=16384)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    """Relative posix path -> bytes of every regular file below ``root`` (sync's own files too)."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _expected(src: Path, resolutions: list[str], include: list[str] = ()) -> dict[str, bytes]:
+    select, _ = capture_selector(resolutions, list(include))
+    return {rel: data for rel, data in _tree(src).items() if select(rel)}
+
+
+def _downloaded(dest: Path) -> dict[str, bytes]:
+    return {k: v for k, v in _tree(dest).items() if not k.endswith(MANIFEST_NAME)}
+
+
+def _cli(bucket, dest: Path, *args: str) -> list[str]:  # noqa: ANN001
+    return [
+        "download", "--endpoint-url", bucket.endpoint_url, "--bucket", BUCKET,
+        "--prefix", PREFIX, "--dest", str(dest), "--jobs", "4", *args,
+    ]  # fmt: skip
+
+
+def _request(bucket, dest: Path, name: str, **kwargs) -> DownloadRequest:  # noqa: ANN001, ANN003
+    return DownloadRequest(
+        captures=[name],
+        resolutions=kwargs.pop("resolutions", ["jpeg_2k"]),
+        dest=dest,
+        endpoint_url=kwargs.pop("endpoint_url", bucket.endpoint_url),
+        bucket=BUCKET,
+        prefix=PREFIX,
+        jobs=kwargs.pop("jobs", 4),
+        **kwargs,
+    )
+
+
+def _sync(bucket, dest: Path, name: str, options=FAST, progress=None, **kwargs):  # noqa: ANN001, ANN003, ANN201
+    request = _request(bucket, dest, name, **kwargs)
+    client = (
+        make_client(request.endpoint_url, jobs=request.jobs) if "endpoint_url" in kwargs else None
+    )
+    plan = plan_download(request, client=client)
+    return run_download(plan, convert=False, options=options, progress=progress)
+
+
+# --- selection ------------------------------------------------------------------------------
+
+
+def test_default_selection_is_calibration_plus_one_resolution(
+    mini_bucket, tmp_path, capsys
+) -> None:
+    src = mini_bucket.add_capture("sel")
+    assert main(_cli(mini_bucket, tmp_path, "--capture", "sel", "--no-convert")) == 0
+    got = _downloaded(tmp_path / "sel")
+    want = _expected(src, ["jpeg_2k"])
+    assert got == want
+    assert {"cameras.json", "cameras.xml", "splits.json"} <= set(got)
+    assert any(k.startswith("images-jpeg-2k/10/") for k in got)
+    assert not any(k.startswith(("images-jpeg-1k", "images-2k", "colmap")) for k in got)
+    assert not any(k.endswith((".mp4", ".pdf", ".obj", ".bin")) for k in got)
+    assert (tmp_path / "sel" / MANIFEST_NAME).is_file()
+    err = capsys.readouterr().err
+    assert f"plan: {len(want)} files" in err
+    assert f"downloaded {len(want)} files" in err.splitlines()[-1]
+
+
+def test_extras_are_opt_in(mini_bucket, tmp_path) -> None:
+    src = mini_bucket.add_capture("extras")
+    args = ["--capture", "extras", "--resolution", "exr_2k", "--no-convert"]
+    includes = ["--include", "colmap", "--include", "mesh", "--include", "report"]
+    assert main(_cli(mini_bucket, tmp_path, *args, *includes, "--include", "video")) == 0
+    got = set(_downloaded(tmp_path / "extras"))
+    assert set(_expected(src, ["exr_2k"], ["colmap", "mesh", "report", "video"])) == got
+    for rel in (
+        "colmap/sparse/0/cameras.txt",
+        "mesh.jpg",
+        "extras-final.pdf",
+        "images-jpeg-2k/10.mp4",
+    ):
+        assert rel in got
+    assert any(k.startswith("images-2k/") and k.endswith(".exr") for k in got)
+    assert not any(k.startswith("images-jpeg-2k/1") and k.endswith(".jpg") for k in got)
+    assert "big.bin" not in got
+
+
+def test_dry_run_plans_and_writes_nothing(mini_bucket, tmp_path, capsys) -> None:
+    src = mini_bucket.add_capture("dry")
+    rc = main(_cli(mini_bucket, tmp_path, "--capture", "dry", "--dry-run"))
+    assert rc == 0
+    assert not tmp_path.joinpath("dry").exists()
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"dry run, {len(_expected(src, ['jpeg_2k']))} files (")
+    assert "0 (0 B) already present" in line and "skipped" in line
+
+
+def test_bad_names_give_one_line_errors(capsys) -> None:
+    assert main(["download", "--resolution", "jpeg_16k", "--dry-run"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "error: unknown resolution 'jpeg_16k'; choose from "
+        + ", ".join(catalog.RESOLUTIONS)
+        + " or all"
+    )
+    assert main(["download", "--capture", "nowhere", "--dry-run"]) == 1
+    assert "error: unknown capture 'nowhere'" in capsys.readouterr().err
+
+
+# --- incremental, changed, repaired ---------------------------------------------------------
+
+
+def test_second_run_transfers_nothing(mini_bucket, tmp_path, capsys) -> None:
+    mini_bucket.add_capture("again")
+    first = _sync(mini_bucket, tmp_path, "again")
+    assert first.sync.ok and first.sync.files_fetched > 10 and first.sync.bytes_transferred > 0
+    with fault_proxy(mini_bucket.endpoint_url) as (url, log):
+        second = _sync(mini_bucket, tmp_path, "again", endpoint_url=url)
+    assert second.sync.ok
+    assert second.sync.bytes_transferred == 0 and second.sync.files_fetched == 0
+    assert second.sync.files_present == first.sync.files_fetched
+    assert not log.entries  # listing only: not a single object GET
+    assert main(_cli(mini_bucket, tmp_path, "--capture", "again", "--no-convert")) == 0
+    assert "downloaded 0 files (0 B)" in capsys.readouterr().err
+
+
+def test_changed_object_is_refetched(mini_bucket, tmp_path) -> None:
+    src = mini_bucket.add_capture("changed")
+    _sync(mini_bucket, tmp_path, "changed")
+    mini_bucket.put("changed", "splits.json", b'{"train": [], "test": ["changed"]}\n')
+    report = _sync(mini_bucket, tmp_path, "changed")
+    assert report.sync.files_fetched == 1
+    assert report.sync.bytes_transferred == len(b'{"train": [], "test": ["changed"]}\n')
+    assert _downloaded(tmp_path / "changed") == _expected(src, ["jpeg_2k"])
+
+
+def test_truncated_or_edited_local_file_is_repaired(mini_bucket, tmp_path) -> None:
+    src = mini_bucket.add_capture("repair")
+    _sync(mini_bucket, tmp_path, "repair")
+    image = next((tmp_path / "repair" / "images-jpeg-2k" / "11").glob("*.jpg"))
+    image.write_bytes(image.read_bytes()[:100])  # truncated by hand
+    cameras = tmp_path / "repair" / "cameras.json"
+    data = bytearray(cameras.read_bytes())
+    data[10] ^= 1  # same size, different bytes, different mtime
+    cameras.write_bytes(bytes(data))
+    os.utime(cameras, ns=(1, 1))
+    report = _sync(mini_bucket, tmp_path, "repair")
+    assert report.sync.files_fetched == 2
+    assert _downloaded(tmp_path / "repair") == _expected(src, ["jpeg_2k"])
+
+
+def test_files_without_manifest_are_verified_not_refetched(mini_bucket, tmp_path) -> None:
+    src = mini_bucket.add_capture("adopt")
+    _sync(mini_bucket, tmp_path, "adopt")
+    (tmp_path / "adopt" / MANIFEST_NAME).unlink()  # e.g. downloaded with the AWS CLI
+    report = _sync(mini_bucket, tmp_path, "adopt")
+    assert report.sync.bytes_transferred == 0 and report.sync.files_fetched == 0
+    assert report.sync.files_verified == len(_expected(src, ["jpeg_2k"]))
+
+
+# --- safety, access, disk --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "rel",
+    ["../x", "a/../../x", "/etc/passwd", "a\\b", "a//b", "./a", "C:/x", "a/\x00b", "", "a/..",
+     MANIFEST_NAME, "a/b.jpg.1234abcd" + PARTIAL_SUFFIX],
+)  # fmt: skip
+def test_unsafe_keys_are_refused(rel: str) -> None:
+    with pytest.raises(UnsafeKeyError):
+        safe_relative_path(rel)
+
+
+def test_safe_keys_pass() -> None:
+    assert safe_relative_path("images-jpeg-2k/10/10_DSC0001.jpg").parts[-1] == "10_DSC0001.jpg"
+    assert str(safe_relative_path("a..b/c")) == "a..b/c"
+
+
+def test_hostile_keys_are_refused_and_reported(mini_bucket, tmp_path, capsys) -> None:
+    src = mini_bucket.add_capture("hostile")
+    dest = tmp_path / "dest"
+    rc = main(
+        _cli(mini_bucket, dest, "--capture", "hostile", "--resolution", "jpeg_1k", "--no-convert")
+    )
+    assert rc == 1
+    err = capsys.readouterr().err
+    for rel in HOSTILE_KEYS:
+        assert f"refused: {PREFIX}hostile/{rel}: unsafe key refused" in err
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith(f"error: s3://{BUCKET}/{PREFIX}hostile/images-jpeg-1k/")
+    )
+    assert _downloaded(dest / "hostile") == _expected(src, ["jpeg_1k"])
+    assert not [
+        p for p in tmp_path.rglob("*") if p.name in ("escape.jpg", "evil.jpg") or "\\" in p.name
+    ]
+
+
+def test_anonymous_access_works_and_private_buckets_refuse(mini_bucket, tmp_path) -> None:
+    client = make_client(mini_bucket.endpoint_url)
+    assert client.meta.config.signature_version is botocore.UNSIGNED
+    mini_bucket.add_capture("anon")
+    assert _sync(mini_bucket, tmp_path, "anon").sync.ok
+    from eyeful_tools.locals3 import admin_client
+
+    admin = admin_client(mini_bucket.endpoint_url)
+    admin.create_bucket(Bucket="private-mirror")
+    admin.put_object(Bucket="private-mirror", Key=f"{PREFIX}p/cameras.json", Body=b"{}")
+    request = _request(mini_bucket, tmp_path, "p")
+    request.bucket = "private-mirror"
+    report = run_download(plan_download(request), convert=False, options=FAST)
+    assert [reason.split(":")[0] for _, reason in report.sync.failures] == ["403"]
+    assert not (tmp_path / "p" / "cameras.json").exists()
+
+
+def test_disk_space_is_checked_before_transfer(mini_bucket, tmp_path) -> None:
+    mini_bucket.add_capture("full")
+    plan = plan_download(_request(mini_bucket, tmp_path, "full"))
+    Usage = namedtuple("Usage", "total used free")
+    with pytest.raises(DownloadError, match="not enough free space: the plan needs"):
+        run_download(plan, convert=False, disk_usage=lambda _: Usage(10**9, 10**9, 1000))
+    assert not (tmp_path / "full").exists()
+
+
+# --- faults, resume, interrupts ---------------------------------------------------------------
+
+
+def _faults(key: str, count: int) -> str:
+    """Every object fails its first request in one of four ways, some fail twice."""
+    digest = int(hashlib.md5(key.encode()).hexdigest(), 16)
+    actions = ("slowdown", "drop", "truncate", "corrupt")
+    if count == 0:
+        return actions[digest % 4]
+    if count == 1 and digest % 3 == 0:
+        return actions[(digest // 4) % 4]
+    return "ok"
+
+
+def test_fault_injection_ends_byte_identical(mini_bucket, tmp_path) -> None:
+    src = mini_bucket.add_capture("faults")
+    big = bytes(range(256)) * 400  # 100 KiB: several chunks, so drops land mid-body
+    mini_bucket.put("faults", "images-jpeg-2k/10/10_DSC9999.jpg", big)
+    with fault_proxy(mini_bucket.endpoint_url, _faults) as (url, log):
+        report = _sync(mini_bucket, tmp_path, "faults", endpoint_url=url)
+    assert report.sync.ok, report.sync.failures
+    assert _downloaded(tmp_path / "faults") == _expected(src, ["jpeg_2k"])
+    assert {"slowdown", "drop", "truncate", "corrupt"} <= set(log.actions())
+    assert any(r and r.startswith("bytes=") for _, r in log.ranges())  # resumed, not restarted
+    assert not list(tmp_path.rglob(f"*{PARTIAL_SUFFIX}"))
+
+
+def test_a_file_that_keeps_failing_is_reported_and_others_complete(mini_bucket, tmp_path) -> None:
+    src = mini_bucket.add_capture("stuck")
+    bad = f"{PREFIX}stuck/cameras.xml"
+    with fault_proxy(mini_bucket.endpoint_url, lambda k, c: "drop" if k == bad else "ok") as (
+        url,
+        _,
+    ):
+        report = _sync(mini_bucket, tmp_path, "stuck", endpoint_url=url)
+    assert [u for u, _ in report.sync.failures] == [f"s3://{BUCKET}/{bad}"]
+    assert not (tmp_path / "stuck" / "cameras.xml").exists()
+    want = _expected(src, ["jpeg_2k"])
+    want.pop("cameras.xml")
+    assert {
+        k: v for k, v in _downloaded(tmp_path / "stuck").items() if not k.endswith(PARTIAL_SUFFIX)
+    } == want
+
+
+def test_ranged_resume_from_a_partial_file(mini_bucket, tmp_path) -> None:
+    mini_bucket.add_capture("resume")
+    data = os.urandom(200_000)
+    mini_bucket.put("resume", "cameras.json", data)
+    etag = hashlib.md5(data).hexdigest()
+    target = tmp_path / "resume" / "cameras.json"
+    target.parent.mkdir(parents=True)
+    partial_path(target, etag).write_bytes(data[:123_456])
+    with fault_proxy(mini_bucket.endpoint_url) as (url, log):
+        report = _sync(mini_bucket, tmp_path, "resume", endpoint_url=url)
+    assert report.sync.ok and target.read_bytes() == data
+    assert (f"{PREFIX}resume/cameras.json", "bytes=123456-") in log.ranges()
+    others = sum(len(v) for k, v in _downloaded(tmp_path / "resume").items() if k != "cameras.json")
+    assert report.sync.bytes_transferred == others + len(data) - 123_456
+
+
+class _InterruptAfter:
+    """A progress display whose first update raises, like Ctrl-C mid-transfer."""
+
+    def start(self, files: int, total_bytes: int) -> None:
+        pass
+
+    def update(self, files_done: int, bytes_done: int) -> None:
+        if bytes_done > 0:
+            raise KeyboardInterrupt
+
+    def finish(self) -> None:
+        pass
+
+
+def test_interrupt_leaves_no_truncated_file_and_rerun_completes(mini_bucket, tmp_path) -> None:
+    src = mini_bucket.add_capture("ctrlc")
+    want = _expected(src, ["jpeg_2k"])
+    slow = fault_proxy(mini_bucket.endpoint_url, lambda k, c: "slow")
+    with slow as (url, _), pytest.raises(KeyboardInterrupt):
+        _sync(mini_bucket, tmp_path, "ctrlc", endpoint_url=url, progress=_InterruptAfter())
+    after = _tree(tmp_path / "ctrlc")
+    finals = {k: v for k, v in after.items() if not k.endswith((PARTIAL_SUFFIX, MANIFEST_NAME))}
+    assert len(finals) < len(want)
+    assert all(want[k] == v for k, v in finals.items())  # never a truncated final file
+    assert any(k.endswith(PARTIAL_SUFFIX) for k in after)  # partials kept for resume
+    report = _sync(mini_bucket, tmp_path, "ctrlc")
+    assert report.sync.ok and _downloaded(tmp_path / "ctrlc") == want
+
+
+def test_etag_hasher_single_and_multipart() -> None:
+    data = os.urandom(11 << 20)
+    single = ETagHasher(hashlib.md5(data).hexdigest(), len(data))
+    single.update(data)
+    assert single.verdict() is True
+    parts = [data[i : i + (5 << 20)] for i in range(0, len(data), 5 << 20)]
+    etag = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest() + "-3"
+    good, bad = ETagHasher(etag, len(data)), ETagHasher(etag, len(data))
+    good.update(data)
+    bad.update(data[:-1] + b"\x00")
+    assert good.verdict() is True and bad.verdict() is not True
+
+
+# --- convert afterwards ---------------------------------------------------------------------
+
+
+def test_download_then_convert(mini_bucket, tmp_path, capsys) -> None:
+    mini_bucket.add_capture("conv", hostile=False)
+    assert main(_cli(mini_bucket, tmp_path, "--capture", "conv", "--resolution", "jpeg_1k")) == 0
+    assert (tmp_path / "conv" / "images-jpeg-1k" / "transforms.json").is_file()
+    assert "converted 1 resolution folders" in capsys.readouterr().err
