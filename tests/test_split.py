@@ -1,0 +1,157 @@
+"""``eyeful split`` and :mod:`eyeful_tools.split`: official splits, hold-out rules, subsets.
+
+Runs on the synthetic v2 capture converted once per module (cameras 10..17, held-out 17).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eyeful_tools import split
+from eyeful_tools.cli import main
+from eyeful_tools.convert import convert_capture
+from eyeful_tools.errors import SplitError, UsageError
+from eyeful_tools.transforms import read_transforms
+
+
+@pytest.fixture(scope="module")
+def converted(synth_v2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A converted copy of the synthetic capture (read-only for tests; copy to modify)."""
+    capture = tmp_path_factory.mktemp("split") / "synth-v2"
+    shutil.copytree(synth_v2, capture)
+    convert_capture(capture, resolutions=["jpeg_1k"])
+    return capture
+
+
+@pytest.fixture()
+def folder(converted: Path, tmp_path: Path) -> Path:
+    """A private, writable copy of the converted capture; returns its jpeg_1k folder."""
+    capture = tmp_path / "synth-v2"
+    shutil.copytree(converted, capture, ignore=shutil.ignore_patterns("images-2k", "*-2k"))
+    return capture / "images-jpeg-1k"
+
+
+def _truth(capture: Path) -> dict:
+    return json.loads((capture / "ground_truth.json").read_text())
+
+
+def _cameras(files: Iterable[str]) -> Counter:
+    return Counter(name.split("/")[0] for name in files)
+
+
+def test_official_split_puts_held_out_camera_in_val_and_test(converted: Path) -> None:
+    truth = _truth(converted)
+    tf = read_transforms(converted / "images-jpeg-1k" / "transforms.json")
+    splits = split.read_splits(converted / "splits.json")
+    result, rule = split.official_split(tf, splits)
+    held = truth["holdout_camera"]
+    positions = truth["positions"]
+    assert _cameras(result.val_filenames) == {held: positions}
+    assert result.test_filenames == result.val_filenames
+    assert len(result.train_filenames) == len(tf.frames) - positions
+    assert held not in _cameras(result.train_filenames)
+    assert f"official splits.json (held-out camera {held})" in rule
+    assert result.applied_transform == tf.applied_transform  # untouched keys survive
+    assert result.frames[0].eyeful == tf.frames[0].eyeful
+
+
+def test_holdout_rules_without_a_splits_file(converted: Path) -> None:
+    tf = read_transforms(converted / "images-jpeg-1k" / "transforms.json")
+    by_catalog, rule = split.official_split(tf, None)
+    assert set(_cameras(by_catalog.val_filenames)) == {"17"} and "rig v2" in rule
+    chosen, rule = split.official_split(tf, None, holdout_cameras=["11", "14"])
+    assert set(_cameras(chosen.val_filenames)) == {"11", "14"} and "as requested" in rule
+    # unknown camera folders: nerfstudio's every-8th rule, said out loud
+    renamed = tf.model_copy(deep=True)
+    for frame in renamed.frames:
+        frame.eyeful.camera_id = "cam" + frame.eyeful.camera_id
+    every8, rule = split.official_split(renamed, None)
+    names = sorted(f.file_path for f in tf.frames)
+    assert sorted(every8.val_filenames) == names[::8] and "every 8th image" in rule
+    with pytest.raises(SplitError, match=r"unknown camera id\(s\) 99; cameras are 10, 11, "):
+        split.official_split(tf, None, holdout_cameras=["99"])
+    with pytest.raises(UsageError, match="either a splits file or --holdout-camera"):
+        split.official_split(tf, {"train": [], "test": []}, holdout_cameras=["11"])
+
+
+def test_subsample_by_image_is_nerfstudios_even_pick(converted: Path) -> None:
+    tf, _ = split.official_split(
+        read_transforms(converted / "images-jpeg-1k" / "transforms.json"), None
+    )
+    subset = split.subsample(tf, 10)
+    indices = np.round(np.linspace(0, len(tf.frames) - 1, 10)).astype(int)
+    assert [f.file_path for f in subset.frames] == [tf.frames[i].file_path for i in indices]
+    kept = {f.file_path for f in subset.frames}
+    assert set(subset.train_filenames) == kept & set(tf.train_filenames)
+    assert subset.val_filenames and set(subset.val_filenames) <= kept
+    half = split.subsample(tf, "half")
+    assert len(half.frames) == len(tf.frames) // 2
+
+
+def test_subsample_by_position_keeps_whole_positions(converted: Path) -> None:
+    truth = _truth(converted)
+    tf, _ = split.official_split(
+        read_transforms(converted / "images-jpeg-1k" / "transforms.json"), None
+    )
+    cameras_per_position = len(truth["camera_ids"])
+    subset = split.subsample(tf, 2 * cameras_per_position, by="position")
+    positions = Counter(f.eyeful.rig_position_id for f in subset.frames)
+    assert len(positions) == 2 and set(positions.values()) == {cameras_per_position}
+    assert _cameras(subset.val_filenames) == {truth["holdout_camera"]: 2}
+    random_a = split.subsample(tf, 2 * cameras_per_position, by="position", seed=3)
+    random_b = split.subsample(tf, 2 * cameras_per_position, by="position", seed=3)
+    assert [f.file_path for f in random_a.frames] == [f.file_path for f in random_b.frames]
+
+
+def test_held_out_camera_is_never_emptied(converted: Path) -> None:
+    tf, _ = split.official_split(
+        read_transforms(converted / "images-jpeg-1k" / "transforms.json"), None, ["12"]
+    )
+    tiny = split.subsample(tf, 2)  # evenly spaced: first and last frame, cameras 10 and 17
+    assert _cameras(f.file_path for f in tiny.frames)["12"] == 1  # one held-out frame added
+    assert _cameras(tiny.val_filenames) == {"12": 1} and tiny.test_filenames == tiny.val_filenames
+    assert len(tiny.train_filenames) == 2
+
+
+def test_cli_writes_position_subset_with_official_split(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = main(["split", str(folder / "transforms.json"), "--subsample", "16", "--by", "position"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert rc == 0, err
+    out = folder / "transforms_16_by_position.json"
+    assert f"wrote {out}: 16 frames, train 14, val/test 2" in err
+    assert "official splits.json (held-out camera 17)" in err  # found one folder up
+    assert len(read_transforms(out).frames) == 16
+
+
+def test_cli_errors_missing_files_and_unknown_camera(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    victim = sorted(folder.glob("1*/*.jpg"))[0]
+    victim.unlink()
+    before = (folder / "transforms.json").read_bytes()
+    assert main(["split", str(folder / "transforms.json"), "--holdout-camera", "12"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {folder / 'transforms.json'}: 1 listed files are missing: ")
+    assert victim.relative_to(folder).as_posix() in err
+    assert (folder / "transforms.json").read_bytes() == before  # nothing written
+    assert main(["split", str(folder), "--holdout-camera", "99"]) == 1
+    assert "unknown camera id(s) 99" in capsys.readouterr().err
+    assert main(["split", str(folder), "--subsample", "zero"]) == 1
+    assert "--subsample must be a positive integer or 'half'" in capsys.readouterr().err
+
+
+def test_cli_in_place_with_holdout_camera(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["split", str(folder), "--holdout-camera", "12", "--holdout-camera", "15"]) == 0
+    tf = read_transforms(folder / "transforms.json")
+    assert set(_cameras(tf.val_filenames)) == {"12", "15"} == set(_cameras(tf.test_filenames))
+    assert tf.eyeful["split"].startswith("held-out camera(s) 12, 15")
+    capsys.readouterr()
