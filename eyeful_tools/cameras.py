@@ -290,6 +290,42 @@ def rescale_camera(camera: Camera, width_px: int, height_px: int) -> Camera:
     )
 
 
+#: ``cam_new_from_cam_old`` (OpenCV axes) for an image turned a quarter turn counter-clockwise
+#: (``np.rot90(image, 1)``): new x = old y, new y = -old x, the optical axis unchanged.
+_QUARTER_TURN_CCW = np.array(
+    [[0.0, 1.0, 0.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+)
+
+
+def rotate_image_quarter_turns(
+    camera: Camera, world_from_cam: np.ndarray, turns_ccw: int
+) -> tuple[Camera, np.ndarray]:
+    """Camera and ``world_from_cam`` [4, 4] of the image turned ``turns_ccw`` quarter turns
+    counter-clockwise (``np.rot90(image, turns_ccw)``; negative = clockwise).
+
+    For one turn a pixel (u, v) (corner origin) moves to (v, W - u), so ``fx' = fy``,
+    ``fy' = fx``, ``cx' = cy``, ``cy' = W - cx``, the size swaps, and the camera turns about its
+    optical axis. Radial coefficients are unchanged; tangential ones turn: ``(p1, p2) ->
+    (-p2, p1)``. Phones store landscape-held recordings sideways; this puts pixels, intrinsics
+    and pose upright together.
+    """
+    pose = np.asarray(world_from_cam, dtype=np.float64)
+    for _ in range(turns_ccw % 4):
+        k1, k2, k3, k4, p1, p2 = camera.distortion
+        camera = replace(
+            camera,
+            width_px=camera.height_px,
+            height_px=camera.width_px,
+            fx=camera.fy,
+            fy=camera.fx,
+            cx=camera.cy,
+            cy=camera.width_px - camera.cx,
+            distortion=(k1, k2, k3, k4, -p2, p1),
+        )
+        pose = pose @ invert_rigid(_QUARTER_TURN_CCW)
+    return camera, pose
+
+
 # ---------------------------------------------------------------------------------------------
 # Distortion and projection (vectorised numpy, float64).
 

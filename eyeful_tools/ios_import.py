@@ -37,7 +37,15 @@ import cv2
 import numpy as np
 
 from eyeful_tools import blur, imageio, split, transforms
-from eyeful_tools.cameras import Camera, CameraModel, Frame, Scene, WorldUp, rescale_camera
+from eyeful_tools.cameras import (
+    Camera,
+    CameraModel,
+    Frame,
+    Scene,
+    WorldUp,
+    rescale_camera,
+    rotate_image_quarter_turns,
+)
 from eyeful_tools.errors import EyefulError, InputFormatError, MissingFileError, UsageError
 from eyeful_tools.fsio import atomic_path
 
@@ -177,6 +185,17 @@ class ImportOptions:
     link: bool = False  # hard-link images from a source folder instead of copying
     depth: bool = True
     overwrite: bool = False
+    #: turn images upright: "none", "ccw", "cw", "180", or "auto" (from gravity, world +y)
+    rotate: str = "none"
+
+
+#: quarter turns counter-clockwise per ``--rotate`` value
+ROTATIONS = {"none": 0, "ccw": 1, "180": 2, "cw": 3}
+_ROTATION_WORDS = {
+    1: "a quarter turn counter-clockwise",
+    2: "by 180 degrees",
+    3: "a quarter turn clockwise",
+}
 
 
 @dataclass
@@ -227,6 +246,8 @@ def import_capture(
     _check_output(out_dir, options.overwrite)
     if not capture.frames:
         raise InputFormatError(capture.source.path, "no frames to import")
+    if options.rotate not in (*ROTATIONS, "auto"):
+        raise UsageError("--rotate", f"expected none, cw, ccw, 180 or auto, got {options.rotate!r}")
     if options.max_frames is not None and options.max_frames < 1:
         raise UsageError("--max-frames", f"must be at least 1, got {options.max_frames}")
     report = ImportReport(out_dir=out_dir, total=len(capture.frames), kept=0)
@@ -255,10 +276,13 @@ def import_capture(
         raise InputFormatError(capture.source.path, "no usable frames left to import")
 
     frames = [(i, _camera_for(capture, capture.frames[i], sizes[i])) for i in selected]
+    turns = _quarter_turns(options.rotate, [capture.frames[i].world_from_cam for i in selected])
+    if turns:
+        report.notes.append(f"images turned {_ROTATION_WORDS[turns]} ({options.rotate})")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.import-", dir=out_dir.parent))
     try:
-        canonical = _write_frames(capture, frames, build, options, report, progress)
+        canonical = _write_frames(capture, frames, build, options, turns, report, progress)
         scene = Scene(frames=tuple(canonical), world_up=WorldUp.Y_UP, name=out_dir.name)
         extra = {"source": {"app": capture.app, "path": str(capture.source.path)}}
         written, rule = split.official_split(
@@ -353,28 +377,39 @@ def _write_frames(
     frames: list[tuple[int, Camera]],
     build: Path,
     options: ImportOptions,
+    turns: int,
     report: ImportReport,
     progress: Progress | None,
 ) -> list[Frame]:
     (build / "images").mkdir()
     canonical = []
-    for step, (index, camera) in enumerate(frames):
+    for step, (index, stored_camera) in enumerate(frames):
         frame = capture.frames[index]
         suffix = PurePosixPath(frame.image).suffix.lower() or ".jpg"
         image_rel = f"images/{frame.name}{suffix}"
-        _copy_member(capture.source, frame.image, build / image_rel, options.link)
+        camera, world_from_cam = rotate_image_quarter_turns(
+            stored_camera, frame.world_from_cam, turns
+        )
+        if turns:
+            image = _decode_colour(capture.source, frame.image)
+            imageio.write_image(build / image_rel, np.rot90(image, turns))
+        else:
+            _copy_member(capture.source, frame.image, build / image_rel, options.link)
         depth_rel = None
         if options.depth and frame.depth is not None:
-            depth_mm = _depth_mm(capture, frame, (camera.width_px, camera.height_px))
+            size = (stored_camera.width_px, stored_camera.height_px)
+            depth_mm = _depth_mm(capture, frame, size)
             if depth_mm is not None:
                 depth_rel = f"depth/{frame.name}.png"
-                imageio.write_image(build / depth_rel, depth_mm)
+                imageio.write_image(
+                    build / depth_rel, np.ascontiguousarray(np.rot90(depth_mm, turns))
+                )
                 report.depth_written += 1
         canonical.append(
             Frame(
                 image_path=image_rel,
                 camera=camera,
-                world_from_cam=frame.world_from_cam,
+                world_from_cam=world_from_cam,
                 rig_position_id=index,
                 depth_path=depth_rel,
                 color_space="srgb",
@@ -400,6 +435,31 @@ def _copy_member(source: Source, name: str, target: Path, link: bool) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Images and depth.
+
+
+def _quarter_turns(rotate: str, world_from_cams: Sequence[np.ndarray]) -> int:
+    """Quarter turns CCW for ``--rotate``; ``auto`` picks the turn whose image "up" (OpenCV -y)
+    is on average closest to the world's +y (ARKit: gravity up; Record3D: the first frame's up)."""
+    if rotate in ROTATIONS:
+        return ROTATIONS[rotate]
+    probe = Camera(model=CameraModel.OPENCV, width_px=2, height_px=2, fx=1, fy=1, cx=1, cy=1)
+
+    def uprightness(turns: int) -> float:
+        ups = [
+            -rotate_image_quarter_turns(probe, pose, turns)[1][:3, 1] for pose in world_from_cams
+        ]
+        return float(np.mean([up[1] for up in ups]))
+
+    return max(range(4), key=uprightness)
+
+
+def _decode_colour(source: Source, name: str) -> np.ndarray:
+    """RGB [H, W, 3] uint8 of a stored image (EXIF orientation ignored)."""
+    data = np.frombuffer(source.read_bytes(name), dtype=np.uint8)
+    pixels = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if pixels is None:
+        raise InputFormatError(source.display(name), "cannot decode image")
+    return np.ascontiguousarray(pixels[..., ::-1])
 
 
 def _decode_grey(source: Source, name: str) -> np.ndarray | None:

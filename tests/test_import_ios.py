@@ -378,3 +378,53 @@ def test_same_poses_as_nerfstudio(tmp_path: Path, r3d_views, polycam_views) -> N
         assert (mine.fl_x, mine.fl_y, mine.cx, mine.cy, mine.w, mine.h) == pytest.approx(
             tuple(other[k] for k in ("fl_x", "fl_y", "cx", "cy", "w", "h"))
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Landscape-held captures: images, intrinsics and poses turn together.
+
+
+@pytest.mark.parametrize("turns", [1, 2, 3, -1])
+def test_rotate_image_quarter_turns_matches_rotated_pixels(turns: int) -> None:
+    """Rendering with the turned camera and pose gives exactly the turned image."""
+    camera = replace(fx.RECORD3D_CAMERA, distortion=(-0.1, 0.02, 0.0, 0.0, 0.003, -0.002))
+    pose = fx.phone_poses(2)[1]
+    image, _ = fx.render(camera, pose, fx.SEED, supersample=1)
+    turned_camera, turned_pose = cameras.rotate_image_quarter_turns(camera, pose, turns)
+    turned, _ = fx.render(turned_camera, turned_pose, fx.SEED, supersample=1)
+    assert np.allclose(turned, np.rot90(image, turns), atol=1e-6)
+    assert cameras.is_rotation(turned_pose)
+
+
+def test_polycam_rotate_auto_turns_sideways_frames_upright(tmp_path: Path) -> None:
+    """Phone held in portrait, frames stored landscape (nerfstudio #1907): --rotate auto turns
+    pixels, depth, intrinsics and poses back to the upright ground truth."""
+    upright = fx.RECORD3D_CAMERA  # portrait 48x64
+    poses = fx.phone_poses(4, roll_deg=5.0)
+    stored = [cameras.rotate_image_quarter_turns(upright, p, 1) for p in poses]
+    views = [fx.render_view(c, p, (16, 12)) for c, p in stored]
+    source = fx.write_polycam_folder(tmp_path / "pc", views)
+    report = import_polycam(source, tmp_path / "out", ImportOptions(rotate="auto"))
+    assert "turned a quarter turn clockwise (auto)" in report.one_line()
+    tf = read_transforms(tmp_path / "out")
+    for item, pose, view in zip(tf.frames, poses, views, strict=True):
+        assert (item.w, item.h) == (48, 64)
+        assert (item.fl_x, item.fl_y, item.cx, item.cy) == pytest.approx(
+            (upright.fx, upright.fy, upright.cx, upright.cy), abs=1e-9
+        )
+        expected = ZUP_FROM_YUP @ cameras.opengl_from_opencv_pose(pose)
+        assert np.allclose(item.transform_matrix, expected, atol=1e-9)
+        pixels = cv2.imread(str(tmp_path / "out" / item.file_path))
+        sideways = cv2.imdecode(np.frombuffer(view.jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert pixels.shape == (64, 48, 3)
+        assert np.abs(pixels.astype(int) - np.rot90(sideways, -1)).mean() < 3
+        depth = cv2.imread(str(tmp_path / "out" / item.depth_file_path), cv2.IMREAD_UNCHANGED)
+        millimetres = np.round(view.depth_m * 1000).astype(np.uint16)
+        millimetres[0, 0] = 0  # low confidence
+        at_image = cv2.resize(millimetres, (64, 48), interpolation=cv2.INTER_NEAREST)
+        assert np.array_equal(depth, np.rot90(at_image, -1))
+    # without --rotate nothing turns: the stored (sideways) camera is kept
+    import_polycam(source, tmp_path / "plain")
+    assert (read_transforms(tmp_path / "plain").frames[0].w, views[0].camera.width_px) == (64, 64)
+    with pytest.raises(UsageError, match="--rotate"):
+        import_polycam(source, tmp_path / "bad", ImportOptions(rotate="left"))

@@ -30,6 +30,12 @@ _BLUR = typer.Option(
 _LINK = typer.Option(False, "--link", help="Hard-link images from a source folder, not copy.")
 _DEPTH = typer.Option(True, "--depth/--no-depth", help="Write depth/ as 16-bit PNG millimetres.")
 _OVERWRITE = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder.")
+_ROTATE = typer.Option(
+    "none",
+    "--rotate",
+    help="Turn images upright, with their intrinsics and poses: none, cw, ccw, 180, or auto "
+    "(the turn that puts the world's +y up; for landscape-held captures).",
+)
 
 
 @contextmanager
@@ -51,13 +57,14 @@ def _progress() -> Iterator:
         yield update
 
 
-def _options(max_frames, blur_filter, link, depth, overwrite) -> ImportOptions:  # noqa: ANN001
+def _options(max_frames, blur_filter, link, depth, overwrite, rotate) -> ImportOptions:  # noqa: ANN001
     return ImportOptions(
         max_frames=max_frames,
         blur_filter=parse_blur_filter(blur_filter),
         link=link,
         depth=depth,
         overwrite=overwrite,
+        rotate=rotate,
     )
 
 
@@ -70,12 +77,13 @@ def record3d(
     link: bool = _LINK,
     depth: bool = _DEPTH,
     overwrite: bool = _OVERWRITE,
+    rotate: str = _ROTATE,
 ) -> None:
     """Import a Record3D export ("EXR + JPG" folder or ".r3d") with poses, intrinsics and depth.
 
     Example: eyeful import record3d scan.r3d --out data/scan --max-frames 300 --blur-filter percentile:10
     """
-    options = _options(max_frames, blur_filter, link, depth, overwrite)
+    options = _options(max_frames, blur_filter, link, depth, overwrite, rotate)
     with _progress() as progress:
         report = import_record3d(source, out, options, progress)
     summary(report.one_line())
@@ -90,6 +98,7 @@ def polycam(
     link: bool = _LINK,
     depth: bool = _DEPTH,
     overwrite: bool = _OVERWRITE,
+    rotate: str = _ROTATE,
     raw: bool = typer.Option(
         False, "--raw", help="Use the raw ARKit cameras/images even when corrected ones exist."
     ),
@@ -98,7 +107,7 @@ def polycam(
 
     Example: eyeful import polycam polycam_export.zip --out data/room --blur-filter threshold:25
     """
-    options = _options(max_frames, blur_filter, link, depth, overwrite)
+    options = _options(max_frames, blur_filter, link, depth, overwrite, rotate)
     with _progress() as progress:
         report = import_polycam(source, out, options, progress, use_raw=raw)
     summary(report.one_line())
