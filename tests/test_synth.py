@@ -359,3 +359,20 @@ def test_example_capture_is_cached(tmp_path):
     second = example_capture("v2", positions=1, size=(16, 24), cache_dir=tmp_path)
     assert first == second and (second / "cameras.json").stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no staging folders left
+
+
+def test_rerun_replaces_an_earlier_capture_and_refuses_foreign_folders(tmp_path, capsys):
+    out = tmp_path / "cap"
+    synthesize(out, rig="v1", positions=2, size=(16, 24))
+    synthesize(out, rig="v2", positions=1, size=(16, 24))
+    folders = {p.name for p in (out / "images-jpeg-2k").iterdir()}
+    assert folders == {str(i) for i in range(10, 18)}  # no v1 camera folders left behind
+    assert len(list((out / "images-2k").rglob("*.exr"))) == 8
+
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    assert main(["synth", str(foreign), "--positions", "1", "--size", "16x24"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {foreign}: folder is not empty and holds no synthetic capture"
+    assert [p.name for p in foreign.iterdir()] == ["keep.txt"]

@@ -45,7 +45,7 @@ from eyeful_tools.synth.writers import (
 log = logging.getLogger(__name__)
 
 #: bump when the output changes, so cached example captures are rebuilt
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DEFAULT_POSITIONS = 8
 DEFAULT_SIZE_PX = (192, 288)  # images-jpeg-2k and images-2k
 #: images-jpeg-1k relative to the 2k size: 100x150 for 192x288, deliberately not exactly 1/2
@@ -132,7 +132,8 @@ def synthesize(
     jobs: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> SynthResult:
-    """Render and write a synthetic capture into ``out_dir`` (created; files overwritten).
+    """Render and write a synthetic capture into ``out_dir`` (created if missing; an earlier
+    synthetic capture there is replaced, any other non-empty folder is refused).
 
     ``size`` is the (width, height) of ``images-jpeg-2k`` / ``images-2k``; ``supersample`` is the
     per-axis anti-aliasing factor (2 costs 5x), ``jobs`` the number of render threads (default: CPU count, at most 4). ``progress(done, total)`` is called after each image.
@@ -155,7 +156,7 @@ def synthesize(
     xml_ids = {f"{i.camera_id}@{i.frame_id}": index for index, i in enumerate(images)}
     rig_poses = {c.camera_id: rig_from_cam(c) for c in definition.cameras}
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _prepare_out_dir(out_dir)
     total = len(images)
     # numpy releases the GIL in the big array operations, so threads overlap well; every image
     # is independent, so the output does not depend on the number of workers
@@ -197,6 +198,20 @@ def synthesize(
         image_count=total,
         folder_sizes=sizes,
     )
+
+
+def _prepare_out_dir(out_dir: Path) -> None:
+    """Create ``out_dir``; refuse a non-empty folder that is not an earlier synthetic capture,
+    and clear the image folders of an earlier one so no stale images (other rig, more positions)
+    survive next to the new calibration files."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(out_dir, "exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not (out_dir / "ground_truth.json").is_file():
+            raise UsageError(out_dir, "folder is not empty and holds no synthetic capture")
+        for folder in (FOLDER_2K_JPEG, FOLDER_1K_JPEG, FOLDER_2K_EXR):
+            shutil.rmtree(out_dir / folder, ignore_errors=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
 
 
 def _render_image(
