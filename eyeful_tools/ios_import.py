@@ -9,6 +9,9 @@ stored. This module then, in order:
    filter is given (variance of the Laplacian, or the app's own score when every frame has one)
    and drops the blurry frames;
 2. evenly subsamples the survivors to ``max_frames`` (``round(linspace)``, first and last kept);
+   optionally crops a border (principal point shifted) and turns images upright (``--rotate``;
+   pixels, depth, intrinsics and pose together through
+   :func:`eyeful_tools.cameras.rotate_image_quarter_turns`);
 3. writes ``images/``, ``depth/`` (16-bit PNG, millimetres, 0 = invalid, resized nearest to the
    image size) and ``transforms.json`` through :func:`eyeful_tools.transforms.scene_to_transforms`
    (z-up world, ``applied_transform``) and train/val/test lists from
@@ -30,7 +33,7 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import cv2
@@ -187,6 +190,8 @@ class ImportOptions:
     overwrite: bool = False
     #: turn images upright: "none", "ccw", "cw", "180", or "auto" (from gravity, world +y)
     rotate: str = "none"
+    #: pixels cut from every side (nerfstudio crops Polycam's undistortion border by 15)
+    crop_border_px: int = 0
 
 
 #: quarter turns counter-clockwise per ``--rotate`` value
@@ -248,6 +253,8 @@ def import_capture(
         raise InputFormatError(capture.source.path, "no frames to import")
     if options.rotate not in (*ROTATIONS, "auto"):
         raise UsageError("--rotate", f"expected none, cw, ccw, 180 or auto, got {options.rotate!r}")
+    if options.crop_border_px < 0:
+        raise UsageError("--crop-border", f"must be >= 0, got {options.crop_border_px}")
     if options.max_frames is not None and options.max_frames < 1:
         raise UsageError("--max-frames", f"must be at least 1, got {options.max_frames}")
     report = ImportReport(out_dir=out_dir, total=len(capture.frames), kept=0)
@@ -387,11 +394,12 @@ def _write_frames(
         frame = capture.frames[index]
         suffix = PurePosixPath(frame.image).suffix.lower() or ".jpg"
         image_rel = f"images/{frame.name}{suffix}"
-        camera, world_from_cam = rotate_image_quarter_turns(
-            stored_camera, frame.world_from_cam, turns
-        )
-        if turns:
+        crop = options.crop_border_px
+        cropped = _crop_camera(stored_camera, crop, capture.source.display(frame.image))
+        camera, world_from_cam = rotate_image_quarter_turns(cropped, frame.world_from_cam, turns)
+        if turns or crop:
             image = _decode_colour(capture.source, frame.image)
+            image = image[crop : image.shape[0] - crop, crop : image.shape[1] - crop]
             imageio.write_image(build / image_rel, np.rot90(image, turns))
         else:
             _copy_member(capture.source, frame.image, build / image_rel, options.link)
@@ -400,6 +408,7 @@ def _write_frames(
             size = (stored_camera.width_px, stored_camera.height_px)
             depth_mm = _depth_mm(capture, frame, size)
             if depth_mm is not None:
+                depth_mm = depth_mm[crop : size[1] - crop, crop : size[0] - crop]
                 depth_rel = f"depth/{frame.name}.png"
                 imageio.write_image(
                     build / depth_rel, np.ascontiguousarray(np.rot90(depth_mm, turns))
@@ -435,6 +444,21 @@ def _copy_member(source: Source, name: str, target: Path, link: bool) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Images and depth.
+
+
+def _crop_camera(camera: Camera, crop_px: int, where: str) -> Camera:
+    """The camera of the image with ``crop_px`` cut from every side (undistortion borders)."""
+    if crop_px == 0:
+        return camera
+    if 2 * crop_px >= min(camera.width_px, camera.height_px) - 2:
+        raise UsageError(where, f"--crop-border {crop_px} leaves no image")
+    return replace(
+        camera,
+        width_px=camera.width_px - 2 * crop_px,
+        height_px=camera.height_px - 2 * crop_px,
+        cx=camera.cx - crop_px,
+        cy=camera.cy - crop_px,
+    )
 
 
 def _quarter_turns(rotate: str, world_from_cams: Sequence[np.ndarray]) -> int:

@@ -354,7 +354,7 @@ def _peer(*args: str) -> None:
 def test_same_poses_as_nerfstudio(tmp_path: Path, r3d_views, polycam_views) -> None:
     """Record3D: nerfstudio keeps ARKit's y-up world (float32), we rotate it to z-up; same focal
     length, but nerfstudio replaces the principal point by (w/2, h/2). Polycam: identical poses
-    and intrinsics once nerfstudio's 15 px border crop is turned off."""
+    and intrinsics with the same 15 px border crop (nerfstudio's default, ours on request)."""
     source = fx.write_record3d_folder(tmp_path / "exr", r3d_views)
     _peer("record3d", str(source), str(tmp_path / "ns_r3d"), "--direct")
     import_record3d(source, tmp_path / "ours_r3d")
@@ -368,8 +368,8 @@ def test_same_poses_as_nerfstudio(tmp_path: Path, r3d_views, polycam_views) -> N
     assert theirs["cx"] == 24.0 and ours.frames[0].cx == pytest.approx(23.2)
 
     source = fx.write_polycam_folder(tmp_path / "pc", polycam_views)
-    _peer("polycam", str(source), str(tmp_path / "ns_pc"), "--crop-border-pixels", "0")
-    import_polycam(source, tmp_path / "ours_pc")
+    _peer("polycam", str(source), str(tmp_path / "ns_pc"))
+    import_polycam(source, tmp_path / "ours_pc", ImportOptions(crop_border_px=15))
     theirs = json.loads((tmp_path / "ns_pc" / "transforms.json").read_text())
     ours = read_transforms(tmp_path / "ours_pc")
     assert len(theirs["frames"]) == len(ours.frames) == N_VIEWS
@@ -428,3 +428,36 @@ def test_polycam_rotate_auto_turns_sideways_frames_upright(tmp_path: Path) -> No
     assert (read_transforms(tmp_path / "plain").frames[0].w, views[0].camera.width_px) == (64, 64)
     with pytest.raises(UsageError, match="--rotate"):
         import_polycam(source, tmp_path / "bad", ImportOptions(rotate="left"))
+
+
+def test_crop_border_shifts_the_principal_point(tmp_path: Path, polycam_views) -> None:
+    source = fx.write_polycam_folder(tmp_path / "pc", polycam_views)
+    import_polycam(source, tmp_path / "out", ImportOptions(crop_border_px=4))
+    item = read_transforms(tmp_path / "out").frames[2]
+    camera = polycam_views[2].camera
+    assert (item.w, item.h, item.cx, item.cy, item.fl_x) == pytest.approx(
+        (camera.width_px - 8, camera.height_px - 8, camera.cx - 4, camera.cy - 4, camera.fx)
+    )
+    expected = ZUP_FROM_YUP @ cameras.opengl_from_opencv_pose(polycam_views[2].world_from_cam)
+    assert np.allclose(item.transform_matrix, expected, atol=1e-9)
+    pixels = cv2.imread(str(tmp_path / "out" / item.file_path))
+    depth = cv2.imread(str(tmp_path / "out" / item.depth_file_path), cv2.IMREAD_UNCHANGED)
+    assert pixels.shape[:2] == depth.shape == (camera.height_px - 8, camera.width_px - 8)
+    stored = cv2.imdecode(np.frombuffer(polycam_views[2].jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert np.abs(pixels.astype(int) - stored[4:-4, 4:-4]).mean() < 3
+
+
+def test_imported_dataset_works_with_split_and_downscale(tmp_path: Path, capsys, r3d_views) -> None:
+    """The rest of the pipeline runs unchanged on an import (nerfstudio's images_N/depths_N)."""
+    out = tmp_path / "scan"
+    import_record3d(fx.write_r3d(tmp_path / "scan.r3d", r3d_views), out)
+    assert main(["downscale", str(out), "--factor", "2", "--jobs", "1"]) == 0
+    assert main(["split", str(out / "transforms.json"), "--subsample", "4"]) == 0
+    half = read_transforms(out / "transforms_2.json")
+    first = half.frames[0]
+    assert (first.w, first.h) == (24, 32) and first.fl_x == pytest.approx(
+        r3d_views[0].camera.fx / 2
+    )
+    assert (out / "depths_2" / "frame_00000.png").is_file()
+    assert (out / "images_2" / "frame_00000.jpg").is_file()
+    assert len(read_transforms(out / "transforms_4.json").frames) == 4

@@ -57,8 +57,17 @@ def _progress() -> Iterator:
         yield update
 
 
-def _options(max_frames, blur_filter, link, depth, overwrite, rotate) -> ImportOptions:  # noqa: ANN001
+def _options(
+    max_frames: int | None,
+    blur_filter: str,
+    link: bool,
+    depth: bool,
+    overwrite: bool,
+    rotate: str,
+    crop: int = 0,
+) -> ImportOptions:
     return ImportOptions(
+        crop_border_px=crop,
         max_frames=max_frames,
         blur_filter=parse_blur_filter(blur_filter),
         link=link,
@@ -102,12 +111,18 @@ def polycam(
     raw: bool = typer.Option(
         False, "--raw", help="Use the raw ARKit cameras/images even when corrected ones exist."
     ),
+    crop_border: int = typer.Option(
+        0,
+        "--crop-border",
+        min=0,
+        help="Cut PX pixels from every side (the black undistortion border; nerfstudio uses 15).",
+    ),
 ) -> None:
     """Import a Polycam raw-data export (corrected cameras preferred), with depth when present.
 
     Example: eyeful import polycam polycam_export.zip --out data/room --blur-filter threshold:25
     """
-    options = _options(max_frames, blur_filter, link, depth, overwrite, rotate)
+    options = _options(max_frames, blur_filter, link, depth, overwrite, rotate, crop_border)
     with _progress() as progress:
         report = import_polycam(source, out, options, progress, use_raw=raw)
     summary(report.one_line())
