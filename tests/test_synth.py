@@ -107,6 +107,44 @@ def test_krt_projects_traced_point_to_the_rendered_pixel(rig, request):
     assert checked > 150
 
 
+@pytest.mark.parametrize("rig", ["v2", "v1"])
+def test_emitters_appear_where_krt_projects_them(rig, request):
+    """Photometric, independent of the renderer's ray code: known bright points of the scene
+    (lamp ball centre, ceiling panel centres), projected with the KRT file, land on bright EXR
+    pixels wherever nothing occludes them."""
+    from eyeful_tools.synth import scene
+
+    capture = request.getfixturevalue(f"synth_{rig}")
+    seed = _json(capture / "ground_truth.json")["seed"]
+    lamp_centre, lamp_radius = scene.SPHERES[scene.LAMP_SPHERE]
+    targets = [(np.array(lamp_centre), lamp_radius)] + [
+        (np.array([(x0 + x1) / 2, scene.ROOM_MAX[1], (z0 + z1) / 2]), 0.0)
+        for (x0, x1), (z0, z1) in scene.PANELS
+    ]
+    hits = 0
+    for entry in _json(capture / "cameras.json")["KRT"]:
+        exr_path = capture / "images-2k" / f"{entry['cameraId']}.exr"
+        width, height = image_size(exr_path)
+        camera = cameras.rescale_camera(_krt_camera(entry), width, height)
+        cam_from_world = cameras.matrix_from_column_major(entry["T"], 4)
+        centre = -cam_from_world[:3, :3].T @ cam_from_world[:3, 3]
+        exr = None
+        for point, radius in targets:
+            in_cam = cam_from_world[:3, :3] @ point + cam_from_world[:3, 3]
+            if in_cam[2] <= 0.2 * np.linalg.norm(in_cam):  # keep well inside the field of view
+                continue
+            u, v = cameras.project(camera, in_cam)
+            if not (1 <= u < width - 1 and 1 <= v < height - 1):
+                continue
+            _, distance = trace(centre[None], (point - centre)[None], seed=seed)
+            if distance[0] < np.linalg.norm(point - centre) - radius - 1e-6:
+                continue  # occluded
+            exr = read_image(exr_path) if exr is None else exr
+            assert exr[int(v), int(u), 1] > 3.0, (entry["cameraId"], u, v)
+            hits += 1
+    assert hits >= 3
+
+
 def test_krt_fields_follow_the_real_format(synth_v2):
     truth = _json(synth_v2 / "ground_truth.json")
     krt = _json(synth_v2 / "cameras.json")["KRT"]
