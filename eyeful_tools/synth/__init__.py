@@ -45,7 +45,7 @@ from eyeful_tools.synth.writers import (
 log = logging.getLogger(__name__)
 
 #: bump when the output changes, so cached example captures are rebuilt
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 DEFAULT_POSITIONS = 8
 DEFAULT_SIZE_PX = (192, 288)  # images-jpeg-2k and images-2k
 #: images-jpeg-1k relative to the 2k size: 100x150 for 192x288, deliberately not exactly 1/2
