@@ -26,78 +26,90 @@ MAX_ITERATIONS = 40
 _CHECK_EVERY = 4
 
 
+_COLUMNS = (
+    "fx",
+    "fy",
+    "cx",
+    "cy",
+    "k1",
+    "k2",
+    "k3",
+    "k4",
+    "p1",
+    "p2",
+    "radius",
+    "fisheye",
+    "w",
+    "h",
+)
+
+
 @dataclass(frozen=True)
 class CameraTensors:
-    """Per-image intrinsics packed as tensors (index i = image i). Units: pixels.
+    """Per-image intrinsics packed in one float table (row i = image i), so gathering one camera
+    per ray is a single indexing op. Units: pixels.
 
-    ``distortion`` is [N, 6] (k1 k2 k3 k4 p1 p2, zero for PINHOLE); ``crop_radius`` is [N] in
-    pixels, ``inf`` where there is no fisheye crop circle.
+    Columns: fx fy cx cy k1 k2 k3 k4 p1 p2 (zero for PINHOLE), crop radius (``inf`` where there
+    is no fisheye crop circle), is-fisheye (0/1), width, height. ``may_distort`` and
+    ``may_fisheye`` are known at packing time, so the ray maths skips what no camera needs
+    without a device sync.
     """
 
-    fx: torch.Tensor  # [N]
-    fy: torch.Tensor  # [N]
-    cx: torch.Tensor  # [N]
-    cy: torch.Tensor  # [N]
-    distortion: torch.Tensor  # [N, 6]
-    is_fisheye: torch.Tensor  # [N] bool
-    width: torch.Tensor  # [N] int64
-    height: torch.Tensor  # [N] int64
-    crop_radius: torch.Tensor  # [N]
+    table: torch.Tensor  # [N, 14]
+    may_distort: bool = True
+    may_fisheye: bool = True
 
     def __len__(self) -> int:
-        return int(self.fx.shape[0])
+        return int(self.table.shape[0])
 
     def __getitem__(self, index: torch.Tensor | slice | int) -> CameraTensors:
         """Gather the intrinsics of some images (e.g. one per ray)."""
         if isinstance(index, int):
             index = slice(index, index + 1)
-        return CameraTensors(
-            **{name: getattr(self, name)[index] for name in self.__dataclass_fields__}
-        )
+        return CameraTensors(self.table[index], self.may_distort, self.may_fisheye)
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> CameraTensors:
-        values = {}
-        for name in self.__dataclass_fields__:
-            tensor = getattr(self, name)
-            if dtype is not None and tensor.is_floating_point():
-                tensor = tensor.to(dtype)
-            values[name] = tensor.to(device)
-        return CameraTensors(**values)
+        return CameraTensors(self.table.to(device, dtype), self.may_distort, self.may_fisheye)
 
-    @property
-    def has_distortion(self) -> bool:
-        return bool(torch.any(self.distortion != 0))
+    fx = property(lambda self: self.table[:, 0])  # [N]
+    fy = property(lambda self: self.table[:, 1])  # [N]
+    cx = property(lambda self: self.table[:, 2])  # [N]
+    cy = property(lambda self: self.table[:, 3])  # [N]
+    distortion = property(lambda self: self.table[:, 4:10])  # [N, 6]
+    crop_radius = property(lambda self: self.table[:, 10])  # [N]
+    is_fisheye = property(lambda self: self.table[:, 11] > 0.5)  # [N] bool
+    width = property(lambda self: self.table[:, 12].long())  # [N]
+    height = property(lambda self: self.table[:, 13].long())  # [N]
 
 
 def pack_cameras(
     cameras: Sequence[Camera], *, device: torch.device | str = "cpu", dtype=torch.float64
 ) -> CameraTensors:
     """Pack canonical cameras into :class:`CameraTensors` on ``device``."""
+    rows = []
     for camera in cameras:
         if camera.model is CameraModel.EQUIRECTANGULAR:
             raise NotImplementedError("EQUIRECTANGULAR cameras are reserved, not supported yet")
-    distortion = [
-        (0.0,) * 6 if camera.model is CameraModel.PINHOLE else camera.distortion
-        for camera in cameras
-    ]
-    radius = [
-        float("inf") if not camera.fisheye_crop_radius_px else camera.fisheye_crop_radius_px
-        for camera in cameras
-    ]
-
-    def floats(values: Sequence[float] | Sequence[Sequence[float]]) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(values, dtype=np.float64), dtype=dtype, device=device)
-
+        distortion = (0.0,) * 6 if camera.model is CameraModel.PINHOLE else camera.distortion
+        radius = camera.fisheye_crop_radius_px or float("inf")
+        rows.append(
+            (
+                camera.fx,
+                camera.fy,
+                camera.cx,
+                camera.cy,
+                *distortion,
+                radius,
+                float(camera.is_fisheye),
+                camera.width_px,
+                camera.height_px,
+            )
+        )
+    table = torch.as_tensor(np.asarray(rows, dtype=np.float64).reshape(-1, len(_COLUMNS)))
     return CameraTensors(
-        fx=floats([c.fx for c in cameras]),
-        fy=floats([c.fy for c in cameras]),
-        cx=floats([c.cx for c in cameras]),
-        cy=floats([c.cy for c in cameras]),
-        distortion=floats(distortion).reshape(len(cameras), 6),
-        is_fisheye=torch.as_tensor([c.is_fisheye for c in cameras], device=device),
-        width=torch.as_tensor([c.width_px for c in cameras], dtype=torch.int64, device=device),
-        height=torch.as_tensor([c.height_px for c in cameras], dtype=torch.int64, device=device),
-        crop_radius=floats(radius),
+        table.to(device=device, dtype=dtype),
+        may_distort=bool(np.any(table[:, 4:10].numpy() != 0)),
+        may_fisheye=any(camera.is_fisheye for camera in cameras),
     )
 
 
@@ -158,20 +170,12 @@ def camera_directions(intrinsics: CameraTensors, pixels_uv: torch.Tensor) -> tor
 
     pixels_uv [B, 2] continuous (u = col + 0.5, v = row + 0.5) -> [B, 3].
     """
-    distorted = torch.stack(
-        [
-            (pixels_uv[:, 0] - intrinsics.cx) / intrinsics.fx,
-            (pixels_uv[:, 1] - intrinsics.cy) / intrinsics.fy,
-        ],
-        dim=-1,
-    )
-    if bool(torch.any(intrinsics.distortion != 0)):
-        plane = undistort(distorted, intrinsics.distortion)
-    else:
-        plane = distorted
+    table = intrinsics.table
+    distorted = (pixels_uv - table[:, 2:4]) / table[:, 0:2]  # [B, 2]
+    plane = undistort(distorted, table[:, 4:10]) if intrinsics.may_distort else distorted
     pinhole = torch.cat([plane, torch.ones_like(plane[:, :1])], dim=-1)
     directions = pinhole
-    if bool(intrinsics.is_fisheye.any()):
+    if intrinsics.may_fisheye:
         theta = torch.linalg.vector_norm(plane, dim=-1)
         small = theta <= 1e-12
         sin_over_theta = torch.where(
@@ -197,7 +201,7 @@ def camera_rays(
     """
     directions_cam = camera_directions(intrinsics, pixels_uv.to(intrinsics.fx.dtype))
     rotation = world_from_cam[:, :3, :3].to(directions_cam.dtype)
-    directions = torch.einsum("bij,bj->bi", rotation, directions_cam)
+    directions = (rotation @ directions_cam[:, :, None])[:, :, 0]
     directions = directions / torch.linalg.vector_norm(directions, dim=-1, keepdim=True)
     origins = world_from_cam[:, :3, 3].to(directions.dtype)
     return origins, directions
