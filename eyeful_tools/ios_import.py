@@ -79,9 +79,8 @@ class Source:
         if not self.path.exists():
             raise MissingFileError(self.path, "source not found")
         if self.path.is_dir():
-            self._names = sorted(
-                p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file()
-            )
+            found = (p.relative_to(self.path).as_posix() for p in self.path.rglob("*"))
+            self._set_names([name for name in found if (self.path / name).is_file()])
             return
         try:
             archive = zipfile.ZipFile(self.path)
@@ -98,7 +97,18 @@ class Source:
             if not info.is_dir():
                 names.append(info.filename)
         self._zip = archive
-        self._names = sorted(names)
+        self._set_names(names)
+
+    def _set_names(self, names: list[str]) -> None:
+        """Keep the files, minus macOS archive noise (``__MACOSX/``, ``._*``, ``.DS_Store``)."""
+        self._names = sorted(
+            name
+            for name in names
+            if not name.startswith("__MACOSX/")
+            and not PurePosixPath(name).name.startswith("._")
+            and PurePosixPath(name).name != ".DS_Store"
+        )
+        self._name_set = set(self._names)
 
     @property
     def is_archive(self) -> bool:
@@ -109,12 +119,6 @@ class Source:
 
     def exists(self, name: str) -> bool:
         return name in self._name_set
-
-    @property
-    def _name_set(self) -> set[str]:
-        if not hasattr(self, "_set"):
-            self._set = set(self._names)
-        return self._set
 
     def read_bytes(self, name: str) -> bytes:
         if not self.exists(name):

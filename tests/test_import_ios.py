@@ -163,6 +163,8 @@ def test_polycam_zip_without_depth_or_sizes(tmp_path: Path, polycam_views, top_f
         tmp_path / "pc", polycam_views, depth=False, corrected_sizes=False, raw_sizes=False
     )
     archive = fx.zip_folder(folder, tmp_path / "pc.zip", top_folder)
+    with zipfile.ZipFile(archive, "a") as handle:  # what macOS Finder adds
+        handle.writestr("__MACOSX/keyframes/images/._1.jpg", b"\x00\x05\x16\x07")
     report = import_polycam(archive, tmp_path / "out")
     _check_poses_and_intrinsics(tmp_path / "out", polycam_views, list(range(N_VIEWS)))
     assert report.depth_written == 0 and "no depth/" in report.one_line()
@@ -392,7 +394,8 @@ def test_rotate_image_quarter_turns_matches_rotated_pixels(turns: int) -> None:
     image, _ = fx.render(camera, pose, fx.SEED, supersample=1)
     turned_camera, turned_pose = cameras.rotate_image_quarter_turns(camera, pose, turns)
     turned, _ = fx.render(turned_camera, turned_pose, fx.SEED, supersample=1)
-    assert np.allclose(turned, np.rot90(image, turns), atol=1e-6)
+    differs = np.abs(turned - np.rot90(image, turns)).max(axis=-1) > 1e-5
+    assert differs.mean() < 0.005  # the same rays up to rounding (a ray may graze an edge)
     assert cameras.is_rotation(turned_pose)
 
 
