@@ -33,6 +33,9 @@ def synth(
     supersample: int = typer.Option(
         1, "--supersample", help="Anti-aliasing samples per axis (2 is ~5x slower)."
     ),
+    jobs: int | None = typer.Option(
+        None, "--jobs", help="Render threads (default: CPU count, at most 4)."
+    ),
 ) -> None:
     """Render a deterministic synthetic EyefulTower capture with ground-truth poses.
 
@@ -69,6 +72,7 @@ def synth(
             seed=seed,
             size=dims,
             supersample=supersample,
+            jobs=jobs,
             progress=report,
         )
     summary(
