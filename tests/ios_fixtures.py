@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import lzfse
 import numpy as np
 
 from eyeful_tools import cameras
@@ -26,6 +25,11 @@ from eyeful_tools.imageio import write_image
 from eyeful_tools.synth import render
 from eyeful_tools.synth.render import srgb_from_linear
 from eyeful_tools.synth.rig import look_rotation
+
+try:  # optional: .r3d depth is LZFSE (``pip install lzfse``)
+    import lzfse
+except ImportError:  # pragma: no cover - depends on the environment
+    lzfse = None
 
 SEED = 0
 #: Record3D stores portrait RGB; Polycam landscape (ios.md 1.2, 2.2)
@@ -165,16 +169,20 @@ def confidence_r3d(depth_m: np.ndarray) -> np.ndarray:
     return confidence
 
 
+def _lzfse(data: bytes) -> bytes:
+    """LZFSE when the package is here; otherwise bytes no decoder accepts (a stand-in that lets
+    the no-LZFSE path be tested anywhere)."""
+    return lzfse.compress(data) if lzfse is not None else b"not lzfse"
+
+
 def write_r3d(path: Path, views: list[PhoneView], per_frame: bool = True) -> Path:
     """The ``.r3d`` archive: metadata, rgbd/<i>.jpg, rgbd/<i>.depth and .conf (LZFSE)."""
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("metadata", json.dumps(record3d_metadata(views, per_frame)))
         for index, view in enumerate(views):
             archive.writestr(f"rgbd/{index}.jpg", view.jpeg)
-            archive.writestr(f"rgbd/{index}.depth", lzfse.compress(view.depth_m.tobytes()))
-            archive.writestr(
-                f"rgbd/{index}.conf", lzfse.compress(confidence_r3d(view.depth_m).tobytes())
-            )
+            archive.writestr(f"rgbd/{index}.depth", _lzfse(view.depth_m.tobytes()))
+            archive.writestr(f"rgbd/{index}.conf", _lzfse(confidence_r3d(view.depth_m).tobytes()))
         archive.writestr("icon", views[0].jpeg)
     return path
 
