@@ -469,3 +469,24 @@ def test_imported_dataset_works_with_split_and_downscale(tmp_path: Path, capsys,
     assert (out / "depths_2" / "frame_00000.png").is_file()
     assert (out / "images_2" / "frame_00000.jpg").is_file()
     assert len(read_transforms(out / "transforms_4.json").frames) == 4
+
+
+def test_record3d_quirks_duplicates_missing_size_and_rotated_images(
+    tmp_path: Path, r3d_views
+) -> None:
+    source = fx.write_record3d_folder(tmp_path / "exr", r3d_views)
+    (source / "rgb" / "3(1).jpg").write_bytes(r3d_views[3].jpeg)  # a Finder duplicate
+    meta = json.loads((source / "metadata.json").read_text())
+    del meta["w"], meta["h"]  # oldest exports always have them; tolerate their absence
+    (source / "metadata.json").write_text(json.dumps(meta))
+    report = import_record3d(source, tmp_path / "out")
+    assert "ignored 1 non-numbered images" in report.one_line()
+    _check_poses_and_intrinsics(tmp_path / "out", r3d_views, list(range(N_VIEWS)), per_frame=False)
+    # an image turned after export no longer matches its intrinsics: refused, not guessed
+    image = cv2.imdecode(np.frombuffer(r3d_views[0].jpeg, np.uint8), cv2.IMREAD_COLOR)
+    cv2.imwrite(str(source / "rgb" / "0.jpg"), np.rot90(image))
+    meta["w"], meta["h"] = 48, 64
+    (source / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(InputFormatError, match=r"0\.jpg: image is 64x48 but its camera says 48x64"):
+        import_record3d(source, tmp_path / "again")
+    assert not (tmp_path / "again").exists()
