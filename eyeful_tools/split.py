@@ -2,6 +2,8 @@
 
 Everything here takes and returns :class:`~eyeful_tools.transforms.TransformsFile`, so keys we do
 not touch (``applied_transform``, ``eyeful`` extras, per-frame intrinsics) survive unchanged.
+Results are shallow copies: frame objects are shared with the input (copying 20,000 frames deeply
+costs more than the whole conversion), so copy before mutating a frame in place.
 
 Rules (``shared/reference/eyeful.md`` §6, §8.3-8.4, §9):
 
@@ -174,8 +176,7 @@ def _with_lists(tf: TransformsFile, held: Sequence[bool]) -> TransformsFile:
             "train_filenames": train,
             "val_filenames": evaluation,
             "test_filenames": list(evaluation),
-        },
-        deep=True,
+        }
     )
 
 
@@ -236,8 +237,7 @@ def subsample(
             "train_filenames": intersect(tf.train_filenames),
             "val_filenames": intersect(tf.val_filenames),
             "test_filenames": intersect(tf.test_filenames),
-        },
-        deep=True,
+        }
     )
 
 

@@ -64,11 +64,8 @@ def label_stem(label: str) -> str:
     """The image file stem a Metashape camera label names (labels may carry folders or an
     extension; unlike nerfstudio we never cut at the first dot)."""
     name = label.replace("\\", "/").rsplit("/", 1)[-1]
-    lower = name.lower()
-    for suffix in IMAGE_SUFFIXES:
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    stem, dot, suffix = name.rpartition(".")
+    return stem if dot and "." + suffix.lower() in IMAGE_SUFFIXES else name
 
 
 @dataclass
@@ -151,21 +148,17 @@ def parse_metashape(
         raise InputFormatError(path, "no <cameras> in the first <chunk>")
 
     camera_elements = list(cameras_el.iter("camera"))
-    internal_from_cam: dict[str, np.ndarray] = {}
-    for element in camera_elements:
-        transform = element.find("transform")
-        if transform is not None:
-            matrix = _numbers(path, transform, 16, f"camera {element.get('label')!r} <transform>")
-            matrix = matrix.reshape(4, 4)
-            if not is_rotation(matrix, atol=1e-5) or not np.allclose(matrix[3], [0, 0, 0, 1]):
-                raise InputFormatError(
-                    path,
-                    f"line {transform.sourceline}: camera {element.get('label')!r} <transform> "
-                    "is not a rigid transform",
-                )
-            internal_from_cam[element.get("id", "")] = matrix
+    own_index, internal_from_cam = _camera_transforms(path, camera_elements)
 
-    frames: list[Frame] = []
+    # One record per posed camera; the poses are then composed for all cameras at once.
+    offset_of = {sensor_id: i for i, sensor_id in enumerate(sensors)}
+    offsets = np.stack([np.eye(4), *(s.master_from_slave for s in sensors.values())])  # [S+1,4,4]
+    similarities = [chunk_transform, *components.values()]
+    similarity_of = {key: i + 1 for i, key in enumerate(components)}
+    records: list[tuple[str, _Sensor, int | None]] = []
+    base_index: list[int] = []
+    offset_index: list[int] = []
+    similarity_index: list[int] = []
     for element in camera_elements:
         report.cameras += 1
         camera_id = element.get("id", "")
@@ -191,36 +184,37 @@ def parse_metashape(
             report.no_calibration.append(label)
             continue
         master_camera = element.get("master_id")
-        pose = internal_from_cam.get(camera_id)
-        is_slave_pose = False
-        if pose is None and rig and master_camera is not None:
-            master_pose = internal_from_cam.get(master_camera)
-            if master_pose is not None:
-                pose = master_pose @ sensor.master_from_slave
-                is_slave_pose = True
-        if pose is None:
+        if camera_id in own_index:
+            base_index.append(own_index[camera_id])
+            offset_index.append(0)
+        elif rig and master_camera is not None and master_camera in own_index:
+            base_index.append(own_index[master_camera])
+            offset_index.append(offset_of[sensor.id] + 1)
+            report.rig_slaves_posed += 1
+        else:
             report.no_pose.append(label)
             continue
-        similarity = components.get(element.get("component_id"), chunk_transform)
-        world_from_cam = np.eye(4)
-        world_from_cam[:3, :3] = similarity.rotation @ pose[:3, :3]
-        world_from_cam[:3, 3] = (
-            similarity.scale * similarity.rotation @ pose[:3, 3] + similarity.translation
-        )
+        similarity_index.append(similarity_of.get(element.get("component_id"), 0))
         position = master_camera or camera_id
         in_rig = master_camera is not None or sensor.id in rig_master_sensors
-        frames.append(
-            Frame(
-                image_path=label_stem(label),
-                camera=sensor.camera,
-                world_from_cam=world_from_cam,
-                camera_id=sensor.id,
-                rig_position_id=int(position) if in_rig and _is_int(position) else None,
-                sensor_id=sensor.id,
-            )
+        records.append((label, sensor, int(position) if in_rig and _is_int(position) else None))
+
+    world_from_cam = _world_from_cam(
+        internal_from_cam[base_index] @ offsets[offset_index],
+        [similarities[i] for i in similarity_index],
+    )
+    frames = [
+        Frame(
+            image_path=label_stem(label),
+            camera=sensor.camera,  # type: ignore[arg-type]
+            world_from_cam=pose,
+            camera_id=sensor.id,
+            rig_position_id=position,
+            sensor_id=sensor.id,
         )
-        report.posed += 1
-        report.rig_slaves_posed += int(is_slave_pose)
+        for (label, sensor, position), pose in zip(records, world_from_cam, strict=True)
+    ]
+    report.posed = len(frames)
     for warning in report.warnings:
         log.warning("%s: %s", path, warning)
     if report.no_pose or report.disabled or report.no_calibration:
@@ -270,6 +264,56 @@ def _load_chunk(path: Path) -> etree._Element:
     return chunks[0]
 
 
+def _camera_transforms(
+    path: Path, elements: list[etree._Element]
+) -> tuple[dict[str, int], np.ndarray]:
+    """Cameras' own ``<transform>`` (``internal_from_cam``): index by camera id, [M, 4, 4]."""
+    own_index: dict[str, int] = {}
+    matrices = []
+    for element in elements:
+        transform = element.find("transform")
+        if transform is not None:
+            own_index[element.get("id", "")] = len(matrices)
+            matrices.append(
+                _numbers(path, transform, 16, f"camera {element.get('label')!r} <transform>")
+            )
+    stacked = np.array(matrices, dtype=np.float64).reshape(-1, 4, 4)
+    rotations = stacked[:, :3, :3]
+    orthogonality = np.abs(rotations @ np.swapaxes(rotations, 1, 2) - np.eye(3)).max(axis=(1, 2))
+    bad = (
+        (orthogonality > 1e-5)
+        | (np.abs(np.linalg.det(rotations) - 1.0) > 1e-5)
+        | (np.abs(stacked[:, 3] - [0.0, 0.0, 0.0, 1.0]).max(axis=1) > 1e-9)
+    )
+    if np.any(bad):
+        index = int(np.argmax(bad))
+        element = next(e for e in elements if own_index.get(e.get("id", "")) == index)
+        raise InputFormatError(
+            path,
+            f"line {element.find('transform').sourceline}: camera {element.get('label')!r} "
+            "<transform> is not a rigid transform",
+        )
+    return own_index, stacked
+
+
+def _world_from_cam(internal_from_cam: np.ndarray, similarities: list[_Similarity]) -> np.ndarray:
+    """Rigid poses in world units: ``R_w = Rc @ Ri``, ``t_w = s * Rc @ ti + tc``. [N, 4, 4]"""
+    count = internal_from_cam.shape[0]
+    world = np.zeros((count, 4, 4))
+    world[:, 3, 3] = 1.0
+    if count == 0:
+        return world
+    rotation = np.stack([s.rotation for s in similarities])  # [N, 3, 3]
+    translation = np.stack([s.translation for s in similarities])  # [N, 3]
+    scale = np.array([s.scale for s in similarities])  # [N]
+    world[:, :3, :3] = rotation @ internal_from_cam[:, :3, :3]
+    world[:, :3, 3] = (
+        scale[:, None] * np.einsum("nij,nj->ni", rotation, internal_from_cam[:, :3, 3])
+        + translation
+    )
+    return world
+
+
 def _numbers(path: Path, element: etree._Element, count: int, what: str) -> np.ndarray:
     text = (element.text or "").split()
     try:
@@ -296,8 +340,10 @@ def _number(path: Path, parent: etree._Element, tag: str, default: float = 0.0) 
 
 def _enabled(element: etree._Element) -> bool:
     """False when the camera, or a ``<group>`` around it, has ``enabled="false"``."""
-    node: etree._Element | None = element
-    while node is not None and node.tag != "cameras":
+    if element.get("enabled", "true").lower() in ("false", "0"):
+        return False
+    node = element.getparent()
+    while node is not None and node.tag == "group":
         if (node.get("enabled") or "true").lower() in ("false", "0"):
             return False
         node = node.getparent()

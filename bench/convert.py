@@ -1,0 +1,142 @@
+"""Benchmark: convert a generated 20,000-camera Metashape ``cameras.xml`` (a 20-camera rig at
+1,000 positions; only masters carry a transform) to ``transforms.json``.
+
+Target (issue 5): under 2 s on the 2-core dev machine. Prints cameras/second and ratios against
+a baseline measured in the same run: parsing the same file with ``xml.etree.ElementTree`` and
+nothing else (a floor no converter can beat).
+
+    python -m bench.convert [--cameras 20000] [--rig-size 20] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import numpy as np
+
+from eyeful_tools.convert import convert_capture
+from eyeful_tools.imageio import write_image
+from eyeful_tools.readers.metashape import read_metashape
+from eyeful_tools.transforms import scene_to_transforms, write_transforms
+
+
+def _rotation(rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    return q if np.linalg.det(q) > 0 else -q
+
+
+def _nums(values: np.ndarray) -> str:
+    return " ".join(repr(float(v)) for v in np.asarray(values).ravel())
+
+
+def generate_xml(path: Path, cameras: int, rig_size: int, seed: int = 0) -> int:
+    """Write a rig ``cameras.xml`` with ``cameras`` cameras; returns the number written."""
+    rng = np.random.default_rng(seed)
+    positions = cameras // rig_size
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>', '<document version="2.0.0">',
+             '<chunk label="Chunk 1" enabled="true">', f'<sensors next_id="{rig_size}">']  # fmt: skip
+    for sensor in range(rig_size):
+        rig = ""
+        if sensor:
+            location = f"<location>{_nums(rng.normal(scale=0.1, size=3))}</location>"
+            rig = f"<rotation>{_nums(_rotation(rng))}</rotation>{location if sensor % 2 else ''}"
+        master = ' master_id="0"' if sensor else ""
+        lines.append(
+            f'<sensor id="{sensor}" label="{sensor}" type="frame"{master}>'
+            '<resolution width="5784" height="8660"/><calibration type="frame" class="adjusted">'
+            '<resolution width="5784" height="8660"/><f>2950.5</f><cx>12.25</cx><cy>-7.5</cy>'
+            f"<k1>-0.05</k1><k2>0.01</k2><p1>0.0002</p1><p2>-0.0001</p2></calibration>{rig}"
+            "</sensor>"
+        )
+    lines.append("</sensors>")
+    lines.append(f'<cameras next_id="{positions * rig_size}">')
+    for position in range(positions):
+        master_id = position * rig_size
+        pose = np.eye(4)
+        pose[:3, :3] = _rotation(rng)
+        pose[:3, 3] = rng.uniform(-5, 5, size=3)
+        for sensor in range(rig_size):
+            label = f"{sensor}_DSC{position:05d}"
+            if sensor == 0:
+                lines.append(
+                    f'<camera id="{master_id}" sensor_id="0" component_id="0" label="{label}">'
+                    f"<transform>{_nums(pose)}</transform></camera>"
+                )
+            else:
+                lines.append(
+                    f'<camera id="{master_id + sensor}" sensor_id="{sensor}" component_id="0" '
+                    f'master_id="{master_id}" label="{label}"/>'
+                )
+    lines += ["</cameras>", "<transform><rotation>1 0 0 0 0 -1 0 1 0</rotation>"
+              "<translation>0.5 1.5 -2</translation><scale>0.25</scale></transform>",
+              "</chunk>", "</document>"]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+    return positions * rig_size
+
+
+def _best(repeat: int, run) -> float:  # noqa: ANN001
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cameras", type=int, default=20_000)
+    parser.add_argument("--rig-size", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-images", action="store_true", help="skip the full-pipeline run")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="eyeful-bench-convert-"))
+    try:
+        xml = work / "cameras.xml"
+        count = generate_xml(xml, args.cameras, args.rig_size)
+        print(f"generated {xml.stat().st_size / 1e6:.1f} MB cameras.xml, {count} cameras")
+
+        baseline = _best(args.repeat, lambda: ElementTree.parse(xml))
+
+        def cameras_only() -> None:
+            scene = read_metashape(xml)
+            assert len(scene.frames) == count
+            write_transforms(work / "transforms.json", scene_to_transforms(scene))
+
+        xml_to_json = _best(args.repeat, cameras_only)
+        print(f"baseline ElementTree.parse only:       {baseline:6.3f} s")
+        print(
+            f"cameras.xml -> transforms.json:        {xml_to_json:6.3f} s  "
+            f"{count / xml_to_json:9.0f} cameras/s  ratio {xml_to_json / baseline:.2f}x baseline"
+            f"  [{'PASS' if xml_to_json < 2.0 else 'FAIL'} < 2 s]"
+        )
+        if args.no_images:
+            return
+        # the whole `eyeful convert`: stem matching, image headers, rescaling, split, subsets
+        images = work / "images"
+        write_image(work / "one.jpg", np.zeros((64, 43, 3), np.uint8))
+        blob = (work / "one.jpg").read_bytes()
+        for sensor in range(args.rig_size):
+            (images / str(sensor)).mkdir(parents=True)
+            for position in range(count // args.rig_size):
+                (images / str(sensor) / f"{sensor}_DSC{position:05d}.jpg").write_bytes(blob)
+        full = _best(
+            args.repeat, lambda: convert_capture(work, source="metashape", images_dir=images)
+        )
+        print(
+            f"full convert (+{count} image headers): {full:6.3f} s  {count / full:9.0f} cameras/s"
+            f"  ratio {full / baseline:.2f}x baseline"
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
