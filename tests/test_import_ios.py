@@ -490,3 +490,14 @@ def test_record3d_quirks_duplicates_missing_size_and_rotated_images(
     with pytest.raises(InputFormatError, match=r"0\.jpg: image is 64x48 but its camera says 48x64"):
         import_record3d(source, tmp_path / "again")
     assert not (tmp_path / "again").exists()
+
+
+def test_link_hard_links_images_from_a_folder(tmp_path: Path, capsys, polycam_views) -> None:
+    source = fx.write_polycam_folder(tmp_path / "pc", polycam_views)
+    out = tmp_path / "out"
+    assert main(["import", "polycam", str(source), "--out", str(out), "--link", "--no-depth"]) == 0
+    stamp = fx.polycam_timestamps(N_VIEWS)[0]
+    original = source / "keyframes" / "corrected_images" / f"{stamp}.jpg"
+    assert (out / "images" / f"{stamp}.jpg").stat().st_ino == original.stat().st_ino
+    assert not (out / "depth").exists()
+    assert "depth for 0" in " ".join(capsys.readouterr().err.split())
