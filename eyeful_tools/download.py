@@ -116,8 +116,8 @@ class DownloadReport:
 
 def capture_selector(
     resolutions: list[str], include: list[str]
-) -> tuple[Callable[[str], bool], Callable[[str], bool]]:
-    """(select(rel_key), select_dir(rel_folder/)) for one capture's keys.
+) -> tuple[Callable[[str], bool], tuple[str, ...]]:
+    """(select(rel_key), folders to list) for one capture's keys.
 
     Selected: the calibration files at the capture root, the chosen resolution folders, and the
     opt-in extras. Per-camera mp4s sit inside ``images-jpeg-2k/`` but are the ``video`` extra.
@@ -128,7 +128,7 @@ def capture_selector(
     suffixes = tuple(p for p in patterns if p.startswith((".", "-")) and not p.endswith("/"))
     exact = {p for p in patterns if p not in prefixes and p not in suffixes}
     video = "video" in include
-    video_dirs = {"images-jpeg-2k/"} if video else set()
+    dirs = tuple(dict.fromkeys([*folders, *prefixes, *(["images-jpeg-2k/"] if video else [])]))
 
     def select(rel: str) -> bool:
         if rel.endswith(".mp4"):
@@ -139,10 +139,7 @@ def capture_selector(
             return True
         return "/" not in rel and bool(suffixes) and rel.endswith(suffixes)
 
-    def select_dir(rel_dir: str) -> bool:
-        return rel_dir in folders or rel_dir.startswith(prefixes) or rel_dir in video_dirs
-
-    return select, select_dir
+    return select, dirs
 
 
 def _resolve_captures(request: DownloadRequest, client: Any, prefix: str) -> list[str]:
@@ -174,14 +171,14 @@ def plan_download(request: DownloadRequest, client: Any = None) -> DownloadPlan:
         prefix += "/"
     client = client or make_client(request.endpoint_url, request.profile, request.jobs)
     captures = _resolve_captures(request, client, prefix)
-    select, select_dir = capture_selector(resolutions, include)
+    select, dirs = capture_selector(resolutions, include)
     targets = [
         SyncTarget(
             bucket=request.bucket,
             prefix=f"{prefix}{name}/",
             dest=Path(request.dest) / name,
             select=select,
-            select_dir=select_dir,
+            dirs=dirs,
             label=name,
         )
         for name in captures

@@ -44,14 +44,18 @@ class RemoteObject:
 
 @dataclass
 class SyncTarget:
-    """One prefix mirrored into one folder. ``select(rel)`` picks files; ``select_dir(rel_dir)``
-    (a prefix-relative folder ending in ``/``) says whether a folder can hold selected files."""
+    """One prefix mirrored into one folder.
+
+    ``select(rel)`` picks files by prefix-relative key. Only the top level and ``dirs``
+    (prefix-relative folders ending in ``/`` that may hold selected files) are listed, all
+    concurrently, so unwanted folders cost nothing.
+    """
 
     bucket: str
     prefix: str  # ends with "/" (or is empty)
     dest: Path
     select: Callable[[str], bool]
-    select_dir: Callable[[str], bool]
+    dirs: tuple[str, ...] = ()
     label: str = ""
 
 
@@ -141,13 +145,15 @@ def _remote(raw: dict, prefix: str) -> RemoteObject:
 def list_target(
     client: Any, target: SyncTarget, pool: ThreadPoolExecutor
 ) -> tuple[list[RemoteObject], list[str]]:
-    """(objects under the target's prefix worth planning, folders not listed)."""
-    top_objects, folders = list_level(client, target.bucket, target.prefix)
-    wanted = [f for f in folders if target.select_dir(f[len(target.prefix) :])]
-    not_listed = [f[len(target.prefix) :] for f in folders if f not in wanted]
+    """(objects under the target's prefix worth planning, top-level folders not listed)."""
+    top = pool.submit(list_level, client, target.bucket, target.prefix)
+    deep = [pool.submit(list_tree, client, target.bucket, target.prefix + d) for d in target.dirs]
+    top_objects, folders = top.result()
     raw = list(top_objects)
-    for objects in pool.map(lambda f: list_tree(client, target.bucket, f), wanted):
-        raw.extend(objects)
+    for future in deep:
+        raw.extend(future.result())
+    listed = {target.prefix + d for d in target.dirs}
+    not_listed = [f[len(target.prefix) :] for f in folders if f not in listed]
     return [_remote(r, target.prefix) for r in raw if not r["Key"].endswith("/")], not_listed
 
 

@@ -9,11 +9,13 @@ for the next run to resume.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import threading
 import time
 from collections.abc import Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -158,16 +160,21 @@ def execute(
             report.files_verified += 1
 
     pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="s3sync")
-    futures = {
-        pool.submit(_work, client, plan, item, options, counter, cancel): (plan, item)
-        for plan, item in items
-    }
-    pending = set(futures)
+    finished: queue.SimpleQueue[Future] = queue.SimpleQueue()  # O(1) per completion
+    futures: dict[Future, tuple[Plan, PlannedFile]] = {}
+    for plan, item in items:
+        future = pool.submit(_work, client, plan, item, options, counter, cancel)
+        futures[future] = (plan, item)
+        future.add_done_callback(finished.put)
+    settled: set[Future] = set()
     try:
-        while pending:
-            done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-            for future in done:
-                settle(future, *futures[future])
+        while len(settled) < len(futures):
+            with contextlib.suppress(queue.Empty):
+                future = finished.get(timeout=0.1)
+                while True:
+                    settled.add(future)
+                    settle(future, *futures[future])
+                    future = finished.get_nowait()
             progress.update(files_done, counter.value)
             if time.monotonic() - last_save > manifest_every_s:
                 for plan in plans:
@@ -176,8 +183,8 @@ def execute(
     except BaseException:
         cancel.set()
         pool.shutdown(wait=True, cancel_futures=True)
-        for future in pending:
-            if future.done() and not future.cancelled():
+        for future in futures:
+            if future not in settled and future.done() and not future.cancelled():
                 settle(future, *futures[future])
         raise
     finally:

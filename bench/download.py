@@ -1,0 +1,172 @@
+"""``eyeful download`` against ``aws s3 sync --no-sign-request`` on the same local S3 endpoint.
+
+A moto server runs in its own process on 127.0.0.1 (so neither client shares its GIL) with two
+captures laid out like the bucket: many small files, and a few large ones. Each tool syncs each
+capture into an empty folder, then re-syncs it (no-op). By default both run in this process,
+the way nerfstudio runs the AWS CLI (``awscli.clidriver``), so interpreter start-up is not
+timed; ``--subprocess`` times the two command lines instead. Ratios are AWS CLI time / eyeful
+time (> 1 means eyeful is faster). Targets: >= 1x large, >= 1.5x small, >= 3x no-op.
+
+    python -m bench.download                # 2,000 x 16 KB and 20 x 20 MB
+    python -m bench.download --quick        # 500 x 16 KB and 8 x 8 MB
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+BUCKET = "eyeful-bench"
+PREFIX = "EyefulTower/"
+_SERVER = """
+import logging, sys
+from moto.server import ThreadedMotoServer
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+print(server.get_host_and_port()[1], flush=True)
+sys.stdin.read()
+server.stop()
+"""
+
+
+def start_server() -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    port = int(proc.stdout.readline())  # type: ignore[union-attr]
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def populate(
+    endpoint: str, small_files: int, small_kb: int, large_files: int, large_mb: int
+) -> None:
+    """Two captures: ``small`` (calibration + images-jpeg-2k/<cam>/...) and ``large``."""
+    from eyeful_tools.locals3 import admin_client, create_public_bucket
+
+    create_public_bucket(endpoint, BUCKET)
+    client = admin_client(endpoint, max_pool_connections=20)
+    rng = os.urandom
+    objects: list[tuple[str, int]] = []
+    for capture, count, size in (
+        ("small", small_files, small_kb << 10),
+        ("large", large_files, large_mb << 20),
+    ):
+        for name in ("cameras.json", "cameras.xml", "splits.json"):
+            objects.append((f"{PREFIX}{capture}/{name}", 4096))
+        for i in range(count):
+            cam = 10 + i % 22
+            objects.append((f"{PREFIX}{capture}/images-jpeg-2k/{cam}/{cam}_DSC{i:04d}.jpg", size))
+    with ThreadPoolExecutor(16) as pool:
+        list(
+            pool.map(lambda o: client.put_object(Bucket=BUCKET, Key=o[0], Body=rng(o[1])), objects)
+        )
+
+
+def aws_sync(endpoint: str, capture: str, dest: Path, subprocess_mode: bool) -> None:
+    args = [
+        "s3", "sync", "--no-sign-request", "--only-show-errors", "--endpoint-url", endpoint,
+        f"s3://{BUCKET}/{PREFIX}{capture}/", str(dest / capture),
+    ]  # fmt: skip
+    if subprocess_mode:
+        subprocess.run([str(Path(sys.executable).parent / "aws"), *args], check=True)
+        return
+    from awscli.clidriver import create_clidriver
+
+    if create_clidriver().main(args) != 0:
+        raise RuntimeError("aws s3 sync failed")
+
+
+def eyeful_sync(endpoint: str, capture: str, dest: Path, subprocess_mode: bool) -> None:
+    args = [
+        "download", "--endpoint-url", endpoint, "--bucket", BUCKET, "--prefix", PREFIX,
+        "--capture", capture, "--resolution", "jpeg_2k", "--dest", str(dest), "--no-convert",
+    ]  # fmt: skip
+    if subprocess_mode:
+        exe = str(Path(sys.executable).parent / "eyeful")
+        subprocess.run([exe, *args], check=True, stderr=subprocess.DEVNULL)
+        return
+    from eyeful_tools.download import DownloadRequest, plan_download, run_download
+
+    request = DownloadRequest(
+        captures=[capture], dest=dest, endpoint_url=endpoint, bucket=BUCKET, prefix=PREFIX
+    )
+    report = run_download(plan_download(request), convert=False)
+    if not report.sync.ok:
+        raise RuntimeError(report.sync.failures[:3])
+
+
+def timed(fn: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def count_files(folder: Path) -> int:
+    return sum(1 for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small-files", type=int, default=2000)
+    parser.add_argument("--small-kb", type=int, default=16)
+    parser.add_argument("--large-files", type=int, default=20)
+    parser.add_argument("--large-mb", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="500 small files, 8 x 8 MB")
+    parser.add_argument("--subprocess", action="store_true", help="time both command lines")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.small_files, args.large_files, args.large_mb = 500, 8, 8
+    os.environ.update(
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    server, endpoint = start_server()
+    work = Path(tempfile.mkdtemp(prefix="bench-download-"))
+    try:
+        populate(endpoint, args.small_files, args.small_kb, args.large_files, args.large_mb)
+        if not args.subprocess:  # import both tools before timing anything
+            from awscli.clidriver import create_clidriver
+
+            create_clidriver()
+            import eyeful_tools.download  # noqa: F401
+        mode = "command lines" if args.subprocess else "in-process"
+        print(f"endpoint {endpoint} (moto, own process); {mode}; ratio = aws time / eyeful time")
+        print(f"{'case':<34}{'aws s3 sync':>12}{'eyeful':>10}{'ratio':>8}")
+        cases = (
+            ("small", f"{args.small_files} x {args.small_kb} KB"),
+            ("large", f"{args.large_files} x {args.large_mb} MB"),
+        )
+        for capture, label in cases:
+            aws_dir, eyeful_dir = work / "aws", work / "eyeful"
+            aws = functools.partial(aws_sync, endpoint, capture, aws_dir, args.subprocess)
+            eyeful = functools.partial(eyeful_sync, endpoint, capture, eyeful_dir, args.subprocess)
+            full = (timed(aws), timed(eyeful))
+            n_aws, n_eye = count_files(aws_dir / capture), count_files(eyeful_dir / capture)
+            if n_aws != n_eye:
+                raise RuntimeError(f"file counts differ: aws {n_aws}, eyeful {n_eye}")
+            noop = (timed(aws), timed(eyeful))
+            for name, (a, e) in ((label, full), (f"{label}, no-op re-sync", noop)):
+                print(f"{name:<34}{a:>11.2f}s{e:>9.2f}s{a / e:>7.2f}x", flush=True)
+            shutil.rmtree(aws_dir)
+            shutil.rmtree(eyeful_dir)
+        return 0
+    finally:
+        server.stdin.close()  # type: ignore[union-attr]
+        server.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
