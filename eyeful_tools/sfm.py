@@ -20,10 +20,11 @@ says so (and what to try), rather than a dataset with holes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -343,6 +344,30 @@ def run_sfm(
     return best
 
 
+#: what an SfM import creates in its output folder
+_OUTPUTS = ("images", COLMAP_FOLDER, "transforms.json", "sparse_pc.ply")
+
+
+@contextlib.contextmanager
+def _clean_up_on_failure(out_dir: Path) -> Iterator[None]:
+    """On an error, remove what this import created, so a failed run leaves nothing behind."""
+    existed = out_dir.exists()
+    before = {name for name in _OUTPUTS if (out_dir / name).exists()}
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        else:
+            for name in set(_OUTPUTS) - before:
+                path = out_dir / name
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        raise
+
+
 def _sfm_to_dataset(
     image_dir: Path,
     names: list[str],
@@ -401,16 +426,17 @@ def import_images(
     positions = even_subsample(range(len(sharp)), max_frames)
     selected = [sharp[i] for i in positions]
     report.dropped_subsample = len(sharp) - len(selected)
-    return _sfm_to_dataset(
-        source,
-        selected,
-        out_dir,
-        video=False,
-        options=options,
-        image_mode=image_mode,
-        report=report,
-        progress=progress,
-    )
+    with _clean_up_on_failure(out_dir):
+        return _sfm_to_dataset(
+            source,
+            selected,
+            out_dir,
+            video=False,
+            options=options,
+            image_mode=image_mode,
+            report=report,
+            progress=progress,
+        )
 
 
 def import_video(
@@ -425,20 +451,21 @@ def import_video(
     """A video -> sharpest frame per interval in ``out_dir/images`` -> SfM -> transforms.json."""
     source, out_dir = Path(source), Path(out_dir)
     images_dir = out_dir / "images"
-    frames = extract_video_frames(source, images_dir, max_frames=max_frames, progress=progress)
-    report = SfmReport(out_dir=out_dir, source=source, num_input=frames.total_frames)
-    report.notes.append(f"sharpest of every {frames.interval} frames")
-    sharp = drop_blurry(images_dir, frames.names, blur_filter, progress)
-    for name in set(frames.names) - set(sharp):
-        (images_dir / name).unlink()
-    report.dropped_blurry = len(frames.names) - len(sharp)
-    return _sfm_to_dataset(
-        images_dir,
-        sharp,
-        out_dir,
-        video=True,
-        options=options,
-        image_mode=ImageMode.REFERENCE,
-        report=report,
-        progress=progress,
-    )
+    with _clean_up_on_failure(out_dir):
+        frames = extract_video_frames(source, images_dir, max_frames=max_frames, progress=progress)
+        report = SfmReport(out_dir=out_dir, source=source, num_input=frames.total_frames)
+        report.notes.append(f"sharpest of every {frames.interval} frames")
+        sharp = drop_blurry(images_dir, frames.names, blur_filter, progress)
+        for name in set(frames.names) - set(sharp):
+            (images_dir / name).unlink()
+        report.dropped_blurry = len(frames.names) - len(sharp)
+        return _sfm_to_dataset(
+            images_dir,
+            sharp,
+            out_dir,
+            video=True,
+            options=options,
+            image_mode=ImageMode.REFERENCE,
+            report=report,
+            progress=progress,
+        )
