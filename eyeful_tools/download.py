@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from eyeful_tools import catalog
-from eyeful_tools.errors import MissingFileError, UnsupportedError, UsageError
+from eyeful_tools.errors import DownloadError, MissingFileError, UnsupportedError, UsageError
 from eyeful_tools.s3sync import (
     Manifest,
     Plan,
@@ -185,6 +185,9 @@ def plan_download(request: DownloadRequest, client: Any = None) -> DownloadPlan:
     ]
     with ThreadPoolExecutor(max_workers=min(request.jobs, 16)) as pool:
         listings = [list_target(client, t, pool) for t in targets]
+    for target in targets:
+        if target.dest.exists() and not target.dest.is_dir():
+            raise DownloadError(target.dest, "exists and is not a folder")
     plans = []
     for target, (objects, not_listed) in zip(targets, listings, strict=True):
         if not objects and not not_listed:

@@ -219,13 +219,17 @@ def test_hostile_keys_are_refused_and_reported(mini_bucket, tmp_path, capsys) ->
     assert rc == 1
     err = capsys.readouterr().err
     for rel in HOSTILE_KEYS:
-        assert f"refused: {PREFIX}hostile/{rel}: unsafe key refused" in err
+        assert f"failed: s3://{BUCKET}/{PREFIX}hostile/{rel}: unsafe key refused" in err
     assert (
         err.strip()
         .splitlines()[-1]
         .startswith(f"error: s3://{BUCKET}/{PREFIX}hostile/images-jpeg-1k/")
     )
     assert _downloaded(dest / "hostile") == _expected(src, ["jpeg_1k"])
+    assert (
+        main([*_cli(mini_bucket, dest, "--capture", "hostile", "-r", "jpeg_1k"), "--dry-run"]) == 0
+    )
+    assert f"refused: {PREFIX}hostile/{HOSTILE_KEYS[0]}: unsafe key" in capsys.readouterr().err
     assert not [
         p for p in tmp_path.rglob("*") if p.name in ("escape.jpg", "evil.jpg") or "\\" in p.name
     ]
@@ -367,3 +371,28 @@ def test_download_then_convert(mini_bucket, tmp_path, capsys) -> None:
     assert main(_cli(mini_bucket, tmp_path, "--capture", "conv", "--resolution", "jpeg_1k")) == 0
     assert (tmp_path / "conv" / "images-jpeg-1k" / "transforms.json").is_file()
     assert "converted 1 resolution folders" in capsys.readouterr().err
+
+
+def test_serve_capture_mirrors_the_public_layout(synth_v2, tmp_path, capsys) -> None:
+    """What ``make demo`` does: serve a capture as riverview on a local endpoint, download it."""
+    from eyeful_tools.locals3 import serve_capture
+
+    with serve_capture(synth_v2, "riverview") as url:
+        args = ["download", "--endpoint-url", url, "--dest", str(tmp_path), "--no-convert"]
+        assert main(args) == 0
+        assert main([*args[:-1], "--capture", "nope", "--no-convert"]) == 1
+    assert _downloaded(tmp_path / "riverview") == _expected(synth_v2, ["jpeg_2k"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        err[-1]
+        == f"error: s3://{catalog.PUBLIC_BUCKET}/{catalog.PUBLIC_PREFIX}nope/: no such capture"
+    )
+
+
+def test_dest_that_is_a_file_is_a_clear_error(mini_bucket, tmp_path, capsys) -> None:
+    mini_bucket.add_capture("blocked", hostile=False)
+    (tmp_path / "blocked").write_text("not a folder")
+    assert main(_cli(mini_bucket, tmp_path, "--capture", "blocked", "--no-convert")) == 1
+    blocked = tmp_path / "blocked"
+    assert capsys.readouterr().err.strip() == f"error: {blocked}: exists and is not a folder"
+    assert blocked.read_text() == "not a folder"

@@ -20,6 +20,8 @@ from eyeful_tools.download import DEFAULT_JOBS, DownloadRequest, plan_download, 
 from eyeful_tools.errors import DownloadError
 from eyeful_tools.s3sync import human_bytes
 
+MAX_LISTED = 20  # failed files listed one per line; the rest are counted
+
 
 class RichProgress:
     """Files, bytes, rate and ETA on stderr (the sync calls this from one thread)."""
@@ -110,9 +112,9 @@ def download_command(
         + (f" plus {len(skipped_folders)} folders not listed" if skipped_folders else "")
         + (f", {len(plan.refused)} refused" if plan.refused else "")
     )
-    for key, reason in plan.refused:
-        console.print(f"refused: {key}: {reason}", soft_wrap=True, markup=False)
     if dry_run:
+        for key, reason in plan.refused:
+            console.print(f"refused: {key}: {reason}", soft_wrap=True, markup=False)
         summary(f"dry run, {line.removeprefix('plan: ')} in {', '.join(plan.captures)}")
         return
     console.print(line, soft_wrap=True, markup=False)
@@ -129,8 +131,10 @@ def download_command(
         + (f"; converted {converted} resolution folders" if converted else "")
     )
     if sync.failures:
-        for url, reason in sync.failures:
+        for url, reason in sync.failures[:MAX_LISTED]:
             console.print(f"failed: {url}: {reason}", soft_wrap=True, markup=False)
+        if len(sync.failures) > MAX_LISTED:
+            console.print(f"... and {len(sync.failures) - MAX_LISTED} more failed", markup=False)
         console.print(message, soft_wrap=True, markup=False)
         url, reason = sync.failures[0]
         more = len(sync.failures) - 1

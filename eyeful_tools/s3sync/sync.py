@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from eyeful_tools.errors import DownloadError
 from eyeful_tools.s3sync.manifest import ManifestEntry
 from eyeful_tools.s3sync.plan import Plan, PlannedFile, s3_url
 from eyeful_tools.s3sync.transfer import (
@@ -127,7 +128,10 @@ def execute(
         report.failures.extend((s3_url(plan.target.bucket, k), r) for k, r in plan.refused)
     items = [(plan, item) for plan in plans for item in plan.fetch]
     for folder in sorted({item.path.parent for _, item in items}):
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise DownloadError(folder, f"cannot create folder: {error.strerror}") from error
     counter = ByteCounter()
     cancel = threading.Event()
     started = time.monotonic()
