@@ -138,7 +138,7 @@ def convert_capture(
 
     ``source``: ``krt`` (``cameras.json``), ``metashape`` (``cameras.xml``) or ``auto`` (KRT when
     present). ``resolutions``: catalog names (``jpeg_2k``) or folder names; default every
-    resolution folder present, else ``images/``. ``images_dir``: one folder of images to use instead (output goes
+    resolution folder present (also for ``all``), else ``images/``. ``images_dir``: one folder of images to use instead (output goes
     there). ``check``: compare KRT and Metashape poses of the same images.
     """
     capture_dir = Path(capture_dir)
@@ -172,7 +172,9 @@ def convert_capture(
         result = FolderResult(folder=folder)
         frames = _match_folder(scene, folder, source, fraction, result, on_progress)
         frames.sort(key=lambda frame: frame.image_path)
-        matched = Scene(frames=tuple(frames), world_up=scene.world_up, name=capture)
+        matched = Scene(
+            frames=tuple(frames), world_up=scene.world_up, name=capture or capture_dir.resolve().name
+        )
         tf = scene_to_transforms(matched, extra={"source": source, "images": folder.name})
         tf, result.split_rule = split.official_split(tf, splits)
         tf.eyeful = {**(tf.eyeful or {}), "split": result.split_rule}
@@ -225,7 +227,7 @@ def _image_folders(
         if not images_dir.is_dir():
             raise MissingFileError(images_dir, "images folder not found")
         return [images_dir]
-    if resolutions:
+    if resolutions and "all" not in resolutions:
         folders = []
         for name in catalog.expand(
             [r for r in resolutions if r not in catalog.RESOLUTION_BY_FOLDER],
