@@ -137,9 +137,10 @@ def convert_capture(
     """Convert a capture folder; writes ``<folder>/transforms.json`` and subsets per resolution.
 
     ``source``: ``krt`` (``cameras.json``), ``metashape`` (``cameras.xml``) or ``auto`` (KRT when
-    present). ``resolutions``: catalog names (``jpeg_2k``) or folder names; default every
-    resolution folder present (also for ``all``), else ``images/``. ``images_dir``: one folder of images to use instead (output goes
-    there). ``check``: compare KRT and Metashape poses of the same images.
+    present). ``resolutions``: catalog names (``jpeg_2k``) or folder names; default (and
+    ``all``) every resolution folder present, else ``images/``. ``images_dir``: one folder of
+    images to use instead (output goes there). ``check``: compare KRT and Metashape poses of the
+    same images. ``on_progress(folder, done, total)`` is called while matching images.
     """
     capture_dir = Path(capture_dir)
     if not capture_dir.is_dir():
@@ -173,7 +174,9 @@ def convert_capture(
         frames = _match_folder(scene, folder, source, fraction, result, on_progress)
         frames.sort(key=lambda frame: frame.image_path)
         matched = Scene(
-            frames=tuple(frames), world_up=scene.world_up, name=capture or capture_dir.resolve().name
+            frames=tuple(frames),
+            world_up=scene.world_up,
+            name=capture or capture_dir.resolve().name,
         )
         tf = scene_to_transforms(matched, extra={"source": source, "images": folder.name})
         tf, result.split_rule = split.official_split(tf, splits)
