@@ -175,7 +175,7 @@ def evaluate(
     run = load_run(run_dir, device)
     out_dir = Path(images_dir) if images_dir else run.run_dir / "eval" / split
     metrics_path = Path(output) if output else out_dir / "metrics.json"
-    tonemap = _tonemapper(bool(run.meta.get("is_hdr")))
+    tonemap = _tonemapper(run.meta.get("hdr"))
     chunk_rows = max(1, run.config.eval_num_rays_per_chunk // 1024)
     per_image: list[dict[str, Any]] = []
     for count, item in enumerate(
@@ -195,7 +195,10 @@ def evaluate(
         elapsed = time.perf_counter() - tic
         num_rays = item.height * item.width
         metrics.update(
-            lpips=None, num_rays_per_sec=num_rays / elapsed, fps=1.0 / elapsed, image_index=item.index
+            lpips=None,
+            num_rays_per_sec=num_rays / elapsed,
+            fps=1.0 / elapsed,
+            image_index=item.index,
         )
         name = Path(run.dataset.image_paths[item.index]).stem
         metrics["image"] = name

@@ -169,7 +169,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad checkpoint
-        raise InputFormatError(path, f"not a loadable checkpoint ({error.__class__.__name__})") from error
+        raise InputFormatError(
+            path, f"not a loadable checkpoint ({error.__class__.__name__})"
+        ) from error
     if not isinstance(state, dict) or "pipeline" not in state or "step" not in state:
         raise InputFormatError(path, "checkpoint lacks 'step' or 'pipeline'")
     return state
@@ -305,6 +307,12 @@ def train(
         start_step = int(resume_state["step"]) + 1
         log.info("resuming from %s at step %d", resume_path, start_step)
 
+    hdr: dict[str, Any] | None = None
+    if dataset.is_hdr:
+        from trainer_adapter.data.images import estimate_radiance_scale
+        from trainer_adapter.hdr import DEFAULT_TONEMAP
+
+        hdr = {"tonemap": DEFAULT_TONEMAP, "scale": estimate_radiance_scale(dataset, "train")}
     stamp = timestamp or datetime.now().strftime("%Y-%m-%d_%H%M%S")
     run_dir = Path(output_dir) / capture_name(dataset.transforms_path) / preset / stamp
     if rank == 0:
@@ -316,6 +324,7 @@ def train(
                 "preset": preset,
                 "data": str(dataset.transforms_path.resolve()),
                 "is_hdr": bool(dataset.is_hdr),
+                "hdr": hdr,
                 "num_train_images": int(train_indices.numel()),
                 "world_size": world,
                 "config": config.to_dict(),
@@ -344,7 +353,7 @@ def train(
         device=torch_device,
     )
     _skip_batches(loader, start_step)
-    tonemap = _tonemapper(dataset.is_hdr)
+    tonemap = _tonemapper(hdr)
 
     model.train()
     stats: dict[str, float] = {}
@@ -410,10 +419,12 @@ def _skip_batches(loader: Any, count: int) -> None:
     loader.load_state_dict({"step": count, "seed": loader.seed})
 
 
-def _tonemapper(is_hdr: bool) -> Callable[[torch.Tensor], torch.Tensor]:
-    """HDR datasets train and evaluate in the tonemapped space (the field's colour is a sigmoid)."""
-    if not is_hdr:
+def _tonemapper(hdr: dict[str, Any] | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """HDR datasets train and evaluate in the tonemapped space (the field's colour is a sigmoid
+    in [0, 1]); ``hdr`` is ``{"tonemap": kind, "scale": s}`` from the run's config.json."""
+    if not hdr:
         return lambda rgb: rgb
     from trainer_adapter.hdr import tonemap
 
-    return lambda rgb: tonemap(rgb, "default")
+    kind, scale = str(hdr["tonemap"]), float(hdr["scale"])
+    return lambda rgb: tonemap(rgb, kind, scale=scale)

@@ -14,9 +14,9 @@ def skew(w: torch.Tensor) -> torch.Tensor:
     """``[..., 3] -> [..., 3, 3]`` cross-product matrices."""
     zero = torch.zeros_like(w[..., 0])
     wx, wy, wz = w[..., 0], w[..., 1], w[..., 2]
-    return torch.stack(
-        [zero, -wz, wy, wz, zero, -wx, -wy, wx, zero], dim=-1
-    ).reshape(*w.shape[:-1], 3, 3)
+    return torch.stack([zero, -wz, wy, wz, zero, -wx, -wy, wx, zero], dim=-1).reshape(
+        *w.shape[:-1], 3, 3
+    )
 
 
 def exp_map_so3xr3(tangent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -41,4 +41,6 @@ def render_rgb(
 def render_depth(weights: torch.Tensor, midpoints: torch.Tensor) -> torch.Tensor:
     """Expected depth ``sum w t / (sum w + 1e-10)``, clipped to the sample range -> ``[R, 1]``."""
     depth = (weights * midpoints).sum(-1, keepdim=True) / (weights.sum(-1, keepdim=True) + 1e-10)
-    return torch.clip(depth, midpoints.min(-1, keepdim=True).values, midpoints.max(-1, keepdim=True).values)
+    return torch.clip(
+        depth, midpoints.min(-1, keepdim=True).values, midpoints.max(-1, keepdim=True).values
+    )

@@ -1,0 +1,126 @@
+"""``eyeful train`` / ``eyeful eval`` / ``eyeful render``: the bundled Nerfacto.
+
+torch and ``trainer_adapter`` are imported inside the commands, so the CLI (and the data tools)
+load without torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from eyeful_tools.cli._app import app, console, summary
+from eyeful_tools.errors import UsageError
+
+
+def _need_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise UsageError(None, "training needs torch: pip install 'eyeful[train]'") from None
+
+
+@app.command("train")
+def train_command(
+    data: Path = typer.Argument(..., help="A dataset folder (with transforms.json) or the file."),
+    preset: str = typer.Option("nerfacto", help="tiny | nerfacto | nerfacto-big"),
+    max_steps: int | None = typer.Option(None, help="Total steps (default: the preset's)."),
+    output_dir: Path = typer.Option(
+        Path("outputs"), help="Runs go to DIR/<capture>/<preset>/<time>/"
+    ),
+    load_dir: Path | None = typer.Option(None, help="Resume from this run (or its checkpoints)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | xpu | mps"),
+    cache_bytes: int | None = typer.Option(None, help="Bound on decoded training images, bytes."),
+) -> None:
+    """Train Nerfacto on a converted capture; writes config, dataparser transforms, checkpoints.
+
+    Example: eyeful train data/eyefultower/riverview/images-jpeg-2k --preset tiny --max-steps 500
+    """
+    _need_torch()
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from trainer_adapter.trainer import train
+
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.4f} psnr {task.fields[psnr]:.2f}"),
+        TextColumn("{task.fields[rays]:.0f} rays/s"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("train", total=None, loss=0.0, psnr=0.0, rays=0.0)
+
+        def report(step: int, total: int, stats: dict[str, float]) -> None:
+            progress.update(
+                task,
+                total=total,
+                completed=step + 1,
+                loss=stats["loss"],
+                psnr=stats["psnr"],
+                rays=stats["rays_per_sec"],
+            )
+
+        result = train(
+            data,
+            preset=preset,
+            max_steps=max_steps,
+            output_dir=output_dir,
+            load_dir=load_dir,
+            device=device,
+            cache_bytes=cache_bytes,
+            report=report,
+        )
+    stats = result.stats
+    summary(
+        f"trained to step {result.last_step} in {result.run_dir} "
+        f"(train psnr {stats.get('psnr', float('nan')):.2f} dB, "
+        f"{stats.get('mean_rays_per_sec', stats.get('rays_per_sec', 0.0)):.0f} rays/s)"
+    )
+
+
+@app.command("eval")
+def eval_command(
+    run_dir: Path = typer.Argument(..., help="A training run folder (with config.json)."),
+    split: str = typer.Option("test", help="train | val | test"),
+    output: Path | None = typer.Option(None, help="Metrics JSON (default RUN_DIR/eval/SPLIT/)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | xpu | mps"),
+) -> None:
+    """Render a split and write ns-eval style metrics, renders and gt|render images.
+
+    Example: eyeful eval outputs/riverview/tiny/2026-01-01_120000 --split test
+    """
+    _need_torch()
+    from trainer_adapter.evaluate import evaluate
+
+    result = evaluate(run_dir, split=split, output=output, device=device)
+    r = result.results
+    summary(
+        f"{len(result.per_image)} {split} images: psnr {r['psnr']:.2f} dB, ssim {r['ssim']:.3f}, "
+        f"lpips null, {r['num_rays_per_sec']:.0f} rays/s -> {result.metrics_path}"
+    )
+
+
+@app.command("render")
+def render_command(
+    run_dir: Path = typer.Argument(..., help="A training run folder (with config.json)."),
+    output: Path = typer.Option(..., help="The video file to write (.mp4)."),
+    camera_path: Path | None = typer.Option(
+        None, help="nerfstudio camera path JSON (default: orbit)."
+    ),
+    frames: int = typer.Option(60, help="Orbit frames (without --camera-path)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | xpu | mps"),
+) -> None:
+    """Render a video along a nerfstudio camera path, or an orbit around the scene.
+
+    Example: eyeful render outputs/riverview/tiny/2026-01-01_120000 --output orbit.mp4
+    """
+    _need_torch()
+    from trainer_adapter.render import render_video
+
+    path, count = render_video(
+        run_dir, output, camera_path=camera_path, device=device, frames=frames
+    )
+    summary(f"rendered {count} frames -> {path}")
