@@ -220,8 +220,8 @@ class RayLoader:
         self._packed: CameraTensors = pack_cameras(
             dataset.cameras, device=self.device, dtype=self._ray_dtype
         )
-        self._world_from_cam = torch.as_tensor(
-            dataset.world_from_cam, dtype=self._ray_dtype, device=self.device
+        self._world_from_cam = torch.as_tensor(  # [N, 3, 4]: gathering per ray moves less
+            dataset.world_from_cam[:, :3], dtype=self._ray_dtype, device=self.device
         )
         self._executor = ThreadPoolExecutor(max(1, workers), thread_name_prefix="ray-decode")
         self._futures: dict[int, Future[None]] = {}
@@ -367,20 +367,20 @@ class RayLoader:
         slot = self._pool_slots[position]
         rows, cols = self._region.sample(rng, image, slot, self._masks)
         rgb = to_float_rgb(self._pixels[slot, rows, cols])
-        image_t = torch.from_numpy(image)
-        rows_t = torch.from_numpy(rows)
-        cols_t = torch.from_numpy(cols)
-        on_device = image_t.to(self.device)
-        uv = torch.stack([cols_t, rows_t], dim=-1).to(self.device, self._ray_dtype) + 0.5
+        pixels = np.stack([rows, cols], axis=-1)  # [B, 2] (row, col)
+        uv = pixels[:, ::-1] + 0.5  # [B, 2] (u, v) pixel centres, float64
+        on_device = torch.from_numpy(image).to(self.device)
         origins, directions = camera_rays(
-            self._packed[on_device], self._world_from_cam[on_device], uv
+            self._packed[on_device],
+            self._world_from_cam[on_device],
+            torch.from_numpy(uv).to(self.device, self._ray_dtype),
         )
         return RayBatch(
             origins=origins.float(),
             directions=directions.float(),
             rgb=torch.from_numpy(rgb).to(self.device),
             image_index=on_device,
-            pixels=torch.stack([rows_t, cols_t], dim=-1).to(self.device),
+            pixels=torch.from_numpy(pixels).to(self.device),
         )
 
 
