@@ -30,7 +30,7 @@ from eyeful_tools.cameras import (
     default_fisheye_crop_radius_px,
     rescale_camera,
 )
-from eyeful_tools.errors import InputFormatError, MissingFileError, UsageError
+from eyeful_tools.errors import InputFormatError, MissingFileError, SplitError, UsageError
 from eyeful_tools.imageio import image_size, is_exr
 from eyeful_tools.readers import krt, metashape
 from eyeful_tools.transforms import TransformsFile, scene_to_transforms, write_transforms
@@ -179,7 +179,10 @@ def convert_capture(
             name=capture or capture_dir.resolve().name,
         )
         tf = scene_to_transforms(matched, extra={"source": source, "images": folder.name})
-        tf, result.split_rule = split.official_split(tf, splits)
+        try:
+            tf, result.split_rule = split.official_split(tf, splits)
+        except SplitError as error:
+            raise SplitError(splits_path if splits else folder, error.reason) from error
         tf.eyeful = {**(tf.eyeful or {}), "split": result.split_rule}
         result.frames = len(tf.frames)
         result.train = len(tf.train_filenames or [])

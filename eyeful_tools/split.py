@@ -164,7 +164,7 @@ def _held_from_splits(
     )
     rule = f"official splits.json (held-out camera {', '.join(held_cameras) or 'none'})"
     if unlisted:
-        rule += f"; {unlisted} frames in neither list train"
+        rule += f"; {unlisted} frames in neither list go to train"
     return held, rule
 
 

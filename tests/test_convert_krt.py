@@ -242,6 +242,7 @@ def test_missing_images_are_counted_not_written(tmp_path: Path) -> None:
         ("mixed", "mixed distortion models in one file (Fisheye, RadialAndTangential)"),
         ("nan", "K or T has a non-finite value"),
         ("model", "unknown distortionModel 'Kannala'"),
+        ("holdout", "the held-out set is empty (official splits.json (held-out camera none)"),
     ],
 )
 def test_bad_input_is_one_clear_error_and_nothing_written(
@@ -254,6 +255,8 @@ def test_bad_input_is_one_clear_error_and_nothing_written(
         write_image(bad_image, np.zeros((100, 150, 3), np.uint8))
     elif damage == "aspect":
         write_image(bad_image, np.zeros((150, 120, 3), np.uint8))
+    elif damage == "holdout":
+        (capture / "splits.json").write_text(json.dumps({"train": [], "test": ["99/99_DSC0001"]}))
     else:
         if damage == "mixed":
             entries[1]["distortionModel"] = "Fisheye"
@@ -269,6 +272,8 @@ def test_bad_input_is_one_clear_error_and_nothing_written(
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
     if damage in ("landscape", "aspect"):
         assert str(bad_image) in err
+    elif damage == "holdout":
+        assert f"error: {capture / 'splits.json'}: " in err
     else:
         assert "cameras.json" in err
     assert not list(capture.rglob("transforms*.json"))
