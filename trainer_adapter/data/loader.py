@@ -234,7 +234,11 @@ class RayLoader:
         self._masks = np.ones((slots, height, width), dtype=bool) if self._has_masks else None
         self._row_of = {int(index): row for row, index in enumerate(self.indices)}
         if mode == "full":
-            self._load_all()
+            try:
+                self._load_all()
+            except BaseException:
+                self.close()
+                raise
 
     # -- public ---------------------------------------------------------------------------------
 
