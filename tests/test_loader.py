@@ -199,6 +199,7 @@ def test_parser_downscale_reads_images_n_and_rescales(tmp_path: Path) -> None:
 def test_batch_contents_match_the_images(tmp_path: Path) -> None:
     dataset = parse_dataset(make_dataset(tmp_path))
     with RayLoader(dataset, rays_per_batch=256, pool_images=3, refresh_every=2) as loader:
+        assert loader._pixels.dtype == np.uint8  # never float32 in the pool
         for batch in batches(loader, 6):
             assert batch["origins"].dtype == torch.float32 and batch["origins"].shape == (256, 3)
             norms = torch.linalg.vector_norm(batch["directions"], dim=-1)

@@ -68,7 +68,7 @@ def _decode_checked(path: Path, height: int, width: int, channels: int | None = 
         )
     if channels == 3 and image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=-1)
-    if image.dtype == np.uint16:  # 16-bit PNG into the 8-bit pool
+    if channels == 3 and image.dtype == np.uint16:  # 16-bit PNG into the 8-bit pool
         image = (image >> 8).astype(np.uint8)
     return image
 
