@@ -200,7 +200,8 @@ def test_rays_hit_ground_truth_points_after_convert(
     rig: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """The same check through ``eyeful convert`` (KRT cameras.json -> transforms.json)."""
-    convert = pytest.importorskip("eyeful_tools.convert")
+    from eyeful_tools import convert
+
     capture = tmp_path / "capture"
     shutil.copytree(request.getfixturevalue(f"synth_{rig}"), capture)
     convert.convert_capture(capture, resolutions=["jpeg_2k"])
