@@ -187,11 +187,16 @@ def downscale(
     spawn pool of ``jobs`` workers (default: the CPU count) is made when there is work for it.
     Every check (missing files, basename collisions, size mismatches) runs before any write.
     """
+    bad = sorted(f for f in factors if f < 2)
+    if bad:
+        raise UsageError(None, f"--factor must be 2 or more (got {bad[0]})")
+    if not 1 <= jpeg_quality <= 100:
+        raise UsageError(None, f"--quality must be in 1..100 (got {jpeg_quality})")
+    if max_dim_px is not None and max_dim_px < 1:
+        raise UsageError(None, f"--max-dim must be at least 1 (got {max_dim_px})")
     transforms_path = transforms_path_of(data)
     transforms = read_transforms(transforms_path)
     base = transforms_path.parent
-    if not 1 <= jpeg_quality <= 100:
-        raise UsageError(None, f"--quality must be in 1..100 (got {jpeg_quality})")
 
     frame_sources = _frame_sources(transforms, transforms_path)
     sources = _measure(transforms, transforms_path, frame_sources)
@@ -281,7 +286,11 @@ def _measure(
                 sources[key] = _Source(kind, path, _file_size(path))
             if kind is not Kind.IMAGE:
                 continue
-            declared = (item.w or transforms.w, item.h or transforms.h)
+            # nerfstudio's precedence: a top-level size applies to every frame
+            declared = (
+                transforms.w if transforms.w is not None else item.w,
+                transforms.h if transforms.h is not None else item.h,
+            )
             if None not in declared and declared != sources[key].size_px:
                 w, h = sources[key].size_px
                 raise InputFormatError(
@@ -306,9 +315,6 @@ def _choose_factors(
     factors: Sequence[int], max_dim_px: int | None, sources: Sequence[_Source]
 ) -> tuple[int, ...]:
     chosen = set(factors)
-    bad = sorted(f for f in chosen if f < 2)
-    if bad:
-        raise UsageError(None, f"--factor must be 2 or more (got {bad[0]})")
     if max_dim_px is not None:
         images = [s.size_px for s in sources if s.kind is Kind.IMAGE]
         width, height = max(images, key=max) if images else (1, 1)

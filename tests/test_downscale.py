@@ -233,6 +233,20 @@ def test_missing_image_is_a_one_line_error(tmp_path: Path, capsys) -> None:
     assert "10_DSC0000.jpg" in err and err.count("\n") == 1
 
 
+def test_wrong_declared_size_and_bad_factor_are_refused(tmp_path: Path, capsys) -> None:
+    path = _dataset(tmp_path, [(32, 48)])
+    data = transforms.read_transforms(path)
+    data.frames[0].w = 33
+    transforms.write_transforms(path, data)
+    assert main(["downscale", str(tmp_path)]) == 1
+    image = tmp_path / "10" / "10_DSC0000.jpg"
+    expected = f"error: {image}: image is 32x48 but transforms.json frame 0 says 33x48\n"
+    assert capsys.readouterr().err == expected
+    assert main(["downscale", str(tmp_path), "--factor", "1"]) == 1
+    assert capsys.readouterr().err == "error: --factor must be 2 or more (got 1)\n"
+    assert not list(tmp_path.glob("images_*"))
+
+
 def test_masks_and_depth_use_nearest(tmp_path: Path) -> None:
     path = _dataset(tmp_path, [(64, 96), (67, 101)], masks=True, depths=True)
     downscale.downscale(path, [2, 3], jobs=1)
