@@ -444,14 +444,29 @@ def pixel_centers(width_px: int, height_px: int) -> np.ndarray:
     return np.stack([u, v], axis=-1)
 
 
-def default_fisheye_crop_radius_px(camera: Camera, fraction: float = 0.45) -> float:
-    """A crop radius in pixels from nerfstudio's old fraction-of-half-size semantics.
+def default_fisheye_crop_radius_px(camera: Camera, fraction: float | None = None) -> float:
+    """The radius (pixels, around the principal point) inside which fisheye pixels are valid.
 
-    nerfstudio <= 1.0.2 multiplied the fraction by half the image size; >= 1.0.3 reads pixels.
-    We always write pixels: ``fraction * min(w, h) / 2``.
+    With ``fraction``: nerfstudio's old fraction-of-half-size semantics (<= 1.0.2; the per-capture
+    EyefulTower values), converted to pixels as ``fraction * min(w, h) / 2`` because nerfstudio
+    >= 1.0.3 reads pixels. Without: the lens's own image circle, i.e. where an equidistant lens
+    reaches 90 degrees off-axis, clipped to the nearest image border.
     """
-    return fraction * min(camera.width_px, camera.height_px) / 2.0
+    if fraction is not None:
+        return fraction * min(camera.width_px, camera.height_px) / 2.0
+    return fisheye_image_circle_px(camera)
 
+
+def fisheye_image_circle_px(camera: Camera, max_angle_deg: float = 90.0) -> float:
+    """Radius in pixels of the circle where rays reach ``max_angle_deg`` off-axis, clipped to
+    the largest circle around the principal point that stays inside the image."""
+    k1, k2, k3, k4, _, _ = _coefficients(camera)
+    theta = math.radians(max_angle_deg)
+    t2 = theta * theta
+    theta_d = theta * (1 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4))))
+    circle = theta_d * (camera.fx + camera.fy) / 2.0
+    border = min(camera.cx, camera.cy, camera.width_px - camera.cx, camera.height_px - camera.cy)
+    return float(min(circle, border))
 
 def fov_deg(camera: Camera) -> tuple[float, float]:
     """Approximate horizontal and vertical field of view (ignores distortion)."""

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from eyeful_tools import cameras
+from eyeful_tools.cameras import fisheye_image_circle_px
 from eyeful_tools.cli import main
 from eyeful_tools.convert import convert_capture
 from eyeful_tools.imageio import write_image
@@ -206,7 +207,10 @@ def test_fisheye_keeps_k4_and_writes_crop_radius_in_pixels(tmp_path: Path) -> No
     make_krt_capture(unknown, model="Fisheye", cams=("4", "5", "6"), holdout="5")
     convert_capture(unknown)
     other = read_transforms(unknown / "images-jpeg-1k" / "transforms.json")
-    assert other.fisheye_crop_radius == pytest.approx(0.45 * 100 / 2)
+    # outside the catalog: the lens's own image circle (90 degrees off-axis), inside the image
+    circles = [fisheye_image_circle_px(f.camera) for f in transforms_to_scene(other).frames]
+    assert other.fisheye_crop_radius == pytest.approx(min(circles))
+    assert other.fisheye_crop_radius > 0.45 * 100 / 2
 
 
 def test_exr_folder_and_subsets(tmp_path: Path) -> None:

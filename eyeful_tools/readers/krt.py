@@ -43,8 +43,6 @@ from eyeful_tools.errors import InputFormatError, MissingFileError
 
 log = logging.getLogger(__name__)
 
-#: nerfstudio's fallback fraction (Meta's ``krt_to_nerf.py`` uses it for unknown captures)
-DEFAULT_CROP_FRACTION = 0.45
 
 DISTORTION_MODELS = {
     "RadialAndTangential": CameraModel.OPENCV,
@@ -52,12 +50,17 @@ DISTORTION_MODELS = {
 }
 
 
-def crop_fraction(capture: str | None) -> float:
-    """nerfstudio's per-capture fisheye crop fraction (of half the image size), or 0.45."""
+def crop_fraction(capture: str | None) -> float | None:
+    """nerfstudio's per-capture fisheye crop fraction (of half the image size).
+
+    ``None`` for captures outside the catalog: the crop is then the lens's own image circle
+    (:func:`~eyeful_tools.cameras.fisheye_image_circle_px`), not nerfstudio's blanket 0.45, which
+    would throw away most of a full-circle fisheye.
+    """
     known = catalog.CAPTURES.get(capture or "")
     if known is not None and known.fisheye_crop_fraction is not None:
         return known.fisheye_crop_fraction
-    return DEFAULT_CROP_FRACTION
+    return None
 
 
 def capture_name_for(path: Path) -> str | None:

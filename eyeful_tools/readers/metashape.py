@@ -110,7 +110,7 @@ class _Similarity:
 IDENTITY = _Similarity(np.eye(3), np.zeros(3), 1.0)
 
 
-def read_metashape(path: str | Path, rig: bool = True, crop_fraction: float = 0.45) -> Scene:
+def read_metashape(path: str | Path, rig: bool = True, crop_fraction: float | None = None) -> Scene:
     """Posed frames of ``cameras.xml``, world after the chunk/component transform (metres).
 
     ``image_path`` of each frame is the label's file stem; ``rig`` composes slave cameras with
@@ -121,7 +121,7 @@ def read_metashape(path: str | Path, rig: bool = True, crop_fraction: float = 0.
 
 
 def parse_metashape(
-    path: str | Path, rig: bool = True, crop_fraction: float = 0.45
+    path: str | Path, rig: bool = True, crop_fraction: float | None = None
 ) -> MetashapeDocument:
     """Like :func:`read_metashape`, plus a report of skipped cameras and dropped terms."""
     path = Path(path)
@@ -380,7 +380,7 @@ def _similarity(path: Path, transform: etree._Element | None) -> _Similarity:
 
 
 def _parse_sensor(
-    path: Path, element: etree._Element, report: MetashapeReport, crop_fraction: float
+    path: Path, element: etree._Element, report: MetashapeReport, crop_fraction: float | None
 ) -> _Sensor:
     sensor_id = element.get("id")
     if sensor_id is None:
@@ -434,7 +434,7 @@ def _camera(
     calibration: etree._Element,
     model: CameraModel,
     report: MetashapeReport,
-    crop_fraction: float,
+    crop_fraction: float | None,
 ) -> Camera:
     resolution = calibration.find("resolution")
     if resolution is None:
