@@ -14,6 +14,8 @@ from eyeful_tools.fsio import atomic_write_text
 #: schema file name -> "module:Model"
 SCHEMAS: dict[str, str] = {
     "transforms.schema.json": "eyeful_tools.transforms:TransformsFile",
+    "eyeful-cameras.schema.json": "eyeful_tools.eyeful_formats:KrtFile",
+    "splits.schema.json": "eyeful_tools.eyeful_formats:SplitsFile",
 }
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"

@@ -103,3 +103,23 @@ def test_known_errors_are_one_line_with_exit_1(tmp_path: Path, capsys) -> None:
         transforms.read_transforms(tmp_path / "nope.json")
     # through the CLI: an unknown option value is a usage error (exit 2), not a traceback
     assert main(["schema", "--bogus"]) == 2
+
+
+@pytest.mark.parametrize("rig", ["v2", "v1"])
+def test_synthetic_capture_files_match_the_eyeful_schemas(rig: str, request) -> None:
+    """The generator and the format models describe the same files (each able to catch the other)."""
+    import json
+
+    from eyeful_tools.eyeful_formats import KrtFile, SplitsFile
+
+    capture = request.getfixturevalue(f"synth_{rig}")
+    cameras_json = json.loads((capture / "cameras.json").read_text())
+    krt = KrtFile.model_validate(cameras_json)
+    assert {c.distortionModel for c in krt.KRT} == {
+        "RadialAndTangential" if rig == "v2" else "Fisheye"
+    }
+    splits = SplitsFile.model_validate_json((capture / "splits.json").read_text())
+    assert splits.test and splits.train
+    cameras_json["KRT"][0]["T"] = cameras_json["KRT"][0]["T"][:3]
+    with pytest.raises(ValueError, match="T"):
+        KrtFile.model_validate(cameras_json)
