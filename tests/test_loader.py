@@ -18,7 +18,7 @@ import torch
 from eyeful_tools import cameras
 from eyeful_tools.cameras import Camera, CameraModel, Frame, Scene, WorldUp
 from eyeful_tools.errors import InputFormatError, MissingFileError, SplitError, UsageError
-from eyeful_tools.imageio import read_image, write_image
+from eyeful_tools.imageio import read_image, read_image_into, write_image
 from eyeful_tools.transforms import read_transforms, scene_to_transforms, write_transforms
 from trainer_adapter import hdr
 from trainer_adapter.data.images import estimate_radiance_scale
@@ -335,6 +335,21 @@ def test_pool_plan_respects_the_budget(tmp_path: Path) -> None:
     with RayLoader(dataset, cache_bytes=5 * image_bytes, rays_per_batch=64) as loader:
         assert loader.pool_bytes <= 5 * image_bytes
         loader.next_batch()
+
+
+def test_read_image_into_decodes_in_place(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(1).integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    write_image(tmp_path / "rgb.png", rgb)
+    write_image(tmp_path / "grey.png", rgb[..., 1].copy())
+    out = np.zeros_like(rgb)
+    assert read_image_into(tmp_path / "rgb.png", out) and np.array_equal(out, rgb)
+    assert read_image_into(tmp_path / "grey.png", out)
+    assert np.array_equal(out, np.repeat(rgb[..., 1:2], 3, axis=-1))
+    padded = np.zeros((20, 20, 3), dtype=np.uint8)
+    assert not read_image_into(tmp_path / "rgb.png", padded[:12, :10])  # not contiguous
+    assert not read_image_into(tmp_path / "rgb.png", np.zeros((5, 5, 3), dtype=np.uint8))
+    write_image(tmp_path / "hdr.exr", rgb.astype(np.float16))
+    assert not read_image_into(tmp_path / "hdr.exr", out)
 
 
 def test_bad_image_size_is_reported(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from eyeful_tools.errors import InputFormatError, SplitError
-from eyeful_tools.imageio import read_image
+from eyeful_tools.imageio import read_image, read_image_into
 from trainer_adapter.data.cache import DiskCache
 from trainer_adapter.data.parser import ParsedDataset
 from trainer_adapter.data.rays import CameraTensors, camera_rays, pack_cameras, valid_pixel_mask
@@ -44,11 +44,15 @@ def decode_into(
     path = dataset.image_paths[index]
     target = pixels_out[:height, :width]
     if disk_cache is None or not disk_cache.load_into(path, target):
-        image = _decode_checked(path, height, width)
-        if dataset.is_hdr:
-            np.clip(np.nan_to_num(image, nan=0.0, posinf=FLOAT16_MAX), 0.0, FLOAT16_MAX, out=image)
-        target[...] = image
-        del image
+        # 8-bit files decode straight into the slot; EXR, 16-bit and odd shapes take a copy
+        if not read_image_into(path, target):
+            image = _decode_checked(path, height, width)
+            if dataset.is_hdr:
+                np.clip(
+                    np.nan_to_num(image, nan=0.0, posinf=FLOAT16_MAX), 0.0, FLOAT16_MAX, out=image
+                )
+            target[...] = image
+            del image
         if disk_cache is not None:
             disk_cache.store(path, target)
     mask_path = dataset.mask_paths[index] if dataset.mask_paths else None
