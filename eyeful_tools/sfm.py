@@ -66,7 +66,9 @@ class SfmOptions:
     max_num_features: int = 8192
     sequential_overlap: int = 10  # neighbours matched per image with the sequential matcher
     min_registered_fraction: float = 0.5
-    num_threads: int = -1  # all cores
+    #: -1 = all cores; 1 makes a run reproducible (bit-identical poses for the same input and
+    #: seed; multi-threaded RANSAC and bundle adjustment vary slightly from run to run)
+    num_threads: int = -1
     seed: int = 0
 
 

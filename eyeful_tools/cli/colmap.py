@@ -34,6 +34,12 @@ _MIN_REGISTERED = typer.Option(
     0.5, "--min-registered", min=0.0, max=1.0, help="Fail when SfM registers a smaller fraction."
 )
 _SEED = typer.Option(0, "--seed", help="Random seed for COLMAP's mapper.")
+_THREADS = typer.Option(
+    -1, "--threads", help="CPU threads (-1: all); 1 gives reproducible, bit-identical results."
+)
+_MAX_FEATURES = typer.Option(
+    8192, "--max-features", min=64, help="SIFT features per image (fewer is faster)."
+)
 
 
 @contextmanager
@@ -74,8 +80,10 @@ def export_colmap(
     reference_camera: str | None = typer.Option(
         None, "--reference-camera", help="The rig's reference camera (default: the master)."
     ),
-    rig_tolerance: float = typer.Option(
-        1e-6, "--rig-tolerance", help="Max deviation from a rigid rig (radians, scene units)."
+    rig_tolerance: float | None = typer.Option(
+        None,
+        "--rig-tolerance",
+        help="Max deviation from a rigid rig, radians and scene units (default 1e-6).",
     ),
 ) -> None:
     """Export a transforms.json dataset to a COLMAP model (cameras, images, rigs, frames).
@@ -92,7 +100,7 @@ def export_colmap(
         out,
         binary=binary,
         rig=_choice(colmap_io.RigMode, rig, "--rig"),
-        rig_tolerance=rig_tolerance,
+        rig_tolerance=colmap_io.RIG_TOLERANCE if rig_tolerance is None else rig_tolerance,
         reference_camera=reference_camera,
     )
     report = result.report
@@ -146,6 +154,8 @@ def import_images(
         True, "--single-camera/--per-image-camera", help="One shared camera, or one per image."
     ),
     min_registered: float = _MIN_REGISTERED,
+    max_features: int = _MAX_FEATURES,
+    threads: int = _THREADS,
     seed: int = _SEED,
     image_mode: str | None = _IMAGE_MODE,
 ) -> None:
@@ -160,6 +170,8 @@ def import_images(
         camera_model=camera_model,
         single_camera=single_camera,
         min_registered_fraction=min_registered,
+        max_num_features=max_features,
+        num_threads=threads,
         seed=seed,
     )
     with _progress() as progress:
@@ -186,6 +198,8 @@ def import_video(
     matcher: str = _MATCHER,
     camera_model: str = _CAMERA_MODEL,
     min_registered: float = _MIN_REGISTERED,
+    max_features: int = _MAX_FEATURES,
+    threads: int = _THREADS,
     seed: int = _SEED,
 ) -> None:
     """A walk-through video -> sharpest frame per interval -> COLMAP SfM -> transforms.json.
@@ -199,6 +213,8 @@ def import_video(
         camera_model=camera_model,
         single_camera=True,
         min_registered_fraction=min_registered,
+        max_num_features=max_features,
+        num_threads=threads,
         seed=seed,
     )
     with _progress() as progress:
