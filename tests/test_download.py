@@ -17,7 +17,7 @@ from s3_fixtures import BUCKET, HOSTILE_KEYS, PREFIX, fault_proxy, mini_bucket
 from eyeful_tools import catalog
 from eyeful_tools.cli import main
 from eyeful_tools.download import DownloadRequest, capture_selector, plan_download, run_download
-from eyeful_tools.errors import DownloadError
+from eyeful_tools.errors import DownloadError, UsageError
 from eyeful_tools.s3sync import (
     MANIFEST_NAME,
     PARTIAL_SUFFIX,
@@ -248,7 +248,8 @@ def test_anonymous_access_works_and_private_buckets_refuse(mini_bucket, tmp_path
     request = _request(mini_bucket, tmp_path, "p")
     request.bucket = "private-mirror"
     report = run_download(plan_download(request), convert=False, options=FAST)
-    assert [reason.split(":")[0] for _, reason in report.sync.failures] == ["403"]
+    assert [u for u, _ in report.sync.failures] == [f"s3://private-mirror/{PREFIX}p/cameras.json"]
+    assert all("403" in r or "AccessDenied" in r for _, r in report.sync.failures)
     assert not (tmp_path / "p" / "cameras.json").exists()
 
 
@@ -286,6 +287,28 @@ def test_fault_injection_ends_byte_identical(mini_bucket, tmp_path) -> None:
     assert {"slowdown", "drop", "truncate", "corrupt"} <= set(log.actions())
     assert any(r and r.startswith("bytes=") for _, r in log.ranges())  # resumed, not restarted
     assert not list(tmp_path.rglob(f"*{PARTIAL_SUFFIX}"))
+
+
+def test_signed_access_with_a_profile_survives_faults(mini_bucket, tmp_path, monkeypatch) -> None:
+    """--profile goes through botocore (SigV4), with the same retries and verification."""
+    (tmp_path / "config").write_text("[profile mirror]\nregion = us-east-1\n")
+    (tmp_path / "credentials").write_text(
+        "[mirror]\naws_access_key_id = testing\naws_secret_access_key = testing\n"
+    )
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    src = mini_bucket.add_capture("signed", hostile=False)
+    dest = tmp_path / "dest"
+    with fault_proxy(mini_bucket.endpoint_url, _faults) as (url, log):
+        request = _request(mini_bucket, dest, "signed", endpoint_url=url, profile="mirror")
+        plan = plan_download(request)
+        assert plan.client.meta.config.signature_version is not botocore.UNSIGNED
+        report = run_download(plan, convert=False, options=FAST)
+    assert report.sync.ok, report.sync.failures
+    assert _downloaded(dest / "signed") == _expected(src, ["jpeg_2k"])
+    assert {"drop", "truncate", "corrupt"} <= set(log.actions())
+    with pytest.raises(UsageError, match="AWS profile 'nobody' not found"):
+        plan_download(_request(mini_bucket, dest, "signed", profile="nobody"))
 
 
 def test_a_file_that_keeps_failing_is_reported_and_others_complete(mini_bucket, tmp_path) -> None:

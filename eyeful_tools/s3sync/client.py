@@ -1,31 +1,42 @@
-"""The boto3 S3 client for a sync: anonymous by default, a named profile on request."""
+"""The S3 client for a sync: anonymous by default, a named profile on request."""
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import threading
 from typing import Any
 
-import boto3
 import botocore
 import botocore.exceptions
+import botocore.session
+import botocore.utils
 from botocore.config import Config
 
 from eyeful_tools.errors import UsageError
 
-_SESSIONS: dict[str | None, boto3.session.Session] = {}
+_SESSIONS: dict[str | None, botocore.session.Session] = {}
 _SESSIONS_LOCK = threading.Lock()
 
 
-def _session(profile: str | None) -> boto3.session.Session:
+def fast_timestamp(value: str) -> dt.datetime:
+    """ISO 8601 timestamps as S3 listings write them, without dateutil (which costs ~0.2 ms a
+    key: a third of a 1,000-key listing page); anything else goes to botocore's parser."""
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (ValueError, AttributeError):
+        return botocore.utils.parse_timestamp(value)
+
+
+def _session(profile: str | None) -> botocore.session.Session:
     """One session per profile and process: its loader caches the S3 service model, which
     otherwise costs ~0.3 s per client (a no-op re-sync is mostly that and the listing)."""
     with _SESSIONS_LOCK:
         if profile not in _SESSIONS:
-            try:
-                _SESSIONS[profile] = boto3.session.Session(profile_name=profile)
-            except botocore.exceptions.ProfileNotFound as error:
-                raise UsageError(None, f"AWS profile {profile!r} not found") from error
+            session = botocore.session.Session(profile=profile)
+            factory = session.get_component("response_parser_factory")
+            factory.set_parser_defaults(timestamp_parser=fast_timestamp)
+            _SESSIONS[profile] = session
         return _SESSIONS[profile]
 
 
@@ -54,14 +65,18 @@ def make_client(
         # integrity is checked against the ETag (MD5) by the transfer; skipping botocore's
         # CRC of every body saves CPU on many small files
         response_checksum_validation="when_required",
+        parameter_validation=False,  # we build every request ourselves
         s3={"addressing_style": "path"} if endpoint_url else {},
     )
     if profile is None:
         config = config.merge(Config(signature_version=botocore.UNSIGNED))
     session = _session(profile)
-    return session.client(
-        "s3",
-        endpoint_url=endpoint_url,
-        region_name=region or session.region_name or "us-east-1",
-        config=config,
-    )
+    try:
+        return session.create_client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region or session.get_config_variable("region") or "us-east-1",
+            config=config,
+        )
+    except botocore.exceptions.ProfileNotFound as error:
+        raise UsageError(None, f"AWS profile {profile!r} not found") from error

@@ -200,9 +200,14 @@ def plan_target(objects: list[RemoteObject], target: SyncTarget, manifest: Manif
             plan.refused.append((obj.key, f"local path unusable: {error}"))
             continue
         entry = manifest.entries.get(obj.rel)
-        if stat is not None and entry is not None and (entry.size, entry.etag) == (
-            obj.size,
-            obj.etag,
+        if (
+            stat is not None
+            and entry is not None
+            and (entry.size, entry.etag)
+            == (
+                obj.size,
+                obj.etag,
+            )
         ):
             if stat.st_size == obj.size and stat.st_mtime_ns == entry.mtime_ns:
                 plan.present.append(obj)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from eyeful_tools.errors import DownloadError
+from eyeful_tools.s3sync.getters import Getter, make_getter
 from eyeful_tools.s3sync.manifest import ManifestEntry
 from eyeful_tools.s3sync.plan import Plan, PlannedFile, s3_url
 from eyeful_tools.s3sync.transfer import (
@@ -77,7 +78,7 @@ class _Outcome:
 
 
 def _work(
-    client: Any,
+    getter: Getter,
     plan: Plan,
     item: PlannedFile,
     options: TransferOptions,
@@ -94,7 +95,7 @@ def _work(
         if stat.st_size == obj.size and hash_file_matches(item.path, obj.etag, obj.size):
             return _Outcome(entry(stat.st_mtime_ns), transferred=False)
     mtime_ns = fetch_object(
-        client,
+        getter,
         plan.target.bucket,
         obj.key,
         obj.size,
@@ -163,11 +164,12 @@ def execute(
         else:
             report.files_verified += 1
 
+    getter = make_getter(client, connections=jobs + 4)
     pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="s3sync")
     finished: queue.SimpleQueue[Future] = queue.SimpleQueue()  # O(1) per completion
     futures: dict[Future, tuple[Plan, PlannedFile]] = {}
     for plan, item in items:
-        future = pool.submit(_work, client, plan, item, options, counter, cancel)
+        future = pool.submit(_work, getter, plan, item, options, counter, cancel)
         futures[future] = (plan, item)
         future.add_done_callback(finished.put)
     settled: set[Future] = set()

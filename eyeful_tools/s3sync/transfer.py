@@ -27,6 +27,7 @@ from typing import Any
 import botocore.exceptions
 import urllib3.exceptions
 
+from eyeful_tools.s3sync.getters import Getter, S3HTTPError
 from eyeful_tools.s3sync.keys import PARTIAL_SUFFIX
 
 log = logging.getLogger(__name__)
@@ -193,11 +194,15 @@ def partial_of(name: str) -> str | None:
 
 def classify(error: BaseException) -> tuple[bool, str]:
     """(retryable, one-line reason) for an exception raised by one transfer attempt."""
-    if isinstance(error, botocore.exceptions.ClientError):
-        response: dict[str, Any] = error.response
-        code = str(response.get("Error", {}).get("Code", ""))
-        status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        message = response.get("Error", {}).get("Message") or code or f"HTTP {status}"
+    if isinstance(error, botocore.exceptions.ClientError | S3HTTPError):
+        if isinstance(error, S3HTTPError):
+            code, status, message = error.code, error.status, error.message
+        else:
+            response: dict[str, Any] = error.response
+            code = str(response.get("Error", {}).get("Code", ""))
+            status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            message = response.get("Error", {}).get("Message", "")
+        message = message or code or f"HTTP {status}"
         if code == "PreconditionFailed" or status == 412:
             return False, "object changed in the bucket during the sync; run again"
         if code in _RETRY_CODES or status >= 500 or status == 429:
@@ -213,7 +218,7 @@ def classify(error: BaseException) -> tuple[bool, str]:
 
 
 def fetch_object(
-    client: Any,
+    getter: Getter,
     bucket: str,
     key: str,
     size: int,
@@ -238,7 +243,7 @@ def fetch_object(
         if cancel.is_set():
             raise TransferCancelled(key)
         try:
-            _fetch_once(client, bucket, key, size, etag, partial, options, counter, cancel)
+            _fetch_once(getter, bucket, key, size, etag, partial, options, counter, cancel)
             os.replace(partial, target)
             return target.stat().st_mtime_ns
         except TransferCancelled:
@@ -255,7 +260,7 @@ def fetch_object(
 
 
 def _fetch_once(
-    client: Any,
+    getter: Getter,
     bucket: str,
     key: str,
     size: int,
@@ -279,15 +284,12 @@ def _fetch_once(
             while chunk := handle.read(options.chunk_bytes):
                 hasher.update(chunk)
     if offset < size or size == 0:
-        request = {"Bucket": bucket, "Key": key, "IfMatch": f'"{etag}"'}
-        if offset:
-            request["Range"] = f"bytes={offset}-"
-        response = client.get_object(**request)
-        if offset and response["ResponseMetadata"]["HTTPStatusCode"] != 206:
+        body = getter.get(bucket, key, etag, offset)
+        if offset and body.status != 206:
             offset = 0  # the server ignored the range: start over
             hasher = ETagHasher(etag, size)
-        body = response["Body"]
         received = offset
+        complete = False
         try:
             with open(partial, "ab" if offset else "wb") as handle:
                 while chunk := body.read(options.chunk_bytes):
@@ -299,6 +301,7 @@ def _fetch_once(
                     handle.write(chunk)
                     hasher.update(chunk)
                     counter.add(len(chunk))
+            complete = True
         except _Retryable:
             partial.unlink(missing_ok=True)
             raise
@@ -306,7 +309,7 @@ def _fetch_once(
             partial.unlink(missing_ok=True)
             raise _Retryable(f"checksum mismatch: {error}") from error
         finally:
-            body.close()
+            body.finish(complete)
     got = partial.stat().st_size
     if got < size:
         raise _Retryable(f"short body: {got} of {size} bytes")

@@ -1,0 +1,150 @@
+"""How one GET of one object is made: botocore, or plain HTTP for anonymous access.
+
+An anonymous GET is an ordinary HTTP GET of a URL; going through botocore costs ~0.7 ms of CPU
+per request (event hooks, endpoint rules, response parsing), which is a third of the client's
+work per small file. So for unsigned clients without a proxy we ask botocore once per bucket
+for the URL layout (endpoint, addressing style) and then GET with urllib3 directly; signed
+access (``--profile``) and proxied setups keep botocore. Both return the same small interface.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+import urllib.request
+from typing import Any, Protocol
+
+import botocore
+import botocore.httpsession
+import urllib3
+
+_CODE = re.compile(rb"<Code>([^<]*)</Code>")
+_MESSAGE = re.compile(rb"<Message>([^<]*)</Message>")
+_SENTINEL = "eyeful-key-sentinel"
+
+
+class S3HTTPError(Exception):
+    """An error answer to a plain-HTTP GET (status, S3 error code, message)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{code or status}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class ObjectBody(Protocol):
+    status: int
+
+    def read(self, amt: int) -> bytes: ...
+
+    def finish(self, complete: bool) -> None:
+        """Give the connection back (``complete``) or drop it (an abandoned body)."""
+
+
+class Getter(Protocol):
+    def get(self, bucket: str, key: str, etag: str, offset: int) -> ObjectBody: ...
+
+
+def _headers(etag: str, offset: int) -> dict[str, str]:
+    headers = {"If-Match": f'"{etag}"'}  # never mix bytes of two versions
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    return headers
+
+
+class _BotocoreBody:
+    def __init__(self, response: dict[str, Any]) -> None:
+        self.status = int(response["ResponseMetadata"]["HTTPStatusCode"])
+        self._body = response["Body"]
+
+    def read(self, amt: int) -> bytes:
+        return self._body.read(amt)
+
+    def finish(self, complete: bool) -> None:
+        self._body.close()  # after a full read the connection is already back in the pool
+
+
+class BotocoreGetter:
+    """``get_object`` through the client: signing, proxies, everything botocore supports."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def get(self, bucket: str, key: str, etag: str, offset: int) -> ObjectBody:
+        request = {"Bucket": bucket, "Key": key, "IfMatch": f'"{etag}"'}
+        if offset:
+            request["Range"] = f"bytes={offset}-"
+        return _BotocoreBody(self.client.get_object(**request))
+
+
+class _HttpBody:
+    def __init__(self, response: urllib3.BaseHTTPResponse) -> None:
+        self.status = response.status
+        self._response = response
+
+    def read(self, amt: int) -> bytes:
+        return self._response.read(amt)
+
+    def finish(self, complete: bool) -> None:
+        if complete:
+            self._response.release_conn()
+        else:
+            self._response.close()
+
+
+class HttpGetter:
+    """Anonymous GETs with urllib3, URLs laid out by botocore (one presign per bucket)."""
+
+    def __init__(self, client: Any, connections: int) -> None:
+        self.client = client
+        config = client.meta.config
+        self.timeout = urllib3.Timeout(connect=config.connect_timeout, read=config.read_timeout)
+        self.pool = urllib3.PoolManager(
+            num_pools=4,
+            maxsize=connections,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=botocore.httpsession.get_cert_path(True),
+        )
+        self._templates: dict[str, tuple[str, str]] = {}
+
+    def url(self, bucket: str, key: str) -> str:
+        if bucket not in self._templates:
+            url = self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": bucket, "Key": _SENTINEL}
+            )
+            base, _, tail = url.partition(_SENTINEL)
+            self._templates[bucket] = (base, tail)
+        base, tail = self._templates[bucket]
+        return base + urllib.parse.quote(key, safe="/~") + tail
+
+    def get(self, bucket: str, key: str, etag: str, offset: int) -> ObjectBody:
+        response = self.pool.request(
+            "GET",
+            self.url(bucket, key),
+            headers=_headers(etag, offset),
+            preload_content=False,
+            retries=False,
+            redirect=False,
+            timeout=self.timeout,
+        )
+        if response.status >= 300:
+            data = response.read(1 << 16)
+            response.release_conn()
+            code = _CODE.search(data)
+            message = _MESSAGE.search(data)
+            raise S3HTTPError(
+                response.status,
+                code.group(1).decode(errors="replace") if code else str(response.status),
+                message.group(1).decode(errors="replace") if message else response.reason or "",
+            )
+        return _HttpBody(response)
+
+
+def make_getter(client: Any, connections: int) -> Getter:
+    """Plain HTTP for unsigned clients without proxies; botocore otherwise."""
+    config = client.meta.config
+    unsigned = config.signature_version is botocore.UNSIGNED
+    if unsigned and not config.proxies and not urllib.request.getproxies():
+        return HttpGetter(client, connections)
+    return BotocoreGetter(client)
