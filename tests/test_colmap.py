@@ -326,3 +326,22 @@ def test_foreign_model_uses_colmap_world_rigs_and_points(tmp_path: Path) -> None
     assert len(tf.train_filenames) + len(tf.test_filenames) == 12 and tf.val_filenames
     assert tf.ply_file_path == "sparse_pc.ply"
     assert (result.transforms_path.parent / "sparse_pc.ply").stat().st_size > 50 * 12
+
+
+def test_eyefultower_style_model_without_sidecar(synth_v2: Path, tmp_path: Path) -> None:
+    """A rig model in EyefulTower's folder layout but not ours (no sidecar): camera ids from the
+    image folders, rig positions from COLMAP frames, the catalog's held-out camera as test."""
+    data_dir = _converted(synth_v2, tmp_path)
+    model_dir = colmap_io.export_colmap(data_dir, tmp_path / "colmap").model_dir
+    (model_dir / colmap_io.SIDECAR_NAME).unlink()
+    result = colmap_io.import_colmap(model_dir, data_dir, tmp_path / "ns")
+    assert result.scene.world_up is WorldUp.COLMAP
+    tf = transforms.read_transforms(result.transforms_path)
+    by_name = {Path(f.file_path).name: f for f in tf.frames}
+    assert {f.eyeful.camera_id for f in tf.frames} == {str(c) for c in range(10, 18)}
+    positions = {f.eyeful.rig_position_id for f in tf.frames}
+    assert len(positions) == 4
+    for name in by_name:  # images of one rig position share the COLMAP frame id
+        same_shot = [f for n, f in by_name.items() if n.split("_")[1] == name.split("_")[1]]
+        assert len({f.eyeful.rig_position_id for f in same_shot}) == 1
+    assert {Path(p).parent.name for p in tf.test_filenames} == {"17"}
