@@ -345,3 +345,10 @@ def test_eyefultower_style_model_without_sidecar(synth_v2: Path, tmp_path: Path)
         same_shot = [f for n, f in by_name.items() if n.split("_")[1] == name.split("_")[1]]
         assert len({f.eyeful.rig_position_id for f in same_shot}) == 1
     assert {Path(p).parent.name for p in tf.test_filenames} == {"17"}
+
+
+@pytest.mark.parametrize("angle", [1e-10, 1e-7, 0.5, 3.1])
+def test_rotation_angle_is_accurate_from_tiny_to_large(angle: float) -> None:
+    axis = np.array([0.3, -0.5, 0.8]) / np.linalg.norm([0.3, -0.5, 0.8])
+    rotation = pycolmap.Rotation3d(axis * angle).matrix()
+    assert colmap_io.rotation_angle_rad(np.eye(4), rotation) == pytest.approx(angle, rel=1e-6)

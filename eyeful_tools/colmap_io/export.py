@@ -131,7 +131,12 @@ def scene_to_reconstruction(
                 log.warning("%s: %s; writing one frame per image", scene.name or "scene", note)
                 estimate = None
             else:
-                note = f"rig of {len(estimate.sensor_from_rig)} cameras, reference {estimate.reference_camera}"
+                note = (
+                    f"rig of {len(estimate.sensor_from_rig)} cameras, reference "
+                    f"{estimate.reference_camera} (max deviation "
+                    f"{math.degrees(estimate.max_rotation_error_rad):.2g} deg, "
+                    f"{estimate.max_translation_error:.2g} units)"
+                )
     reconstruction = pycolmap.Reconstruction()
     camera_ids = _add_cameras(reconstruction, frames, with_rig=estimate is not None)
     if estimate is None:
