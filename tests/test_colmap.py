@@ -352,3 +352,26 @@ def test_rotation_angle_is_accurate_from_tiny_to_large(angle: float) -> None:
     axis = np.array([0.3, -0.5, 0.8]) / np.linalg.norm([0.3, -0.5, 0.8])
     rotation = pycolmap.Rotation3d(axis * angle).matrix()
     assert colmap_io.rotation_angle_rad(np.eye(4), rotation) == pytest.approx(angle, rel=1e-6)
+
+
+def test_legacy_text_model_without_rigs_and_frames(tmp_path: Path) -> None:
+    """Older COLMAP and Metashape exports (EyefulTower's colmap/sparse) have no rigs/frames
+    files; pycolmap makes trivial ones and every image is its own position-less frame."""
+    options = pycolmap.SyntheticDatasetOptions()
+    options.num_rigs = 2
+    options.num_frames_per_rig = 3
+    options.num_points3D = 20
+    model = pycolmap.synthesize_dataset(options)
+    model_dir = tmp_path / "sparse"
+    model_dir.mkdir()
+    model.write_text(str(model_dir))
+    (model_dir / "rigs.txt").unlink()
+    (model_dir / "frames.txt").unlink()
+    images = tmp_path / "images"
+    images.mkdir()
+    for image in model.images.values():
+        (images / image.name).write_bytes(b"jpeg")
+    result = colmap_io.import_colmap(model_dir, images, tmp_path / "ns", image_mode="symlink")
+    assert len(result.scene.frames) == 6
+    assert all(f.rig_position_id is None for f in result.scene.frames)
+    assert (tmp_path / "ns" / "images" / model.image(1).name).is_symlink()
