@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -114,9 +115,7 @@ def _noop(stage: str, done: int, total: int) -> None:
 
 
 def natural_sort_key(name: str) -> list[int | str]:
-    """ "img2" < "img10": digit runs compare as numbers."""
-    import re
-
+    """Natural order: "img2" < "img10" (digit runs compare as numbers)."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
