@@ -26,9 +26,6 @@ log = logging.getLogger(__name__)
 #: nerfstudio / Instant-NGP spatial hash primes, one per axis
 HASH_PRIMES = (1, 2654435761, 805459861)
 
-#: corner c in 0..7 takes the ceil coordinate on axis a where bit a of c is set
-_CORNER_BITS = torch.tensor([[(c >> a) & 1 for a in range(3)] for c in range(8)], dtype=torch.bool)
-
 
 def growth_factor(num_levels: int, min_res: int, max_res: int) -> float:
     """Per-level scale ``b = exp((ln max_res - ln min_res) / (L - 1))``."""
@@ -75,7 +72,6 @@ class HashEncoding(nn.Module):
             "hash_offset", torch.arange(num_levels) * self.hash_table_size, persistent=False
         )
         self.register_buffer("primes", torch.tensor(HASH_PRIMES), persistent=False)
-        self.register_buffer("corner_bits", _CORNER_BITS.clone(), persistent=False)
         table = torch.rand(self.hash_table_size * num_levels, features_per_level) * 2 - 1
         self.hash_table = nn.Parameter(table * hash_init_scale)
 
@@ -84,18 +80,27 @@ class HashEncoding(nn.Module):
         return self.num_levels * self.features_per_level
 
     def corner_indices(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Table rows ``[N, L, 8]`` and trilinear weights ``[N, L, 8]`` for points ``[N, 3]``."""
+        """Table rows ``[N, L, 8]`` and trilinear weights ``[N, L, 8]`` for points ``[N, 3]``.
+
+        Corner ``c`` takes the ceil coordinate on axis ``a`` where bit ``a`` of ``c`` is set. The
+        hash is separable (XOR of per-axis products), so each axis is hashed for its floor and
+        ceil once and the 8 corners are combined by broadcasting.
+        """
         scaled = x[:, None, :].float() * self.scalings[None, :, None]  # [N, L, 3]
         floor = torch.floor(scaled)
-        ceil = torch.ceil(scaled)
         offset = scaled - floor  # [N, L, 3]
-        bits = self.corner_bits  # [8, 3]
-        corners = torch.where(bits, ceil[:, :, None, :], floor[:, :, None, :]).long()  # [N,L,8,3]
-        hashed = corners * self.primes
-        index = torch.bitwise_xor(torch.bitwise_xor(hashed[..., 0], hashed[..., 1]), hashed[..., 2])
-        index = index % self.hash_table_size + self.hash_offset[None, :, None]  # [N, L, 8]
-        weights = torch.where(bits, offset[:, :, None, :], 1 - offset[:, :, None, :]).prod(-1)
-        return index, weights
+        lo_hi = torch.stack([floor, torch.ceil(scaled)], dim=-1).long()  # [N, L, 3, 2]
+        hashed = lo_hi * self.primes[:, None]  # [N, L, 3, 2]
+        hx, hy, hz = hashed[:, :, 0], hashed[:, :, 1], hashed[:, :, 2]  # [N, L, 2] each
+        index = hz[..., :, None, None] ^ hy[..., None, :, None] ^ hx[..., None, None, :]
+        n = x.shape[0]
+        index = index.reshape(n, self.num_levels, 8)
+        # T is a power of two and the hashes are non-negative: & (T - 1) == mod T
+        index = (index & (self.hash_table_size - 1)) + self.hash_offset[None, :, None]
+        w = torch.stack([1 - offset, offset], dim=-1)  # [N, L, 3, 2]
+        wx, wy, wz = w[:, :, 0], w[:, :, 1], w[:, :, 2]
+        weights = wz[..., :, None, None] * wy[..., None, :, None] * wx[..., None, None, :]
+        return index, weights.reshape(n, self.num_levels, 8)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` in ``[0, 1]^3`` ``[..., 3]`` -> features ``[..., L * F]`` (float32)."""

@@ -1,0 +1,227 @@
+"""Unit tests of the Nerfacto building blocks against direct reference computations."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from trainer_adapter.model import losses
+from trainer_adapter.model.camera_opt import CameraOptimizer, exp_map_so3xr3
+from trainer_adapter.model.encodings import (
+    HashEncoding,
+    TcnnHashEncoding,
+    spherical_harmonics,
+    tcnn_available,
+)
+from trainer_adapter.model.fields import contract_linf, normalized_positions, trunc_exp
+from trainer_adapter.model.nerfacto import NerfactoModel
+from trainer_adapter.model.rendering import render_rgb, render_weights
+from trainer_adapter.model.sampling import (
+    anneal_weight,
+    pdf_spacing_bins,
+    proposal_update_every,
+    spacing_to_euclidean,
+    uniform_spacing_bins,
+)
+from trainer_adapter.presets import PRESETS, make_config
+
+PRIMES = (1, 2654435761, 805459861)
+
+
+def reference_hash_encoding(enc: HashEncoding, point: list[float]) -> torch.Tensor:
+    """Scalar loops: per level, the 8 corners of floor/ceil, hashed and trilinearly blended."""
+    table = enc.hash_table.detach().double()
+    size = enc.hash_table_size
+    out = []
+    for level in range(enc.num_levels):
+        res = math.floor(16 * enc.growth**level)
+        q = [c * res for c in point]
+        acc = torch.zeros(enc.features_per_level, dtype=torch.float64)
+        for cx in (0, 1):
+            for cy in (0, 1):
+                for cz in (0, 1):
+                    corner = [
+                        math.ceil(v) if bit else math.floor(v)
+                        for v, bit in zip(q, (cx, cy, cz), strict=True)
+                    ]
+                    h = (corner[0] * PRIMES[0]) ^ (corner[1] * PRIMES[1]) ^ (corner[2] * PRIMES[2])
+                    row = h % size + level * size
+                    weight = 1.0
+                    for v, bit in zip(q, (cx, cy, cz), strict=True):
+                        frac = v - math.floor(v)
+                        weight *= frac if bit else 1 - frac
+                    acc += weight * table[row]
+        out.append(acc)
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_hash_encoding_matches_direct_reference(fused: bool) -> None:
+    torch.manual_seed(0)
+    enc = HashEncoding(6, 16, 300, 10, 2, hash_init_scale=1.0, fused_gather=fused)
+    points = torch.rand(5, 3)
+    points[0] = torch.tensor([0.5, 0.25, 0.125])  # exact grid vertices at every level
+    encoded = enc(points)
+    assert encoded.shape == (5, 12)
+    for i in range(5):
+        expected = reference_hash_encoding(enc, points[i].double().tolist())
+        assert torch.allclose(encoded[i].double(), expected, atol=1e-5), i
+
+
+def test_hash_encoding_sparse_gradient_equals_dense() -> None:
+    torch.manual_seed(1)
+    dense = HashEncoding(4, 16, 128, 8, 2, hash_init_scale=1.0)
+    sparse = HashEncoding(4, 16, 128, 8, 2, hash_init_scale=1.0, sparse_grad=True)
+    sparse.hash_table.data.copy_(dense.hash_table.data)
+    points = torch.rand(64, 3)
+    weights = torch.randn(64, 8)
+    (dense(points) * weights).sum().backward()
+    (sparse(points) * weights).sum().backward()
+    assert sparse.hash_table.grad.is_sparse
+    assert torch.allclose(sparse.hash_table.grad.to_dense(), dense.hash_table.grad, atol=1e-6)
+
+
+@pytest.mark.skipif(not tcnn_available(), reason="tiny-cuda-nn is not importable here")
+def test_tcnn_hash_encoding_same_api() -> None:  # pragma: no cover - needs CUDA + tcnn
+    enc = TcnnHashEncoding(16, 16, 2048, 19, 2).cuda()
+    out = enc(torch.rand(10, 3, device="cuda"))
+    assert out.shape == (10, 32) and out.dtype == torch.float32
+
+
+def test_spherical_harmonics_orthonormal() -> None:
+    """Monte-Carlo integral of Y_i Y_j over the sphere is the identity (unit directions in)."""
+    torch.manual_seed(2)
+    dirs = torch.nn.functional.normalize(torch.randn(400_000, 3, dtype=torch.float64), dim=-1)
+    basis = spherical_harmonics(dirs, 4)
+    gram = basis.T @ basis * (4 * math.pi / dirs.shape[0])
+    assert torch.allclose(gram, torch.eye(16, dtype=torch.float64), atol=0.02)
+
+
+def test_contraction_linf() -> None:
+    x = torch.tensor([[0.5, -0.2, 0.9], [2.0, 0.0, 0.0], [0.0, -4.0, 2.0], [1e6, 1.0, 0.0]])
+    y = contract_linf(x)
+    assert torch.allclose(y[0], x[0])
+    assert torch.allclose(y[1], torch.tensor([1.5, 0.0, 0.0]))
+    assert torch.allclose(y[2], torch.tensor([0.0, -1.75, 0.875]))  # m=4: (2 - 1/4) x / 4
+    assert y.abs().max() <= 2.0
+    unit, valid = normalized_positions(torch.tensor([[0.0, 0.0, 0.0], [1e9, 0.0, 0.0]]))
+    assert torch.allclose(unit[0], torch.full((3,), 0.5))
+    assert valid.tolist() == [True, False] and unit[1].abs().sum() == 0
+
+
+def test_trunc_exp_gradient_is_clamped() -> None:
+    x = torch.tensor([0.0, 20.0], requires_grad=True)
+    y = trunc_exp(x)
+    y.sum().backward()
+    assert torch.allclose(y.detach(), torch.exp(torch.tensor([0.0, 20.0])))
+    assert torch.allclose(x.grad, torch.exp(torch.tensor([0.0, 15.0])))
+
+
+def test_spacing_piecewise() -> None:
+    near, far = torch.tensor([[0.05]]), torch.tensor([[1000.0]])
+    s = torch.tensor([[0.0, 1.0]])
+    assert torch.allclose(
+        spacing_to_euclidean(s, near, far), torch.tensor([[0.05, 1000.0]]), rtol=1e-3
+    )
+    # g(1) = 0.5: the spacing value of t = 1 splits uniform and disparity-linear halves
+    s1 = (0.5 - 0.025) / ((1 - 1 / 2000) - 0.025)
+    assert torch.allclose(spacing_to_euclidean(torch.tensor([[s1]]), near, far), torch.ones(1, 1))
+
+
+def test_pdf_sampler_monotonic_and_follows_weights() -> None:
+    torch.manual_seed(3)
+    bins = uniform_spacing_bins(32, 16, train=True, device=torch.device("cpu"))
+    assert (bins[:, 1:] >= bins[:, :-1]).all()
+    weights = torch.rand(32, 16)
+    weights[:, 5] = 50.0  # a spike: most new samples land in bin 5
+    for train in (True, False):
+        new = pdf_spacing_bins(bins, weights, 24, train=train)
+        assert new.shape == (32, 25)
+        assert (new[:, 1:] >= new[:, :-1]).all()
+        assert (new >= bins[:, :1]).all() and (new <= bins[:, -1:]).all()
+        mids = (new[:, 1:] + new[:, :-1]) / 2
+        inside = (mids >= bins[:, 5:6]) & (mids <= bins[:, 6:7])
+        assert inside.float().mean() > 0.5
+
+
+def test_anneal_and_update_schedules() -> None:
+    assert anneal_weight(0) == 0.0 and anneal_weight(1000) == 1.0 and anneal_weight(5000) == 1.0
+    assert anneal_weight(100) == pytest.approx(10 * 0.1 / (9 * 0.1 + 1))
+    assert proposal_update_every(0) == 1 and proposal_update_every(5000) == 5
+    assert proposal_update_every(2500) == pytest.approx(2.5)
+
+
+def test_render_weights_and_last_sample_background() -> None:
+    density = torch.tensor([[[1.0], [2.0], [0.0]]])
+    deltas = torch.tensor([[0.5, 0.25, 1.0]])
+    w = render_weights(density, deltas)
+    a0, a1 = 1 - math.exp(-0.5), 1 - math.exp(-0.5)
+    expected = torch.tensor([[a0, a1 * math.exp(-0.5), 0.0]])
+    assert torch.allclose(w, expected, atol=1e-6)
+    rgb = torch.tensor([[[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]]])
+    out = render_rgb(rgb, w, "last_sample")
+    acc = float(w.sum())
+    assert torch.allclose(out, torch.tensor([[a0, float(w[0, 1]), 1 - acc]]), atol=1e-6)
+
+
+def test_distortion_loss_hand_computed() -> None:
+    bins = torch.tensor([[0.0, 0.2, 0.6, 1.0]])
+    w = torch.tensor([[0.5, 0.25, 0.25]])
+    mids = [0.1, 0.4, 0.8]
+    inter = sum(w[0, i] * w[0, j] * abs(mids[i] - mids[j]) for i in range(3) for j in range(3))
+    intra = (0.25 * 0.2 + 0.0625 * 0.4 + 0.0625 * 0.4) / 3
+    assert float(losses.distortion_loss(bins, w)) == pytest.approx(float(inter) + intra, rel=1e-6)
+
+
+def test_interlevel_loss_hand_computed() -> None:
+    nerf_bins = torch.tensor([[0.0, 0.4, 1.0]])
+    nerf_w = torch.tensor([[0.6, 0.2]])
+    prop_bins = torch.tensor([[0.0, 0.25, 0.5, 0.75, 1.0]])
+    prop_w = torch.tensor([[0.1, 0.2, 0.3, 0.0]], requires_grad=True)
+    # [0, .4] overlaps proposal bins 0, 1 -> bound .3 < .6; [.4, 1] overlaps 1..3 -> .5 >= .2
+    expected = ((0.6 - 0.3) ** 2 / (0.6 + 1e-7) + 0.0) / 2
+    loss = losses.interlevel_loss([prop_w, nerf_w], [prop_bins, nerf_bins])
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
+    loss.backward()
+    assert prop_w.grad is not None and prop_w.grad[0, 0] < 0  # raise the under-bounding weights
+
+
+def test_rgb_loss() -> None:
+    assert float(losses.rgb_loss(torch.zeros(2, 3), torch.full((2, 3), 0.5))) == pytest.approx(0.25)
+
+
+def test_camera_optimizer_identity_at_zero() -> None:
+    opt = CameraOptimizer(4)
+    origins = torch.randn(10, 3)
+    dirs = torch.nn.functional.normalize(torch.randn(10, 3), dim=-1)
+    o2, d2 = opt.apply_to_rays(origins, dirs, torch.randint(0, 4, (10,)))
+    assert torch.allclose(o2, origins) and torch.allclose(d2, dirs, atol=1e-6)
+    assert float(opt.regularizer()) == 0.0
+    rotation, translation = exp_map_so3xr3(torch.tensor([[1.0, 2, 3, 0, 0, math.pi / 2]]))
+    assert torch.allclose(
+        rotation[0] @ torch.tensor([1.0, 0, 0]), torch.tensor([0.0, 1, 0]), atol=1e-6
+    )
+    assert torch.allclose(translation, torch.tensor([[1.0, 2, 3]]))
+
+
+def test_presets_are_faithful_and_model_builds() -> None:
+    cfg = make_config("nerfacto")
+    assert cfg.average_init_density == 0.01 and cfg.lr_decay_steps == 200_000
+    assert cfg.num_proposal_samples_per_ray == (256, 96) and cfg.num_nerf_samples_per_ray == 48
+    assert cfg.eps == 1e-15 and cfg.distortion_loss_mult == 0.002
+    assert set(PRESETS) == {"tiny", "nerfacto", "nerfacto-big"}
+    torch.manual_seed(4)
+    model = NerfactoModel(make_config("tiny"), num_train_images=3).train()
+    origins = torch.zeros(8, 3)
+    dirs = torch.nn.functional.normalize(torch.randn(8, 3), dim=-1)
+    out = model(origins, dirs, torch.zeros(8, dtype=torch.long), step=0)
+    loss_dict = model.loss_dict(out, torch.rand(8, 3))
+    assert set(loss_dict) == {"rgb_loss", "interlevel_loss", "distortion_loss"}
+    sum(loss_dict.values()).backward()
+    assert model.field.encoding.hash_table.grad is not None
+    model.eval()
+    with torch.no_grad():
+        rgb = model(origins, dirs)["rgb"]
+    assert rgb.shape == (8, 3) and (rgb >= 0).all() and (rgb <= 1).all()
