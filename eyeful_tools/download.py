@@ -29,7 +29,7 @@ from eyeful_tools.s3sync import (
     check_free_space,
     execute,
     list_level,
-    list_target,
+    list_targets,
     make_client,
     plan_target,
     s3_url,
@@ -183,8 +183,8 @@ def plan_download(request: DownloadRequest, client: Any = None) -> DownloadPlan:
         )
         for name in captures
     ]
-    with ThreadPoolExecutor(max_workers=min(request.jobs, 16)) as pool:
-        listings = [list_target(client, t, pool) for t in targets]
+    with ThreadPoolExecutor(max_workers=max(4, min(request.jobs, 32))) as pool:
+        listings = list_targets(client, targets, pool)
     for target in targets:
         if target.dest.exists() and not target.dest.is_dir():
             raise DownloadError(target.dest, "exists and is not a folder")

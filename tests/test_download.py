@@ -6,6 +6,7 @@ Everything talks real S3 over HTTP to a moto server on 127.0.0.1 (see ``s3_fixtu
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections import namedtuple
 from pathlib import Path
@@ -276,7 +277,8 @@ def _faults(key: str, count: int) -> str:
     return "ok"
 
 
-def test_fault_injection_ends_byte_identical(mini_bucket, tmp_path) -> None:
+def test_fault_injection_ends_byte_identical(mini_bucket, tmp_path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="eyeful_tools.s3sync.transfer")
     src = mini_bucket.add_capture("faults")
     big = bytes(range(256)) * 400  # 100 KiB: several chunks, so drops land mid-body
     mini_bucket.put("faults", "images-jpeg-2k/10/10_DSC9999.jpg", big)
@@ -286,11 +288,17 @@ def test_fault_injection_ends_byte_identical(mini_bucket, tmp_path) -> None:
     assert _downloaded(tmp_path / "faults") == _expected(src, ["jpeg_2k"])
     assert {"slowdown", "drop", "truncate", "corrupt"} <= set(log.actions())
     assert any(r and r.startswith("bytes=") for _, r in log.ranges())  # resumed, not restarted
+    retried = "\n".join(caplog.messages)
+    for reason in ("SlowDown", "short body", "do not match the CRC32", "IncompleteRead"):
+        assert reason in retried, reason
     assert not list(tmp_path.rglob(f"*{PARTIAL_SUFFIX}"))
 
 
-def test_signed_access_with_a_profile_survives_faults(mini_bucket, tmp_path, monkeypatch) -> None:
+def test_signed_access_with_a_profile_survives_faults(
+    mini_bucket, tmp_path, monkeypatch, caplog
+) -> None:
     """--profile goes through botocore (SigV4), with the same retries and verification."""
+    caplog.set_level(logging.INFO, logger="eyeful_tools.s3sync.transfer")
     (tmp_path / "config").write_text("[profile mirror]\nregion = us-east-1\n")
     (tmp_path / "credentials").write_text(
         "[mirror]\naws_access_key_id = testing\naws_secret_access_key = testing\n"
@@ -307,6 +315,7 @@ def test_signed_access_with_a_profile_survives_faults(mini_bucket, tmp_path, mon
     assert report.sync.ok, report.sync.failures
     assert _downloaded(dest / "signed") == _expected(src, ["jpeg_2k"])
     assert {"drop", "truncate", "corrupt"} <= set(log.actions())
+    assert "do not match the MD5 of the ETag" in "\n".join(caplog.messages)
     with pytest.raises(UsageError, match="AWS profile 'nobody' not found"):
         plan_download(_request(mini_bucket, dest, "signed", profile="nobody"))
 

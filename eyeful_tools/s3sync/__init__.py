@@ -16,7 +16,7 @@ from eyeful_tools.s3sync.plan import (
     check_free_space,
     human_bytes,
     list_level,
-    list_target,
+    list_targets,
     plan_target,
     s3_url,
 )
@@ -41,7 +41,7 @@ __all__ = [
     "execute",
     "human_bytes",
     "list_level",
-    "list_target",
+    "list_targets",
     "make_client",
     "partial_path",
     "plan_target",

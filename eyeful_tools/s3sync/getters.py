@@ -35,6 +35,7 @@ class S3HTTPError(Exception):
 
 class ObjectBody(Protocol):
     status: int
+    crc32: str | None  # S3's full-object CRC32 (base64), when it stores one and sent it
 
     def read(self, amt: int) -> bytes: ...
 
@@ -47,13 +48,17 @@ class Getter(Protocol):
 
 
 def _headers(etag: str, offset: int) -> dict[str, str]:
-    headers = {"If-Match": f'"{etag}"'}  # never mix bytes of two versions
+    # If-Match: never mix bytes of two versions. Checksum mode: S3 sends the stored full-object
+    # checksum (whole-object GETs only), which is ~6x cheaper to verify than the ETag's MD5.
+    headers = {"If-Match": f'"{etag}"', "x-amz-checksum-mode": "ENABLED"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
     return headers
 
 
 class _BotocoreBody:
+    crc32 = None  # botocore path: verified by the ETag's MD5
+
     def __init__(self, response: dict[str, Any]) -> None:
         self.status = int(response["ResponseMetadata"]["HTTPStatusCode"])
         self._body = response["Body"]
@@ -81,6 +86,9 @@ class BotocoreGetter:
 class _HttpBody:
     def __init__(self, response: urllib3.BaseHTTPResponse) -> None:
         self.status = response.status
+        crc32 = response.headers.get("x-amz-checksum-crc32")
+        full = response.headers.get("x-amz-checksum-type", "FULL_OBJECT") == "FULL_OBJECT"
+        self.crc32 = crc32 if crc32 and "-" not in crc32 and full and self.status == 200 else None
         self._response = response
 
     def read(self, amt: int) -> bytes:

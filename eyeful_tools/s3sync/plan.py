@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,19 +142,41 @@ def _remote(raw: dict, prefix: str) -> RemoteObject:
     )
 
 
-def list_target(
-    client: Any, target: SyncTarget, pool: ThreadPoolExecutor
-) -> tuple[list[RemoteObject], list[str]]:
-    """(objects under the target's prefix worth planning, top-level folders not listed)."""
-    top = pool.submit(list_level, client, target.bucket, target.prefix)
-    deep = [pool.submit(list_tree, client, target.bucket, target.prefix + d) for d in target.dirs]
-    top_objects, folders = top.result()
-    raw = list(top_objects)
-    for future in deep:
-        raw.extend(future.result())
-    listed = {target.prefix + d for d in target.dirs}
-    not_listed = [f[len(target.prefix) :] for f in folders if f not in listed]
-    return [_remote(r, target.prefix) for r in raw if not r["Key"].endswith("/")], not_listed
+def list_targets(
+    client: Any, targets: list[SyncTarget], pool: ThreadPoolExecutor
+) -> list[tuple[list[RemoteObject], list[str]]]:
+    """Per target: (objects worth planning, top-level folders not listed).
+
+    Two rounds of concurrent requests: the top level and each wanted folder with a delimiter
+    (a 1,000-image folder answers with its 22 camera folders), then every sub-folder in full.
+    Pages of one folder come one after another; folders come side by side, so listing a
+    capture costs about one page's latency rather than one per 1,000 keys.
+    """
+    first: dict[tuple[int, str], Future] = {}
+    for index, target in enumerate(targets):
+        for folder in ("", *target.dirs):
+            prefix = target.prefix + folder
+            first[(index, folder)] = pool.submit(list_level, client, target.bucket, prefix)
+    raw: list[list[dict]] = [[] for _ in targets]
+    not_listed: list[list[str]] = [[] for _ in targets]
+    second: list[tuple[int, Future]] = []
+    for (index, folder), future in first.items():
+        target = targets[index]
+        objects, folders = future.result()
+        raw[index].extend(objects)
+        if folder:
+            second.extend(
+                (index, pool.submit(list_tree, client, target.bucket, sub)) for sub in folders
+            )
+        else:
+            wanted = {target.prefix + d for d in target.dirs}
+            not_listed[index] = [f[len(target.prefix) :] for f in folders if f not in wanted]
+    for index, future in second:
+        raw[index].extend(future.result())
+    return [
+        ([_remote(r, t.prefix) for r in objs if not r["Key"].endswith("/")], skipped)
+        for t, objs, skipped in zip(targets, raw, not_listed, strict=True)
+    ]
 
 
 def _local_partials(folders: Iterable[Path]) -> dict[Path, list[Path]]:

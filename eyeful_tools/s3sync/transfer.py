@@ -11,6 +11,7 @@ planned ETag, so bytes of two versions are never mixed). The target name only ev
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import logging
@@ -19,6 +20,7 @@ import random
 import re
 import socket
 import threading
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +76,7 @@ class _Retryable(Exception):
 
 @dataclass
 class TransferOptions:
-    """Retry policy and I/O sizes. ``sleep`` is ``Event.wait``-like so tests stay fast."""
+    """Retry policy and I/O sizes (tests shrink the backoff and the chunk size)."""
 
     attempts: int = 8  # total tries per object
     backoff_base_s: float = 0.2
@@ -125,6 +127,10 @@ class ETagHasher:
         for part_hasher in self._part_hashers:
             part_hasher.update(data)
 
+    @property
+    def can_verify(self) -> bool:
+        return self._md5 is not None or bool(self._part_hashers)
+
     def verdict(self) -> bool | None:
         if self._md5 is not None:
             return self._md5.hexdigest() == self.etag
@@ -167,10 +173,24 @@ def _part_size_candidates(size: int, parts: int) -> list[int]:
     return sorted(p for p in candidates if -(-size // p) == parts)
 
 
+class CRC32Checker:
+    """The bytes against S3's stored full-object CRC32 (base64 of the big-endian value)."""
+
+    def __init__(self, expected_b64: str) -> None:
+        self.expected = expected_b64
+        self._crc = 0
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._crc = zlib.crc32(data, self._crc)
+
+    def verdict(self) -> bool | None:
+        return base64.b64encode(self._crc.to_bytes(4, "big")).decode() == self.expected
+
+
 def hash_file_matches(path: Path, etag: str, size: int, chunk_bytes: int = _MIB) -> bool | None:
     """Re-hash a local file against an ETag (True, False or None: cannot tell)."""
     hasher = ETagHasher(etag, size)
-    if not hasher.single and not hasher._part_hashers:
+    if not hasher.can_verify:
         return None
     with open(path, "rb") as handle:
         while chunk := handle.read(chunk_bytes):
@@ -278,19 +298,20 @@ def _fetch_once(
     if offset > size:
         partial.unlink()
         offset = 0
-    hasher = ETagHasher(etag, size)
-    if offset:
-        with open(partial, "rb") as handle:
-            while chunk := handle.read(options.chunk_bytes):
-                hasher.update(chunk)
-    if offset < size or size == 0:
-        body = getter.get(bucket, key, etag, offset)
-        if offset and body.status != 206:
-            offset = 0  # the server ignored the range: start over
-            hasher = ETagHasher(etag, size)
-        received = offset
-        complete = False
-        try:
+    hasher: ETagHasher | CRC32Checker = ETagHasher(etag, size)
+    body = getter.get(bucket, key, etag, offset) if offset < size or size == 0 else None
+    if body is not None and offset and body.status != 206:
+        offset = 0  # the server ignored the range: start over
+    if body is not None and body.crc32 and not offset:
+        hasher = CRC32Checker(body.crc32)
+    complete = False
+    try:
+        if offset:
+            with open(partial, "rb") as handle:
+                while chunk := handle.read(options.chunk_bytes):
+                    hasher.update(chunk)
+        if body is not None:
+            received = offset
             with open(partial, "ab" if offset else "wb") as handle:
                 while chunk := body.read(options.chunk_bytes):
                     if cancel.is_set():
@@ -301,18 +322,20 @@ def _fetch_once(
                     handle.write(chunk)
                     hasher.update(chunk)
                     counter.add(len(chunk))
-            complete = True
-        except _Retryable:
-            partial.unlink(missing_ok=True)
-            raise
-        except botocore.exceptions.FlexibleChecksumError as error:  # CRC of the whole body
-            partial.unlink(missing_ok=True)
-            raise _Retryable(f"checksum mismatch: {error}") from error
-        finally:
+        complete = True
+    except _Retryable:
+        partial.unlink(missing_ok=True)
+        raise
+    except botocore.exceptions.FlexibleChecksumError as error:  # botocore's own CRC check
+        partial.unlink(missing_ok=True)
+        raise _Retryable(f"checksum mismatch: {error}") from error
+    finally:
+        if body is not None:
             body.finish(complete)
     got = partial.stat().st_size
     if got < size:
         raise _Retryable(f"short body: {got} of {size} bytes")
     if hasher.verdict() is False:
         partial.unlink(missing_ok=True)
-        raise _Retryable("checksum mismatch: MD5 does not match the ETag")
+        what = "CRC32" if isinstance(hasher, CRC32Checker) else "MD5 of the ETag"
+        raise _Retryable(f"checksum mismatch: the bytes do not match the {what}")
