@@ -182,9 +182,11 @@ _ZUP_FROM_YUP = np.array(
     [[0.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
 )
 
-#: COLMAP world -> nerfstudio world, as nerfstudio's ``colmap_to_json`` applies it.
+#: COLMAP world -> nerfstudio world, as nerfstudio's ``colmap_to_json`` (1.1.5) applies it:
+#: rows ``[0, 2, 1]``, then row 2 negated (its ``applied_transform``). The dataparser's legacy
+#: fallback for files without ``applied_transform`` is a different matrix; we always write ours.
 _NS_FROM_COLMAP = np.array(
-    [[0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+    [[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
 )
 
 

@@ -133,3 +133,14 @@ def test_column_major_round_trip() -> None:
     stored = cameras.column_major_from_matrix(matrix)
     assert stored[0] == [0.0, 4.0, 8.0, 12.0]
     np.testing.assert_array_equal(cameras.matrix_from_column_major(stored, 4), matrix)
+
+
+def test_colmap_world_maps_like_nerfstudio_colmap_to_json() -> None:
+    """nerfstudio: ``c2w = c2w[[0, 2, 1, 3]]; c2w[2] *= -1`` after the OpenGL flip."""
+    pose = _random_pose(7)
+    expected = cameras.opengl_from_opencv_pose(pose)[[0, 2, 1, 3], :]
+    expected[2, :] *= -1
+    ours = cameras.opengl_from_opencv_pose(
+        cameras.output_world_from_source(cameras.WorldUp.COLMAP) @ pose
+    )
+    np.testing.assert_allclose(ours, expected, atol=1e-15)
