@@ -183,16 +183,16 @@ def plan_download(request: DownloadRequest, client: Any = None) -> DownloadPlan:
         )
         for name in captures
     ]
-    with ThreadPoolExecutor(max_workers=max(4, min(request.jobs, 32))) as pool:
-        listings = list_targets(client, targets, pool)
     for target in targets:
         if target.dest.exists() and not target.dest.is_dir():
             raise DownloadError(target.dest, "exists and is not a folder")
+    manifests = [Manifest.load(t.dest, t.bucket, t.prefix) for t in targets]
+    with ThreadPoolExecutor(max_workers=max(4, min(request.jobs, 32))) as pool:
+        listings = list_targets(client, targets, pool, manifests)
     plans = []
-    for target, (objects, not_listed) in zip(targets, listings, strict=True):
+    for target, manifest, (objects, not_listed) in zip(targets, manifests, listings, strict=True):
         if not objects and not not_listed:
             raise MissingFileError(s3_url(target.bucket, target.prefix), "no such capture")
-        manifest = Manifest.load(target.dest, target.bucket, target.prefix)
         plan = plan_target(objects, target, manifest)
         plan.skipped_dirs = not_listed
         plans.append(plan)

@@ -23,6 +23,10 @@ from eyeful_tools.s3sync import human_bytes
 MAX_LISTED = 20  # failed files listed one per line; the rest are counted
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 class RichProgress:
     """Files, bytes, rate and ETA on stderr (the sync calls this from one thread)."""
 
@@ -109,7 +113,7 @@ def download_command(
         f"plan: {plan.fetch_files} files ({human_bytes(plan.fetch_bytes)}) to fetch, "
         f"{plan.present_files} ({human_bytes(plan.present_bytes)}) already present, "
         f"{plan.skipped_files} ({human_bytes(plan.skipped_bytes)}) skipped"
-        + (f" plus {len(skipped_folders)} folders not listed" if skipped_folders else "")
+        + (f" plus {_count(len(skipped_folders), 'folder')} not listed" if skipped_folders else "")
         + (f", {len(plan.refused)} refused" if plan.refused else "")
     )
     if dry_run:

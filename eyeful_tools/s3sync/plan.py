@@ -142,31 +142,57 @@ def _remote(raw: dict, prefix: str) -> RemoteObject:
     )
 
 
+def _known_subfolders(target: SyncTarget, manifest: Manifest | None) -> set[str]:
+    """Sub-folders of the wanted folders that the last sync saw (from its manifest)."""
+    known: set[str] = set()
+    if manifest is None:
+        return known
+    for rel in manifest.entries:
+        for folder in target.dirs:
+            if rel.startswith(folder) and "/" in rel[len(folder) :]:
+                known.add(folder + rel[len(folder) :].split("/", 1)[0] + "/")
+    return known
+
+
 def list_targets(
-    client: Any, targets: list[SyncTarget], pool: ThreadPoolExecutor
+    client: Any,
+    targets: list[SyncTarget],
+    pool: ThreadPoolExecutor,
+    manifests: list[Manifest] | None = None,
 ) -> list[tuple[list[RemoteObject], list[str]]]:
     """Per target: (objects worth planning, top-level folders not listed).
 
-    Two rounds of concurrent requests: the top level and each wanted folder with a delimiter
-    (a 1,000-image folder answers with its 22 camera folders), then every sub-folder in full.
-    Pages of one folder come one after another; folders come side by side, so listing a
-    capture costs about one page's latency rather than one per 1,000 keys.
+    At most two rounds of concurrent requests: the top level and each wanted folder with a
+    delimiter (a 1,000-image folder answers with its 22 camera folders), then every
+    sub-folder in full. Sub-folders the manifest already knows are listed in the first round,
+    so a re-sync usually needs one. Pages of one folder come one after another; folders come
+    side by side, so listing a capture costs about one page's latency, not one per 1,000 keys.
     """
-    first: dict[tuple[int, str], Future] = {}
+    first: dict[tuple[int, str, bool], Future] = {}
+    known: list[set[str]] = []
     for index, target in enumerate(targets):
         for folder in ("", *target.dirs):
             prefix = target.prefix + folder
-            first[(index, folder)] = pool.submit(list_level, client, target.bucket, prefix)
+            first[(index, folder, False)] = pool.submit(list_level, client, target.bucket, prefix)
+        known.append(_known_subfolders(target, manifests[index] if manifests else None))
+        for sub in sorted(known[index]):
+            prefix = target.prefix + sub
+            first[(index, sub, True)] = pool.submit(list_tree, client, target.bucket, prefix)
     raw: list[list[dict]] = [[] for _ in targets]
     not_listed: list[list[str]] = [[] for _ in targets]
     second: list[tuple[int, Future]] = []
-    for (index, folder), future in first.items():
+    for (index, folder, deep), future in first.items():
         target = targets[index]
+        if deep:
+            raw[index].extend(future.result())
+            continue
         objects, folders = future.result()
         raw[index].extend(objects)
         if folder:
             second.extend(
-                (index, pool.submit(list_tree, client, target.bucket, sub)) for sub in folders
+                (index, pool.submit(list_tree, client, target.bucket, sub))
+                for sub in folders
+                if sub[len(target.prefix) :] not in known[index]
             )
         else:
             wanted = {target.prefix + d for d in target.dirs}
