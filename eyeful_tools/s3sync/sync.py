@@ -139,6 +139,7 @@ def execute(
     progress.start(len(items), sum(p.fetch_bytes for p in plans))
     files_done = 0
     last_save = started
+    save_every_s = manifest_every_s
 
     def settle(future: Future, plan: Plan, item: PlannedFile) -> None:
         nonlocal files_done
@@ -182,9 +183,12 @@ def execute(
                     settle(future, *futures[future])
                     future = finished.get_nowait()
             progress.update(files_done, counter.value)
-            if time.monotonic() - last_save > manifest_every_s:
+            now = time.monotonic()
+            if now - last_save > save_every_s:
                 for plan in plans:
                     plan.manifest.save()
+                # a 10^5-entry manifest takes a while to write: keep that under ~10% of the time
+                save_every_s = max(manifest_every_s, 10 * (time.monotonic() - now))
                 last_save = time.monotonic()
     except BaseException:
         cancel.set()
