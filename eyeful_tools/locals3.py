@@ -45,9 +45,7 @@ def admin_client(endpoint_url: str, max_pool_connections: int = 16) -> Any:
         "s3",
         endpoint_url=endpoint_url,
         region_name="us-east-1",
-        config=Config(
-            max_pool_connections=max_pool_connections, s3={"addressing_style": "path"}
-        ),
+        config=Config(max_pool_connections=max_pool_connections, s3={"addressing_style": "path"}),
         **_CREDENTIALS,
     )
 

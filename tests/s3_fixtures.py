@@ -74,7 +74,9 @@ class MiniBucket:
         admin_client(self.endpoint_url).put_object(
             Bucket=self.bucket, Key=f"{PREFIX}{name}/{rel}", Body=data, ACL="public-read"
         )
-        (self.source_root / name / rel).write_bytes(data)
+        local = self.source_root / name / rel
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(data)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +98,8 @@ def no_faults(key: str, count: int) -> str:
 
 @dataclass
 class ProxyLog:
-    entries: list[tuple[str, str, str | None, str]] = field(default_factory=list)
+    entries: list[tuple[str, str, str | None, str]] = field(default_factory=list)  # object GETs
+    paths: list[str] = field(default_factory=list)  # every request's path and query
     counts: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -148,6 +151,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _proxy(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         request_body = self.rfile.read(length) if length else None
+        self.server.log.paths.append(unquote(self.path))
         key = _object_key(self.path) if self.command == "GET" else None
         action = "ok"
         if key is not None:

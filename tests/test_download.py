@@ -10,6 +10,7 @@ import logging
 import os
 from collections import namedtuple
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import botocore
 import pytest
@@ -157,6 +158,24 @@ def test_second_run_transfers_nothing(mini_bucket, tmp_path, capsys) -> None:
     assert not log.entries  # listing only: not a single object GET
     assert main(_cli(mini_bucket, tmp_path, "--capture", "again", "--no-convert")) == 0
     assert "downloaded 0 files (0 B)" in capsys.readouterr().err
+
+
+def test_big_folders_are_listed_per_subfolder_on_resync(mini_bucket, tmp_path, monkeypatch) -> None:
+    """A folder the manifest knows to be big is listed per camera folder, in one round; a
+    camera folder that appeared since is found in a second round."""
+    monkeypatch.setattr("eyeful_tools.s3sync.plan.FANOUT_MIN_KEYS", 5)
+    src = mini_bucket.add_capture("fan")
+    _sync(mini_bucket, tmp_path, "fan")
+    mini_bucket.put("fan", "images-jpeg-2k/99/99_DSC0001.jpg", b"new camera")
+    with fault_proxy(mini_bucket.endpoint_url) as (url, log):
+        report = _sync(mini_bucket, tmp_path, "fan", endpoint_url=url)
+    assert report.sync.files_fetched == 1
+    assert _downloaded(tmp_path / "fan") == _expected(src, ["jpeg_2k"])
+    queries = [parse_qs(urlsplit(p).query) for p in log.paths]
+    deep = [q["prefix"][0] for q in queries if "prefix" in q and "delimiter" not in q]
+    assert f"{PREFIX}fan/images-jpeg-2k/10/" in deep  # a known camera folder, listed directly
+    assert f"{PREFIX}fan/images-jpeg-2k/99/" in deep  # the new one, found by the delimiter
+    assert f"{PREFIX}fan/images-jpeg-2k/" not in deep  # the big folder is never paged through
 
 
 def test_changed_object_is_refetched(mini_bucket, tmp_path) -> None:

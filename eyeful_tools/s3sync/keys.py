@@ -21,13 +21,6 @@ class UnsafeKeyError(ValueError):
     """A key that would land outside the destination or clash with the sync's own files."""
 
 
-def relative_key(key: str, prefix: str) -> str:
-    """The part of ``key`` below ``prefix`` (raw, not yet checked)."""
-    if not key.startswith(prefix):
-        raise UnsafeKeyError(f"key is not under prefix {prefix!r}")
-    return key[len(prefix) :]
-
-
 def safe_relative_path(rel: str) -> PurePosixPath:
     """Check a prefix-relative key and return it as a relative POSIX path.
 

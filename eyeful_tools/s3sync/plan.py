@@ -2,7 +2,7 @@
 
 A sync target is one prefix mirrored into one local folder with a ``select`` predicate over
 prefix-relative keys. Listing is shallow at the top (``Delimiter='/'``) and deep only in the
-folders the predicate can want, so choosing one resolution of a capture never pages through the
+folders the target names, so choosing one resolution of a capture never pages through the
 others. Planning compares each listed object with the manifest and the local file; it touches
 no network and writes nothing.
 """
@@ -21,12 +21,7 @@ from typing import Any
 import botocore.exceptions
 
 from eyeful_tools.errors import DownloadError
-from eyeful_tools.s3sync.keys import (
-    PARTIAL_SUFFIX,
-    UnsafeKeyError,
-    local_path,
-    relative_key,
-)
+from eyeful_tools.s3sync.keys import PARTIAL_SUFFIX, UnsafeKeyError, local_path
 from eyeful_tools.s3sync.manifest import Manifest
 from eyeful_tools.s3sync.transfer import partial_of, partial_path
 
@@ -142,16 +137,25 @@ def _remote(raw: dict, prefix: str) -> RemoteObject:
     )
 
 
-def _known_subfolders(target: SyncTarget, manifest: Manifest | None) -> set[str]:
-    """Sub-folders of the wanted folders that the last sync saw (from its manifest)."""
-    known: set[str] = set()
+#: a folder the manifest knows to hold more keys than one listing page is listed per
+#: sub-folder, side by side; smaller ones in one request (a request per tiny sub-folder costs
+#: more than it saves)
+FANOUT_MIN_KEYS = 1000
+
+
+def _known_subfolders(target: SyncTarget, manifest: Manifest | None) -> dict[str, set[str]]:
+    """Per wanted folder holding over a page of keys last time: its sub-folders then."""
+    counts: dict[str, int] = {}
+    subfolders: dict[str, set[str]] = {}
     if manifest is None:
-        return known
+        return {}
     for rel in manifest.entries:
         for folder in target.dirs:
             if rel.startswith(folder) and "/" in rel[len(folder) :]:
-                known.add(folder + rel[len(folder) :].split("/", 1)[0] + "/")
-    return known
+                counts[folder] = counts.get(folder, 0) + 1
+                sub = folder + rel[len(folder) :].split("/", 1)[0] + "/"
+                subfolders.setdefault(folder, set()).add(sub)
+    return {f: subs for f, subs in subfolders.items() if counts[f] > FANOUT_MIN_KEYS}
 
 
 def list_targets(
@@ -162,37 +166,43 @@ def list_targets(
 ) -> list[tuple[list[RemoteObject], list[str]]]:
     """Per target: (objects worth planning, top-level folders not listed).
 
-    At most two rounds of concurrent requests: the top level and each wanted folder with a
-    delimiter (a 1,000-image folder answers with its 22 camera folders), then every
-    sub-folder in full. Sub-folders the manifest already knows are listed in the first round,
-    so a re-sync usually needs one. Pages of one folder come one after another; folders come
-    side by side, so listing a capture costs about one page's latency, not one per 1,000 keys.
+    All requests of a round go side by side: the top level (with a delimiter) and each wanted
+    folder in full. Pages of one folder come one after another, so a folder the last sync
+    saw holding more than a page is instead listed per sub-folder (a 2,000-image folder as its
+    22 camera folders): a delimiter listing of the folder plus the known sub-folders in the
+    same round, then any new sub-folder in a second.
     """
-    first: dict[tuple[int, str, bool], Future] = {}
-    known: list[set[str]] = []
+    first: dict[tuple[int, str, str], Future] = {}  # (target, folder, how) -> listing
+    fanout: list[dict[str, set[str]]] = []
     for index, target in enumerate(targets):
-        for folder in ("", *target.dirs):
+        fanout.append(_known_subfolders(target, manifests[index] if manifests else None))
+        jobs: list[tuple[str, str]] = [("", "level")]
+        for folder in target.dirs:
+            if folder in fanout[index]:
+                jobs.append((folder, "level"))
+                jobs.extend((sub, "tree") for sub in sorted(fanout[index][folder]))
+            else:
+                jobs.append((folder, "tree"))
+        for folder, how in jobs:
+            lister = list_level if how == "level" else list_tree
             prefix = target.prefix + folder
-            first[(index, folder, False)] = pool.submit(list_level, client, target.bucket, prefix)
-        known.append(_known_subfolders(target, manifests[index] if manifests else None))
-        for sub in sorted(known[index]):
-            prefix = target.prefix + sub
-            first[(index, sub, True)] = pool.submit(list_tree, client, target.bucket, prefix)
+            first[(index, folder, how)] = pool.submit(lister, client, target.bucket, prefix)
     raw: list[list[dict]] = [[] for _ in targets]
     not_listed: list[list[str]] = [[] for _ in targets]
     second: list[tuple[int, Future]] = []
-    for (index, folder, deep), future in first.items():
+    for (index, folder, how), future in first.items():
         target = targets[index]
-        if deep:
+        if how == "tree":
             raw[index].extend(future.result())
             continue
         objects, folders = future.result()
         raw[index].extend(objects)
-        if folder:
+        if folder:  # a fanned-out folder: list sub-folders the manifest did not know
+            known = {target.prefix + sub for sub in fanout[index][folder]}
             second.extend(
                 (index, pool.submit(list_tree, client, target.bucket, sub))
                 for sub in folders
-                if sub[len(target.prefix) :] not in known[index]
+                if sub not in known
             )
         else:
             wanted = {target.prefix + d for d in target.dirs}
@@ -226,7 +236,6 @@ def plan_target(objects: list[RemoteObject], target: SyncTarget, manifest: Manif
     chosen: list[tuple[RemoteObject, Path]] = []
     for obj in sorted(objects, key=lambda o: o.key):
         try:
-            relative_key(obj.key, target.prefix)
             if not target.select(obj.rel):
                 plan.skipped.append(obj)
                 continue
@@ -248,15 +257,8 @@ def plan_target(objects: list[RemoteObject], target: SyncTarget, manifest: Manif
             plan.refused.append((obj.key, f"local path unusable: {error}"))
             continue
         entry = manifest.entries.get(obj.rel)
-        if (
-            stat is not None
-            and entry is not None
-            and (entry.size, entry.etag)
-            == (
-                obj.size,
-                obj.etag,
-            )
-        ):
+        recorded = entry is not None and (entry.size, entry.etag) == (obj.size, obj.etag)
+        if stat is not None and entry is not None and recorded:
             if stat.st_size == obj.size and stat.st_mtime_ns == entry.mtime_ns:
                 plan.present.append(obj)
                 continue
