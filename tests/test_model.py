@@ -81,6 +81,12 @@ def test_hash_encoding_sparse_gradient_equals_dense() -> None:
     (sparse(points) * weights).sum().backward()
     assert sparse.hash_table.grad.is_sparse
     assert torch.allclose(sparse.hash_table.grad.to_dense(), dense.hash_table.grad, atol=1e-6)
+    # both equal autograd's own gradient of plain indexing (nerfstudio's per-corner layout)
+    plain = HashEncoding(4, 16, 128, 8, 2, hash_init_scale=1.0, fused_gather=False)
+    plain.hash_table.data.copy_(dense.hash_table.data)
+    (plain(points) * weights).sum().backward()
+    assert torch.allclose(plain.hash_table.grad, dense.hash_table.grad, atol=1e-6)
+    assert dense.hash_table.grad.dtype == torch.float32
 
 
 @pytest.mark.skipif(not tcnn_available(), reason="tiny-cuda-nn is not importable here")

@@ -244,11 +244,13 @@ def train(
     overrides: dict[str, Any] | None = None,
     timestamp: str | None = None,
     report: ProgressFn | None = None,
+    time_budget_s: float | None = None,
 ) -> TrainResult:
     """Train Nerfacto on a ``transforms.json`` dataset; returns the run directory.
 
     ``max_steps`` is the total number of steps (a resumed run continues at checkpoint step + 1
     up to it). With ``load_dir`` the config of that run is reused (its ``config.json``).
+    ``time_budget_s`` stops early after that much wall-clock time (benchmarks; single process).
     """
     from trainer_adapter.data.loader import RayLoader
     from trainer_adapter.data.parser import parse_dataset
@@ -360,8 +362,11 @@ def train(
     checkpoint: Path | None = None
     last_step = start_step - 1
     rays_per_sec: list[float] = []
+    started = time.perf_counter()
     try:
         for step in range(start_step, config.max_num_iterations):
+            if time_budget_s is not None and time.perf_counter() - started > time_budget_s:
+                break
             tic = time.perf_counter()
             torch.manual_seed((config.seed + rank) * 1_000_003 + step)
             batch = loader.next_batch()

@@ -1,0 +1,132 @@
+"""Trainer speed and quality on CPU: before vs after the CPU speed work, same run, same machine.
+
+Variants (identical maths, different kernels):
+
+* ``before``: nerfstudio's torch layout: one dense-gradient gather per hash corner, foreach Adam.
+* ``fused``: all 8 corners in one gather + fused (single-kernel) Adam: the default.
+* ``sparse``: fused gather + sparse row-wise table gradients + lazy Adam (SparseAdam) on tables.
+* ``bf16``: ``fused`` under bf16 autocast (MLPs in bf16; hash gathers stay fp32).
+
+Part 1 times model steps (random rays, no data loading) for ``tiny`` and ``nerfacto`` and prints
+steps/s, rays/s and the ratio to ``before``. Part 2 trains ``tiny`` on the synthetic v2 capture
+for a fixed wall-clock budget per variant and prints the held-out PSNR.
+
+    python -m bench.train [--steps 6] [--budget 60] [--nerfacto-rays 256] [--skip-quality]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from trainer_adapter import device as devices
+from trainer_adapter.model.nerfacto import NerfactoModel
+from trainer_adapter.presets import make_config
+from trainer_adapter.trainer import make_optimizers
+
+VARIANTS: dict[str, dict[str, object]] = {
+    "before": {"fused_gather": False, "fused_adam": False, "sparse_grad": False},
+    "fused": {"fused_gather": True, "fused_adam": True, "sparse_grad": False},
+    "sparse": {"fused_gather": True, "fused_adam": True, "sparse_grad": True},
+    "bf16": {
+        "fused_gather": True,
+        "fused_adam": True,
+        "sparse_grad": False,
+        "mixed_precision": True,
+    },
+}
+
+
+def time_steps(preset: str, variant: str, rays: int, steps: int, warmup: int = 2) -> float:
+    """Median seconds per training step (forward, losses, backward, optimizer) on CPU."""
+    torch.manual_seed(0)
+    cpu = torch.device("cpu")
+    overrides = dict(VARIANTS[variant])
+    mixed = bool(overrides.pop("mixed_precision", False))
+    config = make_config(preset, implementation="torch", mixed_precision=mixed, **overrides)
+    model = NerfactoModel(config, num_train_images=16).train()
+    optimizers = make_optimizers(model, config, cpu)
+    amp = devices.autocast_dtype(cpu, mixed)
+    scaler = devices.grad_scaler(cpu, amp)
+    times = []
+    for step in range(warmup + steps):
+        origins = torch.randn(rays, 3) * 0.3
+        directions = torch.nn.functional.normalize(torch.randn(rays, 3), dim=-1)
+        index = torch.randint(0, 16, (rays,))
+        gt = torch.rand(rays, 3)
+        tic = time.perf_counter()
+        with devices.autocast(cpu, amp):
+            out = model(origins, directions, index, step=step)
+            loss = sum(model.loss_dict(out, gt).values())
+        scaler.scale(loss).backward()
+        optimizers.step(scaler)
+        optimizers.zero_grad()
+        if step >= warmup:
+            times.append(time.perf_counter() - tic)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def quality(budget_s: float, variants: list[str]) -> None:
+    from eyeful_tools.convert import convert_capture
+    from eyeful_tools.synth import synthesize
+    from trainer_adapter.evaluate import evaluate
+    from trainer_adapter.trainer import train
+
+    work = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    try:
+        synthesize(work / "cap", rig="v2", positions=4, size=(96, 144), supersample=1)
+        convert_capture(work / "cap", resolutions=["jpeg_2k"])
+        data = work / "cap" / "images-jpeg-2k"
+        print(f"\nheld-out PSNR after {budget_s:.0f} s of training (tiny, synthetic v2, 96x144)")
+        for variant in variants:
+            overrides = dict(VARIANTS[variant])
+            result = train(
+                data,
+                preset="tiny",
+                output_dir=work / "out",
+                device="cpu",
+                overrides=overrides,
+                timestamp=variant,
+                time_budget_s=budget_s,
+            )
+            metrics = evaluate(result.run_dir, device="cpu").results
+            print(
+                f"  {variant:7s} steps {result.last_step + 1:5d}  psnr {metrics['psnr']:.2f} dB"
+                f"  ssim {metrics['ssim']:.3f}"
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--tiny-rays", type=int, default=512)
+    parser.add_argument("--nerfacto-rays", type=int, default=256)
+    parser.add_argument("--budget", type=float, default=60.0)
+    parser.add_argument("--variants", default="before,fused,sparse,bf16")
+    parser.add_argument("--skip-quality", action="store_true")
+    args = parser.parse_args()
+    variants = args.variants.split(",")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    for preset, rays in (("tiny", args.tiny_rays), ("nerfacto", args.nerfacto_rays)):
+        base = None
+        for variant in variants:
+            seconds = time_steps(preset, variant, rays, args.steps)
+            base = base or seconds
+            print(
+                f"{preset:9s} {variant:7s} rays {rays:5d}  {1 / seconds:6.2f} steps/s "
+                f"{rays / seconds:8.0f} rays/s  speed-up x{base / seconds:.2f}"
+            )
+    if not args.skip_quality:
+        quality(args.budget, variants)
+
+
+if __name__ == "__main__":
+    main()

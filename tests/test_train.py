@@ -1,0 +1,259 @@
+"""The bundled Nerfacto end to end: learning on the synthetic captures, resume, checkpoints,
+DDP, eval/render commands and their errors. CPU only, tiny images and few steps."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from eyeful_tools.cli import main
+
+LEARN_STEPS = 150
+EVAL_IMAGES = 2
+
+
+def _converted(capture: Path, tmp: Path, resolutions: list[str]) -> Path:
+    from eyeful_tools.convert import convert_capture
+
+    copy = tmp / capture.name
+    shutil.copytree(capture, copy)
+    convert_capture(copy, resolutions=resolutions)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def v2_capture(synth_v2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _converted(synth_v2, tmp_path_factory.mktemp("train-v2"), ["jpeg_1k", "exr_2k"])
+
+
+@pytest.fixture(scope="module")
+def v1_capture(synth_v1: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _converted(synth_v1, tmp_path_factory.mktemp("train-v1"), ["jpeg_1k"])
+
+
+def _constant_oracle_psnr(data: Path, hdr: dict | None) -> float:
+    """PSNR of the best constant colour per image (the mean), averaged like eval: what a model
+    that learned nothing but the average colour would score."""
+    from trainer_adapter.data.loader import iter_eval_images
+    from trainer_adapter.data.parser import parse_dataset
+    from trainer_adapter.trainer import _tonemapper
+
+    tonemap = _tonemapper(hdr)
+    values = []
+    for i, item in enumerate(iter_eval_images(parse_dataset(data), "test")):
+        if i >= EVAL_IMAGES:
+            break
+        gt = tonemap(item.rgb.float()).clamp(0, 1)[item.valid]
+        values.append(float(-10 * torch.log10(((gt - gt.mean(0)) ** 2).mean())))
+    return sum(values) / len(values)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("rig", "folder"),
+    [("v2", "images-jpeg-1k"), ("v1", "images-jpeg-1k"), ("v2", "images-2k")],
+    ids=["v2-jpeg", "v1-fisheye", "v2-exr"],
+)
+def test_tiny_learns_held_out_views(
+    rig: str, folder: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    from trainer_adapter.evaluate import evaluate
+    from trainer_adapter.trainer import train
+
+    data = request.getfixturevalue(f"{rig}_capture") / folder
+    out = tmp_path / "out"
+    untrained = train(data, preset="tiny", max_steps=1, output_dir=out, device="cpu", timestamp="0")
+    trained = train(
+        data, preset="tiny", max_steps=LEARN_STEPS, output_dir=out, device="cpu", timestamp="n"
+    )
+    before = evaluate(untrained.run_dir, device="cpu", max_images=EVAL_IMAGES).results["psnr"]
+    after = evaluate(trained.run_dir, device="cpu", max_images=EVAL_IMAGES).results["psnr"]
+    meta = json.loads((trained.run_dir / "config.json").read_text())
+    assert meta["is_hdr"] == (folder == "images-2k")
+    oracle = _constant_oracle_psnr(data, meta["hdr"])
+    assert after > before + 3.0, (before, after)
+    assert after > oracle + 1.5, (oracle, after)
+
+
+def _params(run_dir: Path) -> dict[str, torch.Tensor]:
+    from trainer_adapter.trainer import latest_checkpoint
+
+    return torch.load(latest_checkpoint(run_dir), weights_only=True)
+
+
+def test_resume_equals_straight_run(v2_capture: Path, tmp_path: Path) -> None:
+    from trainer_adapter.trainer import train
+
+    data = v2_capture / "images-jpeg-1k"
+    small = {"train_num_rays_per_batch": 64, "refresh_every": 2, "pool_images": 4}
+    n = 4
+    common = dict(preset="tiny", device="cpu", overrides=small)
+    straight = train(data, max_steps=2 * n, output_dir=tmp_path / "a", timestamp="s", **common)
+    first = train(data, max_steps=n, output_dir=tmp_path / "b", timestamp="1", **common)
+    resumed = train(
+        data,
+        max_steps=2 * n,
+        output_dir=tmp_path / "b",
+        timestamp="2",
+        load_dir=first.run_dir,
+        **common,
+    )
+    assert resumed.last_step == straight.last_step == 2 * n - 1
+    a, b = _params(straight.run_dir), _params(resumed.run_dir)
+    assert a["step"] == b["step"] == 2 * n - 1
+    assert a["pipeline"].keys() == b["pipeline"].keys()
+    for key, value in a["pipeline"].items():
+        assert torch.allclose(value.float(), b["pipeline"][key].float(), atol=1e-6), key
+    fields_a, fields_b = a["optimizers"]["fields"], b["optimizers"]["fields"]
+    assert fields_a["state"][0]["step"] == fields_b["state"][0]["step"]
+    assert a["schedulers"]["fields"]["last_epoch"] == b["schedulers"]["fields"]["last_epoch"]
+
+
+def test_checkpoints_layout_keep_latest_and_weights_only(v2_capture: Path, tmp_path: Path) -> None:
+    from trainer_adapter.trainer import train
+
+    result = train(
+        v2_capture / "images-jpeg-1k",
+        preset="tiny",
+        max_steps=5,
+        output_dir=tmp_path,
+        device="cpu",
+        timestamp="t",
+        overrides={"steps_per_save": 2, "keep_checkpoints": 2, "train_num_rays_per_batch": 32},
+    )
+    assert result.run_dir == tmp_path / "synth-v2" / "tiny" / "t"
+    names = sorted(p.name for p in (result.run_dir / "nerfstudio_models").iterdir())
+    assert names == ["step-000000002.ckpt", "step-000000004.ckpt"]
+    state = torch.load(result.run_dir / "nerfstudio_models" / names[-1], weights_only=True)
+    assert set(state) == {"step", "pipeline", "optimizers", "schedulers", "scalers"}
+    transforms = json.loads((result.run_dir / "dataparser_transforms.json").read_text())
+    assert len(transforms["transform"]) == 3 and transforms["scale"] > 0
+    config = json.loads((result.run_dir / "config.json").read_text())
+    assert config["config"]["average_init_density"] == 0.01 and config["preset"] == "tiny"
+
+
+def test_ddp_two_gloo_processes(v2_capture: Path, tmp_path: Path) -> None:
+    torchrun = Path(sys.executable).with_name("torchrun")
+    eyeful = Path(sys.executable).with_name("eyeful")
+    if not torchrun.exists() or not eyeful.exists():
+        pytest.fail("torchrun and the eyeful script must be installed in the venv")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        str(torchrun), "--standalone", "--nproc-per-node", "2", str(eyeful), "train",
+        str(v2_capture / "images-jpeg-1k"), "--preset", "tiny", "--max-steps", "3",
+        "--device", "cpu", "--output-dir", str(tmp_path),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    checkpoints = list(tmp_path.glob("synth-v2/tiny/*/nerfstudio_models/*.ckpt"))
+    assert [c.name for c in checkpoints] == ["step-000000002.ckpt"]
+    config = json.loads((checkpoints[0].parent.parent / "config.json").read_text())
+    assert config["world_size"] == 2
+
+
+def test_cli_train_eval_render(
+    v2_capture: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = v2_capture / "images-jpeg-1k"
+    rc = main(["train", str(data), "--preset", "tiny", "--max-steps", "2", "--device", "cpu",
+               "--output-dir", str(tmp_path / "out")])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    assert "trained to step 1" in capsys.readouterr().err
+    run_dir = next((tmp_path / "out" / "synth-v2" / "tiny").iterdir())
+    metrics_path = tmp_path / "metrics.json"
+    assert main(["eval", str(run_dir), "--output", str(metrics_path), "--device", "cpu"]) == 0
+    document = json.loads(metrics_path.read_text())
+    for key in ("psnr", "ssim", "lpips", "num_rays_per_sec", "fps"):
+        assert key in document["results"] and f"{key}_std" in document["results"]
+    assert document["results"]["lpips"] is None and "lpips" in document["notes"]
+    side = list((run_dir / "eval" / "test" / "side_by_side").glob("*.png"))
+    assert len(side) == document["num_images"] > 0
+    from eyeful_tools.imageio import read_image
+
+    assert read_image(side[0]).shape == (75, 100, 3)  # gt | render
+    path = {
+        "render_width": 16, "render_height": 12, "fps": 10,
+        "camera_path": [
+            {"camera_to_world": [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0.3, 0, 0, 0, 1], "fov": 60},
+            {"camera_to_world": [0, 0, 1, 0.3, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1], "fov": 50},
+        ],
+    }  # fmt: skip
+    path_file = tmp_path / "path.json"
+    path_file.write_text(json.dumps(path))
+    video = tmp_path / "path.mp4"
+    rc = main(["render", str(run_dir), "--camera-path", str(path_file), "--output", str(video),
+               "--device", "cpu"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    import cv2
+
+    capture = cv2.VideoCapture(str(video))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 2
+    assert int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)) == 16
+    capture.release()
+    orbit = tmp_path / "orbit.mp4"
+    rc = main(["render", str(run_dir), "--output", str(orbit), "--frames", "2", "--device", "cpu"])
+    assert rc == 0 and orbit.stat().st_size > 0
+
+
+def test_cli_errors(v2_capture: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"error: {tmp_path / 'config.json'}: not a training run (config.json missing)"
+    )
+    data = v2_capture / "images-jpeg-1k"
+    assert main(["train", str(data), "--preset", "huge", "--output-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --preset: unknown preset 'huge'") and not any(tmp_path.iterdir())
+    run = tmp_path / "run"
+    (run / "nerfstudio_models").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"config": {}, "data": str(data)}))
+    bad = run / "nerfstudio_models" / "step-000000001.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["eval", str(run)]) == 1
+    assert capsys.readouterr().err.strip().startswith(f"error: {bad}: not a loadable checkpoint")
+    bad_path = tmp_path / "bad_path.json"
+    bad_path.write_text(json.dumps({"render_width": 8, "render_height": 8, "camera_path": []}))
+    from eyeful_tools.errors import InputFormatError
+    from trainer_adapter.render import read_camera_path
+
+    with pytest.raises(InputFormatError, match="camera_path is empty"):
+        read_camera_path(bad_path)
+
+
+def test_device_helpers() -> None:
+    from eyeful_tools.errors import UsageError
+    from trainer_adapter import device as devices
+
+    cpu = devices.resolve_device("cpu")
+    assert cpu.type == "cpu"
+    assert devices.resolve_device("auto").type in ("cpu", "cuda", "xpu", "mps")
+    with pytest.raises(UsageError):
+        devices.resolve_device("tpu")
+    assert devices.autocast_dtype(cpu, False) is None
+    assert devices.autocast_dtype(torch.device("cuda"), True) == torch.float16
+    assert not devices.grad_scaler(cpu, None).is_enabled()
+    assert devices.distributed_backend(cpu) == "gloo"
+    assert devices.peak_memory_bytes(cpu) > 0
+    devices.synchronize(cpu)
+    devices.empty_cache(cpu)
+
+
+def test_metrics_psnr_ssim() -> None:
+    from trainer_adapter.evaluate import aggregate, psnr, ssim
+
+    torch.manual_seed(0)
+    image = torch.rand(32, 40, 3)
+    assert ssim(image, image) == pytest.approx(1.0)
+    noisy = (image + 0.1 * torch.randn_like(image)).clamp(0, 1)
+    assert 0.0 < ssim(noisy, image) < 0.95
+    assert psnr(torch.zeros(4, 4, 3), torch.full((4, 4, 3), 0.1)) == pytest.approx(20.0)
+    results = aggregate([{"psnr": 10.0, "lpips": None}, {"psnr": 12.0, "lpips": None}])
+    assert results["psnr"] == 11.0 and results["psnr_std"] == pytest.approx(2**0.5)
+    assert results["lpips"] is None
