@@ -132,6 +132,13 @@ def test_dry_run_plans_and_writes_nothing(mini_bucket, tmp_path, capsys) -> None
     assert "0 (0 B) already present" in line and "skipped" in line
 
 
+def test_cli_defaults_match_the_library() -> None:
+    from eyeful_tools import download
+    from eyeful_tools.cli import download as cli_download
+
+    assert cli_download.DEFAULT_JOBS == download.DEFAULT_JOBS == DownloadRequest().jobs
+
+
 def test_bad_names_give_one_line_errors(capsys) -> None:
     assert main(["download", "--resolution", "jpeg_16k", "--dry-run"]) == 1
     assert capsys.readouterr().err.strip() == (

@@ -16,11 +16,11 @@ from rich.progress import (
 
 from eyeful_tools import catalog
 from eyeful_tools.cli._app import app, console, summary
-from eyeful_tools.download import DEFAULT_JOBS, DownloadRequest, plan_download, run_download
 from eyeful_tools.errors import DownloadError
-from eyeful_tools.s3sync import human_bytes
 
 MAX_LISTED = 20  # failed files listed one per line; the rest are counted
+#: eyeful_tools.download.DEFAULT_JOBS; repeated so that other commands never import botocore
+DEFAULT_JOBS = 16
 
 
 def _count(n: int, noun: str) -> str:
@@ -96,6 +96,9 @@ def download_command(
 
     Example: eyeful download --capture riverview --resolution jpeg_1k --include colmap
     """
+    from eyeful_tools.download import DownloadRequest, plan_download, run_download
+    from eyeful_tools.s3sync import human_bytes
+
     request = DownloadRequest(
         captures=capture,
         resolutions=resolution,
