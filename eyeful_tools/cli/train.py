@@ -40,8 +40,10 @@ def train_command(
     _need_torch()
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from trainer_adapter.presets import make_config
     from trainer_adapter.trainer import train
 
+    make_config(preset)  # an unknown preset fails before anything is shown or written
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
