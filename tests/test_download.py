@@ -270,6 +270,9 @@ def test_anonymous_access_works_and_private_buckets_refuse(mini_bucket, tmp_path
     from eyeful_tools.locals3 import admin_client
 
     admin = admin_client(mini_bucket.endpoint_url)
+    admin.put_object(Bucket=BUCKET, Key="no-acl.bin", Body=b"abc")  # readable by policy alone
+    assert client.head_object(Bucket=BUCKET, Key="no-acl.bin")["ContentLength"] == 3
+    assert client.get_object(Bucket=BUCKET, Key="no-acl.bin")["Body"].read() == b"abc"
     admin.create_bucket(Bucket="private-mirror")
     admin.put_object(Bucket="private-mirror", Key=f"{PREFIX}p/cameras.json", Body=b"{}")
     request = _request(mini_bucket, tmp_path, "p")
