@@ -11,7 +11,7 @@ import pytest
 import typer
 
 from eyeful_tools import schema
-from eyeful_tools.cli import app, main
+from eyeful_tools.cli import COMMAND_MODULES, app, command_modules, load_commands, main
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted([*ROOT.glob("eyeful_tools/**/*.py"), *ROOT.glob("trainer_adapter/**/*.py")])
@@ -71,7 +71,26 @@ def _commands(group, prefix: tuple[str, ...] = ()):  # noqa: ANN001  (typer's ve
             yield (*prefix, name)
 
 
+def test_command_table_matches_what_modules_register() -> None:
+    load_commands()
+    group = typer.main.get_command(app)
+    assert set(group.commands) == set(COMMAND_MODULES)
+    assert {m for modules in COMMAND_MODULES.values() for m in modules} == set(command_modules())
+
+
+def test_a_command_loads_only_its_own_modules() -> None:
+    code = (
+        "import sys; from eyeful_tools.cli import main; main(['list']);"
+        "sys.exit(1 if 'cv2' in sys.modules or 'pycolmap' in sys.modules else 0)"
+    )
+    assert (
+        subprocess.run([sys.executable, "-c", code], check=False, capture_output=True).returncode
+        == 0
+    )
+
+
 def test_every_command_has_help_with_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+    load_commands()
     group = typer.main.get_command(app)
     commands = list(_commands(group))
     assert ("list",) in commands and ("schema",) in commands

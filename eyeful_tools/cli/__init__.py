@@ -13,14 +13,47 @@ import typer
 from eyeful_tools.cli._app import app, state
 from eyeful_tools.errors import EyefulError
 
-for _module in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")):
-    importlib.import_module(f"{__name__}.{_module}")
+#: The modules that register each top-level command. ``main`` imports only the invoked
+#: command's modules, so ``eyeful download`` does not pay for OpenCV, pycolmap or torch at
+#: start-up; a test keeps this table in step with what the modules register.
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "list": ("catalog",),
+    "schema": ("schema",),
+    "synth": ("synth",),
+    "download": ("download",),
+    "convert": ("convert",),
+    "split": ("split",),
+    "downscale": ("downscale",),
+    "import": ("import_ios", "colmap"),
+    "export": ("colmap",),
+    "train": ("train",),
+    "eval": ("train",),
+    "render": ("train",),
+    "demo": ("demo",),
+}
+
+
+def command_modules() -> list[str]:
+    """Every command module in this package (``_``-prefixed ones are infrastructure)."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def load_commands(modules: Sequence[str] | None = None) -> None:
+    """Import command modules (all by default) so their commands register on ``app``."""
+    for module in command_modules() if modules is None else modules:
+        importlib.import_module(f"{__name__}.{module}")
+
+
+def _modules_for(args: Sequence[str]) -> Sequence[str] | None:
+    command = next((a for a in args if not a.startswith("-")), None)
+    return COMMAND_MODULES.get(command) if command else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 1 known error, 2 usage, 130 interrupted)."""
     args = list(sys.argv[1:] if argv is None else argv)
     state["verbose"] = "--verbose" in args or "-v" in args
+    load_commands(_modules_for(args))
     try:
         result = app(args=args, prog_name="eyeful", standalone_mode=False)
         return result if isinstance(result, int) else 0
@@ -46,4 +79,4 @@ def entry_point() -> None:
     sys.exit(main())
 
 
-__all__ = ["app", "main", "entry_point"]
+__all__ = ["app", "main", "entry_point", "load_commands", "COMMAND_MODULES"]
