@@ -42,34 +42,54 @@ VARIANTS: dict[str, dict[str, object]] = {
 }
 
 
-def time_steps(preset: str, variant: str, rays: int, steps: int, warmup: int = 2) -> float:
-    """Median seconds per training step (forward, losses, backward, optimizer) on CPU."""
-    torch.manual_seed(0)
-    cpu = torch.device("cpu")
-    overrides = dict(VARIANTS[variant])
-    mixed = bool(overrides.pop("mixed_precision", False))
-    config = make_config(preset, implementation="torch", mixed_precision=mixed, **overrides)
-    model = NerfactoModel(config, num_train_images=16).train()
-    optimizers = make_optimizers(model, config, cpu)
-    amp = devices.autocast_dtype(cpu, mixed)
-    scaler = devices.grad_scaler(cpu, amp)
-    times = []
-    for step in range(warmup + steps):
+class _Stepper:
+    """One variant's model, optimizers and scaler; ``step()`` times one training step."""
+
+    def __init__(self, preset: str, variant: str, rays: int) -> None:
+        torch.manual_seed(0)
+        self.cpu = torch.device("cpu")
+        overrides = dict(VARIANTS[variant])
+        mixed = bool(overrides.pop("mixed_precision", False))
+        config = make_config(preset, implementation="torch", mixed_precision=mixed, **overrides)
+        self.model = NerfactoModel(config, num_train_images=16).train()
+        self.optimizers = make_optimizers(self.model, config, self.cpu)
+        self.amp = devices.autocast_dtype(self.cpu, mixed)
+        self.scaler = devices.grad_scaler(self.cpu, self.amp)
+        self.rays = rays
+        self.count = 0
+
+    def step(self) -> float:
+        rays = self.rays
         origins = torch.randn(rays, 3) * 0.3
         directions = torch.nn.functional.normalize(torch.randn(rays, 3), dim=-1)
         index = torch.randint(0, 16, (rays,))
         gt = torch.rand(rays, 3)
         tic = time.perf_counter()
-        with devices.autocast(cpu, amp):
-            out = model(origins, directions, index, step=step)
-            loss = sum(model.loss_dict(out, gt).values())
-        scaler.scale(loss).backward()
-        optimizers.step(scaler)
-        optimizers.zero_grad()
-        if step >= warmup:
-            times.append(time.perf_counter() - tic)
-    times.sort()
-    return times[len(times) // 2]
+        with devices.autocast(self.cpu, self.amp):
+            out = self.model(origins, directions, index, step=self.count)
+            loss = sum(self.model.loss_dict(out, gt).values())
+        self.scaler.scale(loss).backward()
+        self.optimizers.step(self.scaler)
+        self.optimizers.zero_grad()
+        self.count += 1
+        return time.perf_counter() - tic
+
+
+def time_variants(
+    preset: str, variants: list[str], rays: int, steps: int, warmup: int = 2
+) -> dict[str, float]:
+    """Median seconds per training step (forward, losses, backward, optimizer) per variant.
+
+    Variants take turns step by step, so load from other processes hits all of them alike.
+    """
+    steppers = {v: _Stepper(preset, v, rays) for v in variants}
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for i in range(warmup + steps):
+        for variant, stepper in steppers.items():
+            seconds = stepper.step()
+            if i >= warmup:
+                times[variant].append(seconds)
+    return {v: sorted(t)[len(t) // 2] for v, t in times.items()}
 
 
 def quality(budget_s: float, variants: list[str]) -> None:
@@ -116,10 +136,9 @@ def main() -> None:
     variants = args.variants.split(",")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
     for preset, rays in (("tiny", args.tiny_rays), ("nerfacto", args.nerfacto_rays)):
-        base = None
-        for variant in variants:
-            seconds = time_steps(preset, variant, rays, args.steps)
-            base = base or seconds
+        medians = time_variants(preset, variants, rays, args.steps)
+        base = medians[variants[0]]
+        for variant, seconds in medians.items():
             print(
                 f"{preset:9s} {variant:7s} rays {rays:5d}  {1 / seconds:6.2f} steps/s "
                 f"{rays / seconds:8.0f} rays/s  speed-up x{base / seconds:.2f}"

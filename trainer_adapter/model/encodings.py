@@ -49,7 +49,10 @@ class _TableGather(torch.autograd.Function):
         rows, feats = ctx.table_shape
         grad = grad.contiguous()
         if ctx.sparse:
-            return torch.sparse_coo_tensor(index[None], grad, (rows, feats)), None, None
+            sparse_grad = torch.sparse_coo_tensor(
+                index[None], grad, (rows, feats), check_invariants=False
+            )
+            return sparse_grad, None, None
         if grad.device.type == "cpu":
             slots = (index[:, None] * feats + torch.arange(feats)).view(-1)
             dense = torch.bincount(slots, weights=grad.view(-1), minlength=rows * feats)
