@@ -129,7 +129,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # small enough to learn the synthetic capture on 2 CPU cores in a few minutes
     "tiny": {
-        "max_num_iterations": 1500,
+        "max_num_iterations": 1000,
         "train_num_rays_per_batch": 512,
         "num_levels": 12,
         "max_res": 512,
