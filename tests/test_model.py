@@ -204,7 +204,7 @@ def test_camera_optimizer_identity_at_zero() -> None:
     dirs = torch.nn.functional.normalize(torch.randn(10, 3), dim=-1)
     o2, d2 = opt.apply_to_rays(origins, dirs, torch.randint(0, 4, (10,)))
     assert torch.allclose(o2, origins) and torch.allclose(d2, dirs, atol=1e-6)
-    assert float(opt.regularizer()) == 0.0
+    assert float(opt.regularizer().detach()) == 0.0
     rotation, translation = exp_map_so3xr3(torch.tensor([[1.0, 2, 3, 0, 0, math.pi / 2]]))
     assert torch.allclose(
         rotation[0] @ torch.tensor([1.0, 0, 0]), torch.tensor([0.0, 1, 0]), atol=1e-6

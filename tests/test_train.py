@@ -198,7 +198,8 @@ def test_cli_train_eval_render(
     assert int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)) == 16
     capture.release()
     orbit = tmp_path / "orbit.mp4"
-    rc = main(["render", str(run_dir), "--output", str(orbit), "--frames", "2", "--device", "cpu"])
+    rc = main(["render", str(run_dir), "--output", str(orbit), "--frames", "2", "--device", "cpu",
+               "--width", "32", "--height", "24"])  # fmt: skip
     assert rc == 0 and orbit.stat().st_size > 0
 
 

@@ -109,6 +109,7 @@ def render_video(
     device: str = "auto",
     frames: int = 60,
     fps: float = 24.0,
+    orbit_size_px: tuple[int, int] = (320, 240),
 ) -> tuple[Path, int]:
     """Render the path (or an orbit) to an mp4 (written atomically); returns (path, frames)."""
     from trainer_adapter.data.rays import camera_rays, pack_cameras
@@ -120,7 +121,10 @@ def render_video(
     if camera_path is not None:
         cameras, poses, fps = read_camera_path(camera_path)
     else:
-        cameras, poses = orbit_path(run.dataset.world_from_cam, frames=frames)
+        width, height = orbit_size_px
+        if width < 1 or height < 1 or frames < 1:
+            raise UsageError(output, "orbit frames, width and height must be positive")
+        cameras, poses = orbit_path(run.dataset.world_from_cam, frames, width, height)
     width, height = cameras[0].width_px, cameras[0].height_px
     fourcc = cv2.VideoWriter_fourcc(*("mp4v" if output.suffix.lower() == ".mp4" else "MJPG"))
     with atomic_path(output) as tmp:

@@ -113,6 +113,8 @@ def render_command(
         None, help="nerfstudio camera path JSON (default: orbit)."
     ),
     frames: int = typer.Option(60, help="Orbit frames (without --camera-path)."),
+    width: int = typer.Option(320, help="Orbit frame width in pixels."),
+    height: int = typer.Option(240, help="Orbit frame height in pixels."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | xpu | mps"),
 ) -> None:
     """Render a video along a nerfstudio camera path, or an orbit around the scene.
@@ -123,6 +125,11 @@ def render_command(
     from trainer_adapter.render import render_video
 
     path, count = render_video(
-        run_dir, output, camera_path=camera_path, device=device, frames=frames
+        run_dir,
+        output,
+        camera_path=camera_path,
+        device=device,
+        frames=frames,
+        orbit_size_px=(width, height),
     )
     summary(f"rendered {count} frames -> {path}")
