@@ -37,7 +37,7 @@ VARIANTS: dict[str, dict[str, object]] = {
         "fused_gather": True,
         "fused_adam": True,
         "sparse_grad": False,
-        "mixed_precision": True,
+        "cpu_autocast_bf16": True,
     },
 }
 
@@ -48,12 +48,10 @@ class _Stepper:
     def __init__(self, preset: str, variant: str, rays: int) -> None:
         torch.manual_seed(0)
         self.cpu = torch.device("cpu")
-        overrides = dict(VARIANTS[variant])
-        mixed = bool(overrides.pop("mixed_precision", False))
-        config = make_config(preset, implementation="torch", mixed_precision=mixed, **overrides)
+        config = make_config(preset, implementation="torch", **VARIANTS[variant])
         self.model = NerfactoModel(config, num_train_images=16).train()
         self.optimizers = make_optimizers(self.model, config, self.cpu)
-        self.amp = devices.autocast_dtype(self.cpu, mixed)
+        self.amp = devices.autocast_dtype(self.cpu, False, cpu_bf16=config.cpu_autocast_bf16)
         self.scaler = devices.grad_scaler(self.cpu, self.amp)
         self.rays = rays
         self.count = 0

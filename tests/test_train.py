@@ -248,7 +248,8 @@ def test_device_helpers() -> None:
     assert devices.resolve_device("auto").type in ("cpu", "cuda", "xpu", "mps")
     with pytest.raises(UsageError):
         devices.resolve_device("tpu")
-    assert devices.autocast_dtype(cpu, False) is None
+    assert devices.autocast_dtype(cpu, True) is None  # fp32 on CPU, as nerfstudio
+    assert devices.autocast_dtype(cpu, False, cpu_bf16=True) == torch.bfloat16
     assert devices.autocast_dtype(torch.device("cuda"), True) == torch.float16
     assert not devices.grad_scaler(cpu, None).is_enabled()
     assert devices.distributed_backend(cpu) == "gloo"

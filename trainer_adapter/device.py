@@ -58,16 +58,20 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     return torch.device(kind)
 
 
-def autocast_dtype(device: torch.device, mixed_precision: bool) -> torch.dtype | None:
+def autocast_dtype(
+    device: torch.device, mixed_precision: bool, cpu_bf16: bool = False
+) -> torch.dtype | None:
     """The autocast dtype for a device, or ``None`` to run in fp32.
 
     CUDA: fp16 (with a grad scaler), as nerfstudio. XPU: bf16 (no scaler needed). MPS: fp32 (the
-    safe default). CPU: bf16 only when asked for (``mixed_precision``), since on CPU it only helps
-    the MLPs, not the gather-bound hash lookups.
+    safe default). CPU: fp32 like nerfstudio (which disables mixed precision on CPU), unless
+    ``cpu_bf16`` asks for bf16 autocast (it only speeds up the MLPs; see ``bench/train.py``).
     """
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_bf16 else None
     if not mixed_precision:
         return None
-    return {"cuda": torch.float16, "xpu": torch.bfloat16, "cpu": torch.bfloat16}.get(device.type)
+    return {"cuda": torch.float16, "xpu": torch.bfloat16}.get(device.type)
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

@@ -86,6 +86,8 @@ class TrainConfig:
     sparse_grad: bool = False
     #: fused (single-kernel) Adam where torch supports it
     fused_adam: bool = True
+    #: bf16 autocast on CPU (off: nerfstudio trains in fp32 on CPU)
+    cpu_autocast_bf16: bool = False
     # loader
     pool_images: int = 64
     refresh_every: int = 500

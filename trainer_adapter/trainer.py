@@ -293,7 +293,9 @@ def train(
     torch.manual_seed(config.seed)
     model = NerfactoModel(config, int(train_indices.numel())).to(torch_device)
     optimizers = make_optimizers(model, config, torch_device)
-    amp_dtype = devices.autocast_dtype(torch_device, config.mixed_precision)
+    amp_dtype = devices.autocast_dtype(
+        torch_device, config.mixed_precision, cpu_bf16=config.cpu_autocast_bf16
+    )
     scaler = devices.grad_scaler(torch_device, amp_dtype)
     start_step = 0
     if resume_state is not None and resume_path is not None:
