@@ -30,6 +30,7 @@ from eyeful_tools.colmap_io.rig import (
 )
 from eyeful_tools.errors import InputFormatError, UnsupportedError
 from eyeful_tools.fsio import atomic_write_text
+from eyeful_tools.transforms import EyefulFrameExtras
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +47,9 @@ class _SidecarModel(BaseModel):
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
 
-class SidecarImage(_SidecarModel):
-    camera_id: str | None = None
-    rig_position_id: int | None = None
-    sensor_id: str | None = None
-    exposure: float | None = None
-    color_space: str | None = None
-    fisheye_crop_radius: float | None = None
+class SidecarImage(EyefulFrameExtras):
+    """Per image: the ``eyeful`` extras of transforms.json, plus mask and depth paths."""
+
     mask_path: str | None = None
     depth_path: str | None = None
 
