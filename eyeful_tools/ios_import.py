@@ -39,7 +39,7 @@ from pathlib import Path, PurePosixPath
 import cv2
 import numpy as np
 
-from eyeful_tools import blur, imageio, split, transforms
+from eyeful_tools import blur, imageio, ios_depth, split, transforms
 from eyeful_tools.cameras import (
     Camera,
     CameraModel,
@@ -49,19 +49,11 @@ from eyeful_tools.cameras import (
     rescale_camera,
     rotate_image_quarter_turns,
 )
-from eyeful_tools.errors import EyefulError, InputFormatError, MissingFileError, UsageError
+from eyeful_tools.errors import InputFormatError, MissingFileError, UsageError
 from eyeful_tools.fsio import atomic_path
 
 log = logging.getLogger(__name__)
 
-#: depth encodings the readers hand over
-DEPTH_EXR_M = "exr_m"  # float32 metres, single channel EXR (Record3D "EXR + JPG")
-DEPTH_LZFSE_M = "lzfse_m"  # LZFSE-compressed raw float32 metres (Record3D .r3d)
-DEPTH_PNG_MM = "png_mm"  # 16-bit PNG, millimetres (Polycam)
-CONF_LZFSE_U8 = "lzfse_u8"  # LZFSE-compressed raw uint8 {0, 1, 2} (Record3D .r3d)
-CONF_PNG_U8 = "png_u8"  # 8-bit PNG {0, 127, 255} (Polycam)
-
-MAX_DEPTH_MM = 65535
 #: the image sizes of one frame may differ from its metadata by a uniform scale, this much
 _ASPECT_TOLERANCE = 0.01
 
@@ -410,7 +402,7 @@ def _write_frames(
         depth_rel = None
         if options.depth and frame.depth is not None:
             size = (stored_camera.width_px, stored_camera.height_px)
-            depth_mm = _depth_mm(capture, frame, size)
+            depth_mm = ios_depth.depth_mm(capture, frame, size)
             if depth_mm is not None:
                 depth_mm = depth_mm[crop : size[1] - crop, crop : size[0] - crop]
                 depth_rel = f"depth/{frame.name}.png"
@@ -498,114 +490,6 @@ def _decode_grey(source: Source, name: str) -> np.ndarray | None:
     flags = cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION
     pixels = cv2.imdecode(data, flags)
     return None if pixels is None or min(pixels.shape[:2]) < 3 else pixels
-
-
-def depth_mm_from_metres(depth_m: np.ndarray) -> np.ndarray:
-    """uint16 millimetres from float metres; non-finite, <= 0 or beyond 65.535 m -> 0 (invalid)."""
-    depth = np.asarray(depth_m, dtype=np.float64)
-    millimetres = np.where(np.isfinite(depth), np.round(depth * 1000.0), 0.0)
-    millimetres[(millimetres <= 0) | (millimetres > MAX_DEPTH_MM)] = 0
-    return millimetres.astype(np.uint16)
-
-
-def _depth_mm(
-    capture: IosCapture, frame: IosFrame, image_size: tuple[int, int]
-) -> np.ndarray | None:
-    """[H, W] uint16 millimetres at the image size (nearest), low-confidence pixels zeroed."""
-    source = capture.source
-    assert frame.depth is not None  # checked by the caller
-    try:
-        depth = _read_depth(source, frame)
-        if frame.confidence is not None and capture.min_confidence > 0:
-            confidence = _read_confidence(source, frame, depth.shape)
-            depth = np.where(confidence >= capture.min_confidence, depth, 0).astype(np.uint16)
-    except EyefulError as error:
-        log.warning("%s; depth skipped for this frame", error.one_line())
-        return None
-    if (depth.shape[1], depth.shape[0]) != image_size:
-        depth = cv2.resize(depth, image_size, interpolation=cv2.INTER_NEAREST)
-    return depth
-
-
-def _read_depth(source: Source, frame: IosFrame) -> np.ndarray:
-    name = frame.depth
-    assert name is not None
-    where = source.display(name)
-    if frame.depth_kind == DEPTH_PNG_MM:
-        depth = cv2.imdecode(np.frombuffer(source.read_bytes(name), np.uint8), cv2.IMREAD_UNCHANGED)
-        if depth is None or depth.ndim != 2:
-            raise InputFormatError(where, "cannot decode depth PNG (expected 16-bit, one channel)")
-        return depth.astype(np.uint16)
-    if frame.depth_kind == DEPTH_EXR_M:
-        return depth_mm_from_metres(_read_exr_channel(source, name))
-    if frame.depth_kind == DEPTH_LZFSE_M:
-        raw = decompress_lzfse(source.read_bytes(name), where)
-        return depth_mm_from_metres(_raw_plane(raw, np.float32, frame.depth_size_px, where))
-    raise InputFormatError(where, f"unknown depth encoding {frame.depth_kind!r}")
-
-
-def _read_confidence(source: Source, frame: IosFrame, shape: tuple[int, ...]) -> np.ndarray:
-    name = frame.confidence
-    assert name is not None
-    where = source.display(name)
-    if frame.confidence_kind == CONF_PNG_U8:
-        conf = cv2.imdecode(np.frombuffer(source.read_bytes(name), np.uint8), cv2.IMREAD_GRAYSCALE)
-        if conf is None:
-            raise InputFormatError(where, "cannot decode confidence PNG")
-    else:
-        raw = decompress_lzfse(source.read_bytes(name), where)
-        conf = _raw_plane(raw, np.uint8, (shape[1], shape[0]), where)
-    if conf.shape != shape[:2]:
-        conf = cv2.resize(conf, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
-    return conf
-
-
-def _read_exr_channel(source: Source, name: str) -> np.ndarray:
-    """First channel of a depth EXR (Record3D writes one; the value sits in R or Y)."""
-    local = source.local_path(name)
-    with contextlib.ExitStack() as stack:
-        if local is None:
-            handle = stack.enter_context(tempfile.NamedTemporaryFile(suffix=".exr"))
-            handle.write(source.read_bytes(name))
-            handle.flush()
-            local = Path(handle.name)
-        try:
-            pixels = imageio.read_image(local)
-        except EyefulError as error:
-            raise InputFormatError(source.display(name), error.reason) from error
-    return np.asarray(pixels[..., 0] if pixels.ndim == 3 else pixels, dtype=np.float32)
-
-
-def _raw_plane(
-    raw: bytes, dtype: type[np.generic], size: tuple[int, int] | None, where: str
-) -> np.ndarray:
-    values = np.frombuffer(raw, dtype=dtype)
-    if size is None or size[0] * size[1] != values.size:
-        raise InputFormatError(
-            where,
-            f"holds {values.size} values, expected {size[0]}x{size[1]}" if size else "size unknown",
-        )
-    return values.reshape(size[1], size[0])
-
-
-def lzfse_available() -> bool:
-    try:
-        import lzfse  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def decompress_lzfse(data: bytes, where: str) -> bytes:
-    """LZFSE via the optional ``lzfse`` package (imported lazily)."""
-    try:
-        import lzfse
-    except ImportError as error:
-        raise MissingFileError(where, "LZFSE depth needs the 'lzfse' package") from error
-    try:
-        return lzfse.decompress(data)
-    except Exception as error:  # lzfse.error is a plain Exception subclass
-        raise InputFormatError(where, f"cannot decompress LZFSE ({error})") from error
 
 
 # ---------------------------------------------------------------------------------------------

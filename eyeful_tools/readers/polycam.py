@@ -25,9 +25,8 @@ import numpy as np
 
 from eyeful_tools import cameras
 from eyeful_tools.errors import InputFormatError, MissingFileError
+from eyeful_tools.ios_depth import CONF_PNG_U8, DEPTH_PNG_MM
 from eyeful_tools.ios_import import (
-    CONF_PNG_U8,
-    DEPTH_PNG_MM,
     ImportOptions,
     ImportReport,
     IosCapture,

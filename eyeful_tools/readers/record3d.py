@@ -29,10 +29,8 @@ import numpy as np
 
 from eyeful_tools import cameras
 from eyeful_tools.errors import InputFormatError, MissingFileError
+from eyeful_tools.ios_depth import CONF_LZFSE_U8, DEPTH_EXR_M, DEPTH_LZFSE_M, lzfse_available
 from eyeful_tools.ios_import import (
-    CONF_LZFSE_U8,
-    DEPTH_EXR_M,
-    DEPTH_LZFSE_M,
     ImportOptions,
     ImportReport,
     IosCapture,
@@ -40,7 +38,6 @@ from eyeful_tools.ios_import import (
     Progress,
     Source,
     import_capture,
-    lzfse_available,
 )
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
