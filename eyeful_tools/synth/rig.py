@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eyeful_tools import catalog
+from eyeful_tools import cameras, catalog
 from eyeful_tools.cameras import Camera, CameraModel
 
 #: nominal full resolution written to cameras.json / cameras.xml (portrait). Deliberately not a
@@ -56,11 +56,7 @@ class RigDefinition:
         """Radius of the image circle at full resolution (fisheye only); black beyond it."""
         if self.fisheye_fov_deg is None:
             return None
-        theta = math.radians(self.fisheye_fov_deg / 2.0)
-        k1, k2, k3, k4, _, _ = self.camera.distortion
-        t2 = theta * theta
-        theta_d = theta * (1 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4))))
-        return self.camera.fx * theta_d
+        return cameras.fisheye_image_circle_px(self.camera, self.fisheye_fov_deg / 2.0)
 
 
 def _pinhole_v2() -> Camera:
