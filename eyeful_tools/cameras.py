@@ -46,25 +46,22 @@ class CameraModel(str, Enum):
 
 @dataclass(frozen=True)
 class CameraModelSpec:
-    """What a camera model is, for readers, writers and COLMAP interop."""
+    """What a camera model is. (COLMAP's model names depend on which coefficients are non-zero,
+    so that mapping lives with the COLMAP interop, :mod:`eyeful_tools.colmap_io.models`.)"""
 
     model: CameraModel
     is_fisheye: bool
-    #: distortion coefficients the model uses, by name, in nerfstudio's order
-    distortion_names: tuple[str, ...]
-    #: COLMAP's model name (``None`` where COLMAP has no equivalent)
-    colmap_name: str | None
+    #: whether the model has distortion (PINHOLE ignores ``Camera.distortion``)
+    is_distorted: bool
 
 
 CAMERA_MODELS: dict[CameraModel, CameraModelSpec] = {
     spec.model: spec
     for spec in (
-        CameraModelSpec(CameraModel.PINHOLE, False, (), "PINHOLE"),
-        CameraModelSpec(CameraModel.OPENCV, False, ("k1", "k2", "k3", "k4", "p1", "p2"), "OPENCV"),
-        CameraModelSpec(
-            CameraModel.OPENCV_FISHEYE, True, ("k1", "k2", "k3", "k4", "p1", "p2"), "OPENCV_FISHEYE"
-        ),
-        CameraModelSpec(CameraModel.EQUIRECTANGULAR, False, (), None),
+        CameraModelSpec(CameraModel.PINHOLE, is_fisheye=False, is_distorted=False),
+        CameraModelSpec(CameraModel.OPENCV, is_fisheye=False, is_distorted=True),
+        CameraModelSpec(CameraModel.OPENCV_FISHEYE, is_fisheye=True, is_distorted=True),
+        CameraModelSpec(CameraModel.EQUIRECTANGULAR, is_fisheye=False, is_distorted=False),
     )
 }
 
@@ -200,11 +197,6 @@ def opencv_from_opengl_pose(world_from_cam_opengl: np.ndarray) -> np.ndarray:
     return np.asarray(world_from_cam_opengl, dtype=np.float64) @ _FLIP_YZ
 
 
-def opengl_from_opencv_directions(directions_cam: np.ndarray) -> np.ndarray:
-    """Direction or point coordinates in an OpenCV camera frame -> OpenGL frame. [..., 3]"""
-    return np.asarray(directions_cam) * np.array([1.0, -1.0, -1.0])
-
-
 def zup_from_yup_world() -> np.ndarray:
     """4x4 rotation taking y-up world coordinates to z-up ones (nerfstudio's permutation)."""
     return _ZUP_FROM_YUP.copy()
@@ -335,9 +327,7 @@ def rotate_image_quarter_turns(
 def _coefficients(camera: Camera) -> tuple[float, ...]:
     if camera.model is CameraModel.EQUIRECTANGULAR:
         raise NotImplementedError("EQUIRECTANGULAR cameras are reserved, not supported yet")
-    if camera.model is CameraModel.PINHOLE:
-        return NO_DISTORTION
-    return camera.distortion
+    return camera.distortion if camera.spec.is_distorted else NO_DISTORTION
 
 
 def distort(points: np.ndarray, coefficients: Sequence[float]) -> np.ndarray:
@@ -469,15 +459,3 @@ def fisheye_image_circle_px(camera: Camera, max_angle_deg: float = 90.0) -> floa
     circle = theta_d * (camera.fx + camera.fy) / 2.0
     border = min(camera.cx, camera.cy, camera.width_px - camera.cx, camera.height_px - camera.cy)
     return float(min(circle, border))
-
-def fov_deg(camera: Camera) -> tuple[float, float]:
-    """Approximate horizontal and vertical field of view (ignores distortion)."""
-    if camera.is_fisheye:
-        return (
-            math.degrees(camera.width_px / camera.fx),
-            math.degrees(camera.height_px / camera.fy),
-        )
-    return (
-        math.degrees(2 * math.atan(camera.width_px / (2 * camera.fx))),
-        math.degrees(2 * math.atan(camera.height_px / (2 * camera.fy))),
-    )

@@ -1,4 +1,4 @@
-"""Atomic file writes: a temp file in the same folder, then ``os.replace``.
+"""Atomic file writes (a temp file in the same folder, then ``os.replace``) and JSON reading.
 
 A reader never sees a half-written file under its final name, and a failed write leaves the
 previous version untouched.
@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from eyeful_tools.errors import InputFormatError, MissingFileError
 
 
 @contextlib.contextmanager
@@ -49,11 +51,6 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
         os.fsync(handle.fileno())
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_open(path, "wb") as handle:
-        handle.write(data)
-
-
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_open(path, "w", encoding="utf-8") as handle:
         handle.write(text)
@@ -62,3 +59,14 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_json(path: str | Path, data: Any, indent: int = 4) -> None:
     """JSON with a trailing newline, written atomically."""
     atomic_write_text(path, json.dumps(data, indent=indent) + "\n")
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """Parse a JSON file; errors name the file (``what`` says which file was missing)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(path, f"{what} not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputFormatError(path, f"not valid JSON ({error})") from error

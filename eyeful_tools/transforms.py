@@ -11,7 +11,6 @@ Our own per-frame keys live under ``"eyeful"``, which nerfstudio ignores.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -134,9 +133,14 @@ def parse_transforms(data: Any, path: str | Path | None = None) -> TransformsFil
     try:
         return TransformsFile.model_validate(data)
     except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise InputFormatError(path, f"field {field}: {first['msg']}") from error
+        raise _field_error(error, path) from error
+
+
+def _field_error(error: ValidationError, path: str | Path | None) -> InputFormatError:
+    """The first validation problem as one line naming the field (``frames.3.fl_x``)."""
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    return InputFormatError(path, f"field {field}: {first['msg']}")
 
 
 def dump_transforms(transforms: TransformsFile) -> str:
@@ -155,9 +159,7 @@ def write_transforms(path: str | Path, transforms: TransformsFile) -> Path:
     try:  # never write what we could not read back
         TransformsFile.model_validate_json(text)
     except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise InputFormatError(path, f"field {field}: {first['msg']}") from error
+        raise _field_error(error, path) from error
     atomic_write_text(path, text)
     return path
 
@@ -313,7 +315,3 @@ def missing_files(transforms_path: str | Path, file_paths: Sequence[str]) -> lis
         )
         if not full.is_file()
     ]
-
-
-def is_finite_matrix(matrix: Sequence[Sequence[float]]) -> bool:
-    return all(math.isfinite(v) for row in matrix for v in row)
