@@ -21,7 +21,6 @@ Rules (``shared/reference/eyeful.md`` §6, §8.3-8.4, §9):
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
@@ -30,7 +29,8 @@ from typing import Literal
 import numpy as np
 
 from eyeful_tools import catalog
-from eyeful_tools.errors import InputFormatError, MissingFileError, SplitError, UsageError
+from eyeful_tools.errors import InputFormatError, SplitError, UsageError
+from eyeful_tools.fsio import read_json
 from eyeful_tools.transforms import (
     TransformsFile,
     TransformsFrame,
@@ -81,12 +81,7 @@ def split_key(name: str) -> str:
 def read_splits(path: str | Path) -> dict[str, list[str]]:
     """``splits.json``: ``{"train": [...], "test": [...]}`` (``"val"`` accepted for test)."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(path, "splits file not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputFormatError(path, f"not valid JSON ({error})") from error
+    data = read_json(path, "splits file")
     if not isinstance(data, dict) or not any(k in data for k in ("train", "test", "val")):
         raise InputFormatError(path, 'expected {"train": [...], "test": [...]}')
     result: dict[str, list[str]] = {}

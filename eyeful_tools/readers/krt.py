@@ -19,7 +19,6 @@ The frames come back full-resolution, in the capture's y-up world, with ``image_
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import replace
@@ -39,7 +38,8 @@ from eyeful_tools.cameras import (
     is_rotation,
     matrix_from_column_major,
 )
-from eyeful_tools.errors import InputFormatError, MissingFileError
+from eyeful_tools.errors import InputFormatError
+from eyeful_tools.fsio import read_json
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +81,7 @@ def read_krt(path: str | Path, capture: str | None = None) -> Scene:
     capture). Errors name the file and the entry.
     """
     path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(path, "cameras.json not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputFormatError(path, f"not valid JSON ({error})") from error
+    data = read_json(path, "cameras.json")
     entries = data.get("KRT") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries:
         raise InputFormatError(path, 'expected {"KRT": [...]} with at least one camera')
