@@ -122,15 +122,6 @@ class ParsedDataset:
         return path
 
 
-def resolve_transforms_path(data: str | Path) -> Path:
-    data = Path(data)
-    if data.is_dir():
-        data = data / "transforms.json"
-    if not data.is_file():
-        raise MissingFileError(data, "transforms file not found")
-    return data
-
-
 def parse_dataset(
     data: str | Path,
     *,
@@ -151,8 +142,10 @@ def parse_dataset(
     if center not in CENTERS:
         raise UsageError(None, f"center {center!r} is not supported (use {', '.join(CENTERS)})")
     downscale = int(downscale)
-    transforms_path = resolve_transforms_path(data)
-    transforms = read_transforms(transforms_path)
+    transforms_path = Path(data)
+    if transforms_path.is_dir():
+        transforms_path = transforms_path / "transforms.json"
+    transforms = read_transforms(transforms_path)  # raises MissingFileError when absent
     scene = transforms_to_scene(transforms, transforms_path)
     if not scene.frames:
         raise InputFormatError(transforms_path, "no frames")
