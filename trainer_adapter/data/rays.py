@@ -25,22 +25,7 @@ from eyeful_tools.cameras import Camera, CameraModel
 MAX_ITERATIONS = 40
 
 
-_COLUMNS = (
-    "fx",
-    "fy",
-    "cx",
-    "cy",
-    "k1",
-    "k2",
-    "k3",
-    "k4",
-    "p1",
-    "p2",
-    "radius",
-    "fisheye",
-    "w",
-    "h",
-)
+_COLUMNS = ("fx", "fy", "cx", "cy", "k1", "k2", "k3", "k4", "p1", "p2", "fisheye")
 
 
 @dataclass(frozen=True)
@@ -48,13 +33,12 @@ class CameraTensors:
     """Per-image intrinsics packed in one float table (row i = image i), so gathering one camera
     per ray is a single indexing op. Units: pixels.
 
-    Columns: fx fy cx cy k1 k2 k3 k4 p1 p2 (zero for PINHOLE), crop radius (``inf`` where there
-    is no fisheye crop circle), is-fisheye (0/1), width, height. ``may_distort`` and
+    Columns: fx fy cx cy k1 k2 k3 k4 p1 p2 (zero for PINHOLE), is-fisheye (0/1). ``may_distort`` and
     ``may_fisheye`` are known at packing time, so the ray maths skips what no camera needs
     without a device sync.
     """
 
-    table: torch.Tensor  # [N, 14]
+    table: torch.Tensor  # [N, 11]
     may_distort: bool = True
     may_fisheye: bool = True
 
@@ -71,14 +55,7 @@ class CameraTensors:
         return CameraTensors(self.table.to(device, dtype), self.may_distort, self.may_fisheye)
 
     fx = property(lambda self: self.table[:, 0])  # [N]
-    fy = property(lambda self: self.table[:, 1])  # [N]
-    cx = property(lambda self: self.table[:, 2])  # [N]
-    cy = property(lambda self: self.table[:, 3])  # [N]
-    distortion = property(lambda self: self.table[:, 4:10])  # [N, 6]
-    crop_radius = property(lambda self: self.table[:, 10])  # [N]
-    is_fisheye = property(lambda self: self.table[:, 11] > 0.5)  # [N] bool
-    width = property(lambda self: self.table[:, 12].long())  # [N]
-    height = property(lambda self: self.table[:, 13].long())  # [N]
+    is_fisheye = property(lambda self: self.table[:, 10] > 0.5)  # [N] bool
 
 
 def pack_cameras(
@@ -90,19 +67,8 @@ def pack_cameras(
         if camera.model is CameraModel.EQUIRECTANGULAR:
             raise NotImplementedError("EQUIRECTANGULAR cameras are reserved, not supported yet")
         distortion = (0.0,) * 6 if camera.model is CameraModel.PINHOLE else camera.distortion
-        radius = camera.fisheye_crop_radius_px or float("inf")
         rows.append(
-            (
-                camera.fx,
-                camera.fy,
-                camera.cx,
-                camera.cy,
-                *distortion,
-                radius,
-                float(camera.is_fisheye),
-                camera.width_px,
-                camera.height_px,
-            )
+            (camera.fx, camera.fy, camera.cx, camera.cy, *distortion, float(camera.is_fisheye))
         )
     table = torch.as_tensor(np.asarray(rows, dtype=np.float64).reshape(-1, len(_COLUMNS)))
     return CameraTensors(
