@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import random_pose
 
 from eyeful_tools import cameras
 from eyeful_tools.cameras import Camera, CameraModel
@@ -99,18 +100,8 @@ def test_rescale_separates_x_and_y() -> None:
     np.testing.assert_allclose(full, rel, atol=1e-12)
 
 
-def _random_pose(seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
-    q *= np.sign(np.linalg.det(q))
-    pose = np.eye(4)
-    pose[:3, :3] = q
-    pose[:3, 3] = rng.normal(size=3)
-    return pose
-
-
 def test_world_from_cam_and_cam_from_world_invert_exactly() -> None:
-    pose = _random_pose(3)
+    pose = random_pose(3)
     np.testing.assert_allclose(
         cameras.world_from_cam(cameras.cam_from_world(pose)), pose, atol=1e-15
     )
@@ -118,7 +109,7 @@ def test_world_from_cam_and_cam_from_world_invert_exactly() -> None:
 
 
 def test_opengl_opencv_flip_and_world_permutation() -> None:
-    pose = _random_pose(4)
+    pose = random_pose(4)
     gl = cameras.opengl_from_opencv_pose(pose)
     # OpenGL camera looks down -z: its -z column is the OpenCV +z (forward) column
     np.testing.assert_allclose(-gl[:3, 2], pose[:3, 2])
@@ -137,7 +128,7 @@ def test_column_major_round_trip() -> None:
 
 def test_colmap_world_maps_like_nerfstudio_colmap_to_json() -> None:
     """nerfstudio: ``c2w = c2w[[0, 2, 1, 3]]; c2w[2] *= -1`` after the OpenGL flip."""
-    pose = _random_pose(7)
+    pose = random_pose(7)
     expected = cameras.opengl_from_opencv_pose(pose)[[0, 2, 1, 3], :]
     expected[2, :] *= -1
     ours = cameras.opengl_from_opencv_pose(

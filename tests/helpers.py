@@ -1,0 +1,53 @@
+"""Small helpers shared by several test modules (``from helpers import ...``; tests/ is on
+sys.path under pytest's default rootdir import mode)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from eyeful_tools import cameras
+from eyeful_tools.cameras import Camera, CameraModel
+
+
+def random_rotation(rng: np.random.Generator) -> np.ndarray:
+    """A proper 3x3 rotation (det +1) from the QR decomposition of a Gaussian matrix."""
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    return q * np.sign(np.linalg.det(q))
+
+
+def random_pose(seed: int, translation_scale: float = 1.0) -> np.ndarray:
+    """A random rigid 4x4 ``world_from_cam``: rotation as above, Gaussian translation."""
+    rng = np.random.default_rng(seed)
+    pose = np.eye(4)
+    pose[:3, :3] = random_rotation(rng)
+    pose[:3, 3] = rng.normal(size=3) * translation_scale
+    return pose
+
+
+def gt_camera(data: dict) -> Camera:
+    """A camera entry of the synth's ``ground_truth.json`` (``synth.writers.camera_dict``)."""
+    return Camera(
+        model=CameraModel(data["model"]),
+        width_px=data["width"],
+        height_px=data["height"],
+        fx=data["fx"],
+        fy=data["fy"],
+        cx=data["cx"],
+        cy=data["cy"],
+        distortion=cameras.distortion_from_dict(data["distortion"]),
+        fisheye_crop_radius_px=data["fisheye_crop_radius_px"],
+    )
+
+
+def traced_points(
+    camera: Camera, world_from_cam: np.ndarray, pixels: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the synth's rays through ``pixels`` [N, 2] (corner origin) first hit its scene.
+
+    Returns (points [N, 3] in the y-up capture world, radiance [N, 3], valid [N] bool: inside
+    the fisheye image circle)."""
+    from eyeful_tools.synth import pixel_rays, trace
+
+    origins, directions, valid = pixel_rays(camera, world_from_cam, pixels)
+    radiance, distance = trace(origins, directions, seed=seed)
+    return origins + distance[:, None] * directions, radiance, valid
