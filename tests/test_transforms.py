@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import random_pose
 
 from eyeful_tools import cameras, transforms
 from eyeful_tools.cameras import Camera, CameraModel, Frame, Scene, WorldUp
@@ -24,22 +25,12 @@ CAMERA = Camera(
 )
 
 
-def _pose(seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
-    q *= np.sign(np.linalg.det(q))
-    pose = np.eye(4)
-    pose[:3, :3] = q
-    pose[:3, 3] = rng.normal(size=3) * 3
-    return pose
-
-
 def _scene(world_up: WorldUp = WorldUp.Y_UP) -> Scene:
     frames = tuple(
         Frame(
             image_path=f"{cam}/{cam}_DSC{pos:04d}.jpg",
             camera=CAMERA,
-            world_from_cam=_pose(10 * cam + pos),
+            world_from_cam=random_pose(10 * cam + pos, translation_scale=3),
             camera_id=str(cam),
             rig_position_id=pos,
         )
