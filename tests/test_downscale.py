@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import gt_camera, random_pose
 
 from eyeful_tools import cameras, downscale, imageio, transforms
 from eyeful_tools.cameras import Camera, CameraModel, Frame, Scene, WorldUp
@@ -43,15 +44,6 @@ def _blob_image(camera: Camera, sigma_px: float = 5.0) -> np.ndarray:
     blob = np.exp(-((xs - u) ** 2 + (ys - v) ** 2) / (2 * sigma_px**2))
     grey = 40 + 200 * blob
     return np.repeat(grey[..., None], 3, axis=2).round().astype(np.uint8)
-
-
-def _pose(seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
-    pose = np.eye(4)
-    pose[:3, :3] = q * np.sign(np.linalg.det(q))
-    pose[:3, 3] = rng.normal(size=3)
-    return pose
 
 
 def _dataset(
@@ -90,7 +82,7 @@ def _dataset(
             Frame(
                 image_path=name,
                 camera=camera,
-                world_from_cam=_pose(index),
+                world_from_cam=random_pose(index),
                 camera_id=folder,
                 rig_position_id=index,
                 mask_path=mask_name,
@@ -353,18 +345,7 @@ def _synth_transforms(capture: Path, folder: str, out: Path) -> Path:
     truth = json.loads((capture / "ground_truth.json").read_text())
     spec = truth["folders"][folder]
     shutil.copytree(capture / folder, out)
-    c = spec["camera"]
-    camera = Camera(
-        model=CameraModel(c["model"]),
-        width_px=c["width"],
-        height_px=c["height"],
-        fx=c["fx"],
-        fy=c["fy"],
-        cx=c["cx"],
-        cy=c["cy"],
-        distortion=cameras.distortion_from_dict(c["distortion"]),
-        fisheye_crop_radius_px=c["fisheye_crop_radius_px"],
-    )
+    camera = gt_camera(spec["camera"])
     frames = tuple(
         Frame(
             image_path=f"{key}.{spec['extension']}",
