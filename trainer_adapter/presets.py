@@ -53,7 +53,6 @@ class TrainConfig:
     use_proposal_weight_anneal: bool = True
     proposal_weights_anneal_slope: float = 10.0
     proposal_weights_anneal_max_num_iters: int = 1000
-    use_single_jitter: bool = True
     # losses
     interlevel_loss_mult: float = 1.0
     distortion_loss_mult: float = 0.002
