@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eyeful_tools.cameras import Camera, rescale_camera
+from eyeful_tools.cameras import Camera, invert_rigid, rescale_camera
 from eyeful_tools.errors import UsageError
 from eyeful_tools.fsio import atomic_write_json, atomic_write_text
 from eyeful_tools.imageio import write_image
@@ -290,7 +290,7 @@ def _ground_truth(
             camera_id: {
                 "sensor_id": int(camera_id),
                 "rig_from_cam": matrix_list(pose),
-                "cam_from_rig": matrix_list(np.linalg.inv(pose)),
+                "cam_from_rig": matrix_list(invert_rigid(pose)),
             }
             for camera_id, pose in rig_poses.items()
         },
