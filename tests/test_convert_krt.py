@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import gt_camera, random_rotation, traced_points
 
 from eyeful_tools import cameras
 from eyeful_tools.cameras import fisheye_image_circle_px
@@ -40,12 +41,6 @@ def ns_pose(t_column_major: list) -> np.ndarray:
     return c2w
 
 
-def _rotation(rng: np.random.Generator) -> np.ndarray:
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    return q if np.linalg.det(q) > 0 else -q
-
-
 def make_krt_capture(
     root: Path,
     *,
@@ -64,7 +59,7 @@ def make_krt_capture(
     for position in range(positions):
         for cam in cams:
             cam_from_world = np.eye(4)
-            cam_from_world[:3, :3] = _rotation(rng)
+            cam_from_world[:3, :3] = random_rotation(rng)
             cam_from_world[:3, 3] = rng.uniform(-3, 3, size=3)
             fx = float(rng.uniform(0.4, 0.6) * full[0])
             k = np.array(
@@ -413,8 +408,6 @@ def check_against_ground_truth(capture: Path, tolerance: float = 1e-6) -> int:
     """Every written pose and intrinsic equals ``ground_truth.json`` (after the documented
     convention change: rows permuted y-up -> z-up, OpenCV -> OpenGL columns), at every
     resolution; a traced 3D point projects back onto its pixel. Returns frames checked."""
-    from eyeful_tools.synth import pixel_rays, trace
-
     truth = json.loads((capture / "ground_truth.json").read_text())
     checked = 0
     for folder, info in truth["folders"].items():
@@ -438,26 +431,17 @@ def check_against_ground_truth(capture: Path, tolerance: float = 1e-6) -> int:
                 assert getattr(item, name) == pytest.approx(value, abs=1e-12), (key, name)
             checked += 1
         # one traced point per frame, in the middle third of the image
-        gt_camera = cameras.Camera(
-            model=camera["model"],
-            width_px=camera["width"],
-            height_px=camera["height"],
-            fx=camera["fx"],
-            fy=camera["fy"],
-            cx=camera["cx"],
-            cy=camera["cy"],
-            distortion=cameras.distortion_from_dict(camera["distortion"]),
-        )
         zup_from_yup = np.array(tf.applied_transform + [[0, 0, 0, 1]])
         rng = np.random.default_rng(len(folder))
         for item, frame in zip(tf.frames, scene.frames, strict=True):
             key = item.file_path.rsplit(".", 1)[0]
             pixel = np.floor(rng.uniform(1 / 3, 2 / 3, 2) * (item.w, item.h)) + 0.5
-            origins, directions, _ = pixel_rays(
-                gt_camera, np.array(truth["images"][key]["world_from_cam"]), pixel[None]
+            (point_yup,), _, _ = traced_points(
+                gt_camera(camera),
+                np.array(truth["images"][key]["world_from_cam"]),
+                pixel[None],
+                seed=truth["seed"],
             )
-            _, distance = trace(origins, directions, seed=truth["seed"])
-            point_yup = origins[0] + distance[0] * directions[0]
             point = zup_from_yup @ np.append(point_yup, 1.0)
             in_cam = cameras.cam_from_world(frame.world_from_cam) @ point
             error = np.abs(cameras.project(frame.camera, in_cam[:3]) - pixel).max()
