@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from eyeful_tools import catalog
 from eyeful_tools.errors import DownloadError, MissingFileError, UnsupportedError, UsageError
@@ -73,29 +73,10 @@ class DownloadPlan:
     include: list[str]
     plans: list[Plan]
 
-    @property
-    def fetch_files(self) -> int:
-        return sum(len(p.fetch) for p in self.plans)
-
-    @property
-    def fetch_bytes(self) -> int:
-        return sum(p.fetch_bytes for p in self.plans)
-
-    @property
-    def present_files(self) -> int:
-        return sum(len(p.present) for p in self.plans)
-
-    @property
-    def present_bytes(self) -> int:
-        return sum(p.present_bytes for p in self.plans)
-
-    @property
-    def skipped_files(self) -> int:
-        return sum(len(p.skipped) for p in self.plans)
-
-    @property
-    def skipped_bytes(self) -> int:
-        return sum(p.skipped_bytes for p in self.plans)
+    def tally(self, kind: Literal["fetch", "present", "skipped"]) -> tuple[int, int]:
+        """(files, bytes) over all plans: to ``fetch``, already ``present``, or ``skipped``."""
+        files = sum(len(getattr(p, kind)) for p in self.plans)
+        return files, sum(getattr(p, f"{kind}_bytes") for p in self.plans)
 
     @property
     def skipped_folders(self) -> list[str]:
@@ -211,7 +192,7 @@ def run_download(
     Per-file failures do not raise: they are in ``report.sync.failures`` for the caller.
     """
     dest = Path(plan.request.dest)
-    free = check_free_space(dest, plan.fetch_bytes, disk_usage=disk_usage)
+    free = check_free_space(dest, plan.tally("fetch")[1], disk_usage=disk_usage)
     sync = execute(plan.client, plan.plans, plan.request.jobs, options, progress)
     report = DownloadReport(plan, sync, free)
     if convert and sync.ok:

@@ -112,10 +112,13 @@ def download_command(
     )
     plan = plan_download(request)
     skipped_folders = plan.skipped_folders
+    (fetch, fetch_bytes), (present, present_bytes), (skipped, skipped_bytes) = (
+        plan.tally(kind) for kind in ("fetch", "present", "skipped")
+    )
     line = (
-        f"plan: {plan.fetch_files} files ({human_bytes(plan.fetch_bytes)}) to fetch, "
-        f"{plan.present_files} ({human_bytes(plan.present_bytes)}) already present, "
-        f"{plan.skipped_files} ({human_bytes(plan.skipped_bytes)}) skipped"
+        f"plan: {fetch} files ({human_bytes(fetch_bytes)}) to fetch, "
+        f"{present} ({human_bytes(present_bytes)}) already present, "
+        f"{skipped} ({human_bytes(skipped_bytes)}) skipped"
         + (f" plus {_count(len(skipped_folders), 'folder')} not listed" if skipped_folders else "")
         + (f", {len(plan.refused)} refused" if plan.refused else "")
     )
