@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import gt_camera, traced_points
 
 from eyeful_tools import cameras
 from eyeful_tools.cameras import Camera, CameraModel, Frame, Scene, WorldUp
@@ -104,7 +105,7 @@ def _transforms_from_ground_truth(capture: Path, out: Path, folder: str = "image
     size = truth["folders"][folder]
     frames = []
     for key, image in sorted(truth["images"].items()):
-        full = _camera_from_dict(image["camera"])
+        full = gt_camera(image["camera"])
         frames.append(
             Frame(
                 image_path=str((capture / folder / f"{key}.jpg").resolve()),
@@ -120,23 +121,7 @@ def _transforms_from_ground_truth(capture: Path, out: Path, folder: str = "image
     return path
 
 
-def _camera_from_dict(data: dict) -> Camera:
-    return Camera(
-        model=CameraModel(data["model"]),
-        width_px=data["width"],
-        height_px=data["height"],
-        fx=data["fx"],
-        fy=data["fy"],
-        cx=data["cx"],
-        cy=data["cy"],
-        distortion=cameras.distortion_from_dict(data["distortion"]),
-        fisheye_crop_radius_px=data.get("fisheye_crop_radius_px"),
-    )
-
-
 def _check_rays_hit_ground_truth(capture: Path, transforms: Path) -> None:
-    from eyeful_tools.synth import trace
-
     truth = json.loads((capture / "ground_truth.json").read_text())
     dataset = parse_dataset(transforms)
     # p_normalised = scale * (T @ applied_transform @ p_capture)
@@ -165,15 +150,13 @@ def _check_rays_hit_ground_truth(capture: Path, transforms: Path) -> None:
             .with_suffix("")
         )
         image = truth["images"][str(key)]
-        gt_camera = cameras.rescale_camera(
-            _camera_from_dict(image["camera"]), camera.width_px, camera.height_px
+        truth_camera = cameras.rescale_camera(
+            gt_camera(image["camera"]), camera.width_px, camera.height_px
         )
-        gt_world_from_cam = np.array(image["world_from_cam"])
         uv = np.stack([picks[:, 1] + 0.5, picks[:, 0] + 0.5], axis=-1)
-        gt_dirs = cameras.unproject(gt_camera, uv) @ gt_world_from_cam[:3, :3].T
-        gt_origin = np.broadcast_to(gt_world_from_cam[:3, 3], gt_dirs.shape)
-        _, distance = trace(gt_origin, gt_dirs, seed=truth["seed"])
-        points = gt_origin + distance[:, None] * gt_dirs  # [n, 3] capture world, metres
+        points, _, _ = traced_points(  # [n, 3] capture world, metres
+            truth_camera, np.array(image["world_from_cam"]), uv, seed=truth["seed"]
+        )
         points_norm = points @ normalised_from_capture[:3, :3].T + normalised_from_capture[:3, 3]
         offset = points_norm - origins.numpy()
         along = np.einsum("ij,ij->i", offset, directions.numpy())
