@@ -31,14 +31,13 @@ from eyeful_tools.cameras import (
     rescale_camera,
 )
 from eyeful_tools.errors import InputFormatError, MissingFileError, SplitError, UsageError
-from eyeful_tools.imageio import image_size, is_exr
+from eyeful_tools.imageio import IMAGE_SUFFIXES, image_size, is_exr
 from eyeful_tools.readers import krt, metashape
 from eyeful_tools.transforms import TransformsFile, scene_to_transforms, write_transforms
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("auto", "krt", "metashape")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".exr")
 #: nerfstudio's downscaled copies live beside transforms.json; never match cameras to them
 _DERIVED_FOLDER_PREFIXES = ("images_", "masks_", "depths_")
 
