@@ -11,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import gt_camera, traced_points
 from lxml import etree
 
 from eyeful_tools import cameras
 from eyeful_tools.cameras import Camera, CameraModel
 from eyeful_tools.cli import main
 from eyeful_tools.imageio import image_size, read_image
-from eyeful_tools.synth import example_capture, pixel_rays, synthesize, trace
+from eyeful_tools.synth import example_capture, synthesize, trace
 from eyeful_tools.synth.render import srgb_from_linear
 
 FOLDERS = ("images-jpeg-2k", "images-jpeg-1k", "images-2k")
@@ -50,20 +51,6 @@ def _krt_camera(entry: dict) -> Camera:
     )
 
 
-def _gt_camera(data: dict) -> Camera:
-    return Camera(
-        model=CameraModel(data["model"]),
-        width_px=data["width"],
-        height_px=data["height"],
-        fx=data["fx"],
-        fy=data["fy"],
-        cx=data["cx"],
-        cy=data["cy"],
-        distortion=cameras.distortion_from_dict(data["distortion"]),
-        fisheye_crop_radius_px=data["fisheye_crop_radius_px"],
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # KRT vs the renderer
 
@@ -79,15 +66,16 @@ def test_krt_projects_traced_point_to_the_rendered_pixel(rig, request):
         exr_path = capture / "images-2k" / f"{entry['cameraId']}.exr"
         width, height = image_size(exr_path)
         gt = truth["images"][entry["cameraId"]]
-        renderer_camera = cameras.rescale_camera(_gt_camera(gt["camera"]), width, height)
+        renderer_camera = cameras.rescale_camera(gt_camera(gt["camera"]), width, height)
         world_from_cam = np.array(gt["world_from_cam"])
         # pixel centres the renderer shaded (corner origin, +0.5)
         pixels = np.stack(
             [rng.integers(0, width, 40) + 0.5, rng.integers(0, height, 40) + 0.5], axis=-1
         )
-        origins, directions, valid = pixel_rays(renderer_camera, world_from_cam, pixels)
-        radiance, distance = trace(origins, directions, seed=truth["seed"])
-        points = origins + distance[:, None] * directions  # [N, 3] ground-truth surface points
+        # [N, 3] ground-truth surface points
+        points, radiance, valid = traced_points(
+            renderer_camera, world_from_cam, pixels, seed=truth["seed"]
+        )
 
         # the KRT file alone: K, distortion, T (world -> camera, column-major), at image size
         krt_camera = cameras.rescale_camera(_krt_camera(entry), width, height)
@@ -242,7 +230,7 @@ def test_metashape_rig_composes_to_ground_truth(rig, request):
         np.testing.assert_allclose(rig_from_cam[:3, 3], master_rig_from_cam[:3, 3], atol=1e-12)
 
     # intrinsics in Metashape's conventions: centre offsets, P1/P2 swapped vs OpenCV
-    gt = _gt_camera(truth["camera"])
+    gt = gt_camera(truth["camera"])
     for sensor in sensors.values():
         calibration = sensor["calibration"]
         assert float(calibration.find("f").text) == gt.fx
@@ -298,7 +286,7 @@ def test_exr_is_linear_hdr_and_jpeg_is_its_white_balanced_srgb(synth_v2):
 
 def test_fisheye_is_black_outside_the_image_circle(synth_v1):
     truth = _json(synth_v1 / "ground_truth.json")
-    camera = _gt_camera(truth["folders"]["images-2k"]["camera"])
+    camera = gt_camera(truth["folders"]["images-2k"]["camera"])
     centres = cameras.pixel_centers(camera.width_px, camera.height_px)
     radius = np.hypot(
         (centres[..., 0] - camera.cx) / camera.fx, (centres[..., 1] - camera.cy) / camera.fy
@@ -311,7 +299,7 @@ def test_fisheye_is_black_outside_the_image_circle(synth_v1):
         exr = read_image(path)
         assert np.all(exr[outside] == 0)
         assert np.mean(exr[inside].max(axis=-1) > 0.01) > 0.99
-    jpeg_camera = _gt_camera(truth["folders"]["images-jpeg-1k"]["camera"])
+    jpeg_camera = gt_camera(truth["folders"]["images-jpeg-1k"]["camera"])
     c = cameras.pixel_centers(jpeg_camera.width_px, jpeg_camera.height_px)
     r = np.hypot(
         (c[..., 0] - jpeg_camera.cx) / jpeg_camera.fx, (c[..., 1] - jpeg_camera.cy) / jpeg_camera.fy
