@@ -135,7 +135,8 @@ def aggregate(per_image: list[dict[str, float | None]]) -> dict[str, float | Non
     return results
 
 
-def _to_uint8(image: torch.Tensor) -> np.ndarray:
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """[H, W, 3] float in [0, 1] (clamped) -> uint8, rounded."""
     return (image.clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
 
 
@@ -202,7 +203,7 @@ def evaluate(
         )
         name = Path(run.dataset.image_paths[item.index]).stem
         metrics["image"] = name
-        pred8, gt8 = _to_uint8(pred), _to_uint8(gt)
+        pred8, gt8 = to_uint8(pred), to_uint8(gt)
         write_image(out_dir / "renders" / f"{name}.png", pred8)
         write_image(out_dir / "side_by_side" / f"{name}.png", np.concatenate([gt8, pred8], axis=1))
         per_image.append(metrics)

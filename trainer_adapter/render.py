@@ -14,12 +14,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from eyeful_tools.cameras import Camera, CameraModel, opencv_from_opengl_pose
 from eyeful_tools.errors import InputFormatError, MissingFileError, UsageError
 from eyeful_tools.fsio import atomic_path
-from trainer_adapter.evaluate import load_run, render_image
+from trainer_adapter.evaluate import load_run, render_image, to_uint8
 
 
 def read_camera_path(path: str | Path) -> tuple[list[Camera], np.ndarray, float]:
@@ -112,7 +111,7 @@ def render_video(
     orbit_size_px: tuple[int, int] = (320, 240),
 ) -> tuple[Path, int]:
     """Render the path (or an orbit) to an mp4 (written atomically); returns (path, frames)."""
-    from trainer_adapter.data.rays import camera_rays, pack_cameras
+    from trainer_adapter.data.images import camera_ray_chunks
 
     output = Path(output)
     if output.suffix.lower() not in (".mp4", ".avi"):
@@ -126,6 +125,7 @@ def render_video(
             raise UsageError(output, "orbit frames, width and height must be positive")
         cameras, poses = orbit_path(run.dataset.world_from_cam, frames, width, height)
     width, height = cameras[0].width_px, cameras[0].height_px
+    chunk_rows = max(1, run.config.eval_num_rays_per_chunk // width)
     fourcc = cv2.VideoWriter_fourcc(*("mp4v" if output.suffix.lower() == ".mp4" else "MJPG"))
     with atomic_path(output) as tmp:
         writer = cv2.VideoWriter(str(tmp), fourcc, fps, (width, height))
@@ -135,15 +135,8 @@ def render_video(
             for camera, pose in zip(cameras, poses, strict=True):
                 if (camera.width_px, camera.height_px) != (width, height):
                     raise InputFormatError(output, "all frames must have the same size")
-                packed = pack_cameras([camera], dtype=torch.float64)
-                v, u = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-                uv = torch.from_numpy(np.stack([u, v], -1).reshape(-1, 2) + 0.5)
-                idx = torch.zeros(uv.shape[0], dtype=torch.long)
-                pose_t = torch.as_tensor(pose, dtype=torch.float64)[None].expand(uv.shape[0], 4, 4)
-                origins, directions = camera_rays(packed[idx], pose_t, uv)
-                chunks = [(origins.float(), directions.float())]
-                image = render_image(run, chunks, height, width)
-                frame = (image.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+                chunks = camera_ray_chunks(camera, pose, chunk_rows=chunk_rows, device=run.device)
+                frame = to_uint8(render_image(run, chunks, height, width))
                 writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         finally:
             writer.release()

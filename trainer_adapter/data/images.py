@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from eyeful_tools.cameras import Camera
 from eyeful_tools.errors import InputFormatError, SplitError
 from eyeful_tools.imageio import read_image, read_image_into
 from trainer_adapter.data.cache import DiskCache
 from trainer_adapter.data.parser import ParsedDataset
-from trainer_adapter.data.rays import CameraTensors, camera_rays, pack_cameras, valid_pixel_mask
+from trainer_adapter.data.rays import camera_rays, pack_cameras, valid_pixel_mask
 
 #: largest finite float16; brighter EXR radiance is clipped to it in the pool
 FLOAT16_MAX = 65504.0
@@ -100,24 +101,19 @@ class EvalImage:
     valid: torch.Tensor  # [H, W] bool (fisheye circle and mask)
 
 
-def image_ray_chunks(
-    dataset: ParsedDataset,
-    index: int,
+def camera_ray_chunks(
+    camera: Camera,
+    world_from_cam: np.ndarray,
     *,
     chunk_rows: int,
     device: torch.device | str = "cpu",
-    packed: CameraTensors | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Rays of every pixel of image ``index``, ``chunk_rows`` rows at a time, float32."""
+    """Rays of every pixel of one camera at a pose (``[4, 4]``, OpenCV axes), ``chunk_rows`` rows
+    at a time, row-major, float32 (computed in float64 except on MPS)."""
     device = torch.device(device)
     dtype = torch.float32 if device.type == "mps" else torch.float64
-    camera = dataset.cameras[index]
-    if packed is None:
-        packed = pack_cameras([camera], device=device, dtype=dtype)
-        which = 0
-    else:
-        which = index
-    world_from_cam = torch.as_tensor(dataset.world_from_cam[index], dtype=dtype, device=device)
+    packed = pack_cameras([camera], device=device, dtype=dtype)
+    pose = torch.as_tensor(world_from_cam, dtype=dtype, device=device)
     cols = torch.arange(camera.width_px, device=device, dtype=dtype) + 0.5
     for row0 in range(0, camera.height_px, max(1, chunk_rows)):
         row1 = min(camera.height_px, row0 + chunk_rows)
@@ -125,9 +121,25 @@ def image_ray_chunks(
         v, u = torch.meshgrid(rows, cols, indexing="ij")
         uv = torch.stack([u.reshape(-1), v.reshape(-1)], dim=-1)
         count = uv.shape[0]
-        selector = torch.full((count,), which, dtype=torch.int64, device=device)
-        origins, directions = camera_rays(packed[selector], world_from_cam.expand(count, 4, 4), uv)
+        selector = torch.zeros(count, dtype=torch.int64, device=device)
+        origins, directions = camera_rays(packed[selector], pose.expand(count, 4, 4), uv)
         yield origins.float(), directions.float()
+
+
+def image_ray_chunks(
+    dataset: ParsedDataset,
+    index: int,
+    *,
+    chunk_rows: int,
+    device: torch.device | str = "cpu",
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Rays of every pixel of image ``index``, ``chunk_rows`` rows at a time, float32."""
+    return camera_ray_chunks(
+        dataset.cameras[index],
+        dataset.world_from_cam[index],
+        chunk_rows=chunk_rows,
+        device=device,
+    )
 
 
 def load_eval_image(dataset: ParsedDataset, index: int) -> tuple[np.ndarray, np.ndarray]:
