@@ -472,11 +472,7 @@ def run_jobs(
         return results
     if executor is not None:
         return _collect(executor, function, items, progress)
-    pool = ProcessPoolExecutor(
-        max_workers=min(jobs, total),
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_worker_init,
-    )
+    pool = make_pool(min(jobs, total))
     try:
         return _collect(pool, function, items, progress)
     finally:
