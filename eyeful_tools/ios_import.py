@@ -35,6 +35,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -53,6 +54,8 @@ from eyeful_tools.errors import InputFormatError, MissingFileError, UsageError
 from eyeful_tools.fsio import atomic_path
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: the image sizes of one frame may differ from its metadata by a uniform scale, this much
 _ASPECT_TOLERANCE = 0.01
@@ -305,9 +308,9 @@ def import_capture(
     return report
 
 
-def even_subsample(indices: Sequence[int], max_count: int | None) -> list[int]:
+def even_subsample(items: Sequence[T], max_count: int | None) -> list[T]:
     """At most ``max_count`` items, evenly spread, first and last kept (nerfstudio's rule)."""
-    items = list(indices)
+    items = list(items)
     if max_count is None or len(items) <= max_count:
         return items
     if max_count == 1:

@@ -424,8 +424,7 @@ def import_images(
     report = SfmReport(out_dir=out_dir, source=source, num_input=len(names))
     sharp = drop_blurry(source, names, blur_filter, progress)
     report.dropped_blurry = len(names) - len(sharp)
-    positions = even_subsample(range(len(sharp)), max_frames)
-    selected = [sharp[i] for i in positions]
+    selected = even_subsample(sharp, max_frames)
     report.dropped_subsample = len(sharp) - len(selected)
     with _clean_up_on_failure(out_dir):
         return _sfm_to_dataset(
