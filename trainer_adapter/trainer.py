@@ -127,12 +127,18 @@ def latest_checkpoint(load_dir: str | Path) -> Path:
     load_dir = Path(load_dir)
     if (load_dir / CHECKPOINT_DIR).is_dir():
         load_dir = load_dir / CHECKPOINT_DIR
-    found = sorted(
-        (int(m.group(1)), p) for p in load_dir.glob("step-*.ckpt") if (m := _CKPT_RE.search(p.name))
-    )
+    found = _checkpoints(load_dir)
     if not found:
         raise MissingFileError(load_dir, "no step-*.ckpt checkpoint found")
-    return found[-1][1]
+    return found[-1]
+
+
+def _checkpoints(folder: Path) -> list[Path]:
+    """The ``step-*.ckpt`` files of a folder, by increasing step."""
+    found = (
+        (int(m.group(1)), p) for p in folder.glob("step-*.ckpt") if (m := _CKPT_RE.search(p.name))
+    )
+    return [p for _, p in sorted(found)]
 
 
 def save_checkpoint(
@@ -156,10 +162,8 @@ def save_checkpoint(
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
-    others = sorted(
-        (int(m.group(1)), p) for p in folder.glob("step-*.ckpt") if (m := _CKPT_RE.search(p.name))
-    )
-    for _, old in others[: max(len(others) - max(keep, 1), 0)]:
+    others = _checkpoints(folder)
+    for old in others[: max(len(others) - max(keep, 1), 0)]:
         old.unlink(missing_ok=True)
     return path
 
@@ -407,9 +411,7 @@ def train(
                 run_dir, last_step, model, optimizers, scaler, config.keep_checkpoints
             )
     finally:
-        close = getattr(loader, "close", None)
-        if close is not None:
-            close()
+        loader.close()
         if world > 1 and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
