@@ -3,6 +3,8 @@ sys.path under pytest's default rootdir import mode)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from eyeful_tools import cameras
@@ -21,6 +23,20 @@ def random_pose(seed: int, translation_scale: float = 1.0) -> np.ndarray:
     pose = np.eye(4)
     pose[:3, :3] = random_rotation(rng)
     pose[:3, 3] = rng.normal(size=3) * translation_scale
+    return pose
+
+
+def look_at(eye: np.ndarray, target: np.ndarray, roll_deg: float = 0.0) -> np.ndarray:
+    """``world_from_cam`` (OpenCV axes, the synth's y-up world) at ``eye`` looking at
+    ``target``, rolled ``roll_deg`` about the optical axis."""
+    from eyeful_tools.synth.rig import look_rotation
+
+    forward = np.asarray(target, dtype=np.float64) - eye
+    c, s = math.cos(math.radians(roll_deg)), math.sin(math.radians(roll_deg))
+    roll = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    pose = np.eye(4)
+    pose[:3, :3] = look_rotation(forward / np.linalg.norm(forward)) @ roll
+    pose[:3, 3] = eye
     return pose
 
 

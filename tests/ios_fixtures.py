@@ -18,13 +18,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from helpers import look_at
 
 from eyeful_tools import cameras
 from eyeful_tools.cameras import Camera, CameraModel
 from eyeful_tools.imageio import write_image
 from eyeful_tools.synth import render
 from eyeful_tools.synth.render import srgb_from_linear
-from eyeful_tools.synth.rig import look_rotation
 
 try:  # optional: .r3d depth is LZFSE (``pip install lzfse``)
     import lzfse
@@ -58,15 +58,7 @@ def phone_poses(count: int, roll_deg: float = 12.0) -> list[np.ndarray]:
         angle = 0.4 + 1.2 * index / max(count - 1, 1)
         position = np.array([0.9 * math.cos(angle), 1.4, 1.2 * math.sin(angle)])
         target = np.array([0.0, 1.0 + 0.1 * index, 0.0])
-        forward = (target - position) / np.linalg.norm(target - position)
-        rotation = look_rotation(forward)
-        roll = math.radians(roll_deg * (1 if index % 2 else -1))
-        c, s = math.cos(roll), math.sin(roll)
-        rotation = rotation @ np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-        pose = np.eye(4)
-        pose[:3, :3] = rotation
-        pose[:3, 3] = position
-        poses.append(pose)
+        poses.append(look_at(position, target, roll_deg * (1 if index % 2 else -1)))
     return poses
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import look_at
 
 from eyeful_tools import sfm, transforms
 from eyeful_tools.cameras import Camera, CameraModel
@@ -15,7 +16,6 @@ from eyeful_tools.cli import main
 from eyeful_tools.colmap_io import rotation_angle_rad
 from eyeful_tools.imageio import write_image
 from eyeful_tools.synth.render import render, srgb_from_linear
-from eyeful_tools.synth.rig import look_rotation
 
 VIEWS = 24
 #: tiny renders have plenty of features (2048 per image halves the run time); one thread makes
@@ -26,19 +26,6 @@ CAMERA = Camera(
 )
 
 
-def _look_at(eye: np.ndarray, target: np.ndarray, roll_deg: float) -> np.ndarray:
-    """world_from_cam (OpenCV axes, y-up synthetic world) at ``eye`` looking at ``target``."""
-    forward = target - eye
-    roll = math.radians(roll_deg)
-    about_axis = np.array(
-        [[math.cos(roll), -math.sin(roll), 0.0], [math.sin(roll), math.cos(roll), 0.0], [0, 0, 1]]
-    )
-    pose = np.eye(4)
-    pose[:3, :3] = look_rotation(forward / np.linalg.norm(forward)) @ about_axis
-    pose[:3, 3] = eye
-    return pose
-
-
 def _walk() -> list[np.ndarray]:
     """A 3.2 m walk across the room towards the far wall, bobbing, panning and rolling a little
     (general motion: an orbit around one point makes the focal length poorly determined)."""
@@ -47,7 +34,7 @@ def _walk() -> list[np.ndarray]:
         t = index / (VIEWS - 1)
         eye = np.array([-1.6 + 3.2 * t, 1.2 + 0.3 * math.sin(7 * t), 1.6 + 0.5 * math.sin(5 * t)])
         direction = np.array([0.5 * math.sin(6 * t) - 0.3 * eye[0], -0.2, -1.0])
-        poses.append(_look_at(eye, eye + direction, 10.0 * math.sin(9 * t)))
+        poses.append(look_at(eye, eye + direction, 10.0 * math.sin(9 * t)))
     return poses
 
 
