@@ -1,6 +1,6 @@
 """Mirror S3 prefixes to local folders: list, plan, transfer, verify. Knows nothing of cameras.
 
-``list_target`` + ``plan_target`` build a :class:`Plan` per prefix (what to fetch, what is
+``list_targets`` + ``plan_target`` build a :class:`Plan` per prefix (what to fetch, what is
 present, what is skipped or refused), ``check_free_space`` refuses plans that do not fit, and
 ``execute`` runs them with a thread pool, resuming partials and verifying sizes and ETags.
 """

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -78,6 +77,5 @@ class Manifest:
             "prefix": self.prefix,
             "objects": {rel: asdict(e) for rel, e in sorted(self.entries.items())},
         }
-        os.makedirs(self.path.parent, exist_ok=True)
         atomic_write_json(self.path, data, indent=1)
         self.dirty = False
