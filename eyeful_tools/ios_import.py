@@ -26,6 +26,7 @@ member that would escape the output folder is refused before anything is read.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import posixpath
@@ -35,7 +36,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -121,6 +122,16 @@ class Source:
         if self._zip is not None:
             return self._zip.read(name)
         return (self.path / name).read_bytes()
+
+    def read_json_object(self, name: str) -> dict[str, Any]:
+        """A member parsed as a JSON object; errors name the member."""
+        try:
+            data = json.loads(self.read_bytes(name).decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise InputFormatError(self.display(name), f"not valid JSON ({error})") from error
+        if not isinstance(data, dict):
+            raise InputFormatError(self.display(name), "expected a JSON object")
+        return data
 
     def local_path(self, name: str) -> Path | None:
         """The file on disk (folders only), for hard links and readers that need a path."""

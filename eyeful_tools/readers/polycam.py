@@ -16,7 +16,6 @@ confidence 0/127/255, low-confidence (0) pixels are dropped. ``depth/`` is optio
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -146,12 +145,7 @@ def _is_number(value: Any) -> bool:
 
 def _load_camera(source: Source, name: str) -> dict[str, Any]:
     where = source.display(name)
-    try:
-        values = json.loads(source.read_bytes(name).decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputFormatError(where, f"not valid JSON ({error})") from error
-    if not isinstance(values, dict):
-        raise InputFormatError(where, "expected a JSON object")
+    values = source.read_json_object(name)
     missing = [k for k in ("fx", "fy", "cx", "cy", *POSE_KEYS) if k not in values]
     if missing:
         raise InputFormatError(where, f"missing {', '.join(missing)}")

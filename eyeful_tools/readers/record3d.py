@@ -20,7 +20,6 @@ metadata's is refused rather than guessed at. Pose ``i`` belongs to image ``<i>.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -103,7 +102,7 @@ def _read(source: Source) -> IosCapture:
     kind, prefix = found
     meta_name = f"{prefix}metadata.json" if kind == "exr" else f"{prefix}metadata"
     where = source.display(meta_name)
-    meta = _load_json(source, meta_name)
+    meta = source.read_json_object(meta_name)
     image_dir = f"{prefix}rgb/" if kind == "exr" else f"{prefix}rgbd/"
     images, ignored = _numbered_images(source, image_dir)
     if not images:
@@ -152,16 +151,6 @@ def _read(source: Source) -> IosCapture:
     return IosCapture(
         app="record3d", source=source, frames=frames, notes=notes, min_confidence=MIN_CONFIDENCE
     )
-
-
-def _load_json(source: Source, name: str) -> dict[str, Any]:
-    try:
-        data = json.loads(source.read_bytes(name).decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputFormatError(source.display(name), f"not valid JSON ({error})") from error
-    if not isinstance(data, dict):
-        raise InputFormatError(source.display(name), "expected a JSON object")
-    return data
 
 
 def _numbered_images(source: Source, image_dir: str) -> tuple[list[tuple[int, str]], list[str]]:
