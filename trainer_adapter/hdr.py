@@ -73,23 +73,3 @@ def inverse_tonemap(
     else:
         x = mapped
     return torch.clamp(x, min=0.0) * scale
-
-
-def tonemapped_psnr(
-    predicted_linear: torch.Tensor,
-    target_linear: torch.Tensor,
-    kind: str = DEFAULT_TONEMAP,
-    *,
-    scale: float = 1.0,
-    valid: torch.Tensor | None = None,
-) -> float:
-    """PSNR (dB, peak 1) between two images after the same tonemap, clamped to [0, 1].
-
-    predicted/target: [..., 3]; valid: bool of the leading shape (fisheye circle, masks).
-    """
-    a = torch.clamp(tonemap(predicted_linear, kind, scale=scale), 0.0, 1.0)
-    b = torch.clamp(tonemap(target_linear, kind, scale=scale), 0.0, 1.0)
-    if valid is not None:
-        a, b = a[valid], b[valid]
-    mse = float(torch.mean((a - b) ** 2))
-    return float("inf") if mse == 0 else -10.0 * math.log10(mse)
