@@ -80,10 +80,6 @@ class ParsedDataset:
         return np.array([[-s, -s, -s], [s, s, s]], dtype=np.float32)
 
     @property
-    def scene_box(self) -> np.ndarray:
-        return self.aabb
-
-    @property
     def has_masks(self) -> bool:
         return any(p is not None for p in self.mask_paths)
 
