@@ -118,9 +118,15 @@ def test_known_errors_are_one_line_with_exit_1(tmp_path: Path, capsys) -> None:
     from eyeful_tools import transforms
     from eyeful_tools.errors import MissingFileError
 
+    missing = tmp_path / "nope.json"
     with pytest.raises(MissingFileError):
-        transforms.read_transforms(tmp_path / "nope.json")
-    # through the CLI: an unknown option value is a usage error (exit 2), not a traceback
+        transforms.read_transforms(missing)
+    # through the CLI the same error is exit 1 and one stderr line naming the file
+    capsys.readouterr()
+    assert main(["split", str(missing)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {missing}: "), lines
+    # an unknown option value is a usage error (exit 2), not a traceback
     assert main(["schema", "--bogus"]) == 2
 
 
