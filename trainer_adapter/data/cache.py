@@ -27,14 +27,14 @@ class DiskCache:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def file_for(self, source: Path, kind: str = "rgb") -> Path:
+    def file_for(self, source: Path) -> Path:
         stat = source.stat()
-        key = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{kind}"
+        key = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|rgb"
         return self.root / f"{hashlib.sha1(key.encode()).hexdigest()}.npy"
 
-    def load_into(self, source: Path, out: np.ndarray, kind: str = "rgb") -> bool:
+    def load_into(self, source: Path, out: np.ndarray) -> bool:
         """Copy cached pixels into ``out`` (same shape and dtype); False when not cached."""
-        path = self.file_for(source, kind)
+        path = self.file_for(source)
         if not path.is_file():
             return False
         try:
@@ -49,7 +49,7 @@ class DiskCache:
         del cached  # unmap now, so the pages stop counting towards this process's RSS
         return True
 
-    def store(self, source: Path, pixels: np.ndarray, kind: str = "rgb") -> None:
-        path = self.file_for(source, kind)
+    def store(self, source: Path, pixels: np.ndarray) -> None:
+        path = self.file_for(source)
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.save(handle, np.ascontiguousarray(pixels), allow_pickle=False)
