@@ -111,8 +111,8 @@ def test_world_from_cam_and_cam_from_world_invert_exactly() -> None:
 def test_opengl_opencv_flip_and_world_permutation() -> None:
     pose = random_pose(4)
     gl = cameras.opengl_from_opencv_pose(pose)
-    # OpenGL camera looks down -z: its -z column is the OpenCV +z (forward) column
-    np.testing.assert_allclose(-gl[:3, 2], pose[:3, 2])
+    # OpenGL camera: x right, y up, looks down -z; the OpenCV y and z columns negated
+    np.testing.assert_allclose(gl, pose * np.array([1.0, -1.0, -1.0, 1.0]))
     np.testing.assert_allclose(cameras.opencv_from_opengl_pose(gl), pose)
     zup = cameras.zup_from_yup_world()
     assert cameras.is_rotation(zup)
