@@ -61,7 +61,7 @@ def test_pose_survives_write_read_and_convention_round_trip(tmp_path: Path) -> N
     assert back.splits["train"] == ["10/10_DSC0001.jpg"]
 
 
-def test_written_matrix_is_nerfstudio_formula(tmp_path: Path) -> None:
+def test_written_matrix_is_nerfstudio_formula() -> None:
     """nerfstudio's EyefulTower converter: rows permuted [2,0,1,3], columns 1 and 2 negated."""
     scene = _scene()
     data = transforms.scene_to_transforms(scene)
