@@ -161,7 +161,8 @@ def _add_cameras(
     Without a rig every camera also gets its trivial rig (rig_id = camera_id)."""
     ids: dict[tuple[str | None, Camera], int] = {}
     keys = [(f.camera_id, f.camera) for f in frames]
-    order = sorted(set(keys), key=lambda k: (natural_key(k[0] or ""), keys.index(k)))
+    # first-appearance order within a camera_id (a stable sort); no keys.index scan per key
+    order = sorted(dict.fromkeys(keys), key=lambda k: natural_key(k[0] or ""))
     for colmap_id, key in enumerate(order, start=1):
         model_name, params = colmap_camera_params(key[1])
         camera = pycolmap.Camera(
