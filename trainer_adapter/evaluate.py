@@ -28,6 +28,7 @@ from trainer_adapter import device as devices
 from trainer_adapter.model.nerfacto import NerfactoModel
 from trainer_adapter.presets import TrainConfig
 from trainer_adapter.trainer import (
+    CHECKPOINT_DIR,
     _tonemapper,
     latest_checkpoint,
     load_checkpoint,
@@ -60,7 +61,7 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
 
     run_dir = Path(run_dir)
     meta = read_run_config(run_dir)
-    if run_dir.name == "nerfstudio_models":
+    if run_dir.name == CHECKPOINT_DIR:
         run_dir = run_dir.parent
     config = TrainConfig.from_dict(meta["config"])
     checkpoint = latest_checkpoint(run_dir)
