@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from eyeful_tools import catalog
-from eyeful_tools.errors import DownloadError, MissingFileError, UnsupportedError, UsageError
+from eyeful_tools.errors import DownloadError, MissingFileError, UsageError
 from eyeful_tools.s3sync import (
     Manifest,
     Plan,
@@ -204,12 +204,8 @@ def run_download(
 
 def convert_downloaded(capture_dir: Path, resolutions: list[str]) -> list[str]:
     """Run the converter on the resolutions that were downloaded; return those converted."""
-    try:
-        from eyeful_tools.convert import convert_capture
-    except ImportError as error:
-        raise UnsupportedError(
-            capture_dir, "eyeful convert is not available in this build; rerun with --no-convert"
-        ) from error
+    from eyeful_tools.convert import convert_capture  # cv2, lxml: only once there is work
+
     present = [r for r in resolutions if (capture_dir / catalog.RESOLUTIONS[r].folder).is_dir()]
     if present:
         convert_capture(capture_dir, resolutions=present, source="krt", rig=True)
