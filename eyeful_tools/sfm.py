@@ -181,7 +181,6 @@ def extract_video_frames(
     *,
     max_frames: int = DEFAULT_VIDEO_FRAMES,
     progress: Progress = _noop,
-    sharpness: Callable[[np.ndarray], float] = blur.sharpness,
 ) -> VideoFrames:
     """Write the sharpest frame of every interval of ``ceil(count / max_frames)`` frames.
 
@@ -223,7 +222,7 @@ def extract_video_frames(
             ok, pixels = capture.read()
             if not ok:
                 break
-            score = sharpness(pixels)
+            score = blur.sharpness(pixels)
             if best is None or score > best[0]:
                 best = (score, index, pixels)
             index += 1
