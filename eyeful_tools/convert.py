@@ -146,7 +146,8 @@ def convert_capture(
         raise MissingFileError(capture_dir, "capture folder not found")
     source = _pick_source(capture_dir, source)
     folders = _image_folders(capture_dir, resolutions, images_dir)
-    capture = capture_dir.resolve().name if capture_dir.resolve().name in catalog.CAPTURES else None
+    folder_name = capture_dir.resolve().name
+    capture = folder_name if folder_name in catalog.CAPTURES else None
     fraction = krt.crop_fraction(capture)
     report = ConvertReport(capture_dir=capture_dir, source=source)
 
@@ -175,7 +176,7 @@ def convert_capture(
         matched = Scene(
             frames=tuple(frames),
             world_up=scene.world_up,
-            name=capture or capture_dir.resolve().name,
+            name=folder_name,
         )
         tf = scene_to_transforms(matched, extra={"source": source, "images": folder.name})
         try:
@@ -286,7 +287,7 @@ def _match_folder(
     scene: Scene,
     folder: Path,
     source: str,
-    fraction: float,
+    fraction: float | None,
     result: FolderResult,
     on_progress: ProgressCallback | None,
 ) -> list[Frame]:
