@@ -106,10 +106,6 @@ class Source:
         )
         self._name_set = set(self._names)
 
-    @property
-    def is_archive(self) -> bool:
-        return self._zip is not None
-
     def names(self) -> list[str]:
         return list(self._names)
 
