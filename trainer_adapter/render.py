@@ -8,7 +8,6 @@ row-major, OpenGL camera axes, in the normalised world of ``dataparser_transform
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -16,23 +15,19 @@ import cv2
 import numpy as np
 
 from eyeful_tools.cameras import Camera, CameraModel, opencv_from_opengl_pose
-from eyeful_tools.errors import InputFormatError, MissingFileError, UsageError
-from eyeful_tools.fsio import atomic_path
+from eyeful_tools.errors import InputFormatError, UsageError
+from eyeful_tools.fsio import atomic_path, read_json
 from trainer_adapter.evaluate import load_run, render_image, to_uint8
 
 
 def read_camera_path(path: str | Path) -> tuple[list[Camera], np.ndarray, float]:
     """Cameras, ``world_from_cam`` ``[N, 4, 4]`` (OpenCV axes, normalised world) and fps."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(path, "camera path file not found")
+    data = read_json(path, "camera path file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
         width, height = int(data["render_width"]), int(data["render_height"])
         fps = float(data.get("fps", 24))
         entries = data["camera_path"]
-    except json.JSONDecodeError as error:
-        raise InputFormatError(path, f"invalid JSON: {error.msg} (line {error.lineno})") from None
     except (KeyError, TypeError, ValueError) as error:
         raise InputFormatError(path, f"not a nerfstudio camera path ({error})") from None
     if not isinstance(entries, list) or not entries:

@@ -16,7 +16,6 @@ samples its own full batch (seed ``42 + rank``), gradients are averaged, only ra
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -33,7 +32,7 @@ import torch.distributed as dist
 from torch import nn
 
 from eyeful_tools.errors import InputFormatError, MissingFileError, UsageError
-from eyeful_tools.fsio import atomic_path, atomic_write_json
+from eyeful_tools.fsio import atomic_path, atomic_write_json, read_json
 from trainer_adapter import device as devices
 from trainer_adapter.model.nerfacto import NerfactoModel
 from trainer_adapter.presets import TrainConfig, make_config
@@ -209,10 +208,7 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     path = run_dir / "config.json"
     if not path.is_file():
         raise MissingFileError(path, "not a training run (config.json missing)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise InputFormatError(path, f"invalid JSON: {error.msg} (line {error.lineno})") from error
+    data = read_json(path, "config.json")
     if not isinstance(data, dict) or "config" not in data or "data" not in data:
         raise InputFormatError(path, "config.json lacks 'config' or 'data'")
     return data
