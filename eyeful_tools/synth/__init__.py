@@ -80,10 +80,6 @@ class SynthResult:
     image_count: int  # per image folder
     folder_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # folder -> (w, h)
 
-    @property
-    def ground_truth_path(self) -> Path:
-        return self.out_dir / "ground_truth.json"
-
 
 def folder_sizes(size: tuple[int, int] | None) -> dict[str, tuple[int, int]]:
     """Image size per folder: ``size`` is the 2k size; 1k is ~0.52x, rounded per axis."""
