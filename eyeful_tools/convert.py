@@ -162,7 +162,7 @@ def convert_capture(
         report.no_pose = len(document.report.no_pose)
         report.no_calibration = len(document.report.no_calibration)
         report.rig_slaves_posed = document.report.rig_slaves_posed
-        report.warnings.extend(document.report.warnings)
+        report.warnings.extend(document.report.warnings)  # the reader has logged these
         if not scene.frames:
             raise InputFormatError(capture_dir / "cameras.xml", "no posed camera to convert")
     splits_path = capture_dir / "splits.json"
@@ -192,17 +192,15 @@ def convert_capture(
             pending.append((folder / name, subset))
         report.folders.append(result)
         if result.poses_without_image:
-            report.warnings.append(
-                f"{folder}: {result.poses_without_image} posed cameras have no image"
-            )
+            warning = f"{folder}: {result.poses_without_image} posed cameras have no image"
+            report.warnings.append(warning)
+            log.warning("%s", warning)
 
     if check:
         report.check = cross_check(capture_dir, rig=rig)
     for path, tf in pending:
         write_transforms(path, tf)
         next(f for f in report.folders if f.folder == path.parent).written.append(path)
-    for warning in report.warnings:
-        log.warning("%s", warning)
     return report
 
 
