@@ -32,6 +32,7 @@ from eyeful_tools import catalog
 from eyeful_tools.errors import InputFormatError, SplitError, UsageError
 from eyeful_tools.fsio import read_json
 from eyeful_tools.transforms import (
+    SPLIT_KEYS,
     TransformsFile,
     TransformsFrame,
     missing_files,
@@ -250,16 +251,10 @@ def subsets(tf: TransformsFile) -> dict[str, TransformsFile]:
     return {name: subsample(tf, n, by="image") for name, n in SUBSETS.items()}
 
 
-def write_subsets(folder: str | Path, tf: TransformsFile) -> list[Path]:
-    """Write :func:`subsets` next to ``transforms.json`` in ``folder``."""
-    folder = Path(folder)
-    return [write_transforms(folder / name, subset) for name, subset in subsets(tf).items()]
-
-
 def check_files(transforms_path: str | Path, tf: TransformsFile) -> None:
     """Every frame and every listed split file must exist; the error lists the missing ones."""
     names = [f.file_path for f in tf.frames]
-    for key in ("train_filenames", "val_filenames", "test_filenames"):
+    for key in SPLIT_KEYS:
         names.extend(getattr(tf, key) or [])
     unique = list(dict.fromkeys(names))
     missing = missing_files(transforms_path, unique)
@@ -268,7 +263,7 @@ def check_files(transforms_path: str | Path, tf: TransformsFile) -> None:
             f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         )
         raise SplitError(transforms_path, f"{len(missing)} listed files are missing: {shown}")
-    frame_names = set(n for n in (f.file_path for f in tf.frames))
+    frame_names = {f.file_path for f in tf.frames}
     orphans = [n for n in unique if n not in frame_names]
     if orphans:
         raise SplitError(
