@@ -7,9 +7,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from eyeful_tools.cli._app import console, export_app, import_app, state, summary
+from eyeful_tools.cli._app import export_app, import_app, stage_progress, state, summary
 
 _IMAGE_MODE = typer.Option(
     None,
@@ -44,26 +43,12 @@ _MAX_FEATURES = typer.Option(
 
 @contextmanager
 def _progress() -> Iterator:
-    """``progress(stage, done, total)`` drawing one bar per stage on stderr."""
+    """:func:`stage_progress`, with COLMAP's own logging quieted unless ``--verbose``."""
     import pycolmap
 
     if not state["verbose"]:
         pycolmap.logging.minloglevel = pycolmap.logging.Level.ERROR.value  # COLMAP's INFO flood
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        tasks: dict[str, object] = {}
-
-        def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)  # type: ignore[arg-type]
-
+    with stage_progress() as update:
         yield update
 
 

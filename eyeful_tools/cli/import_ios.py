@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from eyeful_tools.blur import parse_blur_filter
-from eyeful_tools.cli._app import console, import_app, summary
+from eyeful_tools.cli._app import import_app, stage_progress, summary
 from eyeful_tools.ios_import import ImportOptions
 from eyeful_tools.readers.polycam import import_polycam
 from eyeful_tools.readers.record3d import import_record3d
@@ -36,25 +33,6 @@ _ROTATE = typer.Option(
     help="Turn images upright, with their intrinsics and poses: none, cw, ccw, 180, or auto "
     "(the turn that puts the world's +y up; for landscape-held captures).",
 )
-
-
-@contextmanager
-def _progress() -> Iterator:
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        tasks: dict[str, object] = {}
-
-        def update(what: str, done: int, total: int) -> None:
-            if what not in tasks:
-                tasks[what] = bar.add_task(what, total=total)
-            bar.update(tasks[what], completed=done)  # type: ignore[arg-type]
-
-        yield update
 
 
 def _options(
@@ -93,7 +71,7 @@ def record3d(
     Example: eyeful import record3d scan.r3d --out data/scan --max-frames 300 --blur-filter percentile:10
     """
     options = _options(max_frames, blur_filter, link, depth, overwrite, rotate)
-    with _progress() as progress:
+    with stage_progress() as progress:
         report = import_record3d(source, out, options, progress)
     summary(report.one_line())
 
@@ -123,6 +101,6 @@ def polycam(
     Example: eyeful import polycam polycam_export.zip --out data/room --blur-filter threshold:25
     """
     options = _options(max_frames, blur_filter, link, depth, overwrite, rotate, crop_border)
-    with _progress() as progress:
+    with stage_progress() as progress:
         report = import_polycam(source, out, options, progress, use_raw=raw)
     summary(report.one_line())
