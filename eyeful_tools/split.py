@@ -326,7 +326,8 @@ def split_transforms_file(
     if splits_path is None and not holdout_cameras:
         splits_path = find_splits_file(transforms_path)
     if splits_path is not None:
-        result, rule = official_split(tf, read_splits(splits_path))
+        # with --holdout-camera too, official_split refuses the pair
+        result, rule = official_split(tf, read_splits(splits_path), holdout_cameras)
     elif not holdout_cameras and (tf.val_filenames or tf.test_filenames):
         held = set(tf.val_filenames or []) | set(tf.test_filenames or [])
         result = _with_lists(tf, [f.file_path in held for f in tf.frames])

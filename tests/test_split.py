@@ -147,6 +147,9 @@ def test_cli_errors_missing_files_and_unknown_camera(
     assert "unknown camera id(s) 99" in capsys.readouterr().err
     assert main(["split", str(folder), "--subsample", "zero"]) == 1
     assert "--subsample must be a positive integer or 'half'" in capsys.readouterr().err
+    splits = folder.parent / "splits.json"
+    assert main(["split", str(folder), "--splits", str(splits), "--holdout-camera", "12"]) == 1
+    assert "not both" in capsys.readouterr().err  # not one of them silently ignored
 
 
 def test_cli_in_place_with_holdout_camera(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
