@@ -31,7 +31,6 @@ import logging
 import os
 import posixpath
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -52,7 +51,7 @@ from eyeful_tools.cameras import (
     rotate_image_quarter_turns,
 )
 from eyeful_tools.errors import InputFormatError, MissingFileError, UsageError
-from eyeful_tools.fsio import atomic_path
+from eyeful_tools.fsio import atomic_dir, atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -292,9 +291,7 @@ def import_capture(
     turns = _quarter_turns(options.rotate, [capture.frames[i].world_from_cam for i in selected])
     if turns:
         report.notes.append(f"images turned {_ROTATION_WORDS[turns]} ({options.rotate})")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.import-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as build:
         canonical = _write_frames(capture, frames, build, options, turns, report, progress)
         scene = Scene(frames=tuple(canonical), world_up=WorldUp.Y_UP, name=out_dir.name)
         extra = {"source": {"app": capture.app, "path": str(capture.source.path)}}
@@ -307,10 +304,6 @@ def import_capture(
             for key in transforms.SPLIT_KEYS
         }
         transforms.write_transforms(build / "transforms.json", written)
-        _publish(build, out_dir)
-    except BaseException:
-        shutil.rmtree(build, ignore_errors=True)
-        raise
     report.kept = len(canonical)
     return report
 
@@ -511,14 +504,3 @@ def _check_output(out_dir: Path, overwrite: bool) -> None:
         raise UsageError(out_dir, "output exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise UsageError(out_dir, "output folder is not empty (pass --overwrite to replace it)")
-
-
-def _publish(build: Path, out_dir: Path) -> None:
-    """Rename the finished build folder onto ``out_dir`` (replacing an old one last)."""
-    old = None
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        os.replace(out_dir, old / out_dir.name)
-    os.replace(build, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

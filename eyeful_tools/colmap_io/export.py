@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
-import shutil
-import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -29,7 +25,7 @@ from eyeful_tools.colmap_io.rig import (
     rig_structure_problem,
 )
 from eyeful_tools.errors import InputFormatError, UnsupportedError
-from eyeful_tools.fsio import atomic_write_text
+from eyeful_tools.fsio import atomic_dir, atomic_write_text
 from eyeful_tools.transforms import EyefulFrameExtras
 
 log = logging.getLogger(__name__)
@@ -249,28 +245,6 @@ def sidecar_for(
     )
 
 
-@contextlib.contextmanager
-def _atomic_dir(path: Path) -> Iterator[Path]:
-    """Yield a temp folder beside ``path``; on success it replaces ``path`` (old one removed).
-
-    Readers see either the old model or the complete new one, never a mix of the two.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / path.name)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 @dataclass(frozen=True)
 class ExportResult:
     model_dir: Path
@@ -307,7 +281,7 @@ def export_colmap(
     except (UnsupportedError, InputFormatError) as error:
         raise type(error)(transforms_path, error.reason) from error
     model_dir = Path(out_dir) / "sparse" / "0"
-    with _atomic_dir(model_dir) as tmp:
+    with atomic_dir(model_dir) as tmp:
         if binary:
             reconstruction.write_binary(str(tmp))
         else:
