@@ -25,8 +25,8 @@ def is_exr(path: str | Path) -> bool:
     return Path(path).suffix.lower() == ".exr"
 
 
-def read_image(path: str | Path, reduce: int = 1) -> np.ndarray:
-    """Decode an image as RGB. ``reduce`` in {1, 2, 4, 8} uses libjpeg's reduced-size decode.
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode an image as RGB (EXIF orientation ignored, as nerfstudio's loaders do).
 
     Returns [H, W, 3] uint8/uint16 for JPEG/PNG, [H, W, 3] float16/float32 for EXR. Single-channel
     images come back [H, W].
@@ -35,16 +35,8 @@ def read_image(path: str | Path, reduce: int = 1) -> np.ndarray:
     if not path.is_file():
         raise MissingFileError(path, "image not found")
     if is_exr(path):
-        if reduce != 1:
-            raise ValueError("reduced decoding is for JPEG only")
         return _read_exr(path)
-    flags = {
-        1: cv2.IMREAD_UNCHANGED,
-        2: cv2.IMREAD_REDUCED_COLOR_2,
-        4: cv2.IMREAD_REDUCED_COLOR_4,
-        8: cv2.IMREAD_REDUCED_COLOR_8,
-    }[reduce]
-    image = cv2.imread(str(path), flags)
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise InputFormatError(path, "cannot decode image (corrupt or unsupported format)")
     if image.ndim == 3 and image.shape[2] == 4:
@@ -149,10 +141,10 @@ def image_size(path: str | Path) -> tuple[int, int]:
             size = _jpeg_size(handle)
             if size is not None:
                 return size
-    image = cv2.imread(str(path), cv2.IMREAD_REDUCED_GRAYSCALE_8)
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # a format whose header we do not parse
     if image is None:
-        raise InputFormatError(path, "cannot read image header")
-    raise InputFormatError(path, "unrecognised image header")
+        raise InputFormatError(path, "cannot read image (corrupt or unsupported format)")
+    return int(image.shape[1]), int(image.shape[0])
 
 
 def _jpeg_size(handle) -> tuple[int, int] | None:  # noqa: ANN001

@@ -10,7 +10,6 @@ Our own per-frame keys live under ``"eyeful"``, which nerfstudio ignores.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from eyeful_tools import cameras
 from eyeful_tools.cameras import Camera, CameraModel, Frame, Scene, WorldUp
-from eyeful_tools.errors import InputFormatError, MissingFileError
-from eyeful_tools.fsio import atomic_write_text
+from eyeful_tools.errors import InputFormatError
+from eyeful_tools.fsio import atomic_write_text, read_json
 
 SPLIT_KEYS = ("train_filenames", "val_filenames", "test_filenames")
 FORMAT_VERSION = 1
@@ -120,13 +119,7 @@ def read_transforms(path: str | Path) -> TransformsFile:
     path = Path(path)
     if path.is_dir():
         path = path / "transforms.json"
-    if not path.is_file():
-        raise MissingFileError(path, "transforms file not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputFormatError(path, f"not valid JSON ({error})") from error
-    return parse_transforms(data, path)
+    return parse_transforms(read_json(path, "transforms file"), path)
 
 
 def parse_transforms(data: Any, path: str | Path | None = None) -> TransformsFile:

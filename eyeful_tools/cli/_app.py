@@ -63,6 +63,7 @@ def stage_progress() -> Iterator[Callable[[str, int, int], None]]:
         TimeElapsedColumn(),
         console=console,
         transient=True,
+        disable=not console.is_terminal,
     ) as bar:
         tasks: dict[str, object] = {}
 
