@@ -129,7 +129,6 @@ def test_parser_normalises_like_nerfstudio(tmp_path: Path) -> None:
     content = json.loads(saved.read_text())
     np.testing.assert_allclose(content["transform"], dataset.dataparser_transform)
     assert content["scale"] == pytest.approx(dataset.dataparser_scale)
-    np.testing.assert_allclose(dataset.aabb, [[-1, -1, -1], [1, 1, 1]])
 
 
 def test_parser_options_none_keep_the_world(tmp_path: Path) -> None:

@@ -66,18 +66,9 @@ class ParsedDataset:
     split_indices: dict[str, np.ndarray] = field(default_factory=dict)  # split -> [n] int64
     mask_paths: list[Path | None] = field(default_factory=list)  # [N]
     is_hdr: bool = False
-    scene_scale: float = 1.0
-    downscale: int = 1
-    camera_ids: list[str | None] = field(default_factory=list)  # [N]
 
     def __len__(self) -> int:
         return len(self.image_paths)
-
-    @property
-    def aabb(self) -> np.ndarray:
-        """[2, 3] scene box in the normalised world: ±scene_scale, as nerfstudio."""
-        s = self.scene_scale
-        return np.array([[-s, -s, -s], [s, s, s]], dtype=np.float32)
 
     @property
     def has_masks(self) -> bool:
@@ -126,7 +117,6 @@ def parse_dataset(
     center: str = "poses",
     auto_scale: bool = True,
     scale_factor: float = 1.0,
-    scene_scale: float = 1.0,
 ) -> ParsedDataset:
     """Parse ``transforms.json`` (a folder or the file) into a :class:`ParsedDataset`."""
     if int(downscale) != downscale or downscale < 1:
@@ -211,9 +201,6 @@ def parse_dataset(
         split_indices=split_indices,
         mask_paths=mask_paths,
         is_hdr=hdr_flags == {True},
-        scene_scale=float(scene_scale),
-        downscale=downscale,
-        camera_ids=[f.camera_id for f in frames],
     )
 
 
