@@ -150,6 +150,31 @@ def test_checkpoints_layout_keep_latest_and_weights_only(v2_capture: Path, tmp_p
     assert config["config"]["average_init_density"] == 0.01 and config["preset"] == "tiny"
 
 
+def test_downscale_trains_and_evaluates_on_images_n(v2_capture: Path, tmp_path: Path) -> None:
+    """``--downscale 2`` reads images_2/ (from eyeful downscale); eval of the run follows it."""
+    from eyeful_tools.downscale import downscale
+    from trainer_adapter.evaluate import load_run
+    from trainer_adapter.trainer import train
+
+    data = v2_capture / "images-jpeg-1k"
+    downscale(data, factors=[2], jobs=1)
+    result = train(
+        data,
+        preset="tiny",
+        max_steps=2,
+        output_dir=tmp_path,
+        device="cpu",
+        timestamp="d",
+        downscale=2,
+        overrides={"train_num_rays_per_batch": 32},
+    )
+    assert json.loads((result.run_dir / "config.json").read_text())["downscale"] == 2
+    run = load_run(result.run_dir, device="cpu")
+    full = json.loads((data / "transforms.json").read_text())["frames"][0]
+    assert run.dataset.image_paths[0].parent.name == "images_2"
+    assert run.dataset.cameras[0].width_px == full["w"] // 2
+
+
 def test_ddp_two_gloo_processes(v2_capture: Path, tmp_path: Path) -> None:
     torchrun = Path(sys.executable).with_name("torchrun")
     eyeful = Path(sys.executable).with_name("eyeful")

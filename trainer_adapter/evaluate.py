@@ -67,7 +67,7 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     checkpoint = latest_checkpoint(run_dir)
     state = load_checkpoint(checkpoint)
     torch_device = devices.resolve_device(device)
-    dataset = parse_dataset(meta["data"])
+    dataset = parse_dataset(meta["data"], downscale=int(meta.get("downscale", 1)))
     model = NerfactoModel(config, int(meta["num_train_images"]))
     load_model_state(model, state, checkpoint)
     model.to(torch_device).eval()

@@ -241,6 +241,7 @@ def train(
     load_dir: str | Path | None = None,
     device: str = "auto",
     cache_bytes: int | None = None,
+    downscale: int = 1,
     overrides: dict[str, Any] | None = None,
     timestamp: str | None = None,
     report: ProgressFn | None = None,
@@ -251,6 +252,8 @@ def train(
     ``max_steps`` is the total number of steps (a resumed run continues at checkpoint step + 1
     up to it). With ``load_dir`` the config of that run is reused (its ``config.json``).
     ``time_budget_s`` stops early after that much wall-clock time (benchmarks; single process).
+    ``downscale`` trains on ``images_N/`` (written by ``eyeful downscale``); eval and render of
+    the run use the same images.
     """
     from trainer_adapter.data.loader import RayLoader
     from trainer_adapter.data.parser import parse_dataset
@@ -271,6 +274,7 @@ def train(
         previous = read_run_config(resume_path.parent.parent)
         config = TrainConfig.from_dict({**previous["config"], **config_overrides})
         preset = previous.get("preset", preset)
+        downscale = int(previous.get("downscale", downscale))
         resume_state = load_checkpoint(resume_path)
     else:
         config = make_config(preset, **config_overrides)
@@ -281,7 +285,7 @@ def train(
     if world > 1:
         config.sparse_grad = False  # sparse gradients do not all-reduce on nccl
 
-    dataset = parse_dataset(data)
+    dataset = parse_dataset(data, downscale=downscale)
     train_indices = torch.as_tensor(dataset.indices("train"), dtype=torch.long)
     if train_indices.numel() == 0:
         raise UsageError(dataset.transforms_path, "the train split is empty")
@@ -327,6 +331,7 @@ def train(
                 "method_name": "nerfacto",
                 "preset": preset,
                 "data": str(dataset.transforms_path.resolve()),
+                "downscale": int(downscale),
                 "is_hdr": bool(dataset.is_hdr),
                 "hdr": hdr,
                 "num_train_images": int(train_indices.numel()),

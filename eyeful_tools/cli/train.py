@@ -32,6 +32,9 @@ def train_command(
     load_dir: Path | None = typer.Option(None, help="Resume from this run (or its checkpoints)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | xpu | mps"),
     cache_bytes: int | None = typer.Option(None, help="Bound on decoded training images, bytes."),
+    downscale: int = typer.Option(
+        1, help="Train on images_N/ copies (from eyeful downscale); eval and render follow."
+    ),
 ) -> None:
     """Train Nerfacto on a converted capture; writes config, dataparser transforms, checkpoints.
 
@@ -73,6 +76,7 @@ def train_command(
             load_dir=load_dir,
             device=device,
             cache_bytes=cache_bytes,
+            downscale=downscale,
             report=report,
         )
     stats = result.stats
