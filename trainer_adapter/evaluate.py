@@ -178,7 +178,8 @@ def evaluate(
     out_dir = Path(images_dir) if images_dir else run.run_dir / "eval" / split
     metrics_path = Path(output) if output else out_dir / "metrics.json"
     tonemap = _tonemapper(run.meta.get("hdr"))
-    chunk_rows = max(1, run.config.eval_num_rays_per_chunk // 1024)
+    widest = max(camera.width_px for camera in run.dataset.cameras)
+    chunk_rows = max(1, run.config.eval_num_rays_per_chunk // widest)  # rays per chunk, not rows
     per_image: list[dict[str, Any]] = []
     for count, item in enumerate(
         iter_eval_images(run.dataset, split, chunk_rows=chunk_rows, device=run.device)

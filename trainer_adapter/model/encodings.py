@@ -65,7 +65,7 @@ def growth_factor(num_levels: int, min_res: int, max_res: int) -> float:
 
 
 def tcnn_available() -> bool:
-    """True when tiny-cuda-nn imports (and a CUDA device exists for it)."""
+    """True when tiny-cuda-nn imports (it is only built for CUDA machines)."""
     try:
         import tinycudann  # noqa: F401
     except (ImportError, OSError):
