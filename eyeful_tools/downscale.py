@@ -25,7 +25,7 @@ import math
 import multiprocessing
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from enum import Enum
@@ -457,7 +457,8 @@ def run_jobs(
 ) -> list[R]:
     """Run ``function`` over ``items`` in a spawn process pool (inline for one job or item).
 
-    Results come back in completion order. On the first exception, pending items are cancelled.
+    Items travel in small chunks (:func:`chunk_size`); results come back in completion order.
+    On the first exception, pending items are cancelled.
     """
     total = len(items)
     if progress:
@@ -488,19 +489,37 @@ def make_pool(jobs: int | None = None) -> ProcessPoolExecutor:
     )
 
 
+#: most items sent to a worker in one message; per-item messages cost ~0.3 ms of pickling and
+#: pipe traffic each, a few percent of a small image's decode
+MAX_CHUNK = 8
+
+
+def chunk_size(total: int, workers: int) -> int:
+    """Items per message: about four messages per worker (so a slow tail still balances), at
+    most :data:`MAX_CHUNK`."""
+    return max(1, min(MAX_CHUNK, total // max(1, 4 * workers)))
+
+
+def _run_chunk(function: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    return [function(item) for item in items]
+
+
 def _collect(
     pool: Executor,
     function: Callable[[T], R],
-    items: Iterable[T],
+    items: Sequence[T],
     progress: Callable[[int, int], None] | None,
 ) -> list[R]:
-    futures: list[Future[R]] = [pool.submit(function, item) for item in items]
-    results = []
+    workers = getattr(pool, "_max_workers", None) or default_jobs()
+    size = chunk_size(len(items), workers)
+    chunks = [items[start : start + size] for start in range(0, len(items), size)]
+    futures: list[Future[list[R]]] = [pool.submit(_run_chunk, function, c) for c in chunks]
+    results: list[R] = []
     try:
-        for done, future in enumerate(as_completed(futures), start=1):
-            results.append(future.result())
+        for future in as_completed(futures):
+            results.extend(future.result())
             if progress:
-                progress(done, len(futures))
+                progress(len(results), len(items))
     except BaseException:
         for future in futures:
             future.cancel()
@@ -553,7 +572,8 @@ def _decode_image(
     common = math.gcd(*(o.factor for o in outputs), *size_px)
     scale = max(s for s in (1, 2, 4, 8) if common % s == 0)
     flags = _REDUCED_FLAGS[scale] if scale > 1 else cv2.IMREAD_COLOR
-    pixels = cv2.imread(str(source), flags | cv2.IMREAD_IGNORE_ORIENTATION)
+    # decoding from memory is ~5% faster than cv2.imread's own file reader
+    pixels = cv2.imdecode(np.fromfile(source, np.uint8), flags | cv2.IMREAD_IGNORE_ORIENTATION)
     if pixels is None:
         raise InputFormatError(source, "cannot decode image (corrupt or unsupported format)")
     expected = (size_px[1] // scale, size_px[0] // scale)

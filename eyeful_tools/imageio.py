@@ -106,9 +106,13 @@ def write_image(path: str | Path, image: np.ndarray, jpeg_quality: int = 95) -> 
     params: list[int] = []
     if path.suffix.lower() in JPEG_SUFFIXES:
         params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
+    # encode in memory, then one write: cheaper than libjpeg's 4 KB stdio writes, and a
+    # failed encode never creates a temp file
+    ok, encoded = cv2.imencode(path.suffix, np.ascontiguousarray(pixels), params)
+    if not ok:
+        raise InputFormatError(path, "OpenCV could not encode the image")
     with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), np.ascontiguousarray(pixels), params):
-            raise InputFormatError(path, "OpenCV could not encode the image")
+        encoded.tofile(tmp)
 
 
 def _write_exr(path: Path, image: np.ndarray) -> None:
