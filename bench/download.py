@@ -7,6 +7,10 @@ the way nerfstudio runs the AWS CLI (``awscli.clidriver``), so interpreter start
 timed; ``--subprocess`` times the two command lines instead. Ratios are AWS CLI time / eyeful
 time (> 1 means eyeful is faster). Targets: >= 1x large, >= 1.5x small, >= 3x no-op.
 
+Each row also shows the CPU seconds of each tool's own process (the client) and of the moto
+server during that tool's run. moto is one Python process (one GIL): when its CPU time is close
+to the wall time, the server is the bottleneck and no client can go much faster against it.
+
     python -m bench.download                # 2,000 x 16 KB and 20 x 20 MB
     python -m bench.download --quick        # 500 x 16 KB and 8 x 8 MB
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -23,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 BUCKET = "eyeful-bench"
@@ -105,10 +111,37 @@ def eyeful_sync(endpoint: str, capture: str, dest: Path, subprocess_mode: bool) 
         raise RuntimeError(report.sync.failures[:3])
 
 
-def timed(fn: Callable[[], None]) -> float:
-    start = time.perf_counter()
+@dataclass(frozen=True)
+class Timing:
+    wall_s: float
+    client_cpu_s: float  # this process (in-process mode) or the tool's child process
+    server_cpu_s: float  # the moto server process
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    """CPU seconds of this process and of its finished children (the ``--subprocess`` tools)."""
+    me, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
+def timed(fn: Callable[[], None], server_pid: int) -> Timing:
+    server, client, start = process_cpu_s(server_pid), own_cpu_s(), time.perf_counter()
     fn()
-    return time.perf_counter() - start
+    return Timing(
+        time.perf_counter() - start, own_cpu_s() - client, process_cpu_s(server_pid) - server
+    )
 
 
 def count_files(folder: Path) -> int:
@@ -148,13 +181,16 @@ def main(argv: list[str] | None = None) -> int:
             "ratio = aws time / eyeful time"
         )
         counts: dict[str, set[int]] = {}
-        print(f"{'case':<34}{'aws s3 sync':>12}{'eyeful':>10}{'ratio':>8}")
+        print(
+            f"{'case':<30}{'aws s3 sync':>12}{'eyeful':>9}{'ratio':>7}"
+            f"  {'client CPU aws/eyeful':>22}  {'moto CPU aws/eyeful':>20}"
+        )
         cases = (
             ("small", f"{args.small_files} x {args.small_kb} KB"),
             ("large", f"{args.large_files} x {args.large_mb} MB"),
         )
         for capture, label in cases:
-            best: dict[str, float] = {}
+            best: dict[str, Timing] = {}
             for round_ in range(args.repeat):
                 # alternate who goes first, so page-cache writeback of one run does not
                 # always land on the other; keep the best time of each
@@ -162,15 +198,22 @@ def main(argv: list[str] | None = None) -> int:
                 for tool, sync in tools if round_ % 2 == 0 else tools[::-1]:
                     dest = work / f"{tool}-{round_}"
                     run = functools.partial(sync, endpoint, capture, dest, args.subprocess)
-                    for case, seconds in ((tool, timed(run)), (f"{tool} no-op", timed(run))):
-                        best[case] = min(best.get(case, float("inf")), seconds)
+                    for case in (tool, f"{tool} no-op"):
+                        timing = timed(run, server.pid)
+                        if case not in best or timing.wall_s < best[case].wall_s:
+                            best[case] = timing
                     counts.setdefault(capture, set()).add(count_files(dest / capture))
                     shutil.rmtree(dest)
             if len(counts[capture]) != 1:
                 raise RuntimeError(f"file counts differ between runs: {counts[capture]}")
             for name, suffix in ((label, ""), (f"{label}, no-op re-sync", " no-op")):
                 a, e = best[f"aws{suffix}"], best[f"eyeful{suffix}"]
-                print(f"{name:<34}{a:>11.2f}s{e:>9.2f}s{a / e:>7.2f}x", flush=True)
+                print(
+                    f"{name:<30}{a.wall_s:>11.2f}s{e.wall_s:>8.2f}s{a.wall_s / e.wall_s:>6.2f}x"
+                    f"  {a.client_cpu_s:>9.2f}s /{e.client_cpu_s:>6.2f}s"
+                    f"  {a.server_cpu_s:>9.2f}s /{e.server_cpu_s:>6.2f}s",
+                    flush=True,
+                )
         return 0
     finally:
         server.stdin.close()  # type: ignore[union-attr]
