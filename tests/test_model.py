@@ -231,3 +231,27 @@ def test_presets_are_faithful_and_model_builds() -> None:
     with torch.no_grad():
         rgb = model(origins, dirs)["rgb"]
     assert rgb.shape == (8, 3) and (rgb >= 0).all() and (rgb <= 1).all()
+
+
+def test_proposal_update_counter_survives_checkpoint_round_trip() -> None:
+    """The schedule counts on the host; the saved buffer follows it, and loading a state
+    replaces the host count (a resumed run updates the proposal nets on the same steps)."""
+    torch.manual_seed(5)
+    model = NerfactoModel(make_config("tiny"), num_train_images=2).train()
+    origins = torch.zeros(4, 3)
+    dirs = torch.nn.functional.normalize(torch.randn(4, 3), dim=-1)
+    index = torch.zeros(4, dtype=torch.long)
+    for step in range(12):  # past the first 10 steps, which always update
+        model(origins, dirs, index, step=step)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    assert int(saved["steps_since_update"]) == model._host_steps_since_update > 0
+
+    other = NerfactoModel(make_config("tiny"), num_train_images=2).train()
+    for step in range(11):  # a different count of its own, then the checkpoint's
+        other(origins, dirs, index, step=step)
+    assert other._host_steps_since_update != model._host_steps_since_update
+    other.load_state_dict(saved)
+    for step in range(12, 40):
+        model(origins, dirs, index, step=step)
+        other(origins, dirs, index, step=step)
+        assert int(other.steps_since_update) == int(model.steps_since_update)

@@ -76,6 +76,20 @@ def test_undistort_inverts_distort_and_projection_round_trips() -> None:
     )
 
 
+def test_undistort_checking_residual_rarely_gives_the_same_answer() -> None:
+    """Off the CPU the residual is read back only every 4th Newton step; extra steps at the
+    solution must not move it (checked on the CPU by forcing the cadence)."""
+    coefficients = torch.tensor([DISTORTIONS[CameraModel.OPENCV]] * 400, dtype=torch.float64)
+    points = distort(torch.rand(400, 2, dtype=torch.float64) - 0.5, coefficients)
+    every_step = undistort(points, coefficients)
+    for check_every in (3, 4, 7):
+        rarely = undistort(points, coefficients, check_every=check_every)
+        assert torch.allclose(rarely, every_step, atol=1e-13, rtol=0)
+    # these points need several Newton steps, so the comparison above is not trivially true
+    stopped = undistort(points, coefficients, iterations=2, check_every=4)
+    assert not torch.allclose(distort(stopped, coefficients), points, atol=1e-13, rtol=0)
+
+
 def test_mixed_cameras_in_one_batch_use_their_own_model() -> None:
     pinhole, fisheye = _camera(CameraModel.OPENCV), _camera(CameraModel.OPENCV_FISHEYE)
     packed = pack_cameras([pinhole, fisheye])

@@ -95,15 +95,20 @@ def undistort(
     *,
     iterations: int = MAX_ITERATIONS,
     tolerance: float | None = None,
+    check_every: int | None = None,
 ) -> torch.Tensor:
     """Invert :func:`distort` by Newton's method, like ``eyeful_tools.cameras.undistort``.
 
     points [B, 2] (distorted, normalised), coefficients [B, 6] -> undistorted [B, 2]. Stops
     when every residual |distort(x) - points| is below ``tolerance`` (default 1e-13 for float64,
     1e-6 for float32); checking the residual before the Jacobian saves the last step's work.
+    Reading the residual back waits for the device, so off the CPU it is looked at only every
+    ``check_every``-th step (default 4; a Newton step at the solution stays there).
     """
     if tolerance is None:
         tolerance = 1e-13 if points.dtype == torch.float64 else 1e-6
+    if check_every is None:
+        check_every = 1 if points.device.type == "cpu" else 4
     k1, k2, k3, k4, p1, p2 = coefficients.unbind(-1)
     tx, ty = points.unbind(-1)
     x, y = tx, ty
@@ -113,8 +118,10 @@ def undistort(
         two_xy = 2.0 * x * y
         fx = x * radial + p1 * two_xy + p2 * (r2 + 2.0 * x * x) - tx
         fy = y * radial + p1 * (r2 + 2.0 * y * y) + p2 * two_xy - ty
-        if iteration > 0 and (
-            x.numel() == 0 or float(torch.maximum(fx.abs().max(), fy.abs().max())) < tolerance
+        if (
+            iteration > 0
+            and iteration % check_every == 0
+            and (x.numel() == 0 or float(torch.maximum(fx.abs().max(), fy.abs().max())) < tolerance)
         ):
             break
         d_radial = k1 + r2 * (2.0 * k2 + r2 * (3.0 * k3 + r2 * 4.0 * k4))  # d radial / d r2

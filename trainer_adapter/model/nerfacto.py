@@ -27,6 +27,11 @@ from trainer_adapter.model.sampling import (
 from trainer_adapter.presets import TrainConfig
 
 
+def _forget_host_steps(module: nn.Module, _incompatible_keys: object) -> None:
+    """After ``load_state_dict``: the buffer is the truth again."""
+    module._host_steps_since_update = None
+
+
 class NerfactoModel(nn.Module):
     def __init__(self, config: TrainConfig, num_train_images: int) -> None:
         super().__init__()
@@ -67,8 +72,12 @@ class NerfactoModel(nn.Module):
             trans_l2_penalty=config.camera_trans_l2_penalty,
             rot_l2_penalty=config.camera_rot_l2_penalty,
         )
-        # sampler state, saved with the weights so a resumed run continues identically
+        # sampler state, saved with the weights so a resumed run continues identically; the
+        # schedule reads a host copy (reading the buffer itself would wait for the GPU every
+        # step), re-read from the buffer once after a checkpoint is loaded
         self.register_buffer("steps_since_update", torch.zeros((), dtype=torch.long))
+        self._host_steps_since_update: int | None = None
+        self.register_load_state_dict_post_hook(_forget_host_steps)
 
     # -- parameters -------------------------------------------------------------------------
 
@@ -118,10 +127,13 @@ class NerfactoModel(nn.Module):
         update = False
         if train:
             every = proposal_update_every(step, cfg.proposal_update_every, cfg.proposal_warmup)
-            update = int(self.steps_since_update) > every or step < 10
+            if self._host_steps_since_update is None:
+                self._host_steps_since_update = int(self.steps_since_update)
+            update = self._host_steps_since_update > every or step < 10
             if update:
-                self.steps_since_update.zero_()
-            self.steps_since_update += 1
+                self._host_steps_since_update = 0
+            self._host_steps_since_update += 1
+            self.steps_since_update.fill_(self._host_steps_since_update)  # no host sync
 
         weights_list: list[torch.Tensor] = []
         bins_list: list[torch.Tensor] = []
