@@ -130,6 +130,7 @@ def test_resume_equals_straight_run(v2_capture: Path, tmp_path: Path) -> None:
 def test_checkpoints_layout_keep_latest_and_weights_only(v2_capture: Path, tmp_path: Path) -> None:
     from trainer_adapter.trainer import train
 
+    reports: list[tuple[int, dict]] = []  # (step, the stats dict it saw)
     result = train(
         v2_capture / "images-jpeg-1k",
         preset="tiny",
@@ -137,8 +138,19 @@ def test_checkpoints_layout_keep_latest_and_weights_only(v2_capture: Path, tmp_p
         output_dir=tmp_path,
         device="cpu",
         timestamp="t",
-        overrides={"steps_per_save": 2, "keep_checkpoints": 2, "train_num_rays_per_batch": 32},
+        overrides={
+            "steps_per_save": 2,
+            "keep_checkpoints": 2,
+            "train_num_rays_per_batch": 32,
+            "steps_per_log": 2,
+        },
+        report=lambda step, total, stats: reports.append((step, stats)),
     )
+    # progress every step; the loss is read back (fresh stats) on the first step, every
+    # steps_per_log steps and on the last
+    assert [step for step, _ in reports] == [0, 1, 2, 3, 4]
+    fresh = [s for (s, new), (_, old) in zip(reports[1:], reports, strict=False) if new is not old]
+    assert [0, *fresh] == [0, 1, 3, 4]
     assert result.run_dir == tmp_path / "synth-v2" / "tiny" / "t"
     names = sorted(p.name for p in (result.run_dir / "nerfstudio_models").iterdir())
     assert names == ["step-000000002.ckpt", "step-000000004.ckpt"]

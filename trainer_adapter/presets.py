@@ -76,6 +76,8 @@ class TrainConfig:
     eval_num_rays_per_chunk: int = 1 << 15
     mixed_precision: bool = True
     steps_per_save: int = 2000
+    #: loss, PSNR and rays/s are read back (a device sync) every this many steps, as nerfstudio logs
+    steps_per_log: int = 10
     keep_checkpoints: int = 1
     seed: int = 42
     # CPU speed (identical maths; see trainer_adapter.model.encodings)

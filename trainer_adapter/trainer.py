@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "nerfstudio_models"
 _CKPT_RE = re.compile(r"step-(\d+)\.ckpt$")
 
-#: ``report(step, max_steps, stats)`` is called after every step on rank 0
+#: ``report(step, max_steps, stats)`` is called after every step on rank 0; ``stats`` (loss,
+#: psnr, rays_per_sec, step_seconds) are refreshed every ``steps_per_log`` steps
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 
 
@@ -214,6 +215,17 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     return data
 
 
+def dataparser_options(meta: dict[str, Any]) -> tuple[str, str, str, int]:
+    """(orientation, center, eval_mode, eval_interval) of a run's ``config.json``; runs written
+    before these keys existed get the defaults they were trained with."""
+    return (
+        str(meta.get("orientation", "up")),
+        str(meta.get("center", "poses")),
+        str(meta.get("eval_mode", "fraction")),
+        int(meta.get("eval_interval", 8)),
+    )
+
+
 # -- distributed ------------------------------------------------------------------------------
 
 
@@ -242,6 +254,10 @@ def train(
     device: str = "auto",
     cache_bytes: int | None = None,
     downscale: int = 1,
+    orientation: str = "up",
+    center: str = "poses",
+    eval_mode: str = "fraction",
+    eval_interval: int = 8,
     overrides: dict[str, Any] | None = None,
     timestamp: str | None = None,
     report: ProgressFn | None = None,
@@ -253,7 +269,10 @@ def train(
     up to it). With ``load_dir`` the config of that run is reused (its ``config.json``).
     ``time_budget_s`` stops early after that much wall-clock time (benchmarks; single process).
     ``downscale`` trains on ``images_N/`` (written by ``eyeful downscale``); eval and render of
-    the run use the same images.
+    the run use the same images. ``orientation``, ``center``, ``eval_mode`` and ``eval_interval``
+    are nerfstudio's dataparser options (see :func:`trainer_adapter.data.parser.parse_dataset`);
+    they are stored in ``config.json`` so eval, render and resume see the same normalised world
+    and split.
     """
     from trainer_adapter.data.loader import RayLoader
     from trainer_adapter.data.parser import parse_dataset
@@ -275,6 +294,7 @@ def train(
         config = TrainConfig.from_dict({**previous["config"], **config_overrides})
         preset = previous.get("preset", preset)
         downscale = int(previous.get("downscale", downscale))
+        orientation, center, eval_mode, eval_interval = dataparser_options(previous)
         resume_state = load_checkpoint(resume_path)
     else:
         config = make_config(preset, **config_overrides)
@@ -285,7 +305,14 @@ def train(
     if world > 1:
         config.sparse_grad = False  # sparse gradients do not all-reduce on nccl
 
-    dataset = parse_dataset(data, downscale=downscale)
+    dataset = parse_dataset(
+        data,
+        downscale=downscale,
+        orientation=orientation,
+        center=center,
+        eval_mode=eval_mode,
+        eval_interval=eval_interval,
+    )
     train_indices = torch.as_tensor(dataset.indices("train"), dtype=torch.long)
     if train_indices.numel() == 0:
         raise UsageError(dataset.transforms_path, "the train split is empty")
@@ -332,6 +359,10 @@ def train(
                 "preset": preset,
                 "data": str(dataset.transforms_path.resolve()),
                 "downscale": int(downscale),
+                "orientation": orientation,
+                "center": center,
+                "eval_mode": eval_mode,
+                "eval_interval": int(eval_interval),
                 "is_hdr": bool(dataset.is_hdr),
                 "hdr": hdr,
                 "num_train_images": int(train_indices.numel()),
@@ -370,11 +401,11 @@ def train(
     last_step = start_step - 1
     rays_per_sec: list[float] = []
     started = time.perf_counter()
+    window_first, window_tic = start_step, started  # steps since the last read-back
     try:
         for step in range(start_step, config.max_num_iterations):
             if time_budget_s is not None and time.perf_counter() - started > time_budget_s:
                 break
-            tic = time.perf_counter()
             torch.manual_seed((config.seed + rank) * 1_000_003 + step)
             batch = loader.next_batch()
             origins = batch["origins"].to(torch_device, torch.float32)
@@ -390,17 +421,22 @@ def train(
             optimizers.zero_grad()
             last_step = step
             if rank == 0:
-                devices.synchronize(torch_device)
-                elapsed = time.perf_counter() - tic
-                if step - start_step >= 2:  # nerfstudio skips the first steps
-                    rays_per_sec.append(world * config.train_num_rays_per_batch / elapsed)
-                mse = float(loss_dict["rgb_loss"].detach())
-                stats = {
-                    "loss": float(loss.detach()),
-                    "psnr": -10.0 * math.log10(max(mse, 1e-10)),
-                    "rays_per_sec": world * config.train_num_rays_per_batch / elapsed,
-                    "step_seconds": elapsed,
-                }
+                if _log_due(step, start_step, config):
+                    # the only per-step wait for the device: every steps_per_log steps
+                    devices.synchronize(torch_device)
+                    now = time.perf_counter()
+                    steps_done = step - window_first + 1
+                    rate = world * config.train_num_rays_per_batch * steps_done / (now - window_tic)
+                    if window_first - start_step >= 2:  # nerfstudio skips the first steps
+                        rays_per_sec.append(rate)
+                    mse = float(loss_dict["rgb_loss"].detach())
+                    stats = {
+                        "loss": float(loss.detach()),
+                        "psnr": -10.0 * math.log10(max(mse, 1e-10)),
+                        "rays_per_sec": rate,
+                        "step_seconds": (now - window_tic) / steps_done,
+                    }
+                    window_first, window_tic = step + 1, now
                 if report is not None:
                     report(step, config.max_num_iterations, stats)
                 if step > start_step and step % config.steps_per_save == 0:
@@ -420,6 +456,16 @@ def train(
         stats["mean_rays_per_sec"] = sum(rays_per_sec) / len(rays_per_sec)
     stats["peak_memory_mb"] = devices.peak_memory_bytes(torch_device) / 2**20
     return TrainResult(run_dir=run_dir, last_step=last_step, checkpoint=checkpoint, stats=stats)
+
+
+def _log_due(step: int, start_step: int, config: TrainConfig) -> bool:
+    """Read the loss back on the first step (so progress has numbers), every
+    ``steps_per_log`` steps and on the last one."""
+    return (
+        step == start_step
+        or (step + 1) % max(1, config.steps_per_log) == 0
+        or step + 1 == config.max_num_iterations
+    )
 
 
 def _skip_batches(loader: Any, count: int) -> None:
