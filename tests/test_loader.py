@@ -142,7 +142,7 @@ def test_parser_options_none_keep_the_world(tmp_path: Path) -> None:
     np.testing.assert_allclose(dataset.world_from_cam, raw, atol=1e-12)
     assert dataset.dataparser_scale == 1.0
     with pytest.raises(UsageError):
-        parse_dataset(data, orientation="pca")
+        parse_dataset(data, orientation="sideways")
 
 
 def test_parser_splits_fraction_rule_and_file_lists(tmp_path: Path) -> None:

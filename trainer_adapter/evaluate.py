@@ -30,6 +30,7 @@ from trainer_adapter.presets import TrainConfig
 from trainer_adapter.trainer import (
     CHECKPOINT_DIR,
     _tonemapper,
+    dataparser_options,
     latest_checkpoint,
     load_checkpoint,
     load_model_state,
@@ -67,7 +68,15 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     checkpoint = latest_checkpoint(run_dir)
     state = load_checkpoint(checkpoint)
     torch_device = devices.resolve_device(device)
-    dataset = parse_dataset(meta["data"], downscale=int(meta.get("downscale", 1)))
+    orientation, center, eval_mode, eval_interval = dataparser_options(meta)
+    dataset = parse_dataset(  # the normalised world and split the run was trained with
+        meta["data"],
+        downscale=int(meta.get("downscale", 1)),
+        orientation=orientation,
+        center=center,
+        eval_mode=eval_mode,
+        eval_interval=eval_interval,
+    )
     model = NerfactoModel(config, int(meta["num_train_images"]))
     load_model_state(model, state, checkpoint)
     model.to(torch_device).eval()

@@ -35,18 +35,40 @@ def train_command(
     downscale: int = typer.Option(
         1, help="Train on images_N/ copies (from eyeful downscale); eval and render follow."
     ),
+    orientation: str = typer.Option(
+        "up", help="up | pca | vertical | none: how the world is rotated (as nerfstudio)."
+    ),
+    center: str = typer.Option("poses", help="poses | focus | none: what goes to the origin."),
+    eval_mode: str = typer.Option(
+        "fraction",
+        help="fraction | filename | interval | all: the split when transforms.json lists none.",
+    ),
+    eval_interval: int = typer.Option(8, help="--eval-mode interval: every Nth image is held out."),
 ) -> None:
     """Train Nerfacto on a converted capture; writes config, dataparser transforms, checkpoints.
 
+    The dataparser options are nerfstudio's and are stored with the run, so eval and render
+    use the same normalised world and split.
+
     Example: eyeful train data/eyefultower/riverview/images-jpeg-2k --preset tiny --max-steps 500
+
+    Example: eyeful train data/phone --orientation pca --eval-mode interval --eval-interval 8
     """
     _need_torch()
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from trainer_adapter.data.parser import check_options
     from trainer_adapter.presets import make_config
     from trainer_adapter.trainer import train
 
     make_config(preset)  # an unknown preset fails before anything is shown or written
+    check_options(
+        downscale=downscale,
+        orientation=orientation,
+        center=center,
+        eval_mode=eval_mode,
+        eval_interval=eval_interval,
+    )
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -77,6 +99,10 @@ def train_command(
             device=device,
             cache_bytes=cache_bytes,
             downscale=downscale,
+            orientation=orientation,
+            center=center,
+            eval_mode=eval_mode,
+            eval_interval=eval_interval,
             report=report,
         )
     stats = result.stats

@@ -7,12 +7,16 @@ What it mirrors from nerfstudio's ``nerfstudio-data`` dataparser (reference: eye
 * ``downscale=N > 1`` reads ``<data>/images_N/<basename>`` (the subfolder is dropped) and masks
   from ``masks_N/<basename>``; cameras are rescaled to the size found in each image header, so
   sizes that are not exact fractions stay exact.
-* Orientation ``up`` (mean camera up -> +z), centring ``poses`` (mean camera origin -> 0) or
-  ``focus``, then auto-scale so that max |t| = 1, times ``scale_factor``. Computed over all
-  frames, before splitting.
+* Orientation ``up`` (mean camera up -> +z), ``pca`` (principal axes of the camera origins),
+  ``vertical`` (the direction most perpendicular to every camera's x axis -> +z) or ``none``;
+  a file's ``orientation_override`` replaces the option. Centring ``poses`` (mean camera origin
+  -> 0), ``focus`` or ``none``, then auto-scale so that max |t| = 1, times ``scale_factor``.
+  Computed over all frames, before splitting.
 * Splits from ``{split}_filenames`` with nerfstudio's errors (a listed name that is not an
-  image; a split missing while another is listed); otherwise the ``fraction`` rule (evenly spaced
-  ceil(0.9 N) train images, the rest val and test).
+  image; a split missing while another is listed). Only a file without any such list uses
+  ``eval_mode``: ``fraction`` (evenly spaced ceil(0.9 N) train images, the rest val and test),
+  ``filename`` (``train`` or ``eval`` in the basename), ``interval`` (every ``eval_interval``-th
+  image, from 0, is val and test) or ``all`` (every image in every split).
 
 Poses stay in the canonical convention (OpenCV camera axes, ``world_from_cam``); the geometry
 comes from :mod:`eyeful_tools.cameras` and :mod:`eyeful_tools.transforms`.
@@ -42,10 +46,17 @@ from eyeful_tools.transforms import read_transforms, transforms_to_scene
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-ORIENTATIONS = ("up", "none")
+ORIENTATIONS = ("up", "pca", "vertical", "none")
 CENTERS = ("poses", "focus", "none")
-#: nerfstudio's ``train_split_fraction`` default for the fallback ``fraction`` rule
+#: nerfstudio's ``eval_mode`` choices; they apply only to files without ``*_filenames`` lists
+EVAL_MODES = ("fraction", "filename", "interval", "all")
+#: nerfstudio's ``train_split_fraction`` default for the ``fraction`` rule
 TRAIN_SPLIT_FRACTION = 0.9
+#: nerfstudio's ``eval_interval`` default for the ``interval`` rule
+EVAL_INTERVAL = 8
+#: ``vertical``: nerfstudio's threshold on the second singular value of the stacked camera x
+#: axes, as an RMS cosine (cos 80 deg); below it the rig is degenerate and ``up`` is projected
+VERTICAL_DEGENERATE_COSINE = 0.17
 
 
 @dataclass(kw_only=True, eq=False)
@@ -117,21 +128,41 @@ def parse_dataset(
     center: str = "poses",
     auto_scale: bool = True,
     scale_factor: float = 1.0,
+    eval_mode: str = "fraction",
+    eval_interval: int = EVAL_INTERVAL,
 ) -> ParsedDataset:
-    """Parse ``transforms.json`` (a folder or the file) into a :class:`ParsedDataset`."""
-    if int(downscale) != downscale or downscale < 1:
-        raise UsageError(None, f"downscale must be a positive integer, got {downscale}")
-    if orientation not in ORIENTATIONS:
-        raise UsageError(
-            None, f"orientation {orientation!r} is not supported (use {' or '.join(ORIENTATIONS)})"
-        )
-    if center not in CENTERS:
-        raise UsageError(None, f"center {center!r} is not supported (use {', '.join(CENTERS)})")
+    """Parse ``transforms.json`` (a folder or the file) into a :class:`ParsedDataset`.
+
+    The options are nerfstudio's ``nerfstudio-data`` ones: ``orientation_method``,
+    ``center_method``, ``auto_scale_poses``, ``scale_factor``, ``eval_mode``, ``eval_interval``.
+    """
+    check_options(
+        downscale=downscale,
+        orientation=orientation,
+        center=center,
+        eval_mode=eval_mode,
+        eval_interval=eval_interval,
+    )
     downscale = int(downscale)
     transforms_path = Path(data)
     if transforms_path.is_dir():
         transforms_path = transforms_path / "transforms.json"
     transforms = read_transforms(transforms_path)  # raises MissingFileError when absent
+    if transforms.orientation_override is not None:  # nerfstudio: the file's choice wins
+        if transforms.orientation_override not in ORIENTATIONS:
+            raise InputFormatError(
+                transforms_path,
+                f"orientation_override {transforms.orientation_override!r} is not one of "
+                f"{', '.join(ORIENTATIONS)}",
+            )
+        if transforms.orientation_override != orientation:
+            log.warning(
+                "%s: orientation_override %r replaces orientation %r",
+                transforms_path,
+                transforms.orientation_override,
+                orientation,
+            )
+        orientation = transforms.orientation_override
     scene = transforms_to_scene(transforms, transforms_path)
     if not scene.frames:
         raise InputFormatError(transforms_path, "no frames")
@@ -188,7 +219,12 @@ def parse_dataset(
         else np.eye(4)[:3]
     )
     split_indices = split_indices_of(
-        transforms_path, scene.splits, [str(p) for p in image_paths], downscale
+        transforms_path,
+        scene.splits,
+        [str(p) for p in image_paths],
+        downscale,
+        eval_mode=eval_mode,
+        eval_interval=int(eval_interval),
     )
     return ParsedDataset(
         transforms_path=transforms_path,
@@ -202,6 +238,32 @@ def parse_dataset(
         mask_paths=mask_paths,
         is_hdr=hdr_flags == {True},
     )
+
+
+def check_options(
+    *,
+    downscale: int = 1,
+    orientation: str = "up",
+    center: str = "poses",
+    eval_mode: str = "fraction",
+    eval_interval: int = EVAL_INTERVAL,
+) -> None:
+    """Raise :class:`UsageError` for an option :func:`parse_dataset` does not accept (the CLI
+    calls it before it shows or writes anything)."""
+    if isinstance(downscale, bool) or int(downscale) != downscale or downscale < 1:
+        raise UsageError(None, f"downscale must be a positive integer, got {downscale}")
+    if orientation not in ORIENTATIONS:
+        raise UsageError(
+            None, f"orientation {orientation!r} is not supported (use {', '.join(ORIENTATIONS)})"
+        )
+    if center not in CENTERS:
+        raise UsageError(None, f"center {center!r} is not supported (use {', '.join(CENTERS)})")
+    if eval_mode not in EVAL_MODES:
+        raise UsageError(
+            None, f"eval mode {eval_mode!r} is not supported (use {', '.join(EVAL_MODES)})"
+        )
+    if isinstance(eval_interval, bool) or int(eval_interval) != eval_interval or eval_interval < 1:
+        raise UsageError(None, f"eval interval must be a positive integer, got {eval_interval}")
 
 
 def _resolve(base: Path, file_path: str, downscale: int, folder: str) -> Path:
@@ -220,11 +282,21 @@ def _apply(transform: np.ndarray, world_from_cam: np.ndarray) -> np.ndarray:
 
 
 def orient_and_center(world_from_cam: np.ndarray, *, orientation: str, center: str) -> np.ndarray:
-    """nerfstudio's ``auto_orient_and_center_poses`` for methods up/none -> [3, 4] transform.
+    """nerfstudio's ``auto_orient_and_center_poses`` -> [3, 4] transform (rotation | -R t).
 
-    ``up``: the mean camera up vector is rotated onto +z. nerfstudio averages the +y column of
-    OpenGL camera-to-world matrices, so we take that column from the OpenGL view of our poses.
+    ``world_from_cam`` is [N, 4, 4], OpenCV camera axes. nerfstudio works on OpenGL
+    camera-to-world matrices (its camera up is their +y column, its camera right the +x column),
+    so each method reads those columns from the OpenGL view of our poses.
+
+    * ``up``: the mean camera up is rotated onto +z.
+    * ``vertical``: the direction closest to perpendicular to every camera's x axis (the last
+      right singular vector of the stacked x axes), signed by the mean up, is rotated onto +z;
+      for a degenerate rig (x axes nearly all parallel: second singular value below
+      ``0.17 sqrt(N)``) the mean up with its component along the shared x axis removed.
+    * ``pca``: see :func:`pca_rotation`.
+    * ``none``: no rotation.
     """
+    world_from_cam = np.asarray(world_from_cam, dtype=np.float64)
     origins = world_from_cam[:, :3, 3]  # [N, 3]
     mean_origin = origins.mean(axis=0)
     if center == "poses":
@@ -233,13 +305,79 @@ def orient_and_center(world_from_cam: np.ndarray, *, orientation: str, center: s
         translation = focus_of_attention(world_from_cam, mean_origin)
     else:
         translation = np.zeros(3)
-    if orientation == "up":
-        opengl = cameras.opengl_from_opencv_pose(world_from_cam)
+    opengl = cameras.opengl_from_opencv_pose(world_from_cam)  # nerfstudio's pose convention
+    if orientation == "pca":
+        rotation = pca_rotation(opengl)
+    elif orientation in ("up", "vertical"):
         up = opengl[:, :3, 1].mean(axis=0)
+        up = up / np.linalg.norm(up)
+        if orientation == "vertical":
+            up = vertical_up(opengl[:, :3, 0], up)
         rotation = rotation_between(up, np.array([0.0, 0.0, 1.0]))
     else:
         rotation = np.eye(3)
     return np.concatenate([rotation, (rotation @ -translation)[:, None]], axis=1)
+
+
+def vertical_up(x_axes: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """nerfstudio's ``vertical`` estimate: the unit u minimising ||X u|| for the [N, 3] camera
+    x axes X (total least squares by SVD), with the sign of the unit mean ``up``.
+
+    When the second singular value is below ``0.17 sqrt(N)`` (RMS cosine < cos 80 deg: the x
+    axes nearly share one direction, e.g. a forward-facing array) u is ill-defined, and ``up``
+    projected onto the plane of the last two singular vectors is returned instead. With fewer
+    than 3 cameras nerfstudio fails with an IndexError; we use the full SVD's null vector.
+    """
+    _, singular, vh = np.linalg.svd(x_axes, full_matrices=True)  # vh [3, 3]
+    count = x_axes.shape[0]
+    if singular.size > 1 and singular[1] > VERTICAL_DEGENERATE_COSINE * math.sqrt(count):
+        candidate = vh[2]
+        return candidate if float(np.dot(candidate, up)) > 0 else -candidate
+    projected = up - vh[0] * float(np.dot(up, vh[0]))
+    return projected / np.linalg.norm(projected)
+
+
+def pca_rotation(world_from_cam_opengl: np.ndarray) -> np.ndarray:
+    """nerfstudio's ``pca`` rotation for [N, 4, 4] OpenGL camera-to-world poses -> [3, 3].
+
+    As nerfstudio 1.1.5: ``V`` = eigenvectors of ``D^T D`` (``D`` = camera origins minus their
+    mean, whatever the centring), as columns, largest eigenvalue first; the last column negated
+    when ``det V < 0``; then ``V`` itself (not ``V^T``) is the rotation, so the principal axes
+    land on the coordinate axes only when ``V`` is symmetric. Finally a half-turn about x when
+    the mean camera up (OpenGL +y) would point down (negative z).
+
+    Eigenvector signs are LAPACK's choice and change the result, so they are taken from
+    ``torch.linalg.eigh`` on the same float32 data nerfstudio decomposes (torch is imported
+    here only); the vectors are then made exactly orthonormal in float64.
+    """
+    eigvec = _nerfstudio_eigenvectors(world_from_cam_opengl)[:, ::-1]  # [3, 3] largest first
+    if np.linalg.det(eigvec) < 0:  # a reflection: reverse the least principal direction
+        eigvec = eigvec.copy()
+        eigvec[:, 2] = -eigvec[:, 2]
+    u, _, vt = np.linalg.svd(eigvec)  # nearest rotation: float32 round-off removed
+    rotation = u @ vt
+    mean_up = world_from_cam_opengl[:, :3, 1].mean(axis=0)
+    if float((rotation @ mean_up)[2]) < 0:
+        rotation = half_turn(np.array([1.0, 0.0, 0.0])) @ rotation
+    return rotation
+
+
+def _nerfstudio_eigenvectors(world_from_cam_opengl: np.ndarray) -> np.ndarray:
+    """Eigenvectors (columns, ascending eigenvalues) of the centred origins' scatter matrix,
+    computed with nerfstudio's exact torch float32 operations so the signs match it."""
+    import torch  # the parser is otherwise numpy-only
+
+    poses = torch.from_numpy(np.asarray(world_from_cam_opengl).astype(np.float32))  # [N, 4, 4]
+    origins = poses[..., :3, 3]
+    translation_diff = origins - torch.mean(origins, dim=0)
+    _, eigvec = torch.linalg.eigh(translation_diff.T @ translation_diff)
+    return eigvec.double().numpy()
+
+
+def half_turn(axis: np.ndarray) -> np.ndarray:
+    """The rotation by 180 degrees about a unit ``axis``: ``2 a a^T - I`` [3, 3]."""
+    axis = np.asarray(axis, dtype=np.float64)
+    return 2.0 * np.outer(axis, axis) - np.eye(3)
 
 
 def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -281,19 +419,27 @@ def split_indices_of(
     splits: dict[str, list[str]] | object,
     image_names: list[str],
     downscale: int,
+    *,
+    eval_mode: str = "fraction",
+    eval_interval: int = EVAL_INTERVAL,
 ) -> dict[str, np.ndarray]:
-    """Split -> sorted image indices, from ``*_filenames`` or nerfstudio's fraction rule.
+    """Split -> sorted image indices, from ``*_filenames`` or nerfstudio's ``eval_mode`` rule.
 
     Splits absent from a file that lists others are left out; :meth:`ParsedDataset.indices`
-    raises nerfstudio's error for them when asked.
+    raises nerfstudio's error for them when asked. ``image_names`` are in dataset order.
     """
     splits = dict(splits)  # type: ignore[call-overload]
     if not splits:
-        count = len(image_names)
-        train_count = math.ceil(count * TRAIN_SPLIT_FRACTION)
-        train = np.linspace(0, count - 1, train_count, dtype=int)
-        rest = np.setdiff1d(np.arange(count), train)
-        return {"train": train.astype(np.int64), "val": rest.copy(), "test": rest.copy()}
+        train, evaluation = eval_split(
+            transforms_path, image_names, eval_mode=eval_mode, eval_interval=eval_interval
+        )
+        return {"train": train, "val": evaluation.copy(), "test": evaluation.copy()}
+    if eval_mode != "fraction":
+        log.warning(
+            "%s lists its splits; eval mode %r is not used (as nerfstudio)",
+            transforms_path,
+            eval_mode,
+        )
     position = {name: i for i, name in enumerate(image_names)}
     base = transforms_path.parent
     result = {}
@@ -310,3 +456,54 @@ def split_indices_of(
             )
         result[split] = np.array(sorted(position[n] for n in resolved), dtype=np.int64)
     return result
+
+
+def eval_split(
+    transforms_path: Path,
+    image_names: list[str],
+    *,
+    eval_mode: str = "fraction",
+    eval_interval: int = EVAL_INTERVAL,
+) -> tuple[np.ndarray, np.ndarray]:
+    """nerfstudio's ``get_train_eval_split_*`` -> (train, eval) int64 index arrays.
+
+    ``fraction``: ceil(0.9 N) evenly spaced train images (linspace, first and last included),
+    the rest eval. ``filename``: basenames containing ``train`` are train, else those containing
+    ``eval`` are eval, any other name is an error. ``interval``: ``i % eval_interval == 0`` is
+    eval, the rest train. ``all``: every image in both.
+    """
+    count = len(image_names)
+    every = np.arange(count, dtype=np.int64)
+    if eval_mode == "fraction":
+        train_count = math.ceil(count * TRAIN_SPLIT_FRACTION)
+        train = np.linspace(0, count - 1, train_count, dtype=int).astype(np.int64)
+        return train, np.setdiff1d(every, train)
+    if eval_mode == "filename":
+        train_list, eval_list = [], []
+        for index, name in enumerate(image_names):
+            basename = Path(name).name
+            if "train" in basename:
+                train_list.append(index)
+            elif "eval" in basename:
+                eval_list.append(index)
+            else:
+                raise SplitError(
+                    transforms_path,
+                    f"eval mode filename: image {basename} has neither 'train' nor 'eval' "
+                    "in its name",
+                )
+        return np.array(train_list, dtype=np.int64), np.array(eval_list, dtype=np.int64)
+    if eval_mode == "interval":
+        if eval_interval < 1:
+            raise UsageError(None, f"eval interval must be a positive integer, got {eval_interval}")
+        held = every % eval_interval == 0
+        return every[~held], every[held]
+    if eval_mode == "all":
+        log.warning(
+            "eval mode all: every image is in train, val and test; with camera optimisation "
+            "the cameras may diverge (nerfstudio's warning)"
+        )
+        return every, every.copy()
+    raise UsageError(
+        None, f"eval mode {eval_mode!r} is not supported (use {', '.join(EVAL_MODES)})"
+    )
