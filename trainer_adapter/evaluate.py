@@ -111,8 +111,10 @@ def ssim(
 ) -> float:
     """SSIM of ``[H, W, C]`` images, as ``torchmetrics.functional.structural_similarity_index_measure``
     with its defaults (reflect padding + crop is the same as averaging over valid windows)."""
-    x = pred.double().permute(2, 0, 1)[None]  # [1, C, H, W]
-    y = gt.double().permute(2, 0, 1)[None]
+    # float64 like torchmetrics; MPS has no float64, so there the images go to the CPU
+    work = torch.device("cpu") if pred.device.type == "mps" else pred.device
+    x = pred.to(work, torch.float64).permute(2, 0, 1)[None]  # [1, C, H, W]
+    y = gt.to(work, torch.float64).permute(2, 0, 1)[None]
     if data_range is None:
         data_range = float(torch.maximum(x.max() - x.min(), y.max() - y.min()))
     channels = x.shape[1]
