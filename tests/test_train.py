@@ -54,9 +54,9 @@ def _constant_oracle_psnr(data: Path, hdr: dict | None) -> float:
     that learned nothing but the average colour would score."""
     from trainer_adapter.data.loader import iter_eval_images
     from trainer_adapter.data.parser import parse_dataset
-    from trainer_adapter.trainer import _tonemapper
+    from trainer_adapter.hdr import run_tonemapper
 
-    tonemap = _tonemapper(hdr)
+    tonemap = run_tonemapper(hdr)
     values = []
     for i, item in enumerate(iter_eval_images(parse_dataset(data), "test")):
         if i >= EVAL_IMAGES:

@@ -25,11 +25,11 @@ import torch
 from eyeful_tools.fsio import atomic_write_json
 from eyeful_tools.imageio import write_image
 from trainer_adapter import device as devices
+from trainer_adapter.hdr import run_tonemapper
 from trainer_adapter.model.nerfacto import NerfactoModel
 from trainer_adapter.presets import TrainConfig
 from trainer_adapter.trainer import (
     CHECKPOINT_DIR,
-    _tonemapper,
     dataparser_options,
     latest_checkpoint,
     load_checkpoint,
@@ -188,7 +188,7 @@ def evaluate(
     run = load_run(run_dir, device)
     out_dir = Path(images_dir) if images_dir else run.run_dir / "eval" / split
     metrics_path = Path(output) if output else out_dir / "metrics.json"
-    tonemap = _tonemapper(run.meta.get("hdr"))
+    tonemap = run_tonemapper(run.meta.get("hdr"))
     widest = max(camera.width_px for camera in run.dataset.cameras)
     chunk_rows = max(1, run.config.eval_num_rays_per_chunk // widest)  # rays per chunk, not rows
     per_image: list[dict[str, Any]] = []

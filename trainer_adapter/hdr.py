@@ -18,6 +18,8 @@ OETF (what the EyefulTower JPEGs apply); ``none`` only divides by ``s``. For 8-b
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -73,3 +75,13 @@ def inverse_tonemap(
     else:
         x = mapped
     return torch.clamp(x, min=0.0) * scale
+
+
+def run_tonemapper(hdr: dict[str, Any] | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The map a run trains and evaluates colours in: HDR runs (``hdr`` is the
+    ``{"tonemap": kind, "scale": s}`` of their config.json) use :func:`tonemap`, whose [0, 1]
+    range the field's sigmoid colour can reach; 8-bit runs (``hdr`` empty) use the identity."""
+    if not hdr:
+        return lambda rgb: rgb
+    kind, scale = str(hdr["tonemap"]), float(hdr["scale"])
+    return lambda rgb: tonemap(rgb, kind, scale=scale)

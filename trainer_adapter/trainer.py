@@ -34,6 +34,7 @@ from torch import nn
 from eyeful_tools.errors import InputFormatError, MissingFileError, UsageError
 from eyeful_tools.fsio import atomic_path, atomic_write_json, read_json
 from trainer_adapter import device as devices
+from trainer_adapter.hdr import run_tonemapper
 from trainer_adapter.model.nerfacto import NerfactoModel
 from trainer_adapter.presets import TrainConfig, make_config
 
@@ -393,7 +394,7 @@ def train(
         device=torch_device,
     )
     _skip_batches(loader, start_step)
-    tonemap = _tonemapper(hdr)
+    tonemap = run_tonemapper(hdr)
 
     model.train()
     stats: dict[str, float] = {}
@@ -473,14 +474,3 @@ def _skip_batches(loader: Any, count: int) -> None:
     if count <= 0:
         return
     loader.load_state_dict({"step": count, "seed": loader.seed})
-
-
-def _tonemapper(hdr: dict[str, Any] | None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """HDR datasets train and evaluate in the tonemapped space (the field's colour is a sigmoid
-    in [0, 1]); ``hdr`` is ``{"tonemap": kind, "scale": s}`` from the run's config.json."""
-    if not hdr:
-        return lambda rgb: rgb
-    from trainer_adapter.hdr import tonemap
-
-    kind, scale = str(hdr["tonemap"]), float(hdr["scale"])
-    return lambda rgb: tonemap(rgb, kind, scale=scale)
