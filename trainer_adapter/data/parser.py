@@ -248,22 +248,23 @@ def check_options(
     eval_mode: str = "fraction",
     eval_interval: int = EVAL_INTERVAL,
 ) -> None:
-    """Raise :class:`UsageError` for an option :func:`parse_dataset` does not accept (the CLI
-    calls it before it shows or writes anything)."""
-    if isinstance(downscale, bool) or int(downscale) != downscale or downscale < 1:
-        raise UsageError(None, f"downscale must be a positive integer, got {downscale}")
-    if orientation not in ORIENTATIONS:
-        raise UsageError(
-            None, f"orientation {orientation!r} is not supported (use {', '.join(ORIENTATIONS)})"
-        )
-    if center not in CENTERS:
-        raise UsageError(None, f"center {center!r} is not supported (use {', '.join(CENTERS)})")
-    if eval_mode not in EVAL_MODES:
-        raise UsageError(
-            None, f"eval mode {eval_mode!r} is not supported (use {', '.join(EVAL_MODES)})"
-        )
-    if isinstance(eval_interval, bool) or int(eval_interval) != eval_interval or eval_interval < 1:
-        raise UsageError(None, f"eval interval must be a positive integer, got {eval_interval}")
+    """Raise :class:`UsageError` (naming the ``eyeful train`` flag) for an option
+    :func:`parse_dataset` does not accept; the CLI calls it before it shows or writes anything."""
+    if not _positive_int(downscale):
+        raise UsageError("--downscale", f"must be a positive integer, got {downscale}")
+    for flag, value, choices in (
+        ("--orientation", orientation, ORIENTATIONS),
+        ("--center", center, CENTERS),
+        ("--eval-mode", eval_mode, EVAL_MODES),
+    ):
+        if value not in choices:
+            raise UsageError(flag, f"{value!r} is not supported (use {', '.join(choices)})")
+    if not _positive_int(eval_interval):
+        raise UsageError("--eval-interval", f"must be a positive integer, got {eval_interval}")
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 1
 
 
 def _resolve(base: Path, file_path: str, downscale: int, folder: str) -> Path:
@@ -472,6 +473,7 @@ def eval_split(
     ``eval`` are eval, any other name is an error. ``interval``: ``i % eval_interval == 0`` is
     eval, the rest train. ``all``: every image in both.
     """
+    check_options(eval_mode=eval_mode, eval_interval=eval_interval)
     count = len(image_names)
     every = np.arange(count, dtype=np.int64)
     if eval_mode == "fraction":
@@ -494,16 +496,10 @@ def eval_split(
                 )
         return np.array(train_list, dtype=np.int64), np.array(eval_list, dtype=np.int64)
     if eval_mode == "interval":
-        if eval_interval < 1:
-            raise UsageError(None, f"eval interval must be a positive integer, got {eval_interval}")
         held = every % eval_interval == 0
         return every[~held], every[held]
-    if eval_mode == "all":
-        log.warning(
-            "eval mode all: every image is in train, val and test; with camera optimisation "
-            "the cameras may diverge (nerfstudio's warning)"
-        )
-        return every, every.copy()
-    raise UsageError(
-        None, f"eval mode {eval_mode!r} is not supported (use {', '.join(EVAL_MODES)})"
+    log.warning(  # "all"
+        "eval mode all: every image is in train, val and test; with camera optimisation "
+        "the cameras may diverge (nerfstudio's warning)"
     )
+    return every, every.copy()
