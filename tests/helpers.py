@@ -3,7 +3,9 @@ sys.path under pytest's default rootdir import mode)."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -38,6 +40,11 @@ def look_at(eye: np.ndarray, target: np.ndarray, roll_deg: float = 0.0) -> np.nd
     pose[:3, :3] = look_rotation(forward / np.linalg.norm(forward)) @ roll
     pose[:3, 3] = eye
     return pose
+
+
+def ground_truth(capture: Path) -> dict:
+    """The synthetic capture's ``ground_truth.json`` (poses, intrinsics, rig; see docs/synth.md)."""
+    return json.loads((capture / "ground_truth.json").read_text())
 
 
 def gt_camera(data: dict) -> Camera:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pycolmap
 import pytest
+from helpers import ground_truth
 
 from eyeful_tools import cameras, colmap_io, transforms
 from eyeful_tools.cameras import Camera, CameraModel, Frame, Scene, WorldUp
@@ -116,7 +117,7 @@ def _converted(capture: Path, tmp_path: Path) -> Path:
 @pytest.fixture(params=["synth_v2", "synth_v1"])
 def converted(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, dict]:
     capture = request.getfixturevalue(request.param)
-    truth = json.loads((capture / "ground_truth.json").read_text())
+    truth = ground_truth(capture)
     return _converted(capture, tmp_path), truth
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import gt_camera, random_rotation, traced_points
+from helpers import ground_truth, gt_camera, random_rotation, traced_points
 
 from eyeful_tools import cameras
 from eyeful_tools.cameras import fisheye_image_circle_px
@@ -408,7 +408,7 @@ def check_against_ground_truth(capture: Path, tolerance: float = 1e-6) -> int:
     """Every written pose and intrinsic equals ``ground_truth.json`` (after the documented
     convention change: rows permuted y-up -> z-up, OpenCV -> OpenGL columns), at every
     resolution; a traced 3D point projects back onto its pixel. Returns frames checked."""
-    truth = json.loads((capture / "ground_truth.json").read_text())
+    truth = ground_truth(capture)
     checked = 0
     for folder, info in truth["folders"].items():
         tf = read_transforms(capture / folder / "transforms.json")
@@ -459,10 +459,8 @@ def test_synthetic_capture_matches_ground_truth(
     shutil.copytree(request.getfixturevalue(f"synth_{rig}"), capture)
     report = convert_capture(capture, source="krt")
     assert len(report.written) == 9  # 3 folders x (transforms, _300, _half)
-    assert check_against_ground_truth(capture) == 3 * len(
-        json.loads((capture / "ground_truth.json").read_text())["images"]
-    )
-    truth = json.loads((capture / "ground_truth.json").read_text())
+    assert check_against_ground_truth(capture) == 3 * len(ground_truth(capture)["images"])
+    truth = ground_truth(capture)
     tf = read_transforms(capture / "images-jpeg-2k" / "transforms.json")
     held = {f.file_path for f in tf.frames if f.eyeful.camera_id == truth["holdout_camera"]}
     assert set(tf.val_filenames) == held == set(tf.test_filenames) and held

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ground_truth
 from test_convert_krt import NS_PERM, check_against_ground_truth
 
 from eyeful_tools.cli import main
@@ -328,7 +329,7 @@ def test_synthetic_capture_matches_ground_truth(
     capture = tmp_path / f"synth-{rig}"
     shutil.copytree(request.getfixturevalue(f"synth_{rig}"), capture)
     report = convert_capture(capture, source="metashape", check=True)
-    truth = json.loads((capture / "ground_truth.json").read_text())
+    truth = ground_truth(capture)
     assert report.rig_slaves_posed == len(truth["images"]) - truth["positions"]
     assert check_against_ground_truth(capture) == 3 * len(truth["images"])
     assert report.check is not None and report.check.cameras == len(truth["images"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -11,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers import gt_camera, random_pose
+from helpers import ground_truth, gt_camera, random_pose
 
 from eyeful_tools import cameras, downscale, imageio, transforms
 from eyeful_tools.cameras import Camera, CameraModel, Frame, Scene, WorldUp
@@ -342,7 +341,7 @@ def test_jpeg_quality_reaches_encoder_and_exif_orientation_is_ignored(tmp_path: 
 
 def _synth_transforms(capture: Path, folder: str, out: Path) -> Path:
     """transforms.json for one resolution folder, built from the capture's ground truth."""
-    truth = json.loads((capture / "ground_truth.json").read_text())
+    truth = ground_truth(capture)
     spec = truth["folders"][folder]
     shutil.copytree(capture / folder, out)
     camera = gt_camera(spec["camera"])
@@ -367,7 +366,7 @@ def test_synthetic_capture_points_and_pixels(synth_v2: Path, tmp_path: Path) -> 
     pixels match a plain full decode + area resize (colour order, orientation, alignment)."""
     path = _synth_transforms(synth_v2, "images-jpeg-2k", tmp_path / "jpeg")
     result = downscale.downscale(path, [2, 4, 5], jobs=1, jpeg_quality=100)
-    truth = json.loads((synth_v2 / "ground_truth.json").read_text())
+    truth = ground_truth(synth_v2)
     assert result.sources == len(truth["images"]) and result.written == 3 * result.sources
     full = transforms.transforms_to_scene(transforms.read_transforms(path))
     rng = np.random.default_rng(0)

@@ -4,14 +4,13 @@ transforms.json -> normalised world)."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import gt_camera, traced_points
+from helpers import ground_truth, gt_camera, traced_points
 
 from eyeful_tools import cameras
 from eyeful_tools.cameras import Camera, CameraModel, Frame, Scene, WorldUp
@@ -115,7 +114,7 @@ def test_valid_pixel_mask_is_the_crop_circle() -> None:
 
 def _transforms_from_ground_truth(capture: Path, out: Path, folder: str = "images-jpeg-2k") -> Path:
     """transforms.json written by the one writer from the synth's ground truth (y-up world)."""
-    truth = json.loads((capture / "ground_truth.json").read_text())
+    truth = ground_truth(capture)
     size = truth["folders"][folder]
     frames = []
     for key, image in sorted(truth["images"].items()):
@@ -136,7 +135,7 @@ def _transforms_from_ground_truth(capture: Path, out: Path, folder: str = "image
 
 
 def _check_rays_hit_ground_truth(capture: Path, transforms: Path) -> None:
-    truth = json.loads((capture / "ground_truth.json").read_text())
+    truth = ground_truth(capture)
     dataset = parse_dataset(transforms)
     # p_normalised = scale * (T @ applied_transform @ p_capture)
     applied = np.eye(4)

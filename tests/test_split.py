@@ -5,7 +5,6 @@ Runs on the synthetic v2 capture converted once per module (cameras 10..17, held
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections import Counter
 from collections.abc import Iterable
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ground_truth
 
 from eyeful_tools import split
 from eyeful_tools.cli import main
@@ -39,7 +39,7 @@ def folder(converted: Path, tmp_path: Path) -> Path:
 
 
 def _truth(capture: Path) -> dict:
-    return json.loads((capture / "ground_truth.json").read_text())
+    return ground_truth(capture)
 
 
 def _cameras(files: Iterable[str]) -> Counter:
