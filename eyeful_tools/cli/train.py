@@ -52,7 +52,7 @@ def train_command(
 
     Example: eyeful train data/eyefultower/riverview/images-jpeg-2k --preset tiny --max-steps 500
 
-    Example: eyeful train data/phone --orientation pca --eval-mode interval --eval-interval 8
+    Example: eyeful train ns-data/poster --orientation vertical --eval-mode interval
     """
     _need_torch()
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn

@@ -1,4 +1,5 @@
-"""Read a nerfstudio ``transforms.json`` into plain arrays once (gsplat's Parser), no torch.
+"""Read a nerfstudio ``transforms.json`` into plain arrays once (gsplat's Parser); numpy only,
+except ``pca``'s eigenvectors (torch, to take nerfstudio's signs).
 
 What it mirrors from nerfstudio's ``nerfstudio-data`` dataparser (reference: eyeful.md §9):
 
@@ -327,7 +328,7 @@ def vertical_up(x_axes: np.ndarray, up: np.ndarray) -> np.ndarray:
     When the second singular value is below ``0.17 sqrt(N)`` (RMS cosine < cos 80 deg: the x
     axes nearly share one direction, e.g. a forward-facing array) u is ill-defined, and ``up``
     projected onto the plane of the last two singular vectors is returned instead. With fewer
-    than 3 cameras nerfstudio fails with an IndexError; we use the full SVD's null vector.
+    than 3 cameras nerfstudio can fail with an IndexError; we use the full SVD's last vector.
     """
     _, singular, vh = np.linalg.svd(x_axes, full_matrices=True)  # vh [3, 3]
     count = x_axes.shape[0]
@@ -349,7 +350,13 @@ def pca_rotation(world_from_cam_opengl: np.ndarray) -> np.ndarray:
 
     Eigenvector signs are LAPACK's choice and change the result, so they are taken from
     ``torch.linalg.eigh`` on the same float32 data nerfstudio decomposes (torch is imported
-    here only); the vectors are then made exactly orthonormal in float64.
+    here only; numpy's LAPACK picked other signs for ~15% of random rigs); the vectors are then
+    made exactly orthonormal in float64.
+
+    One deliberate difference: when the half-turn is taken, nerfstudio 1.1.5 returns it in the
+    transform it saves but trains on the poses from before it, with poses 1 and 2 negated as
+    whole 3x4 matrices (``oriented_poses[1:3, :]`` indexes the batch axis). The caller applies
+    the returned rotation to every pose, i.e. the saved transform.
     """
     eigvec = _nerfstudio_eigenvectors(world_from_cam_opengl)[:, ::-1]  # [3, 3] largest first
     if np.linalg.det(eigvec) < 0:  # a reflection: reverse the least principal direction
