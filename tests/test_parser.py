@@ -385,3 +385,22 @@ def test_cli_train_rejects_bad_options_before_writing(
         assert main(["train", str(data), "--output-dir", str(out), flag, value]) == 1
         assert capsys.readouterr().err.strip() == f"error: {flag}: {message}"
     assert not out.exists()
+
+
+def test_resume_keeps_the_runs_dataparser_options(tmp_path: Path) -> None:
+    """``--load-dir`` continues in the normalised world and split of the run it resumes."""
+    from trainer_adapter.trainer import train
+
+    data = make_dataset(tmp_path / "ring", [f"images/{i:02d}.png" for i in range(12)])
+    small = {"train_num_rays_per_batch": 32}
+    first = train(data, preset="tiny", max_steps=1, output_dir=tmp_path / "out", device="cpu",
+                  timestamp="a", orientation="vertical", center="none", eval_mode="interval",
+                  eval_interval=5, overrides=small)  # fmt: skip
+    second = train(data, preset="tiny", max_steps=2, output_dir=tmp_path / "out", device="cpu",
+                   timestamp="b", load_dir=first.run_dir, overrides=small)  # fmt: skip
+    config = json.loads((second.run_dir / "config.json").read_text())
+    assert (config["orientation"], config["center"]) == ("vertical", "none")
+    assert (config["eval_mode"], config["eval_interval"], config["num_train_images"]) == (
+        "interval", 5, 9,  # 12 images, 0, 5 and 10 held out
+    )  # fmt: skip
+    assert second.last_step == 1
