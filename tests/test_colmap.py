@@ -248,6 +248,52 @@ def test_cli_export_and_import(synth_v2: Path, tmp_path: Path, capsys) -> None:
     assert not transforms.missing_files(back / "transforms.json", [f.file_path for f in tf.frames])
 
 
+def test_fisheye_without_tangential_and_its_shift() -> None:
+    """Dropping p1/p2 gives an OPENCV_FISHEYE camera; the reported shift is the largest
+    displacement of any valid pixel (checked on random pixels, independently of its grid)."""
+    exact = OUR_CAMERAS["THIN_PRISM_FISHEYE"]
+    approximation, shift = colmap_io.without_fisheye_tangential(exact)
+    assert colmap_io.colmap_model_name(approximation) == "OPENCV_FISHEYE"
+    assert approximation.distortion[:4] == exact.distortion[:4]
+    radius = cameras.default_fisheye_crop_radius_px(exact)
+    angle, r = RNG.uniform(0, 2 * np.pi, 20_000), radius * np.sqrt(RNG.uniform(0, 1, 20_000))
+    pixels = np.stack([exact.cx + r * np.cos(angle), exact.cy + r * np.sin(angle)], axis=-1)
+    pixels = pixels[(pixels >= 0).all(-1) & (pixels <= [exact.width_px, exact.height_px]).all(-1)]
+    moved = cameras.project(approximation, cameras.unproject(exact, pixels))
+    displacement = np.linalg.norm(moved - pixels, axis=-1)
+    assert 0.0 < displacement.max() <= shift * 1.001 and displacement.max() > 0.95 * shift
+    for unchanged in (OUR_CAMERAS["OPENCV_FISHEYE"], OUR_CAMERAS["OPENCV"]):
+        assert colmap_io.without_fisheye_tangential(unchanged) == (unchanged, 0.0)
+
+
+def test_export_fisheye_as_opencv_fisheye(synth_v1: Path, tmp_path: Path, capsys) -> None:
+    """--fisheye opencv: every camera OPENCV_FISHEYE (what splatting loaders read), k1..k4
+    kept, and the summary says how far pixels moved; the default keeps p1/p2 exactly."""
+    data_dir = _converted(synth_v1, tmp_path)
+    exact_out, opencv_out = tmp_path / "exact", tmp_path / "opencv"
+    assert main(["export", "colmap", str(data_dir), "--out", str(exact_out)]) == 0
+    assert "p1/p2 dropped" not in capsys.readouterr().err
+    assert (
+        main(["export", "colmap", str(data_dir), "--out", str(opencv_out), "--fisheye", "opencv"])
+        == 0
+    )
+    line = capsys.readouterr().err
+    assert "p1/p2 dropped from 28 fisheye images (max shift" in line
+    exact = pycolmap.Reconstruction(str(exact_out / "sparse" / "0"))
+    approximated = pycolmap.Reconstruction(str(opencv_out / "sparse" / "0"))
+    assert {c.model.name for c in exact.cameras.values()} == {"THIN_PRISM_FISHEYE"}
+    assert {c.model.name for c in approximated.cameras.values()} == {"OPENCV_FISHEYE"}
+    for camera_id, camera in approximated.cameras.items():
+        k1, k2, p1, p2, k3, k4 = list(exact.cameras[camera_id].params)[4:10]
+        assert (p1, p2) != (0.0, 0.0)
+        np.testing.assert_allclose(list(camera.params)[4:], [k1, k2, k3, k4])
+    assert (
+        main(["export", "colmap", str(data_dir), "--out", str(tmp_path / "x"), "--fisheye", "nope"])
+        == 1
+    )
+    assert "--fisheye: expected one of exact, opencv" in capsys.readouterr().err
+
+
 def test_cli_errors_are_one_line_and_write_nothing(tmp_path: Path, synth_v2: Path, capsys) -> None:
     assert main(["export", "colmap", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err

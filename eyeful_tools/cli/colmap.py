@@ -70,6 +70,12 @@ def export_colmap(
         "--rig-tolerance",
         help="Max deviation from a rigid rig, radians and scene units (default 1e-6).",
     ),
+    fisheye: str = typer.Option(
+        "exact",
+        "--fisheye",
+        help="exact: THIN_PRISM_FISHEYE where p1/p2 are nonzero; opencv: always OPENCV_FISHEYE, "
+        "p1/p2 dropped (what gsplat/3DGS loaders read), the largest pixel shift reported.",
+    ),
 ) -> None:
     """Export a transforms.json dataset to a COLMAP model (cameras, images, rigs, frames).
 
@@ -87,11 +93,18 @@ def export_colmap(
         rig=_choice(colmap_io.RigMode, rig, "--rig"),
         rig_tolerance=colmap_io.RIG_TOLERANCE if rig_tolerance is None else rig_tolerance,
         reference_camera=reference_camera,
+        fisheye=_choice(colmap_io.FisheyeExport, fisheye, "--fisheye"),
     )
     report = result.report
+    approximated = (
+        f"; p1/p2 dropped from {report.fisheye_approximated} fisheye images (max shift "
+        f"{report.fisheye_max_shift_px:.2f} px)"
+        if report.fisheye_approximated
+        else ""
+    )
     summary(
         f"export colmap: {report.num_images} images, {report.num_cameras} cameras, "
-        f"{report.num_frames} frames; {report.rig_note} -> {result.model_dir}"
+        f"{report.num_frames} frames; {report.rig_note}{approximated} -> {result.model_dir}"
     )
 
 

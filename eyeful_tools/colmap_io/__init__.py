@@ -55,12 +55,14 @@ from eyeful_tools.colmap_io.load import (
 )
 from eyeful_tools.colmap_io.models import (
     COLMAP_MODELS,
+    FisheyeExport,
     camera_from_colmap,
     colmap_camera_params,
     colmap_model_name,
     matrix_from_rigid3d,
     rigid3d_from_matrix,
     rotation_angle_rad,
+    without_fisheye_tangential,
 )
 from eyeful_tools.colmap_io.rig import (
     RIG_TOLERANCE,
@@ -79,6 +81,7 @@ __all__ = [
     "TOWER_RIG_ID",
     "ExportReport",
     "ExportResult",
+    "FisheyeExport",
     "ImageMode",
     "ImportResult",
     "RigEstimate",
@@ -104,6 +107,7 @@ __all__ = [
     "reconstruction_to_scene",
     "rig_structure_problem",
     "rigid3d_from_matrix",
+    "without_fisheye_tangential",
     "rotation_angle_rad",
     "scene_to_reconstruction",
     "sidecar_for",

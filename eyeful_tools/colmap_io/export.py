@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections import Counter, defaultdict
@@ -15,7 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from eyeful_tools import cameras, transforms
 from eyeful_tools.cameras import Camera, Frame, Scene, WorldUp
-from eyeful_tools.colmap_io.models import colmap_camera_params, rigid3d_from_matrix
+from eyeful_tools.colmap_io.models import (
+    FisheyeExport,
+    colmap_camera_params,
+    rigid3d_from_matrix,
+    without_fisheye_tangential,
+)
 from eyeful_tools.colmap_io.rig import (
     RIG_TOLERANCE,
     RigEstimate,
@@ -75,6 +81,10 @@ class ExportReport:
     num_frames: int
     rig: RigEstimate | None
     rig_note: str  # why there is (no) rig
+    #: with ``FisheyeExport.OPENCV``: images whose camera lost its p1/p2, and the largest pixel
+    #: shift that caused inside a valid image circle
+    fisheye_approximated: int = 0
+    fisheye_max_shift_px: float = 0.0
 
 
 def image_name(path: str) -> str:
@@ -93,14 +103,20 @@ def scene_to_reconstruction(
     rig: RigMode | str = RigMode.AUTO,
     rig_tolerance: float = RIG_TOLERANCE,
     reference_camera: str | None = None,
+    fisheye: FisheyeExport | str = FisheyeExport.EXACT,
 ) -> tuple[pycolmap.Reconstruction, ExportReport]:
     """A posed pycolmap reconstruction (no points) of ``scene`` in the scene's own world.
 
     Cameras are shared by images with equal intrinsics (and equal ``camera_id``); with a rig,
     one camera per ``camera_id``. Image ids follow the scene's frame order from 1.
+    ``fisheye=OPENCV`` writes every fisheye as OPENCV_FISHEYE, dropping p1/p2 (the report says
+    how far that moves pixels); ``EXACT`` keeps them (THIN_PRISM_FISHEYE).
     """
     rig = RigMode(rig)
     frames = scene.frames
+    approximated, max_shift_px = 0, 0.0
+    if FisheyeExport(fisheye) is FisheyeExport.OPENCV:
+        frames, approximated, max_shift_px = _drop_fisheye_tangential(frames)
     names = [image_name(f.image_path) for f in frames]
     duplicates = [n for n, count in Counter(names).items() if count > 1]
     if duplicates:
@@ -145,8 +161,22 @@ def scene_to_reconstruction(
         num_frames=reconstruction.num_frames(),
         rig=estimate,
         rig_note=note,
+        fisheye_approximated=approximated,
+        fisheye_max_shift_px=max_shift_px,
     )
     return reconstruction, report
+
+
+def _drop_fisheye_tangential(frames: Sequence[Frame]) -> tuple[tuple[Frame, ...], int, float]:
+    """Frames whose fisheye cameras lost p1/p2; how many frames changed; the max shift."""
+    approximations: dict[Camera, tuple[Camera, float]] = {}
+    for frame in frames:
+        if frame.camera not in approximations:
+            approximations[frame.camera] = without_fisheye_tangential(frame.camera)
+    changed = [f for f in frames if approximations[f.camera][0] is not f.camera]
+    new_frames = tuple(dataclasses.replace(f, camera=approximations[f.camera][0]) for f in frames)
+    max_shift_px = max((approximations[f.camera][1] for f in changed), default=0.0)
+    return new_frames, len(changed), max_shift_px
 
 
 def _add_cameras(
@@ -259,6 +289,7 @@ def export_colmap(
     rig: RigMode | str = RigMode.AUTO,
     rig_tolerance: float = RIG_TOLERANCE,
     reference_camera: str | None = None,
+    fisheye: FisheyeExport | str = FisheyeExport.EXACT,
 ) -> ExportResult:
     """Export a transforms.json dataset to a COLMAP model in ``out_dir/sparse/0``.
 
@@ -271,7 +302,11 @@ def export_colmap(
     scene = transforms.transforms_to_scene(parsed, transforms_path)
     try:
         reconstruction, report = scene_to_reconstruction(
-            scene, rig=rig, rig_tolerance=rig_tolerance, reference_camera=reference_camera
+            scene,
+            rig=rig,
+            rig_tolerance=rig_tolerance,
+            reference_camera=reference_camera,
+            fisheye=fisheye,
         )
         sidecar = sidecar_for(
             scene,

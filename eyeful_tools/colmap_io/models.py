@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from enum import Enum
 
 import numpy as np
 import pycolmap
@@ -46,6 +48,41 @@ _EXPORT_CANDIDATES: dict[CameraModel, tuple[str, ...]] = {
     CameraModel.OPENCV: ("OPENCV", "FULL_OPENCV"),
     CameraModel.OPENCV_FISHEYE: ("OPENCV_FISHEYE", "THIN_PRISM_FISHEYE"),
 }
+
+
+class FisheyeExport(str, Enum):
+    """How fisheye cameras with tangential terms (p1, p2) are written."""
+
+    EXACT = "exact"  # THIN_PRISM_FISHEYE (the same projection; few splatting loaders read it)
+    OPENCV = "opencv"  # OPENCV_FISHEYE with p1, p2 dropped, as nerfstudio's splatfacto does
+
+
+def without_fisheye_tangential(camera: Camera, samples: int = 256) -> tuple[Camera, float]:
+    """``camera`` with p1 = p2 = 0 and the largest pixel shift that causes in its valid circle.
+
+    The shift is measured on a ``samples`` x ``samples`` grid over the crop circle (or the
+    lens's image circle): each pixel's ray under the exact camera, projected by the
+    approximation. Cameras that are not fisheye, or have no tangential terms, come back as-is.
+    """
+    k1, k2, k3, k4, p1, p2 = camera.distortion
+    if camera.model is not CameraModel.OPENCV_FISHEYE or (p1 == 0.0 and p2 == 0.0):
+        return camera, 0.0
+    approximation = dataclasses.replace(camera, distortion=(k1, k2, k3, k4, 0.0, 0.0))
+    radius = camera.fisheye_crop_radius_px or cameras.default_fisheye_crop_radius_px(camera)
+    u, v = np.meshgrid(
+        np.linspace(camera.cx - radius, camera.cx + radius, samples),
+        np.linspace(camera.cy - radius, camera.cy + radius, samples),
+    )
+    inside = (
+        (np.hypot(u - camera.cx, v - camera.cy) <= radius)
+        & (u >= 0)
+        & (u <= camera.width_px)
+        & (v >= 0)
+        & (v <= camera.height_px)
+    )
+    pixels = np.stack([u[inside], v[inside]], axis=-1)
+    moved = cameras.project(approximation, cameras.unproject(camera, pixels))
+    return approximation, float(np.max(np.linalg.norm(moved - pixels, axis=-1), initial=0.0))
 
 
 def colmap_model_name(camera: Camera) -> str:
