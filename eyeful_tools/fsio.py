@@ -17,6 +17,38 @@ from typing import IO, Any
 
 from eyeful_tools.errors import InputFormatError, MissingFileError
 
+#: the process umask, read once at import (reading it means setting it, which is not
+#: thread-safe later); temp files are created 0600 and get the mode a plain open() would give
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK
+
+
+def _temp_file_beside(path: Path, suffix: str | None) -> tuple[int, Path]:
+    """Create ``.<name>.<random>.tmp<suffix>`` in ``path``'s folder: (open fd, its path)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{path.name}.",
+        suffix=f".tmp{suffix if suffix is not None else path.suffix}",
+        dir=path.parent,
+    )
+    if hasattr(os, "fchmod"):  # not on Windows before Python 3.13
+        os.fchmod(fd, FILE_MODE)
+    return fd, Path(tmp_name)
+
+
+@contextlib.contextmanager
+def _replacing(tmp: Path, path: Path) -> Iterator[None]:
+    """Rename ``tmp`` over ``path`` if the block succeeds; remove it if it fails."""
+    try:
+        yield
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
@@ -26,21 +58,10 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     name (OpenCV, OpenEXR) still work.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.name}.",
-        suffix=f".tmp{suffix if suffix is not None else path.suffix}",
-        dir=path.parent,
-    )
+    fd, tmp = _temp_file_beside(path, suffix)
     os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with _replacing(tmp, path):
         yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
 
 
 @contextlib.contextmanager
@@ -53,6 +74,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(build, DIR_MODE)  # mkdtemp makes it 0700
     try:
         yield build
         old = None
@@ -69,11 +91,23 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
-    """``open()`` that writes to a temp file and renames it into place on success."""
-    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as handle:
+    """``open()`` that writes to a temp file and renames it into place on success (after an
+    fsync: these are the small files a crash must not leave empty, like manifests)."""
+    path = Path(path)
+    fd, tmp = _temp_file_beside(path, None)
+    with _replacing(tmp, path), open(fd, mode, **kwargs) as handle:
         yield handle
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
+    """Bytes written through the temp file's own descriptor (one open, no fsync: for derived
+    files such as encoded images, which a re-run recreates) and renamed into place."""
+    path = Path(path)
+    fd, tmp = _temp_file_beside(path, None)
+    with _replacing(tmp, path), open(fd, "wb") as handle:
+        handle.write(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

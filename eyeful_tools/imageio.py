@@ -15,7 +15,7 @@ import numpy as np
 import OpenEXR
 
 from eyeful_tools.errors import InputFormatError, MissingFileError
-from eyeful_tools.fsio import atomic_path
+from eyeful_tools.fsio import atomic_path, atomic_write_bytes
 
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".exr")
@@ -111,8 +111,7 @@ def write_image(path: str | Path, image: np.ndarray, jpeg_quality: int = 95) -> 
     ok, encoded = cv2.imencode(path.suffix, np.ascontiguousarray(pixels), params)
     if not ok:
         raise InputFormatError(path, "OpenCV could not encode the image")
-    with atomic_path(path) as tmp:
-        encoded.tofile(tmp)
+    atomic_write_bytes(path, encoded.data)
 
 
 def _write_exr(path: Path, image: np.ndarray) -> None:
