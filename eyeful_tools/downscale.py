@@ -20,6 +20,7 @@ of the right size are skipped; every write is atomic.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import multiprocessing
@@ -198,8 +199,9 @@ def downscale(
     transforms = read_transforms(transforms_path)
     base = transforms_path.parent
 
-    frame_sources = _frame_sources(transforms, transforms_path)
-    sources = _measure(transforms, transforms_path, frame_sources)
+    resolve = functools.cache(Path.resolve)  # each path resolved once (a few lstat calls)
+    frame_sources = _frame_sources(transforms, transforms_path, resolve)
+    sources = _measure(transforms, transforms_path, frame_sources, resolve)
     chosen = _choose_factors(factors, max_dim_px, sources)
     result = DownscaleResult(transforms_path=transforms_path, factors=chosen)
     result.sources = len(sources)
@@ -216,7 +218,9 @@ def downscale(
 
     for factor in chosen:
         out_path = downscaled_transforms_path(transforms_path, factor)
-        new = rescale_transforms(transforms, factor, frame_sources, sources, transforms_path)
+        new = rescale_transforms(
+            transforms, factor, frame_sources, sources, transforms_path, resolve=resolve
+        )
         if out_path.is_file() and out_path.read_text(encoding="utf-8") == dump_transforms(new):
             result.transforms_unchanged.append(out_path)
         else:
@@ -225,7 +229,9 @@ def downscale(
     return result
 
 
-def _frame_sources(transforms: TransformsFile, transforms_path: Path) -> list[dict[Kind, Path]]:
+def _frame_sources(
+    transforms: TransformsFile, transforms_path: Path, resolve: Callable[[Path], Path]
+) -> list[dict[Kind, Path]]:
     """Per frame, the absolute source path of its image, mask and depth map."""
     base = transforms_path.parent
     frames = []
@@ -250,7 +256,7 @@ def _frame_sources(transforms: TransformsFile, transforms_path: Path) -> list[di
         by_name: dict[str, set[Path]] = {}
         for paths in frames:
             if kind in paths:
-                by_name.setdefault(paths[kind].name, set()).add(paths[kind].resolve())
+                by_name.setdefault(paths[kind].name, set()).add(resolve(paths[kind]))
         for name, paths in sorted(by_name.items()):
             if len(paths) > 1:
                 listed = ", ".join(sorted(os.path.relpath(p, base.resolve()) for p in paths))
@@ -275,13 +281,16 @@ def _frame_sources(transforms: TransformsFile, transforms_path: Path) -> list[di
 
 
 def _measure(
-    transforms: TransformsFile, transforms_path: Path, frame_sources: list[dict[Kind, Path]]
+    transforms: TransformsFile,
+    transforms_path: Path,
+    frame_sources: list[dict[Kind, Path]],
+    resolve: Callable[[Path], Path],
 ) -> list[_Source]:
     """Header sizes of every distinct source; images must match the size the file declares."""
     sources: dict[Path, _Source] = {}
     for index, (item, paths) in enumerate(zip(transforms.frames, frame_sources, strict=True)):
         for kind, path in paths.items():
-            key = path.resolve()
+            key = resolve(path)
             if key not in sources:
                 sources[key] = _Source(kind, path, _file_size(path))
             if kind is not Kind.IMAGE:
@@ -365,6 +374,8 @@ def rescale_transforms(
     frame_sources: Sequence[dict[Kind, Path]],
     sources: Sequence[_Source],
     transforms_path: Path,
+    *,
+    resolve: Callable[[Path], Path] = Path.resolve,
 ) -> TransformsFile:
     """A copy pointing at the factor-N files, intrinsics scaled per axis to the written size.
 
@@ -374,18 +385,22 @@ def rescale_transforms(
     such mean when image sizes differ). Top-level intrinsics need one scale for every frame.
     Splits, ``applied_transform`` and our extras are kept.
     """
-    size_of = {s.path.resolve(): s.size_px for s in sources}
-    new = transforms.model_copy(deep=True)
+    size_of = {resolve(s.path): s.size_px for s in sources}
+    # shallow copies (a deep one of 10^4 frames costs more than the rest): every field changed
+    # below is reassigned, never mutated in place, so the input is left as it was
+    new = transforms.model_copy()
+    new.frames = [item.model_copy() for item in transforms.frames]
     renamed: dict[str, str] = {}
     scales: set[tuple[float, float, int, int]] = set()  # (scale_x, scale_y, w', h')
     for item, paths in zip(new.frames, frame_sources, strict=True):
-        width, height = size_of[paths[Kind.IMAGE].resolve()]
+        width, height = size_of[resolve(paths[Kind.IMAGE])]
         out_w, out_h = scaled_size(width, height, factor)
         scale_x, scale_y = out_w / width, out_h / height
         scales.add((scale_x, scale_y, out_w, out_h))
         _rescale_fields(item, scale_x, scale_y, (out_w, out_h))
         if item.eyeful is not None and item.eyeful.fisheye_crop_radius is not None:
-            item.eyeful.fisheye_crop_radius *= (scale_x + scale_y) / 2
+            radius = item.eyeful.fisheye_crop_radius * (scale_x + scale_y) / 2
+            item.eyeful = item.eyeful.model_copy(update={"fisheye_crop_radius": radius})
         new_path = f"{output_folder(Kind.IMAGE, factor)}/{paths[Kind.IMAGE].name}"
         renamed[item.file_path] = new_path
         item.file_path = new_path
