@@ -284,8 +284,14 @@ def test_max_dim_picks_the_smallest_power_of_two(tmp_path: Path, capsys) -> None
 
 def test_splits_pose_extras_and_fisheye_radius_carried_over(tmp_path: Path) -> None:
     path = _dataset(tmp_path, [(64, 96), (67, 101)], model=CameraModel.OPENCV_FISHEYE)
-    downscale.downscale(path, [4], jobs=1)
+    # several factors in one run: each transforms_N.json is scaled from the original, never
+    # from the previous factor's copy
+    downscale.downscale(path, [2, 4], jobs=1)
     source = transforms.read_transforms(path)
+    half = transforms.read_transforms(tmp_path / "transforms_2.json")
+    assert half.frames[0].eyeful.fisheye_crop_radius == pytest.approx(
+        source.frames[0].eyeful.fisheye_crop_radius / 2
+    )
     scaled = transforms.read_transforms(tmp_path / "transforms_4.json")
     assert scaled.applied_transform == source.applied_transform
     assert scaled.camera_model is CameraModel.OPENCV_FISHEYE
