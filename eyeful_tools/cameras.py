@@ -187,6 +187,19 @@ _NS_FROM_COLMAP = np.array(
 )
 
 
+#: what nerfstudio's dataparser (1.1.5) takes as ``applied_transform`` for a transforms.json
+#: without one when ``<data>/colmap/sparse/0`` exists: the COLMAP conversion of ns-process-data
+#: before the field was written
+_NS_LEGACY_COLMAP_APPLIED = np.array(
+    [[0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+)
+
+
+def legacy_colmap_applied_transform() -> np.ndarray:
+    """4x4 ``applied_transform`` nerfstudio assumes for old COLMAP-derived transforms.json."""
+    return _NS_LEGACY_COLMAP_APPLIED.copy()
+
+
 def opengl_from_opencv_pose(world_from_cam_opencv: np.ndarray) -> np.ndarray:
     """``world_from_cam`` with OpenCV camera axes -> the same pose with OpenGL axes. [..., 4, 4]"""
     return np.asarray(world_from_cam_opencv, dtype=np.float64) @ _FLIP_YZ

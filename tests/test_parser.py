@@ -352,9 +352,15 @@ def test_cli_train_stores_the_options_and_eval_uses_them(
     assert config["num_train_images"] == 9  # 12 images, 0, 4 and 8 held out
     saved = json.loads((run_dir / "dataparser_transforms.json").read_text())
     expected = parse_dataset(data, orientation="pca", center="focus")
-    np.testing.assert_allclose(saved["transform"], expected.dataparser_transform, atol=1e-12)
+    np.testing.assert_allclose(
+        saved["eyeful"]["transforms_json_to_normalised"], expected.dataparser_transform, atol=1e-12
+    )
     run = load_run(run_dir, device="cpu")
-    np.testing.assert_allclose(run.dataset.dataparser_transform, saved["transform"], atol=1e-12)
+    np.testing.assert_allclose(
+        run.dataset.nerfstudio_dataparser_transform()[0],
+        saved["transform"],
+        atol=1e-12,
+    )
     assert run.dataset.indices("test").tolist() == [0, 4, 8]
     metrics = tmp_path / "metrics.json"
     assert main(["eval", str(run_dir), "--output", str(metrics), "--device", "cpu"]) == 0
@@ -404,3 +410,36 @@ def test_resume_keeps_the_runs_dataparser_options(tmp_path: Path) -> None:
         "interval", 5, 9,  # 12 images, 0, 5 and 10 held out
     )  # fmt: skip
     assert second.last_step == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# dataparser_transforms.json: nerfstudio's meaning
+
+
+def test_saved_dataparser_transform_starts_from_the_capture_world(tmp_path: Path) -> None:
+    """nerfstudio saves ``transform @ applied_transform`` and ``scale * applied_scale``; the
+    poses themselves do not see ``applied_scale``. A file without ``applied_transform`` next
+    to ``colmap/sparse/0`` gets nerfstudio's legacy COLMAP matrix."""
+    names = [f"images/{i:02d}.png" for i in range(6)]
+    plain = parse_dataset(make_dataset(tmp_path / "plain", names))
+    scaled = parse_dataset(make_dataset(tmp_path / "scaled", names, extra={"applied_scale": 2.5}))
+    np.testing.assert_allclose(scaled.world_from_cam, plain.world_from_cam, atol=1e-12)
+    saved = json.loads(scaled.save_dataparser_transforms(tmp_path / "s.json").read_text())
+    assert saved["scale"] == pytest.approx(2.5 * plain.dataparser_scale)
+    assert saved["eyeful"]["transforms_json_scale"] == pytest.approx(plain.dataparser_scale)
+
+    # the ring's transforms.json records applied_transform = identity (z-up scene); drop it
+    legacy = make_dataset(tmp_path / "legacy", names)
+    document = json.loads((legacy / "transforms.json").read_text())
+    del document["applied_transform"]
+    (legacy / "transforms.json").write_text(json.dumps(document))
+    assert np.allclose(parse_dataset(legacy).nerfstudio_dataparser_transform()[0][:, :3],
+                       plain.dataparser_transform[:, :3])  # fmt: skip
+    (legacy / "colmap" / "sparse" / "0").mkdir(parents=True)
+    dataset = parse_dataset(legacy)
+    transform, _ = dataset.nerfstudio_dataparser_transform()
+    expected = np.eye(4)
+    expected[:3] = dataset.dataparser_transform
+    expected = expected @ cameras.legacy_colmap_applied_transform()
+    np.testing.assert_allclose(transform, expected[:3], atol=1e-12)
+    assert not np.allclose(transform, dataset.dataparser_transform)

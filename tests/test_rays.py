@@ -4,6 +4,7 @@ transforms.json -> normalised world)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -137,10 +138,12 @@ def _transforms_from_ground_truth(capture: Path, out: Path, folder: str = "image
 def _check_rays_hit_ground_truth(capture: Path, transforms: Path) -> None:
     truth = ground_truth(capture)
     dataset = parse_dataset(transforms)
-    # p_normalised = scale * (T @ applied_transform @ p_capture)
-    applied = np.eye(4)
-    applied[:3] = dataset.applied_transform
-    normalised_from_capture = dataset.normalised_from_transforms_world() @ applied
+    # the run's dataparser_transforms.json means what nerfstudio's does:
+    # p_normalised = scale * (transform @ [p_capture; 1]), from the capture's own (y-up) world
+    saved_path = dataset.save_dataparser_transforms(transforms.parent / "dataparser.json")
+    saved = json.loads(saved_path.read_text())
+    normalised_from_capture = np.eye(4)
+    normalised_from_capture[:3] = saved["scale"] * np.asarray(saved["transform"])
     rng = np.random.default_rng(0)
     count = 0
     for index in range(0, len(dataset), 3):

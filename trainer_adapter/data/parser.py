@@ -23,9 +23,11 @@ Poses stay in the canonical convention (OpenCV camera axes, ``world_from_cam``);
 comes from :mod:`eyeful_tools.cameras` and :mod:`eyeful_tools.transforms`.
 
 ``dataparser_transform`` [3, 4] and ``dataparser_scale`` map the transforms.json world (z-up,
-metres) to the normalised world: ``p_norm = scale * (transform @ [p; 1])``. Unlike nerfstudio we
-do not fold ``applied_transform`` into it; it is kept separately (``applied_transform``) and
-written beside it, so ``transform @ applied_transform`` gives nerfstudio's composed value.
+metres) to the normalised world: ``p_norm = scale * (transform @ [p; 1])``. The run's
+``dataparser_transforms.json`` holds nerfstudio's values instead, which start from the capture's
+own world: ``transform @ applied_transform`` and ``scale * applied_scale`` (nerfstudio's
+fallback ``applied_transform`` for old COLMAP-derived files included), so scripts written for
+nerfstudio runs (mesh or point-cloud alignment) work unchanged on ours.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class ParsedDataset:
     dataparser_transform: np.ndarray  # [3, 4] transforms.json world -> normalised (before scale)
     dataparser_scale: float
     applied_transform: np.ndarray  # [3, 4] capture world -> transforms.json world (or identity)
+    applied_scale: float = 1.0  # capture units -> transforms.json units (nerfstudio's key)
     split_indices: dict[str, np.ndarray] = field(default_factory=dict)  # split -> [n] int64
     mask_paths: list[Path | None] = field(default_factory=list)  # [N]
     is_hdr: bool = False
@@ -104,18 +107,31 @@ class ParsedDataset:
         matrix[:3] *= self.dataparser_scale
         return matrix
 
-    def save_dataparser_transforms(self, path: str | Path) -> Path:
-        """nerfstudio's ``dataparser_transforms.json`` (``transform`` 3x4, ``scale``), atomically.
+    def nerfstudio_dataparser_transform(self) -> tuple[np.ndarray, float]:
+        """nerfstudio's ([3, 4] transform, scale) from the capture's own world (before
+        ``applied_transform``) to the normalised world."""
+        composed = np.eye(4)
+        composed[:3] = self.dataparser_transform
+        applied = np.eye(4)
+        applied[:3] = self.applied_transform
+        return (composed @ applied)[:3], self.dataparser_scale * self.applied_scale
 
-        ``applied_transform`` is added so results can be mapped back to the capture's world.
-        """
+    def save_dataparser_transforms(self, path: str | Path) -> Path:
+        """nerfstudio's ``dataparser_transforms.json`` (``transform`` 3x4, ``scale``, the same
+        meaning as nerfstudio's), atomically; ``eyeful`` adds the parts they are made of."""
+        transform, scale = self.nerfstudio_dataparser_transform()
         path = Path(path)
         atomic_write_json(
             path,
             {
-                "transform": self.dataparser_transform.tolist(),
-                "scale": float(self.dataparser_scale),
-                "applied_transform": self.applied_transform.tolist(),
+                "transform": transform.tolist(),
+                "scale": float(scale),
+                "eyeful": {
+                    "transforms_json_to_normalised": self.dataparser_transform.tolist(),
+                    "transforms_json_scale": float(self.dataparser_scale),
+                    "applied_transform": self.applied_transform.tolist(),
+                    "applied_scale": float(self.applied_scale),
+                },
             },
         )
         return path
@@ -214,11 +230,12 @@ def parse_dataset(
     scale *= float(scale_factor)
     oriented[:, :3, 3] *= scale
 
-    applied = (
-        np.asarray(transforms.applied_transform, dtype=np.float64)
-        if transforms.applied_transform is not None
-        else np.eye(4)[:3]
-    )
+    if transforms.applied_transform is not None:
+        applied = np.asarray(transforms.applied_transform, dtype=np.float64)
+    elif (Path(data) / "colmap" / "sparse" / "0").exists():  # nerfstudio's legacy fallback
+        applied = cameras.legacy_colmap_applied_transform()[:3]
+    else:
+        applied = np.eye(4)[:3]
     split_indices = split_indices_of(
         transforms_path,
         scene.splits,
@@ -235,6 +252,7 @@ def parse_dataset(
         dataparser_transform=transform,
         dataparser_scale=scale,
         applied_transform=applied,
+        applied_scale=1.0 if transforms.applied_scale is None else float(transforms.applied_scale),
         split_indices=split_indices,
         mask_paths=mask_paths,
         is_hdr=hdr_flags == {True},
