@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from eyeful_tools.cli._app import app, console, summary
+from eyeful_tools.cli._app import app, stage_progress, summary
 from eyeful_tools.errors import UsageError
 
 
@@ -51,20 +50,7 @@ def synth(
     if positions < 1:
         raise UsageError(None, f"--positions must be at least 1, got {positions}")
     dims = parse_size(size)
-    with Progress(
-        TextColumn("synth"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    ) as bar:
-        task = bar.add_task("render", total=None)
-
-        def report(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
+    with stage_progress() as progress:
         result = synthesize(
             out_dir,
             rig=rig,
@@ -73,7 +59,7 @@ def synth(
             size=dims,
             supersample=supersample,
             jobs=jobs,
-            progress=report,
+            progress=lambda done, total: progress("synth", done, total),
         )
     summary(
         f"synth: {result.image_count} images x {len(result.folder_sizes)} folders "
