@@ -140,6 +140,28 @@ def import_colmap(
     summary(", ".join(parts) + f" -> {result.transforms_path}")
 
 
+def _sfm_options(
+    matcher: str,
+    camera_model: str,
+    single_camera: bool,
+    min_registered: float,
+    max_features: int,
+    threads: int,
+    seed: int,
+):  # noqa: ANN202 - sfm (pycolmap) is imported only when an import command runs
+    from eyeful_tools import sfm
+
+    return sfm.SfmOptions(
+        matcher=_choice(sfm.Matcher, matcher, "--matcher"),
+        camera_model=camera_model,
+        single_camera=single_camera,
+        min_registered_fraction=min_registered,
+        max_num_features=max_features,
+        num_threads=threads,
+        seed=seed,
+    )
+
+
 @import_app.command("images")
 def import_images(
     source: Path = typer.Argument(..., help="Folder of photos (searched recursively)."),
@@ -163,14 +185,8 @@ def import_images(
     """
     from eyeful_tools import blur, colmap_io, sfm
 
-    options = sfm.SfmOptions(
-        matcher=_choice(sfm.Matcher, matcher, "--matcher"),
-        camera_model=camera_model,
-        single_camera=single_camera,
-        min_registered_fraction=min_registered,
-        max_num_features=max_features,
-        num_threads=threads,
-        seed=seed,
+    options = _sfm_options(
+        matcher, camera_model, single_camera, min_registered, max_features, threads, seed
     )
     with _progress() as progress:
         report = sfm.import_images(
@@ -206,15 +222,7 @@ def import_video(
     """
     from eyeful_tools import blur, sfm
 
-    options = sfm.SfmOptions(
-        matcher=_choice(sfm.Matcher, matcher, "--matcher"),
-        camera_model=camera_model,
-        single_camera=True,
-        min_registered_fraction=min_registered,
-        max_num_features=max_features,
-        num_threads=threads,
-        seed=seed,
-    )
+    options = _sfm_options(matcher, camera_model, True, min_registered, max_features, threads, seed)
     with _progress() as progress:
         report = sfm.import_video(
             source,
