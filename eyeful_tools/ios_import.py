@@ -71,6 +71,9 @@ class Source:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._zip: zipfile.ZipFile | None = None
+        #: members made on demand (video frames, converted depth): name -> (read, display)
+        self._virtual: dict[str, tuple[Callable[[], bytes], str]] = {}
+        self._on_close: list[Callable[[], None]] = []
         if not self.path.exists():
             raise MissingFileError(self.path, "source not found")
         if self.path.is_dir():
@@ -109,9 +112,20 @@ class Source:
         return list(self._names)
 
     def exists(self, name: str) -> bool:
-        return name in self._name_set
+        return name in self._name_set or name in self._virtual
+
+    def add_virtual(self, name: str, read: Callable[[], bytes], display: str) -> None:
+        """A member whose bytes ``read()`` makes on demand (a decoded video frame, a converted
+        depth map); read like a file, never hard-linked; errors name it as ``display``."""
+        self._virtual[name] = (read, display)
+
+    def call_on_close(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` in :meth:`close` (release a video, delete a temporary file)."""
+        self._on_close.append(callback)
 
     def read_bytes(self, name: str) -> bytes:
+        if name in self._virtual:
+            return self._virtual[name][0]()
         if not self.exists(name):
             raise MissingFileError(self.display(name), "file not found")
         if self._zip is not None:
@@ -130,13 +144,20 @@ class Source:
 
     def local_path(self, name: str) -> Path | None:
         """The file on disk (folders only), for hard links and readers that need a path."""
-        return None if self._zip is not None else self.path / name
+        if self._zip is not None or name in self._virtual:
+            return None
+        return self.path / name
 
     def display(self, name: str) -> str:
         """How errors name a member: ``archive.zip:inner/path`` or the file path."""
+        if name in self._virtual:
+            return self._virtual[name][1]
         return f"{self.path}:{name}" if self._zip is not None else str(self.path / name)
 
     def close(self) -> None:
+        callbacks, self._on_close = self._on_close, []
+        for callback in reversed(callbacks):
+            callback()
         if self._zip is not None:
             self._zip.close()
 
@@ -177,7 +198,7 @@ class IosFrame:
 
 @dataclass
 class IosCapture:
-    app: str  # "record3d" | "polycam"
+    app: str  # "record3d" | "polycam" | "stray" | "nerfcapture"
     source: Source
     frames: list[IosFrame]
     #: human-readable facts for the summary (e.g. "depth skipped: ...")

@@ -267,3 +267,159 @@ def zip_folder(folder: Path, archive_path: Path, top_folder: str | None = None) 
 def copy_tree(source: Path, target: Path) -> Path:
     shutil.copytree(source, target)
     return target
+
+
+# ---------------------------------------------------------------------------------------------
+# Stray Scanner (strayrobots/scanner: OdometryEncoder.swift, DatasetEncoder.swift)
+
+#: ARKit delivers landscape frames; Stray stores them as they come (1920x1440 -> depth 256x192)
+STRAY_CAMERA = Camera(
+    model=CameraModel.OPENCV, width_px=64, height_px=48, fx=52.0, fy=52.4, cx=31.7, cy=24.6
+)
+STRAY_DEPTH_SIZE_PX = (16, 12)
+STRAY_ODOMETRY_HEADER = "timestamp, frame, x, y, z, qx, qy, qz, qw"
+#: the app's q_AC: 180 degrees about x, simd_quatf(ix: 1, iy: 0, iz: 0, r: 0), as x, y, z, w
+STRAY_Q_AC = np.array([1.0, 0.0, 0.0, 0.0])
+
+
+def quaternion_product_xyzw(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton product ``a * b`` of scalar-last quaternions (simd_quatf's ``*``)."""
+    ax, ay, az, aw = a
+    bx, by, bz, bw = b
+    return np.array(
+        [
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+            aw * bw - ax * bx - ay * by - az * bz,
+        ]
+    )
+
+
+def stray_odometry_line(index: int, view: PhoneView) -> str:
+    """One row the way the app writes it: ARKit's transform (OpenGL camera axes) with its
+    quaternion right-multiplied by q_AC, the translation as is, frame number as %06d."""
+    arkit = cameras.opengl_from_opencv_pose(view.world_from_cam)
+    q = quaternion_product_xyzw(quaternion_xyzw_from_rotation(arkit[:3, :3]), STRAY_Q_AC)
+    x, y, z = arkit[:3, 3]
+    return f"{1000.0 + index / 60}, {index:06d}, {x}, {y}, {z}, {q[0]}, {q[1]}, {q[2]}, {q[3]}"
+
+
+def stray_confidence(shape: tuple[int, ...]) -> np.ndarray:
+    """0/1/2 confidence: pixel (0, 0) low, (0, 1) medium, the rest high."""
+    confidence = np.full(shape, 2, dtype=np.uint8)
+    confidence[0, 0] = 0
+    confidence[0, 1] = 1
+    return confidence
+
+
+def write_stray_folder(
+    folder: Path,
+    views: list[PhoneView],
+    *,
+    extra_video_frames: int = 0,
+    video: bool = True,
+) -> Path:
+    """rgb.mp4 (mp4v), camera_matrix.csv, odometry.csv, depth/ and confidence/ PNGs, imu.csv."""
+    (folder / "depth").mkdir(parents=True)
+    (folder / "confidence").mkdir()
+    camera = views[0].camera
+    if video:
+        pixels = [cv2.imdecode(np.frombuffer(v.jpeg, np.uint8), cv2.IMREAD_COLOR) for v in views]
+        size = (camera.width_px, camera.height_px)
+        writer = cv2.VideoWriter(str(folder / "rgb.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 60, size)
+        assert writer.isOpened()
+        for frame in [*pixels, *pixels[:extra_video_frames]]:
+            writer.write(frame)
+        writer.release()
+    k = camera.intrinsic_matrix()
+    (folder / "camera_matrix.csv").write_text(
+        "\n".join(", ".join(str(float(v)) for v in row) for row in k)
+    )
+    lines = [STRAY_ODOMETRY_HEADER] + [stray_odometry_line(i, v) for i, v in enumerate(views)]
+    (folder / "odometry.csv").write_text("\n".join(lines) + "\n")
+    (folder / "imu.csv").write_text("timestamp, a_x, a_y, a_z, alpha_x, alpha_y, alpha_z\n")
+    for index, view in enumerate(views):
+        millimetres = np.round(view.depth_m * 1000).astype(np.uint16)
+        write_image(folder / "depth" / f"{index:06d}.png", millimetres)
+        write_image(folder / "confidence" / f"{index:06d}.png", stray_confidence(millimetres.shape))
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------
+# NeRFCapture (jc211/NeRFCapture DatasetWriter.swift; instant-ngp scripts/nerfcapture2nerf.py)
+
+NERFCAPTURE_CAMERA = Camera(
+    model=CameraModel.OPENCV, width_px=64, height_px=48, fx=51.0, fy=51.3, cx=32.4, cy=23.8
+)
+NERFCAPTURE_DEPTH_SIZE_PX = (16, 12)
+#: nerfcapture2nerf.py's default --depth_scale (metres at uint16 65535)
+NGP_DEPTH_SCALE_M = 10.0
+
+
+def nerfcapture_rows(view: PhoneView) -> list[list[float]]:
+    """ARKit's camera.transform (OpenGL axes) row by row, as arrayFromTransform writes it."""
+    return cameras.opengl_from_opencv_pose(view.world_from_cam).tolist()
+
+
+def ngp_depth_units(view: PhoneView) -> np.ndarray:
+    """nerfcapture2nerf.py: uint16 = metres * 65535 / depth_scale, resized nearest to the RGB."""
+    units = (view.depth_m * 65535 / NGP_DEPTH_SCALE_M).astype(np.uint16)
+    size = (view.camera.width_px, view.camera.height_px)
+    return cv2.resize(units, size, interpolation=cv2.INTER_NEAREST)
+
+
+def write_nerfcapture_folder(
+    folder: Path,
+    views: list[PhoneView],
+    *,
+    flavour: str = "app",
+    per_frame_intrinsics: bool = True,
+) -> Path:
+    """``flavour="app"``: the offline export (RGBA PNGs, 8-bit RGBA ``.depth.png``,
+    ``depth_integer_scale``); ``"ngp"``: nerfcapture2nerf.py --save_path (RGB PNGs, 16-bit
+    depth at the image size, ``integer_depth_scale``). ``file_path`` has no extension."""
+    (folder / "images").mkdir(parents=True)
+    camera = views[0].camera
+    top = {
+        "w": camera.width_px,
+        "h": camera.height_px,
+        "fl_x": camera.fx,
+        "fl_y": camera.fy,
+        "cx": camera.cx,
+        "cy": camera.cy,
+    }
+    if flavour == "app":
+        top["depth_integer_scale"] = 1.0
+    else:
+        top["integer_depth_scale"] = NGP_DEPTH_SCALE_M / 65535.0
+    frames = []
+    for index, view in enumerate(views):
+        rgb = cv2.imdecode(np.frombuffer(view.jpeg, np.uint8), cv2.IMREAD_COLOR)
+        if flavour == "app":  # UIImage.pngData(): RGBA
+            rgb = cv2.cvtColor(rgb, cv2.COLOR_BGR2BGRA)
+        cv2.imwrite(str(folder / "images" / f"{index}.png"), rgb)
+        frame = {
+            "file_path": f"images/{index}",
+            "depth_path": f"images/{index}.depth.png",
+            "transform_matrix": nerfcapture_rows(view),
+        }
+        if flavour == "app":
+            frame["timestamp"] = 1000.0 + index / 30
+            shade = np.clip(view.depth_m * 60, 0, 255).astype(np.uint8)
+            rgba = np.dstack([shade, shade, shade, np.full_like(shade, 255)])
+            cv2.imwrite(str(folder / "images" / f"{index}.depth.png"), rgba)
+        else:
+            cv2.imwrite(str(folder / "images" / f"{index}.depth.png"), ngp_depth_units(view))
+        if per_frame_intrinsics:
+            frame.update(
+                fl_x=view.camera.fx,
+                fl_y=view.camera.fy,
+                cx=view.camera.cx,
+                cy=view.camera.cy,
+                w=view.camera.width_px,
+                h=view.camera.height_px,
+            )
+        frames.append(frame)
+    (folder / "transforms.json").write_text(json.dumps({**top, "frames": frames}, indent=2))
+    return folder

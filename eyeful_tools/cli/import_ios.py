@@ -1,4 +1,5 @@
-"""``eyeful import record3d|polycam``: iPhone/iPad captures into a nerfstudio dataset."""
+"""``eyeful import record3d|polycam|stray|nerfcapture``: iPhone/iPad captures into a nerfstudio
+dataset."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import typer
 from eyeful_tools.blur import parse_blur_filter
 from eyeful_tools.cli._app import import_app, stage_progress, summary
 from eyeful_tools.ios_import import ImportOptions
+from eyeful_tools.readers.nerfcapture import import_nerfcapture
 from eyeful_tools.readers.polycam import import_polycam
 from eyeful_tools.readers.record3d import import_record3d
+from eyeful_tools.readers.stray import MIN_CONFIDENCE, import_stray
 
 _OUT = typer.Option(
     ..., "--out", help="Dataset folder to create (images/, depth/, transforms.json)."
@@ -103,4 +106,57 @@ def polycam(
     options = _options(max_frames, blur_filter, link, depth, overwrite, rotate, crop_border)
     with stage_progress() as progress:
         report = import_polycam(source, out, options, progress, use_raw=raw)
+    summary(report.one_line())
+
+
+@import_app.command("stray")
+def stray(
+    source: Path = typer.Argument(
+        ..., help="Stray Scanner export folder (rgb.mp4, odometry.csv, ...) or its .zip."
+    ),
+    out: Path = _OUT,
+    max_frames: int | None = _MAX_FRAMES,
+    blur_filter: str = _BLUR,
+    depth: bool = _DEPTH,
+    overwrite: bool = _OVERWRITE,
+    rotate: str = _ROTATE,
+    min_confidence: int = typer.Option(
+        MIN_CONFIDENCE,
+        "--min-confidence",
+        min=0,
+        max=2,
+        help="Keep depth where the LiDAR confidence is at least this (0 low, 1 medium, 2 high).",
+    ),
+) -> None:
+    """Import a Stray Scanner export: frames from rgb.mp4, poses from odometry.csv, LiDAR depth.
+
+    Example: eyeful import stray stray_scan/ --out data/desk --max-frames 300 --blur-filter percentile:10
+    """
+    options = _options(max_frames, blur_filter, False, depth, overwrite, rotate)
+    with stage_progress() as progress:
+        report = import_stray(source, out, options, progress, min_confidence=min_confidence)
+    summary(report.one_line())
+
+
+@import_app.command("nerfcapture")
+def nerfcapture(
+    source: Path = typer.Argument(
+        ...,
+        help="NeRFCapture offline export (.zip or folder), or nerfcapture2nerf.py --save_path output.",
+    ),
+    out: Path = _OUT,
+    max_frames: int | None = _MAX_FRAMES,
+    blur_filter: str = _BLUR,
+    link: bool = _LINK,
+    depth: bool = _DEPTH,
+    overwrite: bool = _OVERWRITE,
+    rotate: str = _ROTATE,
+) -> None:
+    """Import a NeRFCapture export (transforms.json with ARKit poses), with 16-bit depth when present.
+
+    Example: eyeful import nerfcapture 240101120000.zip --out data/mug --rotate auto
+    """
+    options = _options(max_frames, blur_filter, link, depth, overwrite, rotate)
+    with stage_progress() as progress:
+        report = import_nerfcapture(source, out, options, progress)
     summary(report.one_line())
