@@ -1,6 +1,7 @@
 """The shared iOS import pipeline: select frames, copy images, convert depth, write transforms.
 
-Readers (:mod:`eyeful_tools.readers.record3d`, :mod:`eyeful_tools.readers.polycam`) parse an
+Readers (:mod:`eyeful_tools.readers.record3d`, :mod:`eyeful_tools.readers.polycam`,
+:mod:`eyeful_tools.readers.stray`, :mod:`eyeful_tools.readers.nerfcapture`) parse an
 app's export into an :class:`IosCapture`: a list of :class:`IosFrame` with canonical poses
 (``world_from_cam``, OpenCV camera axes, the ARKit y-up world) and intrinsics for the image as
 stored. This module then, in order:
@@ -20,7 +21,9 @@ stored. This module then, in order:
    at the end, so a failed import writes nothing.
 
 :class:`Source` reads a folder or a zip archive (``.zip``, ``.r3d``) the same way; a zip with a
-member that would escape the output folder is refused before anything is read.
+member that would escape the output folder is refused before anything is read. Readers may add
+members made on demand (Stray's video frames, NeRFCapture's depth converted to millimetres) that
+the pipeline reads like files.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -110,12 +111,15 @@ def test_stray_folder_poses_intrinsics_frames_and_depth(tmp_path: Path, stray_vi
 
 
 def test_stray_zip_with_top_folder_min_confidence_and_max_frames(
-    tmp_path: Path, stray_views
+    tmp_path: Path, stray_views, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = fx.write_stray_folder(tmp_path / "scan", stray_views)
     archive = fx.zip_folder(folder, tmp_path / "scan.zip", top_folder="a1b2c3d4e5")
     options = ImportOptions(max_frames=3)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     report = import_stray(archive, tmp_path / "out", options, min_confidence=2)
+    assert not any((tmp_path / "tmp").iterdir())  # the video copied out of the zip is gone
     _check_against_ground_truth(tmp_path / "out", stray_views, [0, 2, 5])  # round(linspace)
     assert report.dropped_subsample == N_VIEWS - 3
     tf = read_transforms(tmp_path / "out")
