@@ -216,11 +216,16 @@ def test_cli_stray_summary(tmp_path: Path, capsys, stray_views) -> None:
     source = fx.write_stray_folder(tmp_path / "scan", stray_views)
     out = tmp_path / "data" / "scan"
     args = ["import", "stray", str(source), "--out", str(out), "--max-frames", "4"]
-    assert main([*args, "--min-confidence", "1"]) == 0
+    extra = ["--min-confidence", "1", "--blur-filter", "percentile:20", "--rotate", "ccw"]
+    assert main([*args, *extra]) == 0
     line = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
     assert line.startswith(f"imported 4 of {N_VIEWS} frames into {out}")
-    assert "2 by --max-frames" in line and "depth for 4" in line
+    assert "1 blurry" in line and "1 by --max-frames" in line and "depth for 4" in line
+    assert "turned a quarter turn counter-clockwise" in line
     assert sorted(p.name for p in out.iterdir()) == ["depth", "images", "transforms.json"]
+    tf = read_transforms(out)
+    image = cv2.imread(str(out / tf.frames[0].file_path))
+    assert image.shape[:2] == (64, 48) and (tf.frames[0].w, tf.frames[0].h) == (48, 64)
 
 
 # ---------------------------------------------------------------------------------------------
