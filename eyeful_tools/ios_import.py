@@ -269,13 +269,34 @@ class ImportReport:
 Progress = Callable[[str, int, int], None]
 
 
+def read_capture(path: str | Path, parse: Callable[[Source], IosCapture]) -> IosCapture:
+    """``parse`` the export at ``path``; the capture owns the open :class:`Source` (closed by
+    :func:`import_capture`), which is closed here if parsing fails."""
+    source = Source(path)
+    try:
+        return parse(source)
+    except BaseException:
+        source.close()
+        raise
+
+
 def import_capture(
     capture: IosCapture,
     out_dir: str | Path,
     options: ImportOptions = ImportOptions(),
     progress: Progress | None = None,
 ) -> ImportReport:
-    """Select, copy and convert ``capture`` into ``out_dir`` (see the module docstring)."""
+    """Select, copy and convert ``capture`` into ``out_dir`` (see the module docstring); closes
+    the capture's source when done."""
+    try:
+        return _import(capture, out_dir, options, progress)
+    finally:
+        capture.source.close()
+
+
+def _import(
+    capture: IosCapture, out_dir: str | Path, options: ImportOptions, progress: Progress | None
+) -> ImportReport:
     out_dir = Path(out_dir)
     _check_output(out_dir, options.overwrite)
     if not capture.frames:

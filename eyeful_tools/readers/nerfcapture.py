@@ -46,6 +46,7 @@ from eyeful_tools.ios_import import (
     Progress,
     Source,
     import_capture,
+    read_capture,
 )
 
 #: what an extension-less ``file_path`` may be (instant-ngp tries more; the app writes png)
@@ -80,12 +81,7 @@ def png_format(data: bytes) -> tuple[int, str] | None:
 
 def read_nerfcapture(path: str | Path) -> IosCapture:
     """Parse a NeRFCapture (or ``nerfcapture2nerf.py``) export without writing anything."""
-    source = Source(path)
-    try:
-        return _read(source)
-    except BaseException:
-        source.close()
-        raise
+    return read_capture(path, _read)
 
 
 def _read(source: Source) -> IosCapture:
@@ -269,8 +265,4 @@ def import_nerfcapture(
     progress: Progress | None = None,
 ) -> ImportReport:
     """Read a NeRFCapture export and write a nerfstudio dataset into ``out_dir``."""
-    capture = read_nerfcapture(path)
-    try:
-        return import_capture(capture, out_dir, options, progress)
-    finally:
-        capture.source.close()
+    return import_capture(read_nerfcapture(path), out_dir, options, progress)

@@ -33,6 +33,7 @@ from eyeful_tools.ios_import import (
     Progress,
     Source,
     import_capture,
+    read_capture,
 )
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -60,12 +61,7 @@ def find_keyframes(source: Source) -> str | None:
 
 def read_polycam(path: str | Path, *, use_raw: bool = False) -> IosCapture:
     """Parse a Polycam raw-data export (folder or zip) without writing anything."""
-    source = Source(path)
-    try:
-        return _read(source, use_raw)
-    except BaseException:
-        source.close()
-        raise
+    return read_capture(path, lambda source: _read(source, use_raw))
 
 
 def _files(source: Source, folder: str) -> dict[str, str]:
@@ -175,8 +171,4 @@ def import_polycam(
     use_raw: bool = False,
 ) -> ImportReport:
     """Read a Polycam raw-data export and write a nerfstudio dataset into ``out_dir``."""
-    capture = read_polycam(path, use_raw=use_raw)
-    try:
-        return import_capture(capture, out_dir, options, progress)
-    finally:
-        capture.source.close()
+    return import_capture(read_polycam(path, use_raw=use_raw), out_dir, options, progress)

@@ -37,6 +37,7 @@ from eyeful_tools.ios_import import (
     Progress,
     Source,
     import_capture,
+    read_capture,
 )
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -84,12 +85,7 @@ def detect(source: Source) -> tuple[str, str] | None:
 
 def read_record3d(path: str | Path) -> IosCapture:
     """Parse a Record3D export (folder, ``.r3d`` or zip) without writing anything."""
-    source = Source(path)
-    try:
-        return _read(source)
-    except BaseException:
-        source.close()
-        raise
+    return read_capture(path, _read)
 
 
 def _read(source: Source) -> IosCapture:
@@ -238,8 +234,4 @@ def import_record3d(
     progress: Progress | None = None,
 ) -> ImportReport:
     """Read a Record3D export and write a nerfstudio dataset into ``out_dir``."""
-    capture = read_record3d(path)
-    try:
-        return import_capture(capture, out_dir, options, progress)
-    finally:
-        capture.source.close()
+    return import_capture(read_record3d(path), out_dir, options, progress)

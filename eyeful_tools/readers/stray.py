@@ -48,6 +48,7 @@ from eyeful_tools.ios_import import (
     Progress,
     Source,
     import_capture,
+    read_capture,
 )
 from eyeful_tools.readers.record3d import rotation_from_quaternion_xyzw
 
@@ -162,12 +163,7 @@ def read_stray(path: str | Path, *, min_confidence: int = MIN_CONFIDENCE) -> Ios
     """Parse a Stray Scanner export (folder or zip) without writing anything."""
     if min_confidence not in (0, 1, 2):
         raise UsageError("--min-confidence", f"expected 0, 1 or 2, got {min_confidence}")
-    source = Source(path)
-    try:
-        return _read(source, min_confidence)
-    except BaseException:
-        source.close()
-        raise
+    return read_capture(path, lambda source: _read(source, min_confidence))
 
 
 def _read(source: Source, min_confidence: int) -> IosCapture:
@@ -366,7 +362,4 @@ def import_stray(
 ) -> ImportReport:
     """Read a Stray Scanner export and write a nerfstudio dataset into ``out_dir``."""
     capture = read_stray(path, min_confidence=min_confidence)
-    try:
-        return import_capture(capture, out_dir, options, progress)
-    finally:
-        capture.source.close()
+    return import_capture(capture, out_dir, options, progress)
