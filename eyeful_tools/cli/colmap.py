@@ -42,7 +42,7 @@ _MAX_FEATURES = typer.Option(
 
 
 @contextmanager
-def _progress() -> Iterator:
+def sfm_progress() -> Iterator:
     """:func:`stage_progress`, with COLMAP's own logging quieted unless ``--verbose``."""
     import pycolmap
 
@@ -188,7 +188,7 @@ def import_images(
     options = _sfm_options(
         matcher, camera_model, single_camera, min_registered, max_features, threads, seed
     )
-    with _progress() as progress:
+    with sfm_progress() as progress:
         report = sfm.import_images(
             source,
             out,
@@ -223,7 +223,7 @@ def import_video(
     from eyeful_tools import blur, sfm
 
     options = _sfm_options(matcher, camera_model, True, min_registered, max_features, threads, seed)
-    with _progress() as progress:
+    with sfm_progress() as progress:
         report = sfm.import_video(
             source,
             out,

@@ -160,3 +160,58 @@ def nerfcapture(
     with stage_progress() as progress:
         report = import_nerfcapture(source, out, options, progress)
     summary(report.one_line())
+
+
+@import_app.command("auto")
+def auto(
+    source: Path = typer.Argument(
+        ..., help="A phone export (folder, .zip or .r3d), a video file, or a folder of photos."
+    ),
+    out: Path = _OUT,
+    max_frames: int | None = _MAX_FRAMES,
+    blur_filter: str = _BLUR,
+    overwrite: bool = _OVERWRITE,
+) -> None:
+    """Detect what made SOURCE (Record3D, Polycam, Stray Scanner, NeRFCapture, a video or
+    photos) and import it with that importer's defaults.
+
+    Example: eyeful import auto ~/Downloads/scan.zip --out data/scan
+    """
+    from eyeful_tools.errors import UsageError
+    from eyeful_tools.import_detect import ImportFormat, detect_format
+
+    found = detect_format(source)
+    if found is ImportFormat.NERFSTUDIO:
+        raise UsageError(
+            source, "already a nerfstudio dataset (transforms.json): train it as it is"
+        )
+    if found is ImportFormat.COLMAP:
+        raise UsageError(
+            source, "a COLMAP model: use 'eyeful import colmap MODEL --images IMAGE_DIR --out DIR'"
+        )
+    if found in (ImportFormat.VIDEO, ImportFormat.IMAGES):
+        from eyeful_tools import sfm
+        from eyeful_tools.cli.colmap import sfm_progress
+
+        run = sfm.import_video if found is ImportFormat.VIDEO else sfm.import_images
+        frames = max_frames or (sfm.DEFAULT_VIDEO_FRAMES if found is ImportFormat.VIDEO else None)
+        with sfm_progress() as progress:
+            report = run(
+                source,
+                out,
+                max_frames=frames,
+                blur_filter=parse_blur_filter(blur_filter),
+                progress=progress,
+            )
+        summary(f"import auto ({found.value}): {report.one_line()}")
+        return
+    options = _options(max_frames, blur_filter, False, True, overwrite, "none")
+    importer = {
+        ImportFormat.RECORD3D: import_record3d,
+        ImportFormat.POLYCAM: import_polycam,
+        ImportFormat.STRAY: import_stray,
+        ImportFormat.NERFCAPTURE: import_nerfcapture,
+    }[found]
+    with stage_progress() as progress:
+        report = importer(source, out, options, progress)
+    summary(f"import auto ({found.value}): {report.one_line()}")
