@@ -127,8 +127,13 @@ def test_parser_normalises_like_nerfstudio(tmp_path: Path) -> None:
     np.testing.assert_allclose(mapped[:, :3, 3], poses[:, :3, 3], atol=1e-12)
     saved = dataset.save_dataparser_transforms(tmp_path / "dataparser_transforms.json")
     content = json.loads(saved.read_text())
-    np.testing.assert_allclose(content["transform"], dataset.dataparser_transform)
-    assert content["scale"] == pytest.approx(dataset.dataparser_scale)
+    # nerfstudio's keys start from the capture world (before applied_transform); ours are kept
+    transform, scale = dataset.nerfstudio_dataparser_transform()
+    np.testing.assert_allclose(content["transform"], transform)
+    assert content["scale"] == pytest.approx(scale)
+    parts = content["eyeful"]
+    np.testing.assert_allclose(parts["transforms_json_to_normalised"], dataset.dataparser_transform)
+    assert parts["transforms_json_scale"] == pytest.approx(dataset.dataparser_scale)
 
 
 def test_parser_options_none_keep_the_world(tmp_path: Path) -> None:
