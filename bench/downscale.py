@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from eyeful_tools import downscale, imageio, transforms
+from eyeful_tools import downscale, imageio, procpool, transforms
 from eyeful_tools.cameras import Camera, CameraModel, Frame, Scene, WorldUp
 
 WIDTH_PX, HEIGHT_PX = 1368, 2048
@@ -163,10 +163,10 @@ def bench_set(path: Path, pool: Executor, repeat: int) -> dict[int, dict[str, tu
             assert result.written == len(sources), result
 
         def decode(factor: int = factor) -> None:
-            downscale.run_jobs(_decode_reduced, [(s, factor) for s in sources], executor=pool)
+            procpool.run_jobs(_decode_reduced, [(s, factor) for s in sources], executor=pool)
 
         def baseline(tasks: list[tuple[str, str, int]] = base_tasks) -> None:
-            downscale.run_jobs(_baseline, tasks, executor=pool)
+            procpool.run_jobs(_baseline, tasks, executor=pool)
 
         results[factor] = {
             name: _best_of(repeat, pool, run, clear)
@@ -184,16 +184,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="keep the sets here")
     args = parser.parse_args(argv)
 
-    jobs = args.jobs or downscale.default_jobs()
+    jobs = args.jobs or procpool.default_jobs()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-downscale-"))
     print(
         f"{args.count} images of {WIDTH_PX}x{HEIGHT_PX} per set, {jobs} workers, best of "
         f"{args.repeat}; ratios from CPU seconds of parent + workers (robust to other load)"
     )
     failures = []
-    pool = downscale.make_pool(jobs)
+    pool = procpool.make_pool(jobs)
     try:
-        downscale.run_jobs(_noop, list(range(4 * jobs)), executor=pool)  # start every worker
+        procpool.run_jobs(_noop, list(range(4 * jobs)), executor=pool)  # start every worker
         for quality in QUALITIES:
             root = workdir / f"q{quality}"
             path = root / "transforms.json"

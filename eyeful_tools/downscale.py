@@ -13,9 +13,8 @@ every factor still to write and both image sides, then area-resized only where t
 is not the target.
 Each factor is derived from the nearest smaller one already made. EXR and PNG are resized in
 their own channel type (float16 goes through float32 and back). Masks and depth maps use nearest
-sampling, always from the full-size file. Work runs in a process pool started with ``spawn`` (a
-forked child of a parent that has used OpenCV can deadlock); outputs newer than their source and
-of the right size are skipped; every write is atomic.
+sampling, always from the full-size file. Work runs in :mod:`eyeful_tools.procpool`'s spawn
+pool; outputs newer than their source and of the right size are skipped; every write is atomic.
 """
 
 from __future__ import annotations
@@ -23,15 +22,14 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import multiprocessing
 import os
 import re
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import cv2
 import numpy as np
@@ -44,6 +42,7 @@ from eyeful_tools.errors import (
     UsageError,
 )
 from eyeful_tools.fsio import atomic_open
+from eyeful_tools.procpool import run_jobs
 from eyeful_tools.transforms import (
     SPLIT_KEYS,
     TransformsFile,
@@ -63,9 +62,6 @@ _REDUCED_FLAGS = {
     8: cv2.IMREAD_REDUCED_COLOR_8,
 }
 _DOWNSCALED_FOLDER = re.compile(r"^(images|masks|depths)_\d+$")
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 class Kind(str, Enum):
@@ -150,13 +146,6 @@ def downscaled_transforms_path(transforms_path: Path, factor: int) -> Path:
 
 def output_folder(kind: Kind, factor: int) -> str:
     return f"{kind.value}_{factor}"
-
-
-def default_jobs() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,91 +444,6 @@ def _rescale_fields(model: Any, scale_x: float, scale_y: float, size_px: tuple[i
 
 # ---------------------------------------------------------------------------------------------
 # Workers.
-
-
-def _worker_init() -> None:
-    """One OpenCV thread per worker process: the pool already uses every core."""
-    cv2.setNumThreads(1)
-
-
-def run_jobs(
-    function: Callable[[T], R],
-    items: Sequence[T],
-    *,
-    jobs: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    executor: Executor | None = None,
-) -> list[R]:
-    """Run ``function`` over ``items`` in a spawn process pool (inline for one job or item).
-
-    Items travel in small chunks (:func:`chunk_size`); results come back in completion order.
-    On the first exception, pending items are cancelled.
-    """
-    total = len(items)
-    if progress:
-        progress(0, total)
-    jobs = default_jobs() if jobs is None else max(1, jobs)
-    if executor is None and (jobs == 1 or total <= 1):
-        results = []
-        for done, item in enumerate(items, start=1):
-            results.append(function(item))
-            if progress:
-                progress(done, total)
-        return results
-    if executor is not None:
-        return _collect(executor, function, items, progress)
-    pool = make_pool(min(jobs, total))
-    try:
-        return _collect(pool, function, items, progress)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def make_pool(jobs: int | None = None) -> ProcessPoolExecutor:
-    """A spawn pool set up like :func:`run_jobs`' own (for callers that reuse one)."""
-    return ProcessPoolExecutor(
-        max_workers=default_jobs() if jobs is None else max(1, jobs),
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_worker_init,
-    )
-
-
-#: most items sent to a worker in one message; per-item messages cost ~0.3 ms of pickling and
-#: pipe traffic each, a few percent of a small image's decode
-MAX_CHUNK = 8
-
-
-def chunk_size(total: int, workers: int) -> int:
-    """Items per message: about four messages per worker (so a slow tail still balances), at
-    most :data:`MAX_CHUNK`."""
-    return max(1, min(MAX_CHUNK, total // max(1, 4 * workers)))
-
-
-def _run_chunk(function: Callable[[T], R], items: Sequence[T]) -> list[R]:
-    return [function(item) for item in items]
-
-
-def _collect(
-    pool: Executor,
-    function: Callable[[T], R],
-    items: Sequence[T],
-    progress: Callable[[int, int], None] | None,
-) -> list[R]:
-    workers = getattr(pool, "_max_workers", None) or default_jobs()
-    size = chunk_size(len(items), workers)
-    chunks = [items[start : start + size] for start in range(0, len(items), size)]
-    futures: list[Future[list[R]]] = [pool.submit(_run_chunk, function, c) for c in chunks]
-    results: list[R] = []
-    try:
-        for future in as_completed(futures):
-            results.extend(future.result())
-            if progress:
-                progress(len(results), len(items))
-    except BaseException:
-        for future in futures:
-            future.cancel()
-        raise
-    return results
 
 
 def run_job(job: Job) -> JobResult:
