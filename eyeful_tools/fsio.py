@@ -17,10 +17,24 @@ from typing import IO, Any
 
 from eyeful_tools.errors import InputFormatError, MissingFileError
 
-#: the process umask, read once at import (reading it means setting it, which is not
-#: thread-safe later); temp files are created 0600 and get the mode a plain open() would give
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
+
+def _process_umask() -> int:
+    """The umask, read without changing it where Linux shows it; elsewhere set and restored
+    at once (once, at import)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: temp files are created 0600 (folders 0700); what we write gets the mode a plain open()
+#: (or mkdir) would give under the process umask
+_UMASK = _process_umask()
 FILE_MODE = 0o666 & ~_UMASK
 DIR_MODE = 0o777 & ~_UMASK
 
