@@ -30,6 +30,7 @@ from trainer_adapter.data.parser import (
     half_turn,
     orient_and_center,
     parse_dataset,
+    resolve_downscale,
 )
 
 E_X, E_Z = np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0])
@@ -443,3 +444,33 @@ def test_saved_dataparser_transform_starts_from_the_capture_world(tmp_path: Path
     expected = expected @ cameras.legacy_colmap_applied_transform()
     np.testing.assert_allclose(transform, expected[:3], atol=1e-12)
     assert not np.allclose(transform, dataset.dataparser_transform)
+
+
+# ---------------------------------------------------------------------------------------------
+# --downscale auto
+
+
+def test_auto_downscale_follows_nerfstudio(tmp_path: Path, capsys) -> None:
+    """Halve while the first image's largest side is over 1600 px and images_<2f>/ has it."""
+    names = [f"images/{i:02d}.jpg" for i in range(4)]
+    data = make_dataset(tmp_path / "big", names)
+    first = data / names[0]
+    write_image(first, np.zeros((2100, 3300, 3), np.uint8))  # only its header is read
+    assert resolve_downscale(data, "auto") == 1  # no copies: nerfstudio trains full size
+    for factor in (2, 4, 8):
+        write_image(data / f"images_{factor}" / first.name, np.zeros((4, 4, 3), np.uint8))
+    assert resolve_downscale(data, "auto") == 4  # 3300 / 4 = 825 <= 1600: images_8 unused
+    (data / "images_4" / first.name).unlink()
+    assert resolve_downscale(data, "auto") == 2  # 1650 > 1600, but images_4 lacks the image
+    assert resolve_downscale(data, 8) == 8
+    small = make_dataset(tmp_path / "small", names)
+    write_image(small / "images_2" / "00.jpg", np.zeros((4, 4, 3), np.uint8))
+    assert resolve_downscale(small, "auto") == 1  # 20 px: already small enough
+    with pytest.raises(UsageError, match="must be 'auto' or a positive integer"):
+        resolve_downscale(small, "half")
+    rc = main(["train", str(small), "--downscale", "half", "--device", "cpu",
+               "--output-dir", str(tmp_path / "out")])  # fmt: skip
+    assert (
+        rc == 1 and "--downscale: must be 'auto' or a positive integer" in capsys.readouterr().err
+    )
+    assert not (tmp_path / "out").exists()

@@ -254,7 +254,7 @@ def train(
     load_dir: str | Path | None = None,
     device: str = "auto",
     cache_bytes: int | None = None,
-    downscale: int = 1,
+    downscale: int | str = "auto",
     orientation: str = "up",
     center: str = "poses",
     eval_mode: str = "fraction",
@@ -269,14 +269,15 @@ def train(
     ``max_steps`` is the total number of steps (a resumed run continues at checkpoint step + 1
     up to it). With ``load_dir`` the config of that run is reused (its ``config.json``).
     ``time_budget_s`` stops early after that much wall-clock time (benchmarks; single process).
-    ``downscale`` trains on ``images_N/`` (written by ``eyeful downscale``); eval and render of
-    the run use the same images. ``orientation``, ``center``, ``eval_mode`` and ``eval_interval``
+    ``downscale`` trains on ``images_N/`` (written by ``eyeful downscale``); ``"auto"`` picks
+    the copies ``ns-train`` would (:func:`~trainer_adapter.data.parser.resolve_downscale`); the
+    factor is stored and eval and render of the run use the same images. ``orientation``, ``center``, ``eval_mode`` and ``eval_interval``
     are nerfstudio's dataparser options (see :func:`trainer_adapter.data.parser.parse_dataset`);
     they are stored in ``config.json`` so eval, render and resume see the same normalised world
     and split.
     """
     from trainer_adapter.data.loader import RayLoader
-    from trainer_adapter.data.parser import parse_dataset
+    from trainer_adapter.data.parser import parse_dataset, resolve_downscale
 
     world, rank, local_rank = _dist_env()
     torch_device = devices.resolve_device(device, local_rank)
@@ -294,7 +295,7 @@ def train(
         previous = read_run_config(resume_path.parent.parent)
         config = TrainConfig.from_dict({**previous["config"], **config_overrides})
         preset = previous.get("preset", preset)
-        downscale = int(previous.get("downscale", downscale))
+        downscale = int(previous.get("downscale", 1))  # runs before the key: full size
         orientation, center, eval_mode, eval_interval = dataparser_options(previous)
         resume_state = load_checkpoint(resume_path)
     else:
@@ -306,6 +307,7 @@ def train(
     if world > 1:
         config.sparse_grad = False  # sparse gradients do not all-reduce on nccl
 
+    downscale = resolve_downscale(data, downscale)
     dataset = parse_dataset(
         data,
         downscale=downscale,

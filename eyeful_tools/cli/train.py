@@ -21,6 +21,18 @@ def _need_torch() -> None:
         raise UsageError(None, "training needs torch: pip install 'eyeful[train]'") from None
 
 
+def _downscale_option(text: str) -> int | str:
+    """``--downscale``: ``auto`` or an integer (the range is checked with the other options)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(
+            "--downscale", f"must be 'auto' or a positive integer, got {text!r}"
+        ) from None
+
+
 @app.command("train")
 def train_command(
     data: Path = typer.Argument(..., help="A dataset folder (with transforms.json) or the file."),
@@ -32,8 +44,10 @@ def train_command(
     load_dir: Path | None = typer.Option(None, help="Resume from this run (or its checkpoints)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | xpu | mps"),
     cache_bytes: int | None = typer.Option(None, help="Bound on decoded training images, bytes."),
-    downscale: int = typer.Option(
-        1, help="Train on images_N/ copies (from eyeful downscale); eval and render follow."
+    downscale: str = typer.Option(
+        "auto",
+        help="N: train on images_N/ (from eyeful downscale); auto: as ns-train, the copies that "
+        "bring the largest side to <= 1600 px when they exist. Eval and render follow.",
     ),
     orientation: str = typer.Option(
         "up", help="up | pca | vertical | none: how the world is rotated (as nerfstudio)."
@@ -62,8 +76,9 @@ def train_command(
     from trainer_adapter.trainer import train
 
     make_config(preset)  # an unknown preset fails before anything is shown or written
+    downscale_factor = _downscale_option(downscale)
     check_options(
-        downscale=downscale,
+        downscale=downscale_factor,
         orientation=orientation,
         center=center,
         eval_mode=eval_mode,
@@ -98,7 +113,7 @@ def train_command(
             load_dir=load_dir,
             device=device,
             cache_bytes=cache_bytes,
-            downscale=downscale,
+            downscale=downscale_factor,
             orientation=orientation,
             center=center,
             eval_mode=eval_mode,

@@ -55,6 +55,9 @@ CENTERS = ("poses", "focus", "none")
 EVAL_MODES = ("fraction", "filename", "interval", "all")
 #: nerfstudio's ``train_split_fraction`` default for the ``fraction`` rule
 TRAIN_SPLIT_FRACTION = 0.9
+#: ``downscale="auto"``: nerfstudio's target for the largest image side, in pixels
+MAX_AUTO_RESOLUTION = 1600
+AUTO_DOWNSCALE = "auto"
 #: nerfstudio's ``eval_interval`` default for the ``interval`` rule
 EVAL_INTERVAL = 8
 #: ``vertical``: nerfstudio's threshold on the second singular value of the stacked camera x
@@ -261,7 +264,7 @@ def parse_dataset(
 
 def check_options(
     *,
-    downscale: int = 1,
+    downscale: int | str = 1,
     orientation: str = "up",
     center: str = "poses",
     eval_mode: str = "fraction",
@@ -269,8 +272,8 @@ def check_options(
 ) -> None:
     """Raise :class:`UsageError` (naming the ``eyeful train`` flag) for an option
     :func:`parse_dataset` does not accept; the CLI calls it before it shows or writes anything."""
-    if not _positive_int(downscale):
-        raise UsageError("--downscale", f"must be a positive integer, got {downscale}")
+    if downscale != AUTO_DOWNSCALE and not _positive_int(downscale):
+        raise UsageError("--downscale", f"must be 'auto' or a positive integer, got {downscale!r}")
     for flag, value, choices in (
         ("--orientation", orientation, ORIENTATIONS),
         ("--center", center, CENTERS),
@@ -280,6 +283,31 @@ def check_options(
             raise UsageError(flag, f"{value!r} is not supported (use {', '.join(choices)})")
     if not _positive_int(eval_interval):
         raise UsageError("--eval-interval", f"must be a positive integer, got {eval_interval}")
+
+
+def resolve_downscale(data: str | Path, downscale: int | str) -> int:
+    """``downscale`` itself, or for ``"auto"`` nerfstudio 1.1.5's rule: the first listed
+    image's largest side is halved while it exceeds 1600 px **and** ``images_<2f>/`` holds that
+    image (it never makes copies; ``eyeful downscale`` does), so a folder trains on the copies
+    ``ns-train`` would use."""
+    check_options(downscale=downscale)
+    if downscale != AUTO_DOWNSCALE:
+        return int(downscale)
+    transforms_path = Path(data)
+    if transforms_path.is_dir():
+        transforms_path = transforms_path / "transforms.json"
+    transforms = read_transforms(transforms_path)
+    if not transforms.frames:
+        raise InputFormatError(transforms_path, "no frames")
+    base, first = transforms_path.parent, Path(transforms.frames[0].file_path)
+    largest = max(image_size(first if first.is_absolute() else base / first))
+    factor = 1
+    while (
+        largest / factor > MAX_AUTO_RESOLUTION
+        and (base / f"images_{2 * factor}" / first.name).exists()
+    ):
+        factor *= 2
+    return factor
 
 
 def _positive_int(value: object) -> bool:
