@@ -6,6 +6,7 @@ Everything talks real S3 over HTTP to a moto server on 127.0.0.1 (see ``s3_fixtu
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from collections import namedtuple
@@ -28,8 +29,8 @@ from eyeful_tools.s3sync import (
     make_client,
     partial_path,
 )
-from eyeful_tools.s3sync.keys import safe_relative_path
-from eyeful_tools.s3sync.transfer import ETagHasher
+from eyeful_tools.s3sync.keys import SIDECAR_SUFFIX, safe_relative_path
+from eyeful_tools.s3sync.transfer import ETagHasher, hash_file_matches
 
 __all__ = ["mini_bucket"]  # the fixture, imported so pytest finds it
 FAST = TransferOptions(attempts=6, backoff_base_s=0.005, backoff_max_s=0.02, chunk_bytes=16384)
@@ -225,7 +226,7 @@ def test_files_without_manifest_are_verified_not_refetched(mini_bucket, tmp_path
 @pytest.mark.parametrize(
     "rel",
     ["../x", "a/../../x", "/etc/passwd", "a\\b", "a//b", "./a", "C:/x", "a/\x00b", "", "a/..",
-     MANIFEST_NAME, "a/b.jpg.1234abcd" + PARTIAL_SUFFIX],
+     MANIFEST_NAME, "a/b.jpg.1234abcd" + PARTIAL_SUFFIX, "a/b.jpg.1234abcd" + SIDECAR_SUFFIX],
 )  # fmt: skip
 def test_unsafe_keys_are_refused(rel: str) -> None:
     with pytest.raises(UnsafeKeyError):
@@ -457,3 +458,243 @@ def test_dest_that_is_a_file_is_a_clear_error(mini_bucket, tmp_path, capsys) -> 
     blocked = tmp_path / "blocked"
     assert capsys.readouterr().err.strip() == f"error: {blocked}: exists and is not a folder"
     assert blocked.read_text() == "not a folder"
+
+
+# --- large objects as ranged parts -----------------------------------------------------------
+
+PART = 16 << 10
+PARTS = TransferOptions(
+    attempts=6, backoff_base_s=0.005, backoff_max_s=0.02, chunk_bytes=4096,
+    part_threshold_bytes=4 * PART, part_bytes=PART,
+)  # fmt: skip
+BIG = "images-jpeg-2k/10/10_DSC9998.jpg"
+
+
+def _part_ranges(size: int, part: int = PART) -> list[str]:
+    return [f"bytes={a}-{min(size, a + part) - 1}" for a in range(0, size, part)]
+
+
+def _big(mini_bucket, name: str, parts: float = 5.3, rel: str = BIG) -> tuple[str, bytes, str]:  # noqa: ANN001
+    """Put a random object of ``parts`` parts; (its S3 key, bytes, ETag)."""
+    data = os.urandom(int(parts * PART))
+    mini_bucket.put(name, rel, data)
+    return f"{PREFIX}{name}/{rel}", data, hashlib.md5(data).hexdigest()
+
+
+def _ranges_of(log, key: str) -> list[str]:  # noqa: ANN001
+    return [r for k, r in log.ranges() if k == key]
+
+
+def _leftovers(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.endswith((PARTIAL_SUFFIX, SIDECAR_SUFFIX))]
+
+
+def test_large_object_downloads_as_ranged_parts(mini_bucket, tmp_path) -> None:
+    src = mini_bucket.add_capture("parts")
+    key, data, etag = _big(mini_bucket, "parts")
+    want = _expected(src, ["jpeg_2k"])
+    with fault_proxy(mini_bucket.endpoint_url) as (url, log):
+        report = _sync(mini_bucket, tmp_path, "parts", endpoint_url=url, options=PARTS)
+    assert report.sync.ok, report.sync.failures
+    assert _downloaded(tmp_path / "parts") == want and not _leftovers(tmp_path)
+    assert sorted(_ranges_of(log, key)) == sorted(_part_ranges(len(data)))  # 6 parts, one each
+    big_enough = {f"{PREFIX}parts/{k}" for k, v in want.items() if len(v) >= 4 * PART}
+    assert {k for k, _ in log.ranges()} == big_enough  # small files: one plain GET each
+    # the same report and manifest entry as a single-stream fetch
+    assert report.sync.files_fetched == len(want)
+    assert report.sync.bytes_transferred == sum(len(v) for v in want.values())
+    entry = json.loads((tmp_path / "parts" / MANIFEST_NAME).read_text())["objects"][BIG]
+    assert (entry["key"], entry["size"], entry["etag"]) == (key, len(data), etag)
+    with fault_proxy(mini_bucket.endpoint_url) as (url, log):
+        again = _sync(mini_bucket, tmp_path, "parts", endpoint_url=url, options=PARTS)
+    assert again.sync.ok and again.sync.files_fetched == 0 and again.sync.bytes_transferred == 0
+    assert not log.entries
+
+
+@pytest.mark.parametrize("profile", [None, "mirror"])
+def test_parts_survive_faults_and_the_name_appears_last(
+    mini_bucket, tmp_path, caplog, monkeypatch, profile
+) -> None:
+    """Drops, 503s, truncated and corrupted part bodies: byte-identical, nothing left over, and
+    the final name never exists while any part of it is still being requested."""
+    caplog.set_level(logging.INFO, logger="eyeful_tools.s3sync")
+    name = f"pfault{profile or ''}"
+    if profile:  # signed: botocore's get_object with a Range
+        (tmp_path / "config").write_text(f"[profile {profile}]\nregion = us-east-1\n")
+        (tmp_path / "credentials").write_text(
+            f"[{profile}]\naws_access_key_id = testing\naws_secret_access_key = testing\n"
+        )
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    src = mini_bucket.add_capture(name, hostile=False)
+    key, data, _ = _big(mini_bucket, name, parts=7.5)
+    dest = tmp_path / "dest"
+    target = dest / name / BIG
+    early: list[bool] = []
+    faults = {0: "drop", 1: "slowdown", 2: "truncate", 3: "corrupt", 5: "drop", 8: "truncate"}
+
+    def schedule(k: str, count: int) -> str:
+        if k != key:
+            return "ok"
+        early.append(target.exists())
+        return faults.get(count, "ok")
+
+    with fault_proxy(mini_bucket.endpoint_url, schedule) as (url, log):
+        report = _sync(mini_bucket, dest, name, endpoint_url=url, options=PARTS, profile=profile)
+    assert report.sync.ok, report.sync.failures
+    assert _downloaded(dest / name) == _expected(src, ["jpeg_2k"])
+    assert not _leftovers(tmp_path)
+    assert set(faults.values()) <= set(log.actions())
+    assert early and not any(early)
+    # the corrupted part is caught by the whole-file MD5: every part fetched again
+    assert len(_ranges_of(log, key)) >= 2 * len(_part_ranges(len(data)))
+    retried = "\n".join(caplog.messages)
+    for reason in ("SlowDown", "short body", "do not match the MD5 of the ETag"):
+        assert reason in retried, reason
+
+
+class _InterruptAt:
+    """A progress display that raises KeyboardInterrupt once ``bytes`` have arrived."""
+
+    def __init__(self, at_bytes: int) -> None:
+        self.at_bytes = at_bytes
+
+    def start(self, files: int, total_bytes: int) -> None:
+        pass
+
+    def update(self, files_done: int, bytes_done: int) -> None:
+        if bytes_done >= self.at_bytes:
+            raise KeyboardInterrupt
+
+    def finish(self) -> None:
+        pass
+
+
+def test_interrupted_parts_resume_from_the_sidecar(mini_bucket, tmp_path) -> None:
+    src = mini_bucket.add_capture("presume", hostile=False)
+    key, data, etag = _big(mini_bucket, "presume", parts=10, rel="cameras.json")  # queued first
+    ranges = _part_ranges(len(data))
+    slow = fault_proxy(
+        mini_bucket.endpoint_url, lambda k, c: "slow" if k == key and c >= 2 else "ok"
+    )
+    with slow as (url, _), pytest.raises(KeyboardInterrupt):
+        _sync(
+            mini_bucket, tmp_path, "presume", endpoint_url=url, options=PARTS, jobs=1,
+            progress=_InterruptAt(2 * PART),
+        )  # fmt: skip
+    target = tmp_path / "presume" / "cameras.json"
+    partial = partial_path(target, etag)
+    sidecar = json.loads(partial.with_name(partial.name + ".parts").read_text())
+    done = sidecar["done"]
+    assert {0, 1} <= set(done) and len(done) < len(ranges) and not target.exists()
+    assert (sidecar["size"], sidecar["etag"], sidecar["part_bytes"]) == (len(data), etag, PART)
+    on_disk = partial.read_bytes()
+    assert all(on_disk[i * PART : (i + 1) * PART] == data[i * PART : (i + 1) * PART] for i in done)
+    plan = plan_download(_request(mini_bucket, tmp_path, "presume", jobs=1))
+    want = _expected(src, ["jpeg_2k"])
+    assert plan.tally("fetch")[1] == sum(map(len, want.values())) - len(done) * PART
+    with fault_proxy(mini_bucket.endpoint_url) as (url, log):
+        report = _sync(mini_bucket, tmp_path, "presume", endpoint_url=url, options=PARTS)
+    assert report.sync.ok and _downloaded(tmp_path / "presume") == want
+    missing = [r for i, r in enumerate(ranges) if i not in done]
+    assert sorted(_ranges_of(log, key)) == sorted(missing)
+    assert report.sync.bytes_transferred == plan.tally("fetch")[1]
+    assert not _leftovers(tmp_path)
+
+
+def test_a_contiguous_partial_without_sidecar_counts_its_whole_parts(mini_bucket, tmp_path) -> None:
+    src = mini_bucket.add_capture("pprefix", hostile=False)
+    key, data, etag = _big(mini_bucket, "pprefix", parts=6.5)
+    target = tmp_path / "pprefix" / BIG
+    target.parent.mkdir(parents=True)
+    partial_path(target, etag).write_bytes(data[: 3 * PART + 100])  # as the single stream leaves
+    with fault_proxy(mini_bucket.endpoint_url) as (url, log):
+        report = _sync(mini_bucket, tmp_path, "pprefix", endpoint_url=url, options=PARTS)
+    assert report.sync.ok and _downloaded(tmp_path / "pprefix") == _expected(src, ["jpeg_2k"])
+    assert sorted(_ranges_of(log, key)) == sorted(_part_ranges(len(data))[3:])
+    others = sum(len(v) for k, v in _expected(src, ["jpeg_2k"]).items() if k != BIG)
+    assert report.sync.bytes_transferred == others + len(data) - 3 * PART
+
+
+def _fake_parts(partial: Path, data: bytes, etag: str, done: list[int]) -> None:
+    """A partial and its sidecar as an interrupted parts fetch leaves them."""
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_bytes(data)
+    record = {"version": 1, "size": len(data), "etag": etag, "part_bytes": PART, "done": done}
+    partial.with_name(partial.name + ".parts").write_text(json.dumps(record))
+
+
+def test_sidecars_of_other_versions_are_discarded(mini_bucket, tmp_path) -> None:
+    """The object changed in the bucket (old partial + sidecar are stale), and a sidecar under
+    the current name that describes another ETag: neither contributes a byte."""
+    src = mini_bucket.add_capture("pstale", hostile=False)
+    key, old, old_etag = _big(mini_bucket, "pstale", parts=5)
+    target = tmp_path / "pstale" / BIG
+    _fake_parts(partial_path(target, old_etag), old, old_etag, [0, 1, 2, 3, 4])
+    key, data, etag = _big(mini_bucket, "pstale", parts=5)  # the object changes
+    _fake_parts(partial_path(target, etag), bytes(len(data)), "0" * 32, [0, 1, 2, 3, 4])
+    with fault_proxy(mini_bucket.endpoint_url) as (url, log):
+        report = _sync(mini_bucket, tmp_path, "pstale", endpoint_url=url, options=PARTS)
+    assert report.sync.ok and _downloaded(tmp_path / "pstale") == _expected(src, ["jpeg_2k"])
+    assert sorted(_ranges_of(log, key)) == sorted(_part_ranges(len(data)))
+    assert not _leftovers(tmp_path)
+
+
+def test_a_corrupted_done_part_is_caught_and_refetched(mini_bucket, tmp_path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="eyeful_tools.s3sync")
+    src = mini_bucket.add_capture("pcorrupt", hostile=False)
+    key, data, etag = _big(mini_bucket, "pcorrupt", parts=6)
+    on_disk = bytearray(data[: 3 * PART] + bytes(len(data) - 3 * PART))
+    on_disk[PART + 7] ^= 0x40  # bit rot (or a bad write) in a part the sidecar lists as done
+    target = tmp_path / "pcorrupt" / BIG
+    _fake_parts(partial_path(target, etag), bytes(on_disk), etag, [0, 1, 2])
+    with fault_proxy(mini_bucket.endpoint_url) as (url, log):
+        report = _sync(mini_bucket, tmp_path, "pcorrupt", endpoint_url=url, options=PARTS)
+    assert report.sync.ok and _downloaded(tmp_path / "pcorrupt") == _expected(src, ["jpeg_2k"])
+    ranges = _part_ranges(len(data))
+    assert sorted(_ranges_of(log, key)) == sorted(ranges[3:] + ranges)  # missing, then all
+    assert "do not match the MD5 of the ETag" in "\n".join(caplog.messages)
+    assert not _leftovers(tmp_path)
+
+
+def test_multipart_uploaded_object_is_verified_through_parts(
+    mini_bucket, tmp_path, monkeypatch
+) -> None:
+    """ETag ``md5-3`` of 1 MiB upload parts: downloaded in 256 KiB ranges and checked against
+    the multipart ETag (the upload part size inferred from size and part count)."""
+    from eyeful_tools.locals3 import admin_client
+
+    monkeypatch.setattr("moto.s3.models.S3_UPLOAD_PART_MIN_SIZE", 1 << 20)
+    src = mini_bucket.add_capture("pmulti", hostile=False)
+    data = os.urandom((5 << 20) // 2)
+    key = f"{PREFIX}pmulti/{BIG}"
+    admin = admin_client(mini_bucket.endpoint_url)
+    upload = admin.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+    done = []
+    for number, start in enumerate(range(0, len(data), 1 << 20), start=1):
+        part = admin.upload_part(
+            Bucket=BUCKET, Key=key, UploadId=upload, PartNumber=number,
+            Body=data[start : start + (1 << 20)],
+        )  # fmt: skip
+        done.append({"PartNumber": number, "ETag": part["ETag"]})
+    admin.complete_multipart_upload(
+        Bucket=BUCKET, Key=key, UploadId=upload, MultipartUpload={"Parts": done}
+    )
+    (src / BIG).write_bytes(data)
+    assert admin.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"').endswith("-3")
+    options = TransferOptions(
+        attempts=4, backoff_base_s=0.005, backoff_max_s=0.02, chunk_bytes=1 << 16,
+        part_threshold_bytes=1 << 20, part_bytes=1 << 18,
+    )  # fmt: skip
+    verdicts: list[bool | None] = []
+
+    def spy(*args, **kwargs) -> bool | None:  # noqa: ANN002, ANN003
+        verdicts.append(hash_file_matches(*args, **kwargs))
+        return verdicts[-1]
+
+    monkeypatch.setattr("eyeful_tools.s3sync.parts.hash_file_matches", spy)
+    with fault_proxy(mini_bucket.endpoint_url) as (url, log):
+        report = _sync(mini_bucket, tmp_path, "pmulti", endpoint_url=url, options=options)
+    assert report.sync.ok and _downloaded(tmp_path / "pmulti") == _expected(src, ["jpeg_2k"])
+    assert sorted(_ranges_of(log, key)) == sorted(_part_ranges(len(data), 1 << 18))
+    assert verdicts == [True]  # the MD5 of the three 1 MiB parts' MD5s matched, not size-only

@@ -2,11 +2,12 @@
 
 ``list_targets`` + ``plan_target`` build a :class:`Plan` per prefix (what to fetch, what is
 present, what is skipped or refused), ``check_free_space`` refuses plans that do not fit, and
-``execute`` runs them with a thread pool, resuming partials and verifying sizes and ETags.
+``execute`` runs them with a thread pool, resuming partials and verifying sizes and ETags;
+objects from ``TransferOptions.part_threshold_bytes`` up go as parallel ranged parts.
 """
 
 from eyeful_tools.s3sync.client import make_client
-from eyeful_tools.s3sync.keys import MANIFEST_NAME, PARTIAL_SUFFIX, UnsafeKeyError
+from eyeful_tools.s3sync.keys import MANIFEST_NAME, PARTIAL_SUFFIX, SIDECAR_SUFFIX, UnsafeKeyError
 from eyeful_tools.s3sync.manifest import Manifest, ManifestEntry
 from eyeful_tools.s3sync.plan import (
     Plan,
@@ -26,6 +27,7 @@ from eyeful_tools.s3sync.transfer import TransferOptions, partial_path
 __all__ = [
     "MANIFEST_NAME",
     "PARTIAL_SUFFIX",
+    "SIDECAR_SUFFIX",
     "Manifest",
     "ManifestEntry",
     "NullProgress",

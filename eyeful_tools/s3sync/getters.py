@@ -44,15 +44,26 @@ class ObjectBody(Protocol):
 
 
 class Getter(Protocol):
-    def get(self, bucket: str, key: str, etag: str, offset: int) -> ObjectBody: ...
+    def get(
+        self, bucket: str, key: str, etag: str, offset: int, end: int | None = None
+    ) -> ObjectBody:
+        """Bytes ``offset`` to the end, or to ``end`` (inclusive, as in HTTP ranges)."""
+        ...
 
 
-def _headers(etag: str, offset: int) -> dict[str, str]:
+def _range(offset: int, end: int | None) -> str | None:
+    """The Range header value; None for the whole object."""
+    if end is not None:
+        return f"bytes={offset}-{end}"
+    return f"bytes={offset}-" if offset else None
+
+
+def _headers(etag: str, offset: int, end: int | None = None) -> dict[str, str]:
     # If-Match: never mix bytes of two versions. Checksum mode: S3 sends the stored full-object
     # checksum (whole-object GETs only), which is ~6x cheaper to verify than the ETag's MD5.
     headers = {"If-Match": f'"{etag}"', "x-amz-checksum-mode": "ENABLED"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
+    if byte_range := _range(offset, end):
+        headers["Range"] = byte_range
     return headers
 
 
@@ -76,10 +87,12 @@ class BotocoreGetter:
     def __init__(self, client: Any) -> None:
         self.client = client
 
-    def get(self, bucket: str, key: str, etag: str, offset: int) -> ObjectBody:
+    def get(
+        self, bucket: str, key: str, etag: str, offset: int, end: int | None = None
+    ) -> ObjectBody:
         request = {"Bucket": bucket, "Key": key, "IfMatch": f'"{etag}"'}
-        if offset:
-            request["Range"] = f"bytes={offset}-"
+        if byte_range := _range(offset, end):
+            request["Range"] = byte_range
         return _BotocoreBody(self.client.get_object(**request))
 
 
@@ -126,11 +139,13 @@ class HttpGetter:
         base, tail = self._templates[bucket]
         return base + urllib.parse.quote(key, safe="/~") + tail
 
-    def get(self, bucket: str, key: str, etag: str, offset: int) -> ObjectBody:
+    def get(
+        self, bucket: str, key: str, etag: str, offset: int, end: int | None = None
+    ) -> ObjectBody:
         response = self.pool.request(
             "GET",
             self.url(bucket, key),
-            headers=_headers(etag, offset),
+            headers=_headers(etag, offset, end),
             preload_content=False,
             retries=False,
             redirect=False,

@@ -12,6 +12,8 @@ from pathlib import Path, PurePosixPath
 #: local names the sync itself uses beside the downloaded files; a key may not shadow them
 MANIFEST_NAME = ".eyeful-manifest.json"
 PARTIAL_SUFFIX = ".incomplete"
+#: beside a partial fetched in ranged parts: which parts are in (``<partial>.parts``)
+SIDECAR_SUFFIX = PARTIAL_SUFFIX + ".parts"
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -40,7 +42,7 @@ def safe_relative_path(rel: str) -> PurePosixPath:
         if part in ("", ".", ".."):
             raise UnsafeKeyError(f"path segment {part!r} in key")
     name = parts[-1]
-    if name == MANIFEST_NAME or name.endswith(PARTIAL_SUFFIX):
+    if name == MANIFEST_NAME or name.endswith((PARTIAL_SUFFIX, SIDECAR_SUFFIX)):
         raise UnsafeKeyError("key clashes with the sync's own file names")
     return PurePosixPath(*parts)
 

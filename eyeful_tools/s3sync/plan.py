@@ -21,9 +21,10 @@ from typing import Any
 import botocore.exceptions
 
 from eyeful_tools.errors import DownloadError
-from eyeful_tools.s3sync.keys import PARTIAL_SUFFIX, UnsafeKeyError, local_path
+from eyeful_tools.s3sync.keys import PARTIAL_SUFFIX, SIDECAR_SUFFIX, UnsafeKeyError, local_path
 from eyeful_tools.s3sync.manifest import Manifest
-from eyeful_tools.s3sync.transfer import partial_of, partial_path
+from eyeful_tools.s3sync.parts import done_ranges
+from eyeful_tools.s3sync.transfer import partial_of, partial_path, sidecar_path
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,8 @@ class PlannedFile:
     obj: RemoteObject
     path: Path  # final local path
     reason: str  # "new", "changed", "repair", "verify" (hash the local file before fetching)
-    partial_bytes: int = 0  # already in the resumable partial file
-    stale: list[Path] = field(default_factory=list)  # partials of other versions, to delete
+    partial_bytes: int = 0  # already in the resumable partial file (its done parts)
+    stale: list[Path] = field(default_factory=list)  # partials (+ sidecars) of other versions
 
 
 @dataclass
@@ -216,7 +217,8 @@ def list_targets(
 
 
 def _local_partials(folders: Iterable[Path]) -> dict[Path, list[Path]]:
-    """Partial files by the target path they belong to, one ``scandir`` per folder."""
+    """Partial files and their parts sidecars by the target path they belong to, one
+    ``scandir`` per folder."""
     partials: dict[Path, list[Path]] = {}
     for folder in folders:
         try:
@@ -224,7 +226,8 @@ def _local_partials(folders: Iterable[Path]) -> dict[Path, list[Path]]:
         except (FileNotFoundError, NotADirectoryError):
             continue
         for entry in entries:
-            if entry.name.endswith(PARTIAL_SUFFIX) and (owner := partial_of(entry.name)):
+            name = entry.name
+            if name.endswith((PARTIAL_SUFFIX, SIDECAR_SUFFIX)) and (owner := partial_of(name)):
                 partials.setdefault(folder / owner, []).append(Path(entry.path))
     return partials
 
@@ -268,9 +271,12 @@ def plan_target(objects: list[RemoteObject], target: SyncTarget, manifest: Manif
         else:
             reason = "new" if stat is None else "changed"
         partial = partial_path(path, obj.etag)
-        mine = [p for p in partials.get(path, []) if p == partial]
-        partial_bytes = min(mine[0].stat().st_size, obj.size) if mine else 0
-        stale = [p for p in partials.get(path, []) if p != partial]
+        mine = (partial, sidecar_path(partial))
+        partial_bytes = 0
+        if any(p in mine for p in partials.get(path, [])):
+            ranges = done_ranges(partial, obj.size, obj.etag) or []
+            partial_bytes = sum(end - start for start, end in ranges)
+        stale = [p for p in partials.get(path, []) if p not in mine]
         plan.fetch.append(PlannedFile(obj, path, reason, partial_bytes, stale))
     return plan
 

@@ -1,7 +1,9 @@
 """Run plans: a thread pool of object transfers, a progress display, a manifest kept current.
 
 Workers only download and rename; the calling thread owns the manifests and the progress
-display. A ``KeyboardInterrupt`` (or any exception) raised in the calling thread, for instance
+display. Large objects are queued as ranged parts (``parts``), interleaved with other objects
+in the same pool; the task that settles an object's last part verifies and renames it. A
+``KeyboardInterrupt`` (or any exception) raised in the calling thread, for instance
 from the progress callback, cancels the workers at their next chunk, waits for them, saves the
 manifests and re-raises: final names are only ever complete, verified files, and partials stay
 for the next run to resume.
@@ -22,6 +24,7 @@ from typing import Any, Protocol
 from eyeful_tools.errors import DownloadError
 from eyeful_tools.s3sync.getters import Getter, make_getter
 from eyeful_tools.s3sync.manifest import ManifestEntry
+from eyeful_tools.s3sync.parts import PartedObject, wants_parts
 from eyeful_tools.s3sync.plan import Plan, PlannedFile, s3_url
 from eyeful_tools.s3sync.transfer import (
     ByteCounter,
@@ -77,6 +80,11 @@ class _Outcome:
     transferred: bool
 
 
+def _entry(item: PlannedFile, mtime_ns: int) -> ManifestEntry:
+    obj = item.obj
+    return ManifestEntry(obj.key, obj.size, obj.etag, obj.last_modified, mtime_ns)
+
+
 def _work(
     getter: Getter,
     plan: Plan,
@@ -86,14 +94,10 @@ def _work(
     cancel: threading.Event,
 ) -> _Outcome:
     obj = item.obj
-
-    def entry(mtime_ns: int) -> ManifestEntry:
-        return ManifestEntry(obj.key, obj.size, obj.etag, obj.last_modified, mtime_ns)
-
     if item.reason == "verify":
         stat = item.path.stat()
         if stat.st_size == obj.size and hash_file_matches(item.path, obj.etag, obj.size):
-            return _Outcome(entry(stat.st_mtime_ns), transferred=False)
+            return _Outcome(_entry(item, stat.st_mtime_ns), transferred=False)
     mtime_ns = fetch_object(
         getter,
         plan.target.bucket,
@@ -106,7 +110,7 @@ def _work(
         cancel,
         stale=item.stale,
     )
-    return _Outcome(entry(mtime_ns), transferred=True)
+    return _Outcome(_entry(item, mtime_ns), transferred=True)
 
 
 def execute(
@@ -147,6 +151,8 @@ def execute(
         url = s3_url(plan.target.bucket, item.obj.key)
         try:
             outcome = future.result()
+            if not isinstance(outcome, _Outcome):  # an object fetched in parts: its mtime
+                outcome = _Outcome(_entry(item, outcome), transferred=True)
         except TransferCancelled:
             return
         except TransferFailed as error:
@@ -170,7 +176,16 @@ def execute(
     finished: queue.SimpleQueue[Future] = queue.SimpleQueue()  # O(1) per completion
     futures: dict[Future, tuple[Plan, PlannedFile]] = {}
     for plan, item in items:
-        future = pool.submit(_work, getter, plan, item, options, counter, cancel)
+        obj = item.obj
+        if wants_parts(obj.size, item.reason, options):  # parts queued now; no task waits
+            bucket = plan.target.bucket
+            parted = PartedObject(
+                getter, bucket, obj.key, obj.size, obj.etag, item.path, options, counter, cancel,
+                submit=pool.submit,
+            )  # fmt: skip
+            future = parted.start(item.stale)
+        else:
+            future = pool.submit(_work, getter, plan, item, options, counter, cancel)
         futures[future] = (plan, item)
         future.add_done_callback(finished.put)
     settled: set[Future] = set()

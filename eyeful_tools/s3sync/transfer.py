@@ -30,14 +30,16 @@ import botocore.exceptions
 import urllib3.exceptions
 
 from eyeful_tools.s3sync.getters import Getter, S3HTTPError
-from eyeful_tools.s3sync.keys import PARTIAL_SUFFIX
+from eyeful_tools.s3sync.keys import PARTIAL_SUFFIX, SIDECAR_SUFFIX
 
 log = logging.getLogger(__name__)
 
 _MIB = 1 << 20
 _SINGLE_PART = re.compile(r"^[0-9a-f]{32}$")
 _MULTIPART = re.compile(r"^([0-9a-f]{32})-(\d+)$")
-_PARTIAL_NAME = re.compile(r"^(.+)\.[0-9A-Za-z]{8}" + re.escape(PARTIAL_SUFFIX) + "$")
+_PARTIAL_NAME = re.compile(
+    r"^(.+)\.[0-9A-Za-z]{8}(?:" + re.escape(PARTIAL_SUFFIX) + "|" + re.escape(SIDECAR_SUFFIX) + ")$"
+)
 _RETRY_CODES = {
     "SlowDown",
     "Throttling",
@@ -78,10 +80,12 @@ class _Retryable(Exception):
 class TransferOptions:
     """Retry policy and I/O sizes (tests shrink the backoff and the chunk size)."""
 
-    attempts: int = 8  # total tries per object
+    attempts: int = 8  # total tries per object (per part, for objects fetched in parts)
     backoff_base_s: float = 0.2
     backoff_max_s: float = 20.0
     chunk_bytes: int = _MIB
+    part_threshold_bytes: int = 16 * _MIB  # objects this big are fetched as ranged parts
+    part_bytes: int = 8 * _MIB  # the size of one part (the last one may be shorter)
     rng: random.Random = field(default_factory=random.Random)
 
     def backoff_s(self, attempt: int) -> float:
@@ -206,8 +210,13 @@ def partial_path(target: Path, etag: str) -> Path:
     return target.with_name(f"{target.name}.{tag}{PARTIAL_SUFFIX}")
 
 
+def sidecar_path(partial: Path) -> Path:
+    """The record of which ranged parts of ``partial`` are in (see ``parts``)."""
+    return partial.with_name(partial.name + SIDECAR_SUFFIX[len(PARTIAL_SUFFIX) :])
+
+
 def partial_of(name: str) -> str | None:
-    """The target name a partial file belongs to, or None for other files."""
+    """The target name a partial file (or its parts sidecar) belongs to, or None."""
     match = _PARTIAL_NAME.match(name)
     return match.group(1) if match else None
 
@@ -255,9 +264,13 @@ def fetch_object(
     a permanent error, TransferCancelled when ``cancel`` is set. Frames: none; sizes in bytes.
     """
     partial = partial_path(target, etag)
+    sidecar = sidecar_path(partial)
     for old in stale:  # partials of older versions of this object
-        if old != partial:
+        if old not in (partial, sidecar):
             old.unlink(missing_ok=True)
+    if sidecar.exists():  # fetched in parts before: not a contiguous prefix, start over
+        partial.unlink(missing_ok=True)
+        sidecar.unlink()
     reason = "not attempted"
     for attempt in range(options.attempts):
         if cancel.is_set():
