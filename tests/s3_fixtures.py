@@ -2,7 +2,7 @@
 
 The proxy sits on 127.0.0.1 in front of moto and, per object GET, can answer 503 SlowDown,
 drop the connection mid-body, truncate the body (with a matching, short Content-Length),
-corrupt a byte, or trickle the body slowly. The action for a request is chosen by a schedule
+corrupt a byte, trickle the body slowly, or ignore the Range header. The action for a request is chosen by a schedule
 function of (key, how many times this key was requested before), so a test is deterministic
 whatever the thread interleaving.
 """
@@ -168,6 +168,8 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {
             k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive")
         }
+        if action == "norange":  # a server (or proxy) that ignores Range: the whole object, 200
+            headers = {k: v for k, v in headers.items() if k.lower() != "range"}
         upstream.request(self.command, self.path, body=request_body, headers=headers)
         response = upstream.getresponse()
         data = response.read()

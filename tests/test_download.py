@@ -698,3 +698,20 @@ def test_multipart_uploaded_object_is_verified_through_parts(
     assert report.sync.ok and _downloaded(tmp_path / "pmulti") == _expected(src, ["jpeg_2k"])
     assert sorted(_ranges_of(log, key)) == sorted(_part_ranges(len(data), 1 << 18))
     assert verdicts == [True]  # the MD5 of the three 1 MiB parts' MD5s matched, not size-only
+
+
+def test_a_server_that_ignores_ranges_fails_the_object_clearly(mini_bucket, tmp_path) -> None:
+    src = mini_bucket.add_capture("pnorange", hostile=False)
+    key, data, etag = _big(mini_bucket, "pnorange")
+    schedule = lambda k, c: "norange" if k == key else "ok"  # noqa: E731
+    with fault_proxy(mini_bucket.endpoint_url, schedule) as (url, log):
+        report = _sync(mini_bucket, tmp_path, "pnorange", endpoint_url=url, options=PARTS)
+    [(failed, reason)] = report.sync.failures
+    assert failed == f"s3://{BUCKET}/{key}" and "ignored the Range header (HTTP 200)" in reason
+    assert len(_ranges_of(log, key)) < len(_part_ranges(len(data)))  # siblings stopped early
+    want = _expected(src, ["jpeg_2k"])
+    want.pop(BIG)
+    got = _downloaded(tmp_path / "pnorange")
+    assert {
+        k: v for k, v in got.items() if not k.endswith((PARTIAL_SUFFIX, SIDECAR_SUFFIX))
+    } == want

@@ -249,7 +249,7 @@ class PartedObject:
             try:
                 self._fetch_range(start, end)
                 return
-            except TransferCancelled:
+            except (TransferCancelled, TransferFailed):
                 raise
             except Exception as error:  # classified below; unknown errors are not retried
                 retryable, reason = classify(error)
