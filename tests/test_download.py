@@ -30,6 +30,7 @@ from eyeful_tools.s3sync import (
     partial_path,
 )
 from eyeful_tools.s3sync.keys import SIDECAR_SUFFIX, safe_relative_path
+from eyeful_tools.s3sync.parts import wants_parts
 from eyeful_tools.s3sync.transfer import ETagHasher, hash_file_matches
 
 __all__ = ["mini_bucket"]  # the fixture, imported so pytest finds it
@@ -570,9 +571,24 @@ class _InterruptAt:
         pass
 
 
+def test_parts_only_for_objects_bigger_than_their_share() -> None:
+    """Parts pay when an object would otherwise finish alone on one connection; while other
+    objects keep the connections busy, one stream each is cheaper."""
+    options = TransferOptions(part_threshold_bytes=100, part_bytes=50)
+    assert wants_parts(1000, "new", options, others_per_connection_bytes=0)  # a lone object
+    assert wants_parts(1000, "changed", options, others_per_connection_bytes=999)
+    assert not wants_parts(1000, "new", options, others_per_connection_bytes=1000)  # 20 x 20 MB
+    assert not wants_parts(99, "new", options)  # below the threshold
+    assert not wants_parts(1000, "verify", options)  # only hashing a local file
+    # a partial that already has a sidecar keeps its parts (they are not contiguous)
+    assert wants_parts(1000, "new", options, others_per_connection_bytes=10**9, resuming_parts=True)
+
+
 def test_interrupted_parts_resume_from_the_sidecar(mini_bucket, tmp_path) -> None:
     src = mini_bucket.add_capture("presume", hostile=False)
-    key, data, etag = _big(mini_bucket, "presume", parts=10, rel="cameras.json")  # queued first
+    # queued first, and larger than the rest of the capture, so it goes in parts even over the
+    # one connection this test uses to stop at a known point
+    key, data, etag = _big(mini_bucket, "presume", parts=40, rel="cameras.json")
     ranges = _part_ranges(len(data))
     slow = fault_proxy(
         mini_bucket.endpoint_url, lambda k, c: "slow" if k == key and c >= 2 else "ok"

@@ -50,11 +50,30 @@ _MIB = 1 << 20
 Submit = Callable[..., Any]  # ThreadPoolExecutor.submit: (fn, *args) -> Future
 
 
-def wants_parts(size: int, reason: str, options: TransferOptions) -> bool:
-    """Whether an object is fetched in ranged parts (not when only verifying a local file, nor
-    where ``os.pwrite`` is missing: Windows keeps the single stream)."""
-    big = size > 0 and size >= options.part_threshold_bytes
-    return big and reason != "verify" and hasattr(os, "pwrite")
+def wants_parts(
+    size: int,
+    reason: str,
+    options: TransferOptions,
+    *,
+    others_per_connection_bytes: float = 0.0,
+    resuming_parts: bool = False,
+) -> bool:
+    """Whether an object is fetched in ranged parts.
+
+    Only an object of at least ``part_threshold_bytes`` that is also larger than what each
+    connection carries of the rest of the transfer (``others_per_connection_bytes``: the other
+    objects' bytes / connections). While other objects keep every connection busy, one stream
+    each is cheaper (the checksum is computed as bytes arrive instead of re-reading the file,
+    and the server assembles each object once); parts are for the big objects that would
+    otherwise finish alone, on one connection, at the end. An object whose partial already has a parts sidecar stays in parts (its done parts are
+    not contiguous). Never when only verifying a local file, nor where ``os.pwrite`` is missing
+    (Windows keeps the single stream).
+    """
+    if size <= 0 or reason == "verify" or not hasattr(os, "pwrite"):
+        return False
+    if resuming_parts:
+        return True
+    return size >= options.part_threshold_bytes and size > others_per_connection_bytes
 
 
 def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -33,6 +33,8 @@ from eyeful_tools.s3sync.transfer import (
     TransferOptions,
     fetch_object,
     hash_file_matches,
+    partial_path,
+    sidecar_path,
 )
 
 log = logging.getLogger(__name__)
@@ -175,9 +177,17 @@ def execute(
     pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="s3sync")
     finished: queue.SimpleQueue[Future] = queue.SimpleQueue()  # O(1) per completion
     futures: dict[Future, tuple[Plan, PlannedFile]] = {}
+    total_bytes = sum(p.fetch_bytes for p in plans)
     for plan, item in items:
         obj = item.obj
-        if wants_parts(obj.size, item.reason, options):  # parts queued now; no task waits
+        resuming_parts = sidecar_path(partial_path(item.path, obj.etag)).exists()
+        if wants_parts(
+            obj.size,
+            item.reason,
+            options,
+            others_per_connection_bytes=(total_bytes - obj.size) / max(1, jobs),
+            resuming_parts=resuming_parts,
+        ):  # parts queued now; no task waits
             bucket = plan.target.bucket
             parted = PartedObject(
                 getter, bucket, obj.key, obj.size, obj.etag, item.path, options, counter, cancel,
