@@ -31,7 +31,7 @@ from eyeful_tools.s3sync import (
 )
 from eyeful_tools.s3sync.keys import SIDECAR_SUFFIX, safe_relative_path
 from eyeful_tools.s3sync.parts import wants_parts
-from eyeful_tools.s3sync.transfer import ETagHasher, hash_file_matches
+from eyeful_tools.s3sync.transfer import ETagHasher, check_file
 
 __all__ = ["mini_bucket"]  # the fixture, imported so pytest finds it
 FAST = TransferOptions(attempts=6, backoff_base_s=0.005, backoff_max_s=0.02, chunk_bytes=16384)
@@ -705,15 +705,73 @@ def test_multipart_uploaded_object_is_verified_through_parts(
     verdicts: list[bool | None] = []
 
     def spy(*args, **kwargs) -> bool | None:  # noqa: ANN002, ANN003
-        verdicts.append(hash_file_matches(*args, **kwargs))
+        verdicts.append(check_file(*args, **kwargs))
         return verdicts[-1]
 
-    monkeypatch.setattr("eyeful_tools.s3sync.parts.hash_file_matches", spy)
+    monkeypatch.setattr("eyeful_tools.s3sync.parts.check_file", spy)
     with fault_proxy(mini_bucket.endpoint_url) as (url, log):
         report = _sync(mini_bucket, tmp_path, "pmulti", endpoint_url=url, options=options)
     assert report.sync.ok and _downloaded(tmp_path / "pmulti") == _expected(src, ["jpeg_2k"])
     assert sorted(_ranges_of(log, key)) == sorted(_part_ranges(len(data), 1 << 18))
     assert verdicts == [True]  # the MD5 of the three 1 MiB parts' MD5s matched, not size-only
+
+
+def _multipart(mini_bucket, name: str, data: bytes, part_bytes: int) -> str:  # noqa: ANN001
+    """Upload ``data`` in ``part_bytes`` parts under capture ``name``'s BIG; its S3 key."""
+    from eyeful_tools.locals3 import admin_client
+
+    key = f"{PREFIX}{name}/{BIG}"
+    admin = admin_client(mini_bucket.endpoint_url)
+    upload = admin.create_multipart_upload(Bucket=BUCKET, Key=key, ACL="public-read")["UploadId"]
+    done = []
+    for number, start in enumerate(range(0, len(data), part_bytes), start=1):
+        part = admin.upload_part(
+            Bucket=BUCKET, Key=key, UploadId=upload, PartNumber=number,
+            Body=data[start : start + part_bytes],
+        )  # fmt: skip
+        done.append({"PartNumber": number, "ETag": part["ETag"]})
+    admin.complete_multipart_upload(
+        Bucket=BUCKET, Key=key, UploadId=upload, MultipartUpload={"Parts": done}
+    )
+    (mini_bucket.source_root / name / BIG).write_bytes(data)
+    return key
+
+
+def test_unusual_multipart_part_size_is_asked_of_s3_and_damage_caught(
+    mini_bucket, tmp_path, monkeypatch
+) -> None:
+    """1.5 MiB upload parts are none of the sizes tried from the ETag alone, so only the size
+    could be checked; S3's own part size (HEAD ?partNumber=1) makes the check definite: a part
+    damaged in transit is caught and fetched again, and an adopted local copy is verified."""
+    monkeypatch.setattr("moto.s3.models.S3_UPLOAD_PART_MIN_SIZE", 1 << 20)
+    src = mini_bucket.add_capture("pmulti15", hostile=False)
+    data = os.urandom(4 << 20)
+    key = _multipart(mini_bucket, "pmulti15", data, (3 << 20) // 2)
+    assert ETagHasher(check_etag := _etag_of(mini_bucket, key), len(data)).can_verify is False
+    options = TransferOptions(
+        attempts=4, backoff_base_s=0.005, backoff_max_s=0.02, chunk_bytes=1 << 16,
+        part_threshold_bytes=1 << 20, part_bytes=1 << 18,
+    )  # fmt: skip
+    schedule = lambda k, c: "corrupt" if k == key and c == 3 else "ok"  # noqa: E731
+    with fault_proxy(mini_bucket.endpoint_url, schedule) as (url, log):
+        report = _sync(mini_bucket, tmp_path, "pmulti15", endpoint_url=url, options=options)
+    assert report.sync.ok and _downloaded(tmp_path / "pmulti15") == _expected(src, ["jpeg_2k"])
+    assert any(p.endswith(f"{BIG}?partNumber=1") for p in log.paths)
+    # the damaged object was fetched again in full: every range twice
+    assert len(_ranges_of(log, key)) == 2 * len(_part_ranges(len(data), 1 << 18))
+    # an adopted copy (no manifest) with this ETag is hashed with S3's part size, not refetched
+    (tmp_path / "pmulti15" / ".eyeful-manifest.json").unlink()
+    with fault_proxy(mini_bucket.endpoint_url) as (url, log):
+        again = _sync(mini_bucket, tmp_path, "pmulti15", endpoint_url=url, options=options)
+    assert again.sync.ok and again.sync.bytes_transferred == 0 and not _ranges_of(log, key)
+    assert check_etag.endswith("-3")
+
+
+def _etag_of(mini_bucket, key: str) -> str:  # noqa: ANN001
+    from eyeful_tools.locals3 import admin_client
+
+    head = admin_client(mini_bucket.endpoint_url).head_object(Bucket=BUCKET, Key=key)
+    return head["ETag"].strip('"')
 
 
 def test_a_server_that_ignores_ranges_fails_the_object_clearly(mini_bucket, tmp_path) -> None:

@@ -15,8 +15,10 @@ import urllib.request
 from typing import Any, Protocol
 
 import botocore
+import botocore.exceptions
 import botocore.httpsession
 import urllib3
+import urllib3.exceptions
 
 _CODE = re.compile(rb"<Code>([^<]*)</Code>")
 _MESSAGE = re.compile(rb"<Message>([^<]*)</Message>")
@@ -48,6 +50,11 @@ class Getter(Protocol):
         self, bucket: str, key: str, etag: str, offset: int, end: int | None = None
     ) -> ObjectBody:
         """Bytes ``offset`` to the end, or to ``end`` (inclusive, as in HTTP ranges)."""
+        ...
+
+    def first_part_bytes(self, bucket: str, key: str, etag: str) -> int | None:
+        """Size of upload part 1 of a multipart object (``HEAD ?partNumber=1``), which makes its
+        ETag checkable; None when S3 does not say (best effort: never raises)."""
         ...
 
 
@@ -94,6 +101,18 @@ class BotocoreGetter:
         if byte_range := _range(offset, end):
             request["Range"] = byte_range
         return _BotocoreBody(self.client.get_object(**request))
+
+    def first_part_bytes(self, bucket: str, key: str, etag: str) -> int | None:
+        try:
+            response = self.client.head_object(Bucket=bucket, Key=key, PartNumber=1)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+            return None
+        return _part_one_bytes(
+            etag,
+            str(response.get("ETag", "")),
+            response.get("PartsCount"),
+            response.get("ContentLength"),
+        )
 
 
 class _HttpBody:
@@ -162,6 +181,39 @@ class HttpGetter:
                 message.group(1).decode(errors="replace") if message else response.reason or "",
             )
         return _HttpBody(response)
+
+    def first_part_bytes(self, bucket: str, key: str, etag: str) -> int | None:
+        url = self.url(bucket, key)
+        url += ("&" if "?" in url else "?") + "partNumber=1"
+        try:
+            response = self.pool.request(
+                "HEAD", url, retries=False, redirect=False, timeout=self.timeout
+            )
+        except urllib3.exceptions.HTTPError:
+            return None
+        response.release_conn()
+        if response.status not in (200, 206):
+            return None
+        headers = response.headers
+        return _part_one_bytes(
+            etag,
+            headers.get("etag", ""),
+            headers.get("x-amz-mp-parts-count"),
+            headers.get("content-length"),
+        )
+
+
+def _part_one_bytes(etag: str, answer_etag: str, parts_count: object, length: object) -> int | None:
+    """Part 1's size from a ``HEAD ?partNumber=1`` answer, if it is about our object: S3 sends
+    the object's ETag, some servers (moto) the part's, so the part count must match instead.
+    No If-Match on the request for the same reason (such servers compare it to the part)."""
+    count = etag.rpartition("-")[2]
+    ours = answer_etag.strip('"') == etag or str(parts_count or "") == count
+    try:
+        size = int(str(length))
+    except ValueError:
+        return None
+    return size if ours and size > 0 else None
 
 
 def make_getter(client: Any, connections: int) -> Getter:

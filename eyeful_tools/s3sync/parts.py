@@ -37,8 +37,8 @@ from eyeful_tools.s3sync.transfer import (
     TransferFailed,
     TransferOptions,
     _Retryable,
+    check_file,
     classify,
-    hash_file_matches,
     partial_path,
     sidecar_path,
 )
@@ -370,7 +370,10 @@ class PartedObject:
         if got != self.size:
             raise _Retryable(f"partial file has {got} of {self.size} bytes")
         chunk = max(self.options.chunk_bytes, _MIB)
-        if hash_file_matches(self.partial, self.etag, self.size, chunk) is False:
+        verdict = check_file(
+            self.getter, self.bucket, self.key, self.partial, self.etag, self.size, chunk
+        )
+        if verdict is False:
             raise _Retryable("checksum mismatch: the bytes do not match the MD5 of the ETag")
         self.sidecar.unlink(missing_ok=True)  # verified: the partial is whole either way
         os.replace(self.partial, self.target)

@@ -31,8 +31,8 @@ from eyeful_tools.s3sync.transfer import (
     TransferCancelled,
     TransferFailed,
     TransferOptions,
+    check_file,
     fetch_object,
-    hash_file_matches,
     partial_path,
     sidecar_path,
 )
@@ -98,7 +98,10 @@ def _work(
     obj = item.obj
     if item.reason == "verify":
         stat = item.path.stat()
-        if stat.st_size == obj.size and hash_file_matches(item.path, obj.etag, obj.size):
+        bucket = plan.target.bucket
+        if stat.st_size == obj.size and check_file(
+            getter, bucket, obj.key, item.path, obj.etag, obj.size
+        ):
             return _Outcome(_entry(item, stat.st_mtime_ns), transferred=False)
     mtime_ns = fetch_object(
         getter,

@@ -115,13 +115,16 @@ class ETagHasher:
     (cannot tell: unknown ETag form or part size).
     """
 
-    def __init__(self, etag: str, size: int) -> None:
+    def __init__(self, etag: str, size: int, part_bytes: int | None = None) -> None:
         self.etag = etag
         self.single = bool(_SINGLE_PART.match(etag))
         self._md5 = hashlib.md5(usedforsecurity=False) if self.single else None
         self._part_hashers: list[_PartHasher] = []
         match = _MULTIPART.match(etag)
-        if match:
+        if match and part_bytes:  # the upload part size, as S3 reported it: a definite check
+            self._part_hashers = [_PartHasher(part_bytes)]
+            self.exact_parts = True
+        elif match:
             parts = int(match.group(2))
             self._part_hashers = [_PartHasher(p) for p in _part_size_candidates(size, parts)]
 
@@ -135,12 +138,14 @@ class ETagHasher:
     def can_verify(self) -> bool:
         return self._md5 is not None or bool(self._part_hashers)
 
+    exact_parts = False  # True when the multipart part size came from S3
+
     def verdict(self) -> bool | None:
         if self._md5 is not None:
             return self._md5.hexdigest() == self.etag
         if any(h.etag() == self.etag for h in self._part_hashers):
             return True
-        return None
+        return False if self.exact_parts else None
 
 
 class _PartHasher:
@@ -191,15 +196,33 @@ class CRC32Checker:
         return base64.b64encode(self._crc.to_bytes(4, "big")).decode() == self.expected
 
 
-def hash_file_matches(path: Path, etag: str, size: int, chunk_bytes: int = _MIB) -> bool | None:
-    """Re-hash a local file against an ETag (True, False or None: cannot tell)."""
-    hasher = ETagHasher(etag, size)
+def hash_file_matches(
+    path: Path, etag: str, size: int, chunk_bytes: int = _MIB, part_bytes: int | None = None
+) -> bool | None:
+    """Re-hash a local file against an ETag (True, False or None: cannot tell).
+
+    ``part_bytes`` is a multipart upload's part size when known (see :func:`check_file`)."""
+    hasher = ETagHasher(etag, size, part_bytes)
     if not hasher.can_verify:
         return None
     with open(path, "rb") as handle:
         while chunk := handle.read(chunk_bytes):
             hasher.update(chunk)
     return hasher.verdict()
+
+
+def check_file(
+    getter: Getter, bucket: str, key: str, path: Path, etag: str, size: int, chunk_bytes: int = _MIB
+) -> bool | None:
+    """:func:`hash_file_matches`, and for a multipart ETag whose part size none of the usual
+    guesses fits, S3's own answer (``HEAD ?partNumber=1``) and a second pass with it, so that
+    damaged bytes are caught instead of passing on their size alone."""
+    verdict = hash_file_matches(path, etag, size, chunk_bytes)
+    if verdict is None and _MULTIPART.match(etag):
+        part_bytes = getter.first_part_bytes(bucket, key, etag)
+        if part_bytes:
+            verdict = hash_file_matches(path, etag, size, chunk_bytes, part_bytes)
+    return verdict
 
 
 def partial_path(target: Path, etag: str) -> Path:
@@ -348,7 +371,10 @@ def _fetch_once(
     got = partial.stat().st_size
     if got < size:
         raise _Retryable(f"short body: {got} of {size} bytes")
-    if hasher.verdict() is False:
+    verdict = hasher.verdict()
+    if verdict is None and _MULTIPART.match(etag):  # the part size was not a usual one
+        verdict = check_file(getter, bucket, key, partial, etag, size, options.chunk_bytes)
+    if verdict is False:
         partial.unlink(missing_ok=True)
         what = "CRC32" if isinstance(hasher, CRC32Checker) else "MD5 of the ETag"
         raise _Retryable(f"checksum mismatch: the bytes do not match the {what}")
