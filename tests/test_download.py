@@ -31,7 +31,12 @@ from eyeful_tools.s3sync import (
 )
 from eyeful_tools.s3sync.keys import SIDECAR_SUFFIX, safe_relative_path
 from eyeful_tools.s3sync.parts import wants_parts
-from eyeful_tools.s3sync.transfer import ETagHasher, check_file
+from eyeful_tools.s3sync.transfer import (
+    ETagHasher,
+    check_file,
+    check_with_s3_part_sizes,
+    hash_file_matches,
+)
 
 __all__ = ["mini_bucket"]  # the fixture, imported so pytest finds it
 FAST = TransferOptions(attempts=6, backoff_base_s=0.005, backoff_max_s=0.02, chunk_bytes=16384)
@@ -765,6 +770,48 @@ def test_unusual_multipart_part_size_is_asked_of_s3_and_damage_caught(
         again = _sync(mini_bucket, tmp_path, "pmulti15", endpoint_url=url, options=options)
     assert again.sync.ok and again.sync.bytes_transferred == 0 and not _ranges_of(log, key)
     assert check_etag.endswith("-3")
+
+
+class _PartSizes:
+    """A getter that only answers ``HEAD ?partNumber=N`` from a list (None: no answer)."""
+
+    def __init__(self, sizes: list[int] | None, whole: int | None = None) -> None:
+        self.sizes, self.whole, self.asked = sizes, whole, []
+
+    def part_bytes(self, bucket: str, key: str, etag: str, number: int) -> int | None:
+        self.asked.append(number)
+        if self.whole is not None:  # a server that ignores partNumber: the whole object
+            return self.whole
+        return self.sizes[number - 1] if self.sizes else None
+
+
+def test_uneven_parts_and_servers_that_ignore_part_numbers(tmp_path) -> None:
+    """A definite mismatch needs the real part layout: uneven parts are asked one by one (an
+    intact file must never be called damaged, or it could never be fetched), and answers that
+    do not add up to the object give no verdict."""
+    sizes = [(6 << 20) + 123, (5 << 20) + 7, 1000]
+    data = os.urandom(sum(sizes))
+    digests, start = [], 0
+    for size in sizes:
+        digests.append(hashlib.md5(data[start : start + size]).digest())
+        start += size
+    etag = f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(sizes)}"
+    path = tmp_path / "object.bin"
+    path.write_bytes(data)
+    assert hash_file_matches(path, etag, len(data)) is None  # no usual part size fits
+    getter = _PartSizes(sizes)
+    assert check_with_s3_part_sizes(getter, "b", "k", path, etag, len(data)) is True
+    assert getter.asked == [1, 2, 3]  # part 1 alone implies 2 parts, so every part was asked
+    damaged = bytearray(data)
+    damaged[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+    assert check_with_s3_part_sizes(_PartSizes(sizes), "b", "k", path, etag, len(data)) is False
+    path.write_bytes(data)
+    ignoring = _PartSizes(None, whole=len(data))
+    assert check_with_s3_part_sizes(ignoring, "b", "k", path, etag, len(data)) is None
+    assert check_with_s3_part_sizes(_PartSizes(None), "b", "k", path, etag, len(data)) is None
+    wrong = _PartSizes([sizes[0], sizes[1], 999])  # does not add up to the object
+    assert check_with_s3_part_sizes(wrong, "b", "k", path, etag, len(data)) is None
 
 
 def _etag_of(mini_bucket, key: str) -> str:  # noqa: ANN001

@@ -52,9 +52,9 @@ class Getter(Protocol):
         """Bytes ``offset`` to the end, or to ``end`` (inclusive, as in HTTP ranges)."""
         ...
 
-    def first_part_bytes(self, bucket: str, key: str, etag: str) -> int | None:
-        """Size of upload part 1 of a multipart object (``HEAD ?partNumber=1``), which makes its
-        ETag checkable; None when S3 does not say (best effort: never raises)."""
+    def part_bytes(self, bucket: str, key: str, etag: str, number: int) -> int | None:
+        """Size of upload part ``number`` of a multipart object (``HEAD ?partNumber=N``), which
+        makes its ETag checkable; None when S3 does not say (best effort: never raises)."""
         ...
 
 
@@ -102,9 +102,9 @@ class BotocoreGetter:
             request["Range"] = byte_range
         return _BotocoreBody(self.client.get_object(**request))
 
-    def first_part_bytes(self, bucket: str, key: str, etag: str) -> int | None:
+    def part_bytes(self, bucket: str, key: str, etag: str, number: int) -> int | None:
         try:
-            response = self.client.head_object(Bucket=bucket, Key=key, PartNumber=1)
+            response = self.client.head_object(Bucket=bucket, Key=key, PartNumber=number)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
             return None
         return _part_one_bytes(
@@ -182,9 +182,9 @@ class HttpGetter:
             )
         return _HttpBody(response)
 
-    def first_part_bytes(self, bucket: str, key: str, etag: str) -> int | None:
+    def part_bytes(self, bucket: str, key: str, etag: str, number: int) -> int | None:
         url = self.url(bucket, key)
-        url += ("&" if "?" in url else "?") + "partNumber=1"
+        url += ("&" if "?" in url else "?") + f"partNumber={int(number)}"
         try:
             response = self.pool.request(
                 "HEAD", url, retries=False, redirect=False, timeout=self.timeout
@@ -204,7 +204,7 @@ class HttpGetter:
 
 
 def _part_one_bytes(etag: str, answer_etag: str, parts_count: object, length: object) -> int | None:
-    """Part 1's size from a ``HEAD ?partNumber=1`` answer, if it is about our object: S3 sends
+    """A part's size from a ``HEAD ?partNumber=N`` answer, if it is about our object: S3 sends
     the object's ETag, some servers (moto) the part's, so the part count must match instead.
     No If-Match on the request for the same reason (such servers compare it to the part)."""
     count = etag.rpartition("-")[2]

@@ -1,10 +1,11 @@
 """Large objects as parallel ranged parts: each part retried on its own, resumable per part.
 
-One connection rarely fills a fast link, so objects of ``part_threshold_bytes`` or more are
+One connection rarely fills a fast link, so large objects (see :func:`wants_parts`) are
 fetched as ``ceil(size / part_bytes)`` ranged GETs (``If-Match`` the planned ETag) that run as
-separate tasks in the sync's thread pool, side by side with other objects. Nothing waits in the
-pool: the parts are queued when the object is, and the task that settles the last part verifies
-the whole file and renames it (or fails the object, or starts it over after a checksum mismatch).
+separate tasks in the sync's thread pool, side by side with other objects. No task waits for
+another: the parts are queued when the object is, and the task that settles the last part
+verifies the whole file and renames it (or fails the object, or, after a checksum mismatch,
+waits out the backoff and starts it over). Which objects go in parts: :func:`wants_parts`.
 
 On disk it is the single-stream partial, ``<name>.<etag8>.incomplete``, preallocated to the full
 size and written with ``os.pwrite`` at each part's offset, plus a sidecar
@@ -375,7 +376,11 @@ class PartedObject:
         )
         if verdict is False:
             raise _Retryable("checksum mismatch: the bytes do not match the MD5 of the ETag")
-        self.sidecar.unlink(missing_ok=True)  # verified: the partial is whole either way
+        if verdict is None:  # only the size vouches for it: make the parts durable first, or a
+            # crash could leave a full-size file with holes that passes on its size next time
+            with open(self.partial, "rb+") as handle:
+                os.fsync(handle.fileno())
+        self.sidecar.unlink(missing_ok=True)  # checked: the partial is whole either way
         os.replace(self.partial, self.target)
         return self.target.stat().st_mtime_ns
 

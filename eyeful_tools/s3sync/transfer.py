@@ -115,18 +115,20 @@ class ETagHasher:
     (cannot tell: unknown ETag form or part size).
     """
 
-    def __init__(self, etag: str, size: int, part_bytes: int | None = None) -> None:
+    def __init__(self, etag: str, size: int, part_sizes: Sequence[int] | None = None) -> None:
         self.etag = etag
         self.single = bool(_SINGLE_PART.match(etag))
         self._md5 = hashlib.md5(usedforsecurity=False) if self.single else None
         self._part_hashers: list[_PartHasher] = []
         match = _MULTIPART.match(etag)
-        if match and part_bytes:  # the upload part size, as S3 reported it: a definite check
-            self._part_hashers = [_PartHasher(part_bytes)]
+        if match and part_sizes:  # every part's size, as S3 reported them: a definite check
+            self._part_hashers = [_PartHasher(part_sizes)]
             self.exact_parts = True
         elif match:
             parts = int(match.group(2))
-            self._part_hashers = [_PartHasher(p) for p in _part_size_candidates(size, parts)]
+            self._part_hashers = [
+                _PartHasher(_uniform(size, p)) for p in _part_size_candidates(size, parts)
+            ]
 
     def update(self, data: bytes | memoryview) -> None:
         if self._md5 is not None:
@@ -148,21 +150,33 @@ class ETagHasher:
         return False if self.exact_parts else None
 
 
+def _uniform(size: int, part_bytes: int) -> list[int]:
+    """Part sizes of ``size`` bytes cut every ``part_bytes`` (the last one shorter)."""
+    return [min(part_bytes, size - start) for start in range(0, size, part_bytes)]
+
+
 class _PartHasher:
-    def __init__(self, part_size: int) -> None:
-        self.part_size = part_size
+    """MD5 of each part, for part sizes given in order (bytes past them make one more part)."""
+
+    def __init__(self, part_sizes: Sequence[int]) -> None:
+        self.part_sizes = [int(p) for p in part_sizes if p > 0]
         self.digests: list[bytes] = []
         self._md5 = hashlib.md5(usedforsecurity=False)
         self._filled = 0
 
+    def _limit(self) -> int:
+        index = len(self.digests)
+        return self.part_sizes[index] if index < len(self.part_sizes) else 1 << 62
+
     def update(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view.nbytes:
-            take = min(view.nbytes, self.part_size - self._filled)
+            limit = self._limit()
+            take = min(view.nbytes, limit - self._filled)
             self._md5.update(view[:take])
             self._filled += take
             view = view[take:]
-            if self._filled == self.part_size:
+            if self._filled == limit:
                 self.digests.append(self._md5.digest())
                 self._md5 = hashlib.md5(usedforsecurity=False)
                 self._filled = 0
@@ -197,12 +211,16 @@ class CRC32Checker:
 
 
 def hash_file_matches(
-    path: Path, etag: str, size: int, chunk_bytes: int = _MIB, part_bytes: int | None = None
+    path: Path,
+    etag: str,
+    size: int,
+    chunk_bytes: int = _MIB,
+    part_sizes: Sequence[int] | None = None,
 ) -> bool | None:
     """Re-hash a local file against an ETag (True, False or None: cannot tell).
 
-    ``part_bytes`` is a multipart upload's part size when known (see :func:`check_file`)."""
-    hasher = ETagHasher(etag, size, part_bytes)
+    ``part_sizes`` are a multipart upload's part sizes when known (see :func:`check_file`)."""
+    hasher = ETagHasher(etag, size, part_sizes)
     if not hasher.can_verify:
         return None
     with open(path, "rb") as handle:
@@ -214,15 +232,42 @@ def hash_file_matches(
 def check_file(
     getter: Getter, bucket: str, key: str, path: Path, etag: str, size: int, chunk_bytes: int = _MIB
 ) -> bool | None:
-    """:func:`hash_file_matches`, and for a multipart ETag whose part size none of the usual
-    guesses fits, S3's own answer (``HEAD ?partNumber=1``) and a second pass with it, so that
-    damaged bytes are caught instead of passing on their size alone."""
+    """:func:`hash_file_matches` with the usual part-size guesses, then, for a multipart ETag
+    none of them fits, :func:`check_with_s3_part_sizes`."""
     verdict = hash_file_matches(path, etag, size, chunk_bytes)
-    if verdict is None and _MULTIPART.match(etag):
-        part_bytes = getter.first_part_bytes(bucket, key, etag)
-        if part_bytes:
-            verdict = hash_file_matches(path, etag, size, chunk_bytes, part_bytes)
+    if verdict is None:
+        verdict = check_with_s3_part_sizes(getter, bucket, key, path, etag, size, chunk_bytes)
     return verdict
+
+
+def check_with_s3_part_sizes(
+    getter: Getter, bucket: str, key: str, path: Path, etag: str, size: int, chunk_bytes: int = _MIB
+) -> bool | None:
+    """A multipart ETag checked with the part sizes S3 reports (``HEAD ?partNumber=N``), so
+    that damaged bytes are caught instead of passing on their size alone.
+
+    Part 1's size is asked first and, if the parts are even, is enough; a mismatch then, or
+    uneven parts, is settled by asking every part (a definite False needs the real layout: a
+    wrong layout would call an intact file damaged, and it could then never be fetched).
+    None whenever S3's answers do not add up to the object (e.g. a server that ignores
+    ``partNumber`` and describes the whole object).
+    """
+    match = _MULTIPART.match(etag)
+    if not match:
+        return None
+    count = int(match.group(2))
+    first = getter.part_bytes(bucket, key, etag, 1)
+    if not first or (count > 1 and first >= size):
+        return None
+    even = _uniform(size, first)
+    if len(even) == count and hash_file_matches(path, etag, size, chunk_bytes, even):
+        return True
+    sizes = [first] + [getter.part_bytes(bucket, key, etag, n) or 0 for n in range(2, count + 1)]
+    if 0 in sizes or sum(sizes) != size:
+        return None
+    if sizes == even:  # already hashed with exactly this layout
+        return False
+    return hash_file_matches(path, etag, size, chunk_bytes, sizes)
 
 
 def partial_path(target: Path, etag: str) -> Path:
@@ -372,8 +417,10 @@ def _fetch_once(
     if got < size:
         raise _Retryable(f"short body: {got} of {size} bytes")
     verdict = hasher.verdict()
-    if verdict is None and _MULTIPART.match(etag):  # the part size was not a usual one
-        verdict = check_file(getter, bucket, key, partial, etag, size, options.chunk_bytes)
+    if verdict is None:  # a multipart ETag whose part size is none of the usual guesses
+        verdict = check_with_s3_part_sizes(
+            getter, bucket, key, partial, etag, size, options.chunk_bytes
+        )
     if verdict is False:
         partial.unlink(missing_ok=True)
         what = "CRC32" if isinstance(hasher, CRC32Checker) else "MD5 of the ETag"
