@@ -135,6 +135,14 @@ class Source:
             return self._zip.read(name)
         return (self.path / name).read_bytes()
 
+    def copy_to(self, name: str, handle: Any) -> None:
+        """Stream a member into an open binary file (a video can be gigabytes: no full read)."""
+        if self._zip is not None and name not in self._virtual and self.exists(name):
+            with self._zip.open(name) as member:
+                shutil.copyfileobj(member, handle, 1 << 20)
+            return
+        handle.write(self.read_bytes(name))
+
     def read_json_object(self, name: str) -> dict[str, Any]:
         """A member parsed as a JSON object; errors name the member."""
         try:
@@ -298,7 +306,7 @@ def _import(
     capture: IosCapture, out_dir: str | Path, options: ImportOptions, progress: Progress | None
 ) -> ImportReport:
     out_dir = Path(out_dir)
-    _check_output(out_dir, options.overwrite)
+    check_output(out_dir, options.overwrite)
     if not capture.frames:
         raise InputFormatError(capture.source.path, "no frames to import")
     if options.rotate not in (*ROTATIONS, "auto"):
@@ -544,7 +552,8 @@ def _decode_grey(source: Source, name: str) -> np.ndarray | None:
 # The output folder.
 
 
-def _check_output(out_dir: Path, overwrite: bool) -> None:
+def check_output(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an --out that is a file, or a non-empty folder unless ``overwrite``."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(out_dir, "output exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:

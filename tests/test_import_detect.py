@@ -103,3 +103,15 @@ def test_cli_auto_refuses_what_it_cannot_import(tmp_path: Path, synth_v2: Path, 
     assert "already a nerfstudio dataset" in capsys.readouterr().err
     assert main(["import", "auto", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_auto_keeps_a_non_empty_out_for_photos_too(tmp_path: Path, capsys) -> None:
+    photos = tmp_path / "photos"
+    for i in range(3):
+        write_image(photos / f"IMG_{i}.jpg", np.zeros((8, 8, 3), np.uint8))
+    out = tmp_path / "dataset"
+    out.mkdir()
+    (out / "transforms.json").write_text("{}")
+    assert main(["import", "auto", str(photos), "--out", str(out)]) == 1
+    assert "output folder is not empty (pass --overwrite" in capsys.readouterr().err
+    assert (out / "transforms.json").read_text() == "{}"

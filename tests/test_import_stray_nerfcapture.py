@@ -128,6 +128,29 @@ def test_stray_zip_with_top_folder_min_confidence_and_max_frames(
     assert "confidence >= 2" in report.one_line()
 
 
+def test_a_failed_video_copy_out_of_a_zip_leaves_no_temp_file(
+    tmp_path: Path, stray_views, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The temporary copy of rgb.mp4 is removed even when the copy itself fails (disk full)."""
+    from eyeful_tools.ios_import import Source
+
+    archive = fx.zip_folder(
+        fx.write_stray_folder(tmp_path / "scan", stray_views), tmp_path / "s.zip"
+    )
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+
+    def full_disk(self, name: str, handle) -> None:  # noqa: ANN001
+        handle.write(b"\0" * 1000)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Source, "copy_to", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        import_stray(archive, tmp_path / "out", ImportOptions())
+    assert not any((tmp_path / "tmp").iterdir())
+    assert not (tmp_path / "out").exists()
+
+
 def test_stray_odometry_convention_is_the_apps_q_wa_times_q_ac() -> None:
     """A camera at the ARKit identity (OpenGL axes, looking down -z) is written with q_AC only:
     the imported camera looks down the world's -z with its +y pointing down (OpenCV)."""

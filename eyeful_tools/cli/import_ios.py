@@ -192,6 +192,9 @@ def auto(
     if found in (ImportFormat.VIDEO, ImportFormat.IMAGES):
         from eyeful_tools import sfm
         from eyeful_tools.cli.colmap import sfm_progress
+        from eyeful_tools.ios_import import check_output
+
+        check_output(out, overwrite)  # as for the phone formats: an existing dataset is kept
 
         run = sfm.import_video if found is ImportFormat.VIDEO else sfm.import_images
         frames = max_frames or (sfm.DEFAULT_VIDEO_FRAMES if found is ImportFormat.VIDEO else None)

@@ -249,15 +249,15 @@ def _open_video(source: Source, name: str) -> VideoFrames:
     local = source.local_path(name)
     if local is None:
         handle, temp = tempfile.mkstemp(suffix=".mp4", prefix="eyeful-stray-")
-        with os.fdopen(handle, "wb") as out:
-            out.write(source.read_bytes(name))
         local = Path(temp)
 
         def remove() -> None:
             with contextlib.suppress(FileNotFoundError):
                 local.unlink()
 
-        source.call_on_close(remove)
+        source.call_on_close(remove)  # before the copy: a failed or interrupted copy is removed too
+        with os.fdopen(handle, "wb") as out:
+            source.copy_to(name, out)
     video = VideoFrames(local, source.display(name))
     source.call_on_close(video.close)
     return video
