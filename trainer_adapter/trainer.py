@@ -402,7 +402,7 @@ def train(
     stats: dict[str, float] = {}
     checkpoint: Path | None = None
     last_step = start_step - 1
-    rays_per_sec: list[float] = []
+    timed_rays, timed_seconds = 0, 0.0  # after the warm-up steps, for mean_rays_per_sec
     started = time.perf_counter()
     window_first, window_tic = start_step, started  # steps since the last read-back
     try:
@@ -431,7 +431,8 @@ def train(
                     steps_done = step - window_first + 1
                     rate = world * config.train_num_rays_per_batch * steps_done / (now - window_tic)
                     if window_first - start_step >= 2:  # nerfstudio skips the first steps
-                        rays_per_sec.append(rate)
+                        timed_rays += world * config.train_num_rays_per_batch * steps_done
+                        timed_seconds += now - window_tic
                     mse = float(loss_dict["rgb_loss"].detach())
                     stats = {
                         "loss": float(loss.detach()),
@@ -443,9 +444,11 @@ def train(
                 if report is not None:
                     report(step, config.max_num_iterations, stats)
                 if step > start_step and step % config.steps_per_save == 0:
+                    saving = time.perf_counter()
                     checkpoint = save_checkpoint(
                         run_dir, step, model, optimizers, scaler, config.keep_checkpoints
                     )
+                    window_tic += time.perf_counter() - saving  # rays/s leaves saves out
         if rank == 0 and last_step >= start_step:
             checkpoint = save_checkpoint(
                 run_dir, last_step, model, optimizers, scaler, config.keep_checkpoints
@@ -455,8 +458,8 @@ def train(
         if world > 1 and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
-    if rays_per_sec:
-        stats["mean_rays_per_sec"] = sum(rays_per_sec) / len(rays_per_sec)
+    if timed_seconds > 0:  # every timed step weighs the same, whatever its window
+        stats["mean_rays_per_sec"] = timed_rays / timed_seconds
     stats["peak_memory_mb"] = devices.peak_memory_bytes(torch_device) / 2**20
     return TrainResult(run_dir=run_dir, last_step=last_step, checkpoint=checkpoint, stats=stats)
 
