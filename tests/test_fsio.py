@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,21 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+@pytest.fixture
+def umask_022(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A group/world-readable umask for the test (the runner's own may be 077), with fsio's
+    modes re-derived from it the way fsio derives them at import."""
+    previous = os.umask(0o022)
+    try:
+        assert fsio._process_umask() == 0o022
+        monkeypatch.setattr(fsio, "FILE_MODE", 0o666 & ~fsio._process_umask())
+        monkeypatch.setattr(fsio, "DIR_MODE", 0o777 & ~fsio._process_umask())
+        yield
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.usefixtures("umask_022")
 def test_outputs_get_the_mode_of_a_plain_open(tmp_path: Path) -> None:
     """mkstemp/mkdtemp create 0600/0700; what we write must be as readable as any file the
     user's umask allows (others read datasets on shared machines)."""
