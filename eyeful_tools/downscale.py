@@ -48,6 +48,7 @@ from eyeful_tools.transforms import (
     TransformsFile,
     dump_transforms,
     read_transforms,
+    transforms_file,
     write_transforms,
 )
 
@@ -129,16 +130,6 @@ def factor_for_max_dim(width_px: int, height_px: int, max_dim_px: int) -> int:
     return factor
 
 
-def transforms_path_of(data: str | Path) -> Path:
-    """``DATA_DIR/transforms.json``, or the ``*.json`` path itself."""
-    data = Path(data)
-    if data.is_dir():
-        return data / "transforms.json"
-    if data.suffix.lower() == ".json":
-        return data
-    raise MissingFileError(data, "not a folder with transforms.json nor a transforms*.json file")
-
-
 def downscaled_transforms_path(transforms_path: Path, factor: int) -> Path:
     """``transforms.json`` -> ``transforms_N.json``; ``transforms_300.json`` -> ``transforms_300_N.json``."""
     return transforms_path.with_name(f"{transforms_path.stem}_{factor}{transforms_path.suffix}")
@@ -184,7 +175,7 @@ def downscale(
         raise UsageError(None, f"--quality must be in 1..100 (got {jpeg_quality})")
     if max_dim_px is not None and max_dim_px < 1:
         raise UsageError(None, f"--max-dim must be at least 1 (got {max_dim_px})")
-    transforms_path = transforms_path_of(data)
+    transforms_path = transforms_file(data)
     transforms = read_transforms(transforms_path)
     base = transforms_path.parent
 

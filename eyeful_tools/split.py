@@ -37,6 +37,7 @@ from eyeful_tools.transforms import (
     TransformsFrame,
     missing_files,
     read_transforms,
+    transforms_file,
     write_transforms,
 )
 
@@ -316,9 +317,7 @@ def split_transforms_file(
 
     Nothing is written unless every listed file exists.
     """
-    transforms_path = Path(transforms_path)
-    if transforms_path.is_dir():
-        transforms_path = transforms_path / "transforms.json"
+    transforms_path = transforms_file(transforms_path)
     tf = read_transforms(transforms_path)
     count = parse_subsample(subsample_n)
     if by not in ("image", "position"):

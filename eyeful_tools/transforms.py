@@ -114,11 +114,18 @@ class TransformsFile(_Strict):
 # Reading and writing files.
 
 
+def transforms_file(data: str | Path) -> Path:
+    """A dataset folder's ``transforms.json``, or the ``transforms*.json`` path given (as
+    nerfstudio's ``--data`` takes either)."""
+    data = Path(data)
+    if data.is_dir() or data.suffix.lower() != ".json":  # a folder, even a missing one
+        return data / "transforms.json"
+    return data
+
+
 def read_transforms(path: str | Path) -> TransformsFile:
-    """Parse and validate a transforms.json; errors name the file and the field."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "transforms.json"
+    """Parse and validate a transforms.json (or a folder's); errors name the file and field."""
+    path = transforms_file(path)
     return parse_transforms(read_json(path, "transforms file"), path)
 
 

@@ -296,8 +296,7 @@ def export_colmap(
     The model is in the transforms' z-up world; image names are the ``file_path`` values, so
     COLMAP's ``--image_path`` is the data folder. Nothing is written if anything is refused.
     """
-    data_path = Path(data_dir)
-    transforms_path = data_path if data_path.suffix == ".json" else data_path / "transforms.json"
+    transforms_path = transforms.transforms_file(data_dir)
     parsed = transforms.read_transforms(transforms_path)
     scene = transforms.transforms_to_scene(parsed, transforms_path)
     try:

@@ -44,7 +44,7 @@ from eyeful_tools.cameras import Camera
 from eyeful_tools.errors import InputFormatError, MissingFileError, SplitError, UsageError
 from eyeful_tools.fsio import atomic_write_json
 from eyeful_tools.imageio import image_size, is_exr
-from eyeful_tools.transforms import read_transforms, transforms_to_scene
+from eyeful_tools.transforms import read_transforms, transforms_file, transforms_to_scene
 
 log = logging.getLogger(__name__)
 
@@ -164,9 +164,7 @@ def parse_dataset(
         eval_interval=eval_interval,
     )
     downscale = int(downscale)
-    transforms_path = Path(data)
-    if transforms_path.is_dir():
-        transforms_path = transforms_path / "transforms.json"
+    transforms_path = transforms_file(data)
     transforms = read_transforms(transforms_path)  # raises MissingFileError when absent
     if transforms.orientation_override is not None:  # nerfstudio: the file's choice wins
         if transforms.orientation_override not in ORIENTATIONS:
@@ -293,18 +291,16 @@ def resolve_downscale(data: str | Path, downscale: int | str) -> int:
     check_options(downscale=downscale)
     if downscale != AUTO_DOWNSCALE:
         return int(downscale)
-    transforms_path = Path(data)
-    if transforms_path.is_dir():
-        transforms_path = transforms_path / "transforms.json"
+    transforms_path = transforms_file(data)
     transforms = read_transforms(transforms_path)
     if not transforms.frames:
         raise InputFormatError(transforms_path, "no frames")
-    base, first = transforms_path.parent, Path(transforms.frames[0].file_path)
-    largest = max(image_size(first if first.is_absolute() else base / first))
+    base, first = transforms_path.parent, transforms.frames[0].file_path
+    largest = max(image_size(_resolve(base, first, 1, "images")))
     factor = 1
     while (
         largest / factor > MAX_AUTO_RESOLUTION
-        and (base / f"images_{2 * factor}" / first.name).exists()
+        and _resolve(base, first, 2 * factor, "images").exists()
     ):
         factor *= 2
     return factor
