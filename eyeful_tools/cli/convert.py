@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from eyeful_tools.cli._app import app, console, summary
+from eyeful_tools.cli._app import app, stage_progress, summary
 from eyeful_tools.convert import convert_capture
 
 
@@ -35,21 +34,7 @@ def convert(
 
     Example: eyeful convert data/eyefultower/riverview --resolution jpeg_2k
     """
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    ) as progress:
-        tasks: dict[str, int] = {}
-
-        def on_progress(name: str, done: int, total: int) -> None:
-            if name not in tasks:
-                tasks[name] = progress.add_task(f"matching {name}", total=total)
-            progress.update(tasks[name], completed=done)
-
+    with stage_progress() as progress:
         report = convert_capture(
             capture_dir,
             resolutions=resolution or None,
@@ -57,6 +42,6 @@ def convert(
             rig=rig,
             images_dir=images,
             check=check,
-            on_progress=on_progress,
+            on_progress=lambda name, done, total: progress(f"matching {name}", done, total),
         )
     summary(report.summary())

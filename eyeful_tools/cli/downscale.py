@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TimeRemainingColumn,
-)
 
 from eyeful_tools import downscale as downscale_lib
-from eyeful_tools.cli._app import app, console, summary
+from eyeful_tools.cli._app import app, stage_progress, summary
 
 
 @app.command("downscale")
@@ -46,32 +38,14 @@ def downscale_command(
 
     Example: eyeful downscale data/eyefultower/riverview/images-jpeg-2k --factor 2 --factor 4
     """
-    with contextlib.ExitStack() as stack:
-        bars: list[tuple[Progress, TaskID]] = []
-
-        def on_progress(done: int, total: int) -> None:
-            if not bars:  # started late, so errors found while planning print on a clean line
-                bar = Progress(
-                    "[progress.description]{task.description}",
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TimeRemainingColumn(),
-                    console=console,
-                    transient=True,
-                    disable=not console.is_terminal,
-                )
-                stack.enter_context(bar)
-                bars.append((bar, bar.add_task("downscaling", total=total)))
-            bar, task = bars[0]
-            bar.update(task, completed=done, total=total)
-
+    with stage_progress() as progress:
         result = downscale_lib.downscale(
             data_dir,
             factor or (),
             max_dim_px=max_dim,
             jobs=jobs,
             jpeg_quality=quality,
-            progress=on_progress,
+            progress=lambda done, total: progress("downscaling", done, total),
         )
     folder = result.transforms_path.parent
     if not result.factors:
