@@ -3,13 +3,15 @@ dataset."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from eyeful_tools.blur import parse_blur_filter
 from eyeful_tools.cli._app import import_app, stage_progress, summary
-from eyeful_tools.ios_import import ImportOptions
+from eyeful_tools.ios_import import ImportOptions, ImportReport
 from eyeful_tools.readers.nerfcapture import import_nerfcapture
 from eyeful_tools.readers.polycam import import_polycam
 from eyeful_tools.readers.record3d import import_record3d
@@ -58,6 +60,13 @@ def _options(
     )
 
 
+def _run(importer: Callable[..., ImportReport], *args: Any, label: str = "", **kwargs: Any) -> None:
+    """Run one importer under the shared progress bars and print its one-line summary."""
+    with stage_progress() as progress:
+        report = importer(*args, progress=progress, **kwargs)
+    summary(f"{label}{report.one_line()}")
+
+
 @import_app.command("record3d")
 def record3d(
     source: Path = typer.Argument(..., help="EXR+JPG export folder, or an .r3d file."),
@@ -74,9 +83,7 @@ def record3d(
     Example: eyeful import record3d scan.r3d --out data/scan --max-frames 300 --blur-filter percentile:10
     """
     options = _options(max_frames, blur_filter, link, depth, overwrite, rotate)
-    with stage_progress() as progress:
-        report = import_record3d(source, out, options, progress)
-    summary(report.one_line())
+    _run(import_record3d, source, out, options)
 
 
 @import_app.command("polycam")
@@ -104,9 +111,7 @@ def polycam(
     Example: eyeful import polycam polycam_export.zip --out data/room --blur-filter threshold:25
     """
     options = _options(max_frames, blur_filter, link, depth, overwrite, rotate, crop_border)
-    with stage_progress() as progress:
-        report = import_polycam(source, out, options, progress, use_raw=raw)
-    summary(report.one_line())
+    _run(import_polycam, source, out, options, use_raw=raw)
 
 
 @import_app.command("stray")
@@ -133,9 +138,7 @@ def stray(
     Example: eyeful import stray stray_scan/ --out data/desk --max-frames 300 --blur-filter percentile:10
     """
     options = _options(max_frames, blur_filter, False, depth, overwrite, rotate)
-    with stage_progress() as progress:
-        report = import_stray(source, out, options, progress, min_confidence=min_confidence)
-    summary(report.one_line())
+    _run(import_stray, source, out, options, min_confidence=min_confidence)
 
 
 @import_app.command("nerfcapture")
@@ -157,9 +160,7 @@ def nerfcapture(
     Example: eyeful import nerfcapture 240101120000.zip --out data/mug --rotate auto
     """
     options = _options(max_frames, blur_filter, link, depth, overwrite, rotate)
-    with stage_progress() as progress:
-        report = import_nerfcapture(source, out, options, progress)
-    summary(report.one_line())
+    _run(import_nerfcapture, source, out, options)
 
 
 @import_app.command("auto")
@@ -215,6 +216,4 @@ def auto(
         ImportFormat.STRAY: import_stray,
         ImportFormat.NERFCAPTURE: import_nerfcapture,
     }[found]
-    with stage_progress() as progress:
-        report = importer(source, out, options, progress)
-    summary(f"import auto ({found.value}): {report.one_line()}")
+    _run(importer, source, out, options, label=f"import auto ({found.value}): ")
