@@ -306,7 +306,7 @@ def _import(
     capture: IosCapture, out_dir: str | Path, options: ImportOptions, progress: Progress | None
 ) -> ImportReport:
     out_dir = Path(out_dir)
-    check_output(out_dir, options.overwrite)
+    _check_output(out_dir, options.overwrite)
     if not capture.frames:
         raise InputFormatError(capture.source.path, "no frames to import")
     if options.rotate not in (*ROTATIONS, "auto"):
@@ -552,8 +552,7 @@ def _decode_grey(source: Source, name: str) -> np.ndarray | None:
 # The output folder.
 
 
-def check_output(out_dir: Path, overwrite: bool) -> None:
-    """Refuse an --out that is a file, or a non-empty folder unless ``overwrite``."""
+def _check_output(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(out_dir, "output exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:

@@ -348,6 +348,21 @@ def run_sfm(
 _OUTPUTS = ("images", COLMAP_FOLDER, "transforms.json", "sparse_pc.ply")
 
 
+def _check_outputs_free(out_dir: Path, overwrite: bool) -> None:
+    """Refuse to write over a previous dataset (its images would mix with the new ones)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(out_dir, "output exists and is not a folder")
+    taken = [name for name in _OUTPUTS if (out_dir / name).exists()]
+    if taken and not overwrite:
+        raise UsageError(
+            out_dir, f"already holds {', '.join(taken)} (pass --overwrite to replace them)"
+        )
+    if overwrite:
+        for name in taken:
+            path = out_dir / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 @contextlib.contextmanager
 def _clean_up_on_failure(out_dir: Path) -> Iterator[None]:
     """On an error, remove what this import created, so a failed run leaves nothing behind."""
@@ -414,12 +429,14 @@ def import_images(
     image_mode: ImageMode | str = ImageMode.COPY,
     options: SfmOptions = SfmOptions(),
     progress: Progress = _noop,
+    overwrite: bool = False,
 ) -> SfmReport:
     """Photos in ``source`` (recursively) -> SfM -> ``out_dir/transforms.json``."""
     source, out_dir = Path(source), Path(out_dir)
     if max_frames is not None and max_frames < 2:
         raise UsageError("--max-frames", f"SfM needs at least 2 images, got {max_frames}")
     names = list_images(source)
+    _check_outputs_free(out_dir, overwrite)
     report = SfmReport(out_dir=out_dir, source=source, num_input=len(names))
     sharp = drop_blurry(source, names, blur_filter, progress)
     report.dropped_blurry = len(names) - len(sharp)
@@ -446,10 +463,14 @@ def import_video(
     blur_filter: blur.BlurFilter = blur.BlurFilter(),
     options: SfmOptions = SfmOptions(),
     progress: Progress = _noop,
+    overwrite: bool = False,
 ) -> SfmReport:
     """A video -> sharpest frame per interval in ``out_dir/images`` -> SfM -> transforms.json."""
     source, out_dir = Path(source), Path(out_dir)
     images_dir = out_dir / "images"
+    if not source.is_file():  # before --overwrite removes anything
+        raise MissingFileError(source, "video not found")
+    _check_outputs_free(out_dir, overwrite)
     with _clean_up_on_failure(out_dir):
         frames = extract_video_frames(source, images_dir, max_frames=max_frames, progress=progress)
         report = SfmReport(out_dir=out_dir, source=source, num_input=frames.total_frames)

@@ -84,6 +84,16 @@ def test_import_images_recovers_the_rendered_poses(views, tmp_path: Path, capsys
     assert rotation_deg < 1.0
     assert centre_m < 0.05  # on a 3.2 m walk
     assert tf.frames[0].fl_x == pytest.approx(CAMERA.fx, rel=0.05)
+    # a second import into the same folder would mix two datasets: refused, nothing touched
+    before = (out / "transforms.json").read_bytes()
+    assert main(["import", "images", str(folder), "--out", str(out), *FAST]) == 1
+    err = capsys.readouterr().err
+    assert "already holds images, colmap, transforms.json, sparse_pc.ply (pass --overwrite" in err
+    assert (out / "transforms.json").read_bytes() == before
+    (out / "images" / "stale.jpg").write_bytes(b"left from an older import")
+    assert main(["import", "images", str(folder), "--out", str(out), *FAST, "--overwrite"]) == 0
+    assert not (out / "images" / "stale.jpg").exists()  # replaced, not merged
+    assert len(transforms.read_transforms(out / "transforms.json").frames) == VIEWS
 
 
 @pytest.mark.slow

@@ -10,6 +10,9 @@ import typer
 
 from eyeful_tools.cli._app import export_app, import_app, stage_progress, state, summary
 
+_OVERWRITE = typer.Option(
+    False, "--overwrite", help="Replace the images, model and transforms.json already in --out."
+)
 _IMAGE_MODE = typer.Option(
     None,
     "--image-mode",
@@ -178,6 +181,7 @@ def import_images(
     threads: int = _THREADS,
     seed: int = _SEED,
     image_mode: str | None = _IMAGE_MODE,
+    overwrite: bool = _OVERWRITE,
 ) -> None:
     """Photos without poses -> COLMAP SfM (pycolmap, CPU) -> transforms.json.
 
@@ -197,6 +201,7 @@ def import_images(
             image_mode=_choice(colmap_io.ImageMode, image_mode or "copy", "--image-mode"),
             options=options,
             progress=progress,
+            overwrite=overwrite,
         )
     summary(f"import images: {report.one_line()}")
 
@@ -215,6 +220,7 @@ def import_video(
     max_features: int = _MAX_FEATURES,
     threads: int = _THREADS,
     seed: int = _SEED,
+    overwrite: bool = _OVERWRITE,
 ) -> None:
     """A walk-through video -> sharpest frame per interval -> COLMAP SfM -> transforms.json.
 
@@ -231,6 +237,7 @@ def import_video(
             blur_filter=blur.parse_blur_filter(blur_filter),
             options=options,
             progress=progress,
+            overwrite=overwrite,
         )
     summary(f"import video: {report.one_line()}")
 

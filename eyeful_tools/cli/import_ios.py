@@ -193,9 +193,6 @@ def auto(
     if found in (ImportFormat.VIDEO, ImportFormat.IMAGES):
         from eyeful_tools import sfm
         from eyeful_tools.cli.colmap import sfm_progress
-        from eyeful_tools.ios_import import check_output
-
-        check_output(out, overwrite)  # as for the phone formats: an existing dataset is kept
 
         run = sfm.import_video if found is ImportFormat.VIDEO else sfm.import_images
         frames = max_frames or (sfm.DEFAULT_VIDEO_FRAMES if found is ImportFormat.VIDEO else None)
@@ -206,6 +203,7 @@ def auto(
                 max_frames=frames,
                 blur_filter=parse_blur_filter(blur_filter),
                 progress=progress,
+                overwrite=overwrite,
             )
         summary(f"import auto ({found.value}): {report.one_line()}")
         return
