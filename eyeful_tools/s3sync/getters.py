@@ -107,7 +107,7 @@ class BotocoreGetter:
             response = self.client.head_object(Bucket=bucket, Key=key, PartNumber=number)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
             return None
-        return _part_one_bytes(
+        return _part_size_answer(
             etag,
             str(response.get("ETag", "")),
             response.get("PartsCount"),
@@ -195,7 +195,7 @@ class HttpGetter:
         if response.status not in (200, 206):
             return None
         headers = response.headers
-        return _part_one_bytes(
+        return _part_size_answer(
             etag,
             headers.get("etag", ""),
             headers.get("x-amz-mp-parts-count"),
@@ -203,7 +203,9 @@ class HttpGetter:
         )
 
 
-def _part_one_bytes(etag: str, answer_etag: str, parts_count: object, length: object) -> int | None:
+def _part_size_answer(
+    etag: str, answer_etag: str, parts_count: object, length: object
+) -> int | None:
     """A part's size from a ``HEAD ?partNumber=N`` answer, if it is about our object: S3 sends
     the object's ETag, some servers (moto) the part's, so the part count must match instead.
     No If-Match on the request for the same reason (such servers compare it to the part)."""

@@ -120,10 +120,11 @@ class ETagHasher:
         self.single = bool(_SINGLE_PART.match(etag))
         self._md5 = hashlib.md5(usedforsecurity=False) if self.single else None
         self._part_hashers: list[_PartHasher] = []
+        #: the multipart layout came from S3, so a mismatch is definite
+        self.exact_parts = bool(part_sizes)
         match = _MULTIPART.match(etag)
         if match and part_sizes:  # every part's size, as S3 reported them: a definite check
             self._part_hashers = [_PartHasher(part_sizes)]
-            self.exact_parts = True
         elif match:
             parts = int(match.group(2))
             self._part_hashers = [
@@ -139,8 +140,6 @@ class ETagHasher:
     @property
     def can_verify(self) -> bool:
         return self._md5 is not None or bool(self._part_hashers)
-
-    exact_parts = False  # True when the multipart part size came from S3
 
     def verdict(self) -> bool | None:
         if self._md5 is not None:
