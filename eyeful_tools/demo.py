@@ -8,7 +8,6 @@ download (+ KRT convert) -> Metashape rig convert with the KRT cross-check -> sp
 
 from __future__ import annotations
 
-import json
 import shlex
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from eyeful_tools import catalog
 from eyeful_tools.errors import EyefulError, UsageError
+from eyeful_tools.fsio import read_json
 
 CAPTURE = "synthetic"
 RESOLUTION = "jpeg_2k"
@@ -123,18 +123,20 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRe
     eyeful("eval", run_dir, "--split", "test", "--device", options.device)
 
     metrics_path = run_dir / "eval" / "test" / "metrics.json"
-    metrics = json.loads(metrics_path.read_text())
+    metrics = read_json(metrics_path, "metrics")
     side_by_side = sorted((metrics_path.parent / "side_by_side").glob("*.png"))
-    checkpoints = sorted((run_dir / "nerfstudio_models").glob("step-*.ckpt"))
-    if not side_by_side or not checkpoints:
-        raise EyefulError(run_dir, "demo run left no side-by-side image or checkpoint")
+    from trainer_adapter.trainer import latest_checkpoint  # the demo trains: torch is here
+
+    checkpoint = latest_checkpoint(run_dir)  # raises when the run saved none
+    if not side_by_side:
+        raise EyefulError(run_dir, "demo run left no side-by-side image")
     return DemoResult(
         dataset_dir=dataset,
         run_dir=run_dir,
         metrics_path=metrics_path,
         psnr=float(metrics["results"]["psnr"]),
         side_by_side=side_by_side[0],
-        checkpoint=checkpoints[-1],
+        checkpoint=checkpoint,
         seconds=time.perf_counter() - started,
     )
 

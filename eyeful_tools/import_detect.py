@@ -10,7 +10,8 @@ from __future__ import annotations
 from enum import Enum
 from pathlib import Path, PurePosixPath
 
-from eyeful_tools import imageio
+from eyeful_tools import sfm
+from eyeful_tools.colmap_io import MODEL_FILES
 from eyeful_tools.errors import InputFormatError, MissingFileError
 from eyeful_tools.ios_import import Source
 from eyeful_tools.readers import nerfcapture, polycam, record3d, stray
@@ -21,7 +22,6 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm")
 MIN_PHOTOS = 3
 #: NeRFCapture's transforms.json keys (offline app, nerfcapture2nerf.py)
 _NERFCAPTURE_KEYS = ("depth_integer_scale", "integer_depth_scale")
-_COLMAP_MODEL_FILES = ({"cameras.bin", "images.bin"}, {"cameras.txt", "images.txt"})
 
 
 class ImportFormat(str, Enum):
@@ -73,9 +73,9 @@ def _detect(source: Source) -> ImportFormat | None:
     for name in names:
         parent, _, base = name.rpartition("/")
         folders.setdefault(parent, set()).add(base)
-    if any(files >= model for files in folders.values() for model in _COLMAP_MODEL_FILES):
+    if any(files >= set(model) for files in folders.values() for model in MODEL_FILES):
         return ImportFormat.COLMAP
-    photos = [n for n in names if PurePosixPath(n).suffix.lower() in imageio.IMAGE_SUFFIXES]
+    photos = [n for n in names if PurePosixPath(n).suffix.lower() in sfm.IMAGE_SUFFIXES]
     if len(photos) >= MIN_PHOTOS and source.path.is_dir():
         return ImportFormat.IMAGES
     return None

@@ -74,8 +74,12 @@ def test_videos_photos_models_and_datasets(tmp_path: Path, synth_v2: Path) -> No
     assert detect_format(_converted(synth_v2, tmp_path)) is ImportFormat.NERFSTUDIO
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "readme.txt").write_text("hello")
-    with pytest.raises(InputFormatError, match="cannot tell what captured this"):
-        detect_format(tmp_path / "notes")
+    exr = tmp_path / "hdr"  # photos SfM cannot read (it takes JPEG and PNG) are not photos here
+    for i in range(3):
+        write_image(exr / f"{i}.exr", np.ones((8, 8, 3), np.float32))
+    for folder in ("notes", "hdr"):
+        with pytest.raises(InputFormatError, match="cannot tell what captured this"):
+            detect_format(tmp_path / folder)
 
 
 def test_cli_auto_imports_like_the_named_command(tmp_path: Path, views, capsys) -> None:

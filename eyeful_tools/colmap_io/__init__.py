@@ -41,6 +41,7 @@ from eyeful_tools.colmap_io.export import (
     sidecar_for,
 )
 from eyeful_tools.colmap_io.load import (
+    MODEL_FILES,
     ImageMode,
     ImportResult,
     find_model_dir,
@@ -76,6 +77,7 @@ from eyeful_tools.colmap_io.rig import (
 
 __all__ = [
     "COLMAP_MODELS",
+    "MODEL_FILES",
     "RIG_TOLERANCE",
     "SIDECAR_NAME",
     "TOWER_RIG_ID",

@@ -27,7 +27,7 @@ from eyeful_tools.fsio import atomic_path
 log = logging.getLogger(__name__)
 
 #: COLMAP model files, in either format; a folder holding one of these sets is a model
-_MODEL_FILES = (("cameras.bin", "images.bin"), ("cameras.txt", "images.txt"))
+MODEL_FILES = (("cameras.bin", "images.bin"), ("cameras.txt", "images.txt"))
 
 # ---------------------------------------------------------------------------------------------
 # Import: reconstruction -> scene.
@@ -40,7 +40,7 @@ def find_model_dir(sparse_dir: str | Path) -> Path:
         raise MissingFileError(root, "COLMAP model folder not found")
 
     def is_model(path: Path) -> bool:
-        return any(all((path / name).is_file() for name in names) for names in _MODEL_FILES)
+        return any(all((path / name).is_file() for name in names) for names in MODEL_FILES)
 
     if is_model(root):
         return root

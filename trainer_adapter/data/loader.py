@@ -35,7 +35,6 @@ from trainer_adapter.data.cache import DiskCache
 from trainer_adapter.data.images import (  # noqa: F401 - re-exported: part of the loader API
     EvalImage,
     decode_into,
-    image_ray_chunks,
     iter_eval_images,
     load_eval_image,
     pixel_dtype,
