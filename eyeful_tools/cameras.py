@@ -111,6 +111,11 @@ class Camera:
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
 
+def natural_key(text: str) -> tuple[int, int, str]:
+    """Sort key for camera and rig-position ids: numbers by value ("9" < "10"), then text."""
+    return (0, int(text), "") if text.lstrip("-").isdigit() else (1, 0, text)
+
+
 def distortion_from_dict(values: Mapping[str, float | None]) -> tuple[float, ...]:
     """``(k1, k2, k3, k4, p1, p2)`` from named values; missing or ``None`` ones are zero."""
     return tuple(float(values.get(name) or 0.0) for name in DISTORTION_NAMES)

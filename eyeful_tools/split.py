@@ -29,6 +29,7 @@ from typing import Literal
 import numpy as np
 
 from eyeful_tools import catalog
+from eyeful_tools.cameras import natural_key
 from eyeful_tools.errors import InputFormatError, SplitError, UsageError
 from eyeful_tools.fsio import read_json
 from eyeful_tools.transforms import (
@@ -117,7 +118,7 @@ def official_split(
     if splits is not None and holdout_cameras:
         raise UsageError(None, "give either a splits file or --holdout-camera, not both")
     cameras = [camera_of(frame) for frame in tf.frames]
-    known = sorted({c for c in cameras if c is not None}, key=_natural)
+    known = sorted({c for c in cameras if c is not None}, key=natural_key)
     if splits is not None:
         held, rule = _held_from_splits(tf, splits)
     elif holdout_cameras:
@@ -157,7 +158,7 @@ def _held_from_splits(
     unlisted = sum(1 for key in keys if key not in test and key not in train)
     held_cameras = sorted(
         {c for c, h in zip((camera_of(f) for f in tf.frames), held, strict=True) if h and c},
-        key=_natural,
+        key=natural_key,
     )
     rule = f"official splits.json (held-out camera {', '.join(held_cameras) or 'none'})"
     if unlisted:
@@ -209,7 +210,7 @@ def subsample(
         positions: dict[str, list[int]] = {}
         for index, frame in enumerate(tf.frames):
             positions.setdefault(position_of(frame), []).append(index)
-        names = sorted(positions, key=_natural)
+        names = sorted(positions, key=natural_key)
         if n == "half":
             count = len(names) // 2
         else:
@@ -270,11 +271,6 @@ def check_files(transforms_path: str | Path, tf: TransformsFile) -> None:
         raise SplitError(
             transforms_path, f"split lists name files that are not frames: {', '.join(orphans[:5])}"
         )
-
-
-def _natural(text: str) -> tuple:
-    """Sort key: numbers by value (``"9" < "10"``), then text."""
-    return (0, int(text), "") if text.lstrip("-").isdigit() else (1, 0, text)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -71,7 +71,6 @@ from eyeful_tools.colmap_io.rig import (
     RigMode,
     choose_reference_camera,
     estimate_rig,
-    natural_key,
     rig_structure_problem,
 )
 
@@ -102,7 +101,6 @@ __all__ = [
     "import_colmap",
     "import_reconstruction",
     "matrix_from_rigid3d",
-    "natural_key",
     "place_images",
     "read_reconstruction",
     "read_sidecar",

@@ -15,7 +15,7 @@ import pycolmap
 from pydantic import BaseModel, ConfigDict, Field
 
 from eyeful_tools import cameras, transforms
-from eyeful_tools.cameras import Camera, Frame, Scene, WorldUp
+from eyeful_tools.cameras import Camera, Frame, Scene, WorldUp, natural_key
 from eyeful_tools.colmap_io.models import (
     FisheyeExport,
     colmap_camera_params,
@@ -27,7 +27,6 @@ from eyeful_tools.colmap_io.rig import (
     RigEstimate,
     RigMode,
     estimate_rig,
-    natural_key,
     rig_structure_problem,
 )
 from eyeful_tools.errors import InputFormatError, UnsupportedError

@@ -17,10 +17,9 @@ import pycolmap
 from pydantic import ValidationError
 
 from eyeful_tools import cameras, split, transforms
-from eyeful_tools.cameras import Camera, CameraModel, Frame, Scene, WorldUp
+from eyeful_tools.cameras import Camera, CameraModel, Frame, Scene, WorldUp, natural_key
 from eyeful_tools.colmap_io.export import SIDECAR_NAME, Sidecar, SidecarImage, image_name
 from eyeful_tools.colmap_io.models import camera_from_colmap, matrix_from_rigid3d
-from eyeful_tools.colmap_io.rig import natural_key
 from eyeful_tools.errors import InputFormatError, MissingFileError, UnsupportedError, UsageError
 from eyeful_tools.fsio import atomic_path
 

@@ -10,7 +10,7 @@ from enum import Enum
 import numpy as np
 
 from eyeful_tools import cameras, catalog
-from eyeful_tools.cameras import Camera, Frame
+from eyeful_tools.cameras import Camera, Frame, natural_key
 from eyeful_tools.colmap_io.models import rotation_angle_rad
 from eyeful_tools.errors import UnsupportedError
 
@@ -53,11 +53,6 @@ class RigEstimate:
     rig_from_world: dict[int, np.ndarray]  # rig_position_id -> [4, 4]
     max_rotation_error_rad: float
     max_translation_error: float  # camera centres, scene units
-
-
-def natural_key(text: str) -> tuple[int, int | str]:
-    """Sort key putting numeric ids in numeric order ("2" < "10") before other strings."""
-    return (0, int(text)) if text.isdigit() else (1, text)
 
 
 def rig_structure_problem(frames: Sequence[Frame]) -> str | None:
