@@ -111,6 +111,25 @@ class Camera:
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
 
+def rotation_angle_rad(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Angle (radians) of the rotation between the 3x3 blocks of ``a`` and ``b``, [..., 3+, 3+]
+    -> [...]. atan2 of the sine (skew part) and cosine (trace) stays accurate for tiny angles,
+    where acos of the trace alone bottoms out near 1e-8."""
+    a = np.asarray(a, dtype=np.float64)[..., :3, :3]
+    b = np.asarray(b, dtype=np.float64)[..., :3, :3]
+    relative = np.swapaxes(a, -1, -2) @ b
+    skew = np.stack(
+        [
+            relative[..., 2, 1] - relative[..., 1, 2],
+            relative[..., 0, 2] - relative[..., 2, 0],
+            relative[..., 1, 0] - relative[..., 0, 1],
+        ],
+        axis=-1,
+    )
+    cosine = (np.trace(relative, axis1=-2, axis2=-1) - 1.0) / 2.0
+    return np.arctan2(0.5 * np.linalg.norm(skew, axis=-1), cosine)
+
+
 def natural_key(text: str) -> tuple[int, int, str]:
     """Sort key for camera and rig-position ids: numbers by value ("9" < "10"), then text."""
     return (0, int(text), "") if text.lstrip("-").isdigit() else (1, 0, text)

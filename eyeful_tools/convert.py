@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from eyeful_tools import catalog, split
+from eyeful_tools import cameras, catalog, split
 from eyeful_tools.cameras import (
     Camera,
     Frame,
@@ -406,20 +406,7 @@ def cross_check(capture_dir: Path, rig: bool = True) -> CheckResult:
     a = np.stack([from_krt[n].world_from_cam for n in common])  # [N, 4, 4]
     b = np.stack([from_xml[n].world_from_cam for n in common])  # [N, 4, 4]
     position = np.linalg.norm(a[:, :3, 3] - b[:, :3, 3], axis=-1)
-    relative = np.einsum("nji,njk->nik", a[:, :3, :3], b[:, :3, :3])
-    cosine = (np.trace(relative, axis1=1, axis2=2) - 1.0) / 2.0
-    sine = 0.5 * np.linalg.norm(
-        np.stack(
-            [
-                relative[:, 2, 1] - relative[:, 1, 2],
-                relative[:, 0, 2] - relative[:, 2, 0],
-                relative[:, 1, 0] - relative[:, 0, 1],
-            ],
-            axis=-1,
-        ),
-        axis=-1,
-    )
-    angle = np.degrees(np.arctan2(sine, cosine))  # accurate for tiny angles, unlike arccos
+    angle = np.degrees(cameras.rotation_angle_rad(a, b))
     return CheckResult(
         cameras=len(common),
         max_position_m=float(position.max()),

@@ -398,7 +398,7 @@ def test_eyefultower_style_model_without_sidecar(synth_v2: Path, tmp_path: Path)
 def test_rotation_angle_is_accurate_from_tiny_to_large(angle: float) -> None:
     axis = np.array([0.3, -0.5, 0.8]) / np.linalg.norm([0.3, -0.5, 0.8])
     rotation = pycolmap.Rotation3d(axis * angle).matrix()
-    assert colmap_io.rotation_angle_rad(np.eye(4), rotation) == pytest.approx(angle, rel=1e-6)
+    assert cameras.rotation_angle_rad(np.eye(4), rotation) == pytest.approx(angle, rel=1e-6)
 
 
 def test_legacy_text_model_without_rigs_and_frames(tmp_path: Path) -> None:

@@ -11,9 +11,8 @@ import pytest
 from helpers import look_at
 
 from eyeful_tools import sfm, transforms
-from eyeful_tools.cameras import Camera, CameraModel
+from eyeful_tools.cameras import Camera, CameraModel, rotation_angle_rad
 from eyeful_tools.cli import main
-from eyeful_tools.colmap_io import rotation_angle_rad
 from eyeful_tools.imageio import write_image
 from eyeful_tools.synth.render import render, srgb_from_linear
 

@@ -62,7 +62,6 @@ from eyeful_tools.colmap_io.models import (
     colmap_model_name,
     matrix_from_rigid3d,
     rigid3d_from_matrix,
-    rotation_angle_rad,
     without_fisheye_tangential,
 )
 from eyeful_tools.colmap_io.rig import (
@@ -108,7 +107,6 @@ __all__ = [
     "rig_structure_problem",
     "rigid3d_from_matrix",
     "without_fisheye_tangential",
-    "rotation_angle_rad",
     "scene_to_reconstruction",
     "sidecar_for",
     "write_points_ply",

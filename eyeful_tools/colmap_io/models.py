@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from enum import Enum
 
 import numpy as np
@@ -174,19 +173,3 @@ def matrix_from_rigid3d(a_from_b: pycolmap.Rigid3d) -> np.ndarray:
     matrix = np.eye(4)
     matrix[:3, :4] = a_from_b.matrix()
     return matrix
-
-
-def rotation_angle_rad(a: np.ndarray, b: np.ndarray) -> float:
-    """Angle (radians) of the rotation between the 3x3 blocks of ``a`` and ``b``.
-
-    atan2 of the sine (from the skew part) and cosine (from the trace) stays accurate for tiny
-    angles, where acos of the trace alone bottoms out near 1e-8.
-    """
-    relative = np.asarray(a, dtype=np.float64)[:3, :3].T @ np.asarray(b, dtype=np.float64)[:3, :3]
-    sine = 0.5 * math.hypot(
-        relative[2, 1] - relative[1, 2],
-        relative[0, 2] - relative[2, 0],
-        relative[1, 0] - relative[0, 1],
-    )
-    cosine = (np.trace(relative) - 1.0) / 2.0
-    return math.atan2(sine, cosine)

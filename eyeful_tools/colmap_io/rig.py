@@ -11,7 +11,6 @@ import numpy as np
 
 from eyeful_tools import cameras, catalog
 from eyeful_tools.cameras import Camera, Frame, natural_key
-from eyeful_tools.colmap_io.models import rotation_angle_rad
 from eyeful_tools.errors import UnsupportedError
 
 #: default tolerance for "the positions form a rigid rig": radians, and scene units (metres)
@@ -132,7 +131,7 @@ def estimate_rig(frames: Sequence[Frame], reference_camera: str | None = None) -
                 sensor_from_rig[camera_id] @ rig_from_world[position]
             )
             worst_rotation = max(
-                worst_rotation, rotation_angle_rad(predicted, frame.world_from_cam)
+                worst_rotation, float(cameras.rotation_angle_rad(predicted, frame.world_from_cam))
             )
             worst_translation = max(
                 worst_translation,
