@@ -490,9 +490,8 @@ def fisheye_image_circle_px(camera: Camera, max_angle_deg: float = 90.0) -> floa
     """Radius in pixels of the circle where rays reach ``max_angle_deg`` off-axis, clipped to
     the largest circle around the principal point that stays inside the image."""
     k1, k2, k3, k4, _, _ = _coefficients(camera)
-    theta = math.radians(max_angle_deg)
-    t2 = theta * theta
-    theta_d = theta * (1 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4))))
+    # the distorted angle of an on-axis-x ray: the same polynomial project() applies
+    theta_d = distort(np.array([math.radians(max_angle_deg), 0.0]), (k1, k2, k3, k4, 0.0, 0.0))[0]
     circle = theta_d * (camera.fx + camera.fy) / 2.0
     border = min(camera.cx, camera.cy, camera.width_px - camera.cx, camera.height_px - camera.cy)
     return float(min(circle, border))
