@@ -153,6 +153,15 @@ class Source:
             raise InputFormatError(self.display(name), "expected a JSON object")
         return data
 
+    def top_prefix(self, filename: str) -> str | None:
+        """``""`` or ``"<top folder>/"`` holding ``filename`` (apps often zip their project
+        folder), or None when neither level has it."""
+        for name in self.names():
+            parts = PurePosixPath(name).parts
+            if parts[-1] == filename and len(parts) <= 2:
+                return "".join(f"{p}/" for p in parts[:-1])
+        return None
+
     def local_path(self, name: str) -> Path | None:
         """The file on disk (folders only), for hard links and readers that need a path."""
         if self._zip is not None or name in self._virtual:

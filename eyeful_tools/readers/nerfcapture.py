@@ -58,11 +58,7 @@ _PNG_COLOUR_TYPES = {0: "grey", 2: "RGB", 3: "palette", 4: "grey+alpha", 6: "RGB
 
 def find_prefix(source: Source) -> str | None:
     """``""`` or ``"<project folder>/"`` holding ``transforms.json`` (the app zips the folder)."""
-    for name in source.names():
-        parts = PurePosixPath(name).parts
-        if parts[-1] == "transforms.json" and len(parts) <= 2:
-            return "".join(f"{p}/" for p in parts[:-1])
-    return None
+    return source.top_prefix("transforms.json")
 
 
 def world_from_cam_from_transform(matrix: np.ndarray) -> np.ndarray:

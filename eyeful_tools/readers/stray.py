@@ -33,7 +33,7 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -78,11 +78,7 @@ def world_from_cam_from_odometry(values: list[float] | np.ndarray) -> np.ndarray
 
 def find_prefix(source: Source) -> str | None:
     """``""`` or ``"<top folder>/"`` holding ``odometry.csv`` (a zipped folder), or None."""
-    for name in source.names():
-        parts = PurePosixPath(name).parts
-        if parts[-1] == "odometry.csv" and len(parts) <= 2:
-            return "".join(f"{p}/" for p in parts[:-1])
-    return None
+    return source.top_prefix("odometry.csv")
 
 
 # ---------------------------------------------------------------------------------------------
