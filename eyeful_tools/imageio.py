@@ -31,53 +31,62 @@ def read_image(path: str | Path) -> np.ndarray:
     Returns [H, W, 3] uint8/uint16 for JPEG/PNG, [H, W, 3] float16/float32 for EXR. Single-channel
     images come back [H, W].
     """
+    path = _existing(path)
+    return _read_exr(path) if is_exr(path) else _rgb(_imread(path))
+
+
+def read_image_into(path: str | Path, out: np.ndarray) -> np.ndarray | None:
+    """Decode an 8-bit image as RGB straight into ``out`` ([H, W, 3] uint8, C-contiguous).
+
+    Saves :func:`read_image`'s intermediate RGB copy (a third less CPU and one image less of
+    transient memory for the training loader). Grey and alpha images are expanded / dropped to
+    RGB. Returns None when the pixels are in ``out``; otherwise (EXR, 16-bit, a size other than
+    ``out``'s, an ``out`` that is not contiguous uint8 RGB) the image as :func:`read_image`
+    gives it, so the file is decoded once either way.
+    """
+    path = _existing(path)
+    if is_exr(path):
+        return _read_exr(path)
+    image = _imread(path)
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    code = {1: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}.get(channels)
+    if (
+        code is None
+        or image.dtype != np.uint8
+        or out.dtype != np.uint8
+        or out.ndim != 3
+        or out.shape != (*image.shape[:2], 3)
+        or not out.flags.c_contiguous
+    ):
+        return _rgb(image)
+    result = cv2.cvtColor(image, code, dst=out)
+    if not np.shares_memory(result, out):  # OpenCV reallocated instead of writing in place
+        out[...] = result
+    return None
+
+
+def _existing(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(path, "image not found")
-    if is_exr(path):
-        return _read_exr(path)
+    return path
+
+
+def _imread(path: Path) -> np.ndarray:
+    """The file's pixels as OpenCV decodes them (BGR or BGRA, any depth)."""
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise InputFormatError(path, "cannot decode image (corrupt or unsupported format)")
+    return image
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    """OpenCV's BGR(A) -> contiguous RGB (alpha dropped); single-channel images as they are."""
     if image.ndim == 3 and image.shape[2] == 4:
         image = image[..., :3]
     if image.ndim == 3:
         image = np.ascontiguousarray(image[..., ::-1])
     return image
-
-
-def read_image_into(path: str | Path, out: np.ndarray) -> bool:
-    """Decode an 8-bit image as RGB straight into ``out`` ([H, W, 3] uint8, C-contiguous).
-
-    Saves :func:`read_image`'s intermediate RGB copy (a third less CPU and one image less of
-    transient memory for the training loader). Grey and alpha images are expanded / dropped to
-    RGB. Returns False, writing nothing, for EXR, 16-bit files, a non-contiguous or non-uint8
-    ``out`` or a size other than ``out``'s: use :func:`read_image` then.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(path, "image not found")
-    if (
-        is_exr(path)
-        or out.dtype != np.uint8
-        or out.ndim != 3
-        or out.shape[2] != 3
-        or not out.flags.c_contiguous
-    ):
-        return False
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise InputFormatError(path, "cannot decode image (corrupt or unsupported format)")
-    if image.dtype != np.uint8 or image.shape[:2] != out.shape[:2]:
-        return False
-    channels = 1 if image.ndim == 2 else image.shape[2]
-    code = {1: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}.get(channels)
-    if code is None:
-        return False
-    result = cv2.cvtColor(image, code, dst=out)
-    if not np.shares_memory(result, out):  # OpenCV reallocated instead of writing in place
-        out[...] = result
-    return True
 
 
 def _read_exr(path: Path) -> np.ndarray:

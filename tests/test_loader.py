@@ -346,14 +346,20 @@ def test_read_image_into_decodes_in_place(tmp_path: Path) -> None:
     write_image(tmp_path / "rgb.png", rgb)
     write_image(tmp_path / "grey.png", rgb[..., 1].copy())
     out = np.zeros_like(rgb)
-    assert read_image_into(tmp_path / "rgb.png", out) and np.array_equal(out, rgb)
-    assert read_image_into(tmp_path / "grey.png", out)
+    assert read_image_into(tmp_path / "rgb.png", out) is None and np.array_equal(out, rgb)
+    assert read_image_into(tmp_path / "grey.png", out) is None
     assert np.array_equal(out, np.repeat(rgb[..., 1:2], 3, axis=-1))
+    # what cannot go into ``out`` comes back decoded, as read_image gives it, out untouched
     padded = np.zeros((20, 20, 3), dtype=np.uint8)
-    assert not read_image_into(tmp_path / "rgb.png", padded[:12, :10])  # not contiguous
-    assert not read_image_into(tmp_path / "rgb.png", np.zeros((5, 5, 3), dtype=np.uint8))
+    back = read_image_into(tmp_path / "rgb.png", padded[:12, :10])  # not contiguous
+    assert np.array_equal(back, rgb) and not padded.any()
+    assert np.array_equal(read_image_into(tmp_path / "rgb.png", np.zeros((5, 5, 3), np.uint8)), rgb)
     write_image(tmp_path / "hdr.exr", rgb.astype(np.float16))
-    assert not read_image_into(tmp_path / "hdr.exr", out)
+    hdr = read_image_into(tmp_path / "hdr.exr", out)
+    assert hdr.dtype == np.float16 and np.array_equal(hdr, read_image(tmp_path / "hdr.exr"))
+    deep = (rgb.astype(np.uint16) << 8) | rgb  # a 16-bit PNG
+    write_image(tmp_path / "deep.png", deep)
+    assert read_image_into(tmp_path / "deep.png", out).dtype == np.uint16
 
 
 def test_bad_image_size_is_reported(tmp_path: Path) -> None:

@@ -46,8 +46,9 @@ def decode_into(
     target = pixels_out[:height, :width]
     if disk_cache is None or not disk_cache.load_into(path, target):
         # 8-bit files decode straight into the slot; EXR, 16-bit and odd shapes take a copy
-        if not read_image_into(path, target):
-            image = _decode_checked(path, height, width)
+        leftover = read_image_into(path, target)
+        if leftover is not None:
+            image = _checked(leftover, path, height, width)
             if dataset.is_hdr:
                 np.clip(
                     np.nan_to_num(image, nan=0.0, posinf=FLOAT16_MAX), 0.0, FLOAT16_MAX, out=image
@@ -58,14 +59,16 @@ def decode_into(
             disk_cache.store(path, target)
     mask_path = dataset.mask_paths[index] if dataset.mask_paths else None
     if mask_out is not None and mask_path is not None:
-        mask = _decode_checked(mask_path, height, width, channels=None)
+        mask = _checked(read_image(mask_path), mask_path, height, width, channels=None)
         if mask.ndim == 3:
             mask = mask[..., 0]
         mask_out[:height, :width] = mask > 0
 
 
-def _decode_checked(path: Path, height: int, width: int, channels: int | None = 3) -> np.ndarray:
-    image = read_image(path)
+def _checked(
+    image: np.ndarray, path: Path, height: int, width: int, channels: int | None = 3
+) -> np.ndarray:
+    """A decoded image of the declared size, as RGB (``channels=3``) in the pool's 8 bits."""
     if image.shape[:2] != (height, width):
         raise InputFormatError(
             path,
