@@ -11,11 +11,11 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from eyeful_tools.errors import InputFormatError, MissingFileError
+from eyeful_tools.errors import InputFormatError, MissingFileError, UsageError
 
 
 def _process_umask() -> int:
@@ -132,6 +132,24 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_json(path: str | Path, data: Any, indent: int = 4) -> None:
     """JSON with a trailing newline, written atomically."""
     atomic_write_text(path, json.dumps(data, indent=indent) + "\n")
+
+
+def check_output_folder(
+    out_dir: Path, overwrite: bool, outputs: Sequence[str] | None = None
+) -> list[str]:
+    """Refuse to write into a folder that already holds output (every entry, or the names in
+    ``outputs``) unless ``overwrite``; a file in the folder's place is always refused. Returns
+    the names present (what an overwrite will replace)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(out_dir, "output exists and is not a folder")
+    if not out_dir.is_dir():
+        return []
+    names = outputs if outputs is not None else sorted(p.name for p in out_dir.iterdir())
+    taken = [name for name in names if (out_dir / name).exists()]
+    if taken and not overwrite:
+        shown = ", ".join(taken[:4]) + (", ..." if len(taken) > 4 else "")
+        raise UsageError(out_dir, f"output folder already holds {shown} (pass --overwrite)")
+    return taken
 
 
 def read_json(path: str | Path, what: str) -> Any:

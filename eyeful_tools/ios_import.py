@@ -54,7 +54,7 @@ from eyeful_tools.cameras import (
     rotate_image_quarter_turns,
 )
 from eyeful_tools.errors import InputFormatError, MissingFileError, UsageError
-from eyeful_tools.fsio import atomic_dir, atomic_path
+from eyeful_tools.fsio import atomic_dir, atomic_path, check_output_folder
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +315,7 @@ def _import(
     capture: IosCapture, out_dir: str | Path, options: ImportOptions, progress: Progress | None
 ) -> ImportReport:
     out_dir = Path(out_dir)
-    _check_output(out_dir, options.overwrite)
+    check_output_folder(out_dir, options.overwrite)
     if not capture.frames:
         raise InputFormatError(capture.source.path, "no frames to import")
     if options.rotate not in (*ROTATIONS, "auto"):
@@ -559,10 +559,3 @@ def _decode_grey(source: Source, name: str) -> np.ndarray | None:
 
 # ---------------------------------------------------------------------------------------------
 # The output folder.
-
-
-def _check_output(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(out_dir, "output exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise UsageError(out_dir, "output folder is not empty (pass --overwrite to replace it)")

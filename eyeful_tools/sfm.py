@@ -37,6 +37,7 @@ import pycolmap
 from eyeful_tools import blur, colmap_io
 from eyeful_tools.colmap_io import ImageMode
 from eyeful_tools.errors import InputFormatError, MissingFileError, UsageError
+from eyeful_tools.fsio import check_output_folder
 from eyeful_tools.imageio import write_image
 from eyeful_tools.ios_import import even_subsample
 
@@ -349,18 +350,11 @@ _OUTPUTS = ("images", COLMAP_FOLDER, "transforms.json", "sparse_pc.ply")
 
 
 def _check_outputs_free(out_dir: Path, overwrite: bool) -> None:
-    """Refuse to write over a previous dataset (its images would mix with the new ones)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(out_dir, "output exists and is not a folder")
-    taken = [name for name in _OUTPUTS if (out_dir / name).exists()]
-    if taken and not overwrite:
-        raise UsageError(
-            out_dir, f"already holds {', '.join(taken)} (pass --overwrite to replace them)"
-        )
-    if overwrite:
-        for name in taken:
-            path = out_dir / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    """Refuse to write over a previous dataset (its images would mix with the new ones); with
+    ``overwrite`` remove it first."""
+    for name in check_output_folder(out_dir, overwrite, _OUTPUTS):
+        path = out_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 @contextlib.contextmanager

@@ -117,5 +117,7 @@ def test_cli_auto_keeps_a_non_empty_out_for_photos_too(tmp_path: Path, capsys) -
     out.mkdir()
     (out / "transforms.json").write_text("{}")
     assert main(["import", "auto", str(photos), "--out", str(out)]) == 1
-    assert "already holds transforms.json (pass --overwrite" in capsys.readouterr().err
+    assert (
+        "output folder already holds transforms.json (pass --overwrite)" in capsys.readouterr().err
+    )
     assert (out / "transforms.json").read_text() == "{}"

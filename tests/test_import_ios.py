@@ -308,7 +308,7 @@ def test_non_empty_output_needs_overwrite(tmp_path: Path, r3d_views) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("user data")
-    with pytest.raises(UsageError, match="not empty"):
+    with pytest.raises(UsageError, match="already holds"):
         import_record3d(source, out)
     assert (out / "keep.txt").is_file()
     import_record3d(source, out, ImportOptions(overwrite=True, max_frames=2))

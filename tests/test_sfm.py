@@ -87,7 +87,7 @@ def test_import_images_recovers_the_rendered_poses(views, tmp_path: Path, capsys
     before = (out / "transforms.json").read_bytes()
     assert main(["import", "images", str(folder), "--out", str(out), *FAST]) == 1
     err = capsys.readouterr().err
-    assert "already holds images, colmap, transforms.json, sparse_pc.ply (pass --overwrite" in err
+    assert "already holds images, colmap, transforms.json, sparse_pc.ply (pass --overwrite)" in err
     assert (out / "transforms.json").read_bytes() == before
     (out / "images" / "stale.jpg").write_bytes(b"left from an older import")
     assert main(["import", "images", str(folder), "--out", str(out), *FAST, "--overwrite"]) == 0
