@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -177,3 +178,31 @@ def _jpeg_size(handle) -> tuple[int, int] | None:  # noqa: ANN001
             height, width = struct.unpack(">HH", data[1:5])
             return int(width), int(height)
         handle.seek(length - 2, 1)
+
+
+def open_video(path: str | Path, where: str | Path | None = None, *, rotate: bool = True) -> Any:
+    """An opened ``cv2.VideoCapture``; errors name ``where`` (default: the path). ``rotate``
+    False keeps the pixels as stored, ignoring a display-rotation tag (when intrinsics and poses
+    describe the sensor frame)."""
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise InputFormatError(
+            where or path, "cannot open the video (not a video, or an unknown codec)"
+        )
+    if not rotate:
+        capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
+    return capture
+
+
+def video_frame_count(path: str | Path, where: str | Path | None = None) -> int:
+    """Frames in a video: the container's count, else counted by decoding frame headers (some
+    containers do not say)."""
+    capture = open_video(path, where)
+    try:
+        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        if total <= 0:
+            while capture.grab():
+                total += 1
+    finally:
+        capture.release()
+    return total

@@ -38,7 +38,7 @@ from eyeful_tools import blur, colmap_io
 from eyeful_tools.colmap_io import ImageMode
 from eyeful_tools.errors import InputFormatError, MissingFileError, UsageError
 from eyeful_tools.fsio import check_output_folder
-from eyeful_tools.imageio import write_image
+from eyeful_tools.imageio import open_video, video_frame_count, write_image
 from eyeful_tools.ios_import import even_subsample
 
 log = logging.getLogger(__name__)
@@ -167,15 +167,6 @@ class VideoFrames:
     interval: int
 
 
-def _count_frames(video: Path) -> int:
-    capture = cv2.VideoCapture(str(video))
-    count = 0
-    while capture.grab():
-        count += 1
-    capture.release()
-    return count
-
-
 def extract_video_frames(
     video: str | Path,
     images_dir: str | Path,
@@ -193,14 +184,8 @@ def extract_video_frames(
         raise MissingFileError(video, "video not found")
     if max_frames < 1:
         raise UsageError("--max-frames", f"must be at least 1, got {max_frames}")
-    capture = cv2.VideoCapture(str(video))
-    if not capture.isOpened():
-        raise InputFormatError(video, "cannot open the video (not a video, or an unknown codec)")
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    if total <= 0:  # some containers do not say; count by decoding headers
-        capture.release()
-        total = _count_frames(video)
-        capture = cv2.VideoCapture(str(video))
+    total = video_frame_count(video)
+    capture = open_video(video)
     if total <= 0:
         raise InputFormatError(video, "the video has no frames")
     interval = max(1, math.ceil(total / max_frames))

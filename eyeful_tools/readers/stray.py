@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 
 from eyeful_tools.errors import InputFormatError, MissingFileError, UsageError
+from eyeful_tools.imageio import open_video, video_frame_count
 from eyeful_tools.ios_depth import CONF_PNG_U8, DEPTH_PNG_MM
 from eyeful_tools.ios_import import (
     ImportOptions,
@@ -97,26 +98,12 @@ class VideoFrames:
         self._last: tuple[int, bytes] | None = None
 
     def _open(self) -> cv2.VideoCapture:
-        capture = cv2.VideoCapture(str(self.path))
-        if not capture.isOpened():
-            raise InputFormatError(
-                self.where, "cannot open the video (not a video, or an unknown codec)"
-            )
         # pixels as stored: K and the poses describe the sensor frame, not a display rotation
-        capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
-        return capture
+        return open_video(self.path, self.where, rotate=False)
 
     def count(self) -> int:
         """Frames in the video (the container's count, else counted by decoding)."""
-        capture = self._open()
-        try:
-            total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-            if total <= 0:
-                while capture.grab():
-                    total += 1
-        finally:
-            capture.release()
-        return total
+        return video_frame_count(self.path, self.where)
 
     def frame(self, index: int) -> np.ndarray | None:
         """BGR [H, W, 3] uint8 of frame ``index``, or None when it cannot be decoded."""
