@@ -224,14 +224,25 @@ def legacy_colmap_applied_transform() -> np.ndarray:
     return _NS_LEGACY_COLMAP_APPLIED.copy()
 
 
+def _homogeneous(pose: np.ndarray) -> np.ndarray:
+    """[..., 3, 4] or [..., 4, 4] -> [..., 4, 4] (the last row ``0 0 0 1`` added if missing)."""
+    pose = np.asarray(pose, dtype=np.float64)
+    if pose.shape[-2] == 4:
+        return pose
+    bottom = np.broadcast_to([0.0, 0.0, 0.0, 1.0], (*pose.shape[:-2], 1, 4))
+    return np.concatenate([pose, bottom], axis=-2)
+
+
 def opengl_from_opencv_pose(world_from_cam_opencv: np.ndarray) -> np.ndarray:
-    """``world_from_cam`` with OpenCV camera axes -> the same pose with OpenGL axes. [..., 4, 4]"""
-    return np.asarray(world_from_cam_opencv, dtype=np.float64) @ _FLIP_YZ
+    """``world_from_cam`` with OpenCV camera axes -> the same pose with OpenGL axes.
+    [..., 3 or 4, 4] -> [..., 4, 4]"""
+    return _homogeneous(world_from_cam_opencv) @ _FLIP_YZ
 
 
 def opencv_from_opengl_pose(world_from_cam_opengl: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`opengl_from_opencv_pose` (the flip is its own inverse). [..., 4, 4]"""
-    return np.asarray(world_from_cam_opengl, dtype=np.float64) @ _FLIP_YZ
+    """Inverse of :func:`opengl_from_opencv_pose` (the flip is its own inverse): an app's
+    camera-to-world (ARKit, nerfstudio), 3x4 or 4x4, to ours. [..., 3 or 4, 4] -> [..., 4, 4]"""
+    return _homogeneous(world_from_cam_opengl) @ _FLIP_YZ
 
 
 def zup_from_yup_world() -> np.ndarray:

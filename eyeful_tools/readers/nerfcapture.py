@@ -63,9 +63,7 @@ def find_prefix(source: Source) -> str | None:
 
 def world_from_cam_from_transform(matrix: np.ndarray) -> np.ndarray:
     """Row-major ARKit c2w (OpenGL camera axes) -> 4x4 ``world_from_cam``, OpenCV axes."""
-    world_from_cam_opengl = np.eye(4)
-    world_from_cam_opengl[:3, :] = np.asarray(matrix, dtype=np.float64)[:3, :4]
-    return cameras.opencv_from_opengl_pose(world_from_cam_opengl)
+    return cameras.opencv_from_opengl_pose(np.asarray(matrix, dtype=np.float64)[:3, :4])
 
 
 def png_format(data: bytes) -> tuple[int, str] | None:

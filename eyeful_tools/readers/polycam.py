@@ -44,9 +44,8 @@ POSE_KEYS = tuple(f"t_{row}{col}" for row in range(3) for col in range(4))
 
 def world_from_cam_from_camera_json(values: dict[str, Any]) -> np.ndarray:
     """``t_00 .. t_23`` (row-major 3x4 c2w, OpenGL camera axes) -> 4x4 ``world_from_cam``, OpenCV."""
-    world_from_cam_opengl = np.eye(4)
-    world_from_cam_opengl[:3, :] = np.array([float(values[k]) for k in POSE_KEYS]).reshape(3, 4)
-    return cameras.opencv_from_opengl_pose(world_from_cam_opengl)
+    rows = np.array([float(values[k]) for k in POSE_KEYS]).reshape(3, 4)
+    return cameras.opencv_from_opengl_pose(rows)
 
 
 def find_keyframes(source: Source) -> str | None:

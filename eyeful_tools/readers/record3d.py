@@ -62,10 +62,8 @@ def rotation_from_quaternion_xyzw(quaternion: np.ndarray) -> np.ndarray:
 def world_from_cam_from_pose(pose: list[float] | np.ndarray) -> np.ndarray:
     """Record3D pose ``[qx, qy, qz, qw, tx, ty, tz]`` -> 4x4 ``world_from_cam``, OpenCV axes."""
     values = np.asarray(pose, dtype=np.float64)
-    world_from_cam_opengl = np.eye(4)
-    world_from_cam_opengl[:3, :3] = rotation_from_quaternion_xyzw(values[:4])
-    world_from_cam_opengl[:3, 3] = values[4:7]
-    return cameras.opencv_from_opengl_pose(world_from_cam_opengl)
+    rotation = rotation_from_quaternion_xyzw(values[:4])
+    return cameras.opencv_from_opengl_pose(np.column_stack([rotation, values[4:7]]))
 
 
 def detect(source: Source) -> tuple[str, str] | None:
