@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 class EyefulError(Exception):
@@ -39,3 +40,11 @@ class SplitError(EyefulError):
 
 class UsageError(EyefulError):
     """Options that contradict each other or name things that do not exist."""
+
+
+def field_error(error: Any, path: str | Path | None, what: str = "") -> InputFormatError:
+    """A pydantic ``ValidationError`` as one line naming its first bad field
+    (``field frames.3.fl_x: ...``), optionally prefixed by what the file is."""
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    return InputFormatError(path, f"{what}field {field}: {first['msg']}")

@@ -56,3 +56,4 @@ class SplitsFile(BaseModel):
 
     train: list[str] = Field(default_factory=list)
     test: list[str] = Field(default_factory=list)
+    val: list[str] = Field(default_factory=list, description="read as test where present")

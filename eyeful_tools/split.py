@@ -27,10 +27,12 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 import numpy as np
+from pydantic import ValidationError
 
 from eyeful_tools import catalog
 from eyeful_tools.cameras import natural_key
-from eyeful_tools.errors import InputFormatError, SplitError, UsageError
+from eyeful_tools.errors import InputFormatError, SplitError, UsageError, field_error
+from eyeful_tools.eyeful_formats import SplitsFile
 from eyeful_tools.fsio import read_json
 from eyeful_tools.transforms import (
     SPLIT_KEYS,
@@ -87,13 +89,11 @@ def read_splits(path: str | Path) -> dict[str, list[str]]:
     data = read_json(path, "splits file")
     if not isinstance(data, dict) or not any(k in data for k in ("train", "test", "val")):
         raise InputFormatError(path, 'expected {"train": [...], "test": [...]}')
-    result: dict[str, list[str]] = {}
-    for key in ("train", "test", "val"):
-        value = data.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise InputFormatError(path, f"{key!r} must be a list of strings")
-        result[key] = value
-    return result
+    try:
+        splits = SplitsFile.model_validate(data)  # the model the schema is generated from
+    except ValidationError as error:
+        raise field_error(error, path) from error
+    return {"train": splits.train, "test": splits.test, "val": splits.val}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from eyeful_tools import cameras
 from eyeful_tools.cameras import Camera, CameraModel, Frame, Scene, WorldUp
-from eyeful_tools.errors import InputFormatError
+from eyeful_tools.errors import InputFormatError, field_error
 from eyeful_tools.fsio import atomic_write_text, read_json
 
 SPLIT_KEYS = ("train_filenames", "val_filenames", "test_filenames")
@@ -133,14 +133,7 @@ def parse_transforms(data: Any, path: str | Path | None = None) -> TransformsFil
     try:
         return TransformsFile.model_validate(data)
     except ValidationError as error:
-        raise _field_error(error, path) from error
-
-
-def _field_error(error: ValidationError, path: str | Path | None) -> InputFormatError:
-    """The first validation problem as one line naming the field (``frames.3.fl_x``)."""
-    first = error.errors()[0]
-    field = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    return InputFormatError(path, f"field {field}: {first['msg']}")
+        raise field_error(error, path) from error
 
 
 def dump_transforms(transforms: TransformsFile) -> str:
@@ -159,7 +152,7 @@ def write_transforms(path: str | Path, transforms: TransformsFile) -> Path:
     try:  # never write what we could not read back
         TransformsFile.model_validate_json(text)
     except ValidationError as error:
-        raise _field_error(error, path) from error
+        raise field_error(error, path) from error
     atomic_write_text(path, text)
     return path
 

@@ -17,7 +17,7 @@ from helpers import ground_truth
 from eyeful_tools import split
 from eyeful_tools.cli import main
 from eyeful_tools.convert import convert_capture
-from eyeful_tools.errors import SplitError, UsageError
+from eyeful_tools.errors import InputFormatError, SplitError, UsageError
 from eyeful_tools.transforms import read_transforms
 
 
@@ -158,3 +158,18 @@ def test_cli_in_place_with_holdout_camera(folder: Path, capsys: pytest.CaptureFi
     assert set(_cameras(tf.val_filenames)) == {"12", "15"} == set(_cameras(tf.test_filenames))
     assert tf.eyeful["split"].startswith("held-out camera(s) 12, 15")
     capsys.readouterr()
+
+
+def test_read_splits_validates_with_the_schema_model(tmp_path: Path) -> None:
+    """splits.json is read through the same model its schema comes from: ``val`` is known,
+    a bad entry is named."""
+    path = tmp_path / "splits.json"
+    path.write_text('{"train": ["10/10_DSC0001"], "val": ["17/17_DSC0001"]}')
+    assert split.read_splits(path) == {
+        "train": ["10/10_DSC0001"],
+        "test": [],
+        "val": ["17/17_DSC0001"],
+    }
+    path.write_text('{"train": ["10/10_DSC0001", 7]}')
+    with pytest.raises(InputFormatError, match=r"splits.json: field train\.1: "):
+        split.read_splits(path)

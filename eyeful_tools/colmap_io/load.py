@@ -20,7 +20,13 @@ from eyeful_tools import cameras, split, transforms
 from eyeful_tools.cameras import Camera, CameraModel, Frame, Scene, WorldUp, natural_key
 from eyeful_tools.colmap_io.export import SIDECAR_NAME, Sidecar, SidecarImage, image_name
 from eyeful_tools.colmap_io.models import camera_from_colmap, matrix_from_rigid3d
-from eyeful_tools.errors import InputFormatError, MissingFileError, UnsupportedError, UsageError
+from eyeful_tools.errors import (
+    InputFormatError,
+    MissingFileError,
+    UnsupportedError,
+    UsageError,
+    field_error,
+)
 from eyeful_tools.fsio import atomic_path
 
 log = logging.getLogger(__name__)
@@ -70,10 +76,10 @@ def read_sidecar(model_dir: Path) -> Sidecar | None:
         return None
     try:
         return Sidecar.model_validate_json(path.read_text(encoding="utf-8"))
-    except (ValidationError, UnicodeDecodeError) as error:
-        raise InputFormatError(
-            path, f"not a valid {SIDECAR_NAME} ({str(error).splitlines()[0]})"
-        ) from error
+    except UnicodeDecodeError as error:
+        raise InputFormatError(path, f"not a valid {SIDECAR_NAME} ({error})") from error
+    except ValidationError as error:
+        raise field_error(error, path, f"not a valid {SIDECAR_NAME}: ") from error
 
 
 def _unify_models(frames: list[Frame], where: Path | None) -> list[Frame]:
