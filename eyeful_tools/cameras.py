@@ -25,7 +25,7 @@ OpenCV's ``cv2.fisheye`` model; with k4 = 0 the pinhole case is OpenCV's Brown m
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
@@ -109,6 +109,16 @@ class Camera:
     def intrinsic_matrix(self) -> np.ndarray:
         """3x3 K, row-major, corner-origin pixel coordinates."""
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+
+def common_camera_model(models: Iterable[CameraModel]) -> CameraModel | None:
+    """The one ``camera_model`` a set of cameras can be written under (transforms.json has a
+    single one): a pinhole is an OPENCV camera with no distortion; None for a mix that has
+    none (fisheye with pinhole)."""
+    found = set(models)
+    if found == {CameraModel.PINHOLE, CameraModel.OPENCV}:
+        return CameraModel.OPENCV
+    return found.pop() if len(found) == 1 else None
 
 
 def rotation_angle_rad(a: np.ndarray, b: np.ndarray) -> np.ndarray:

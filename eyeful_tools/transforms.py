@@ -170,10 +170,10 @@ def scene_to_transforms(scene: Scene, *, extra: dict[str, Any] | None = None) ->
     if not scene.frames:
         raise InputFormatError(scene.name, "no frames to write")
     models = {frame.camera.model for frame in scene.frames}
-    if len(models) > 1:
+    model = cameras.common_camera_model(models)
+    if model is None:
         names = ", ".join(sorted(m.value for m in models))
         raise InputFormatError(scene.name, f"mixed camera models in one scene ({names})")
-    model = models.pop()
     output_from_source = cameras.output_world_from_source(scene.world_up)
     radii = [
         f.camera.fisheye_crop_radius_px for f in scene.frames if f.camera.fisheye_crop_radius_px

@@ -156,3 +156,20 @@ def test_mixed_models_refused() -> None:
     frames = (scene.frames[0], scene.frames[1].with_(camera=fisheye))
     with pytest.raises(InputFormatError, match="mixed camera models"):
         transforms.scene_to_transforms(Scene(frames=frames))
+
+
+def test_pinhole_and_opencv_cameras_write_as_opencv() -> None:
+    """transforms.json has one camera_model: a pinhole joins OPENCV ones with zero distortion,
+    and reads back projecting exactly as before."""
+    scene = _scene()
+    pinhole = Camera(**{**CAMERA.__dict__, "model": CameraModel.PINHOLE, "distortion": (0.0,) * 6})
+    opencv = Camera(**{**CAMERA.__dict__, "model": CameraModel.OPENCV})
+    frames = (scene.frames[0].with_(camera=pinhole), scene.frames[1].with_(camera=opencv))
+    written = transforms.scene_to_transforms(Scene(frames=frames))
+    assert written.camera_model is CameraModel.OPENCV
+    back = transforms.transforms_to_scene(written)
+    points = np.array([[0.1, -0.2, 1.5], [0.3, 0.1, 2.0]])
+    for before, after in zip(frames, back.frames, strict=True):
+        np.testing.assert_allclose(
+            cameras.project(after.camera, points), cameras.project(before.camera, points)
+        )

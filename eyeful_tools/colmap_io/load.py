@@ -82,22 +82,6 @@ def read_sidecar(model_dir: Path) -> Sidecar | None:
         raise field_error(error, path, f"not a valid {SIDECAR_NAME}: ") from error
 
 
-def _unify_models(frames: list[Frame], where: Path | None) -> list[Frame]:
-    """One camera model per scene: PINHOLE cameras become OPENCV when any camera is OPENCV."""
-    models = {f.camera.model for f in frames}
-    if models == {CameraModel.PINHOLE, CameraModel.OPENCV}:
-        return [
-            f.with_(camera=replace(f.camera, model=CameraModel.OPENCV))
-            if f.camera.model is CameraModel.PINHOLE
-            else f
-            for f in frames
-        ]
-    if len(models) > 1:
-        names = ", ".join(sorted(m.value for m in models))
-        raise UnsupportedError(where, f"mixed fisheye and pinhole cameras ({names})")
-    return frames
-
-
 def _folder_camera_ids(
     reconstruction: pycolmap.Reconstruction, image_ids: Sequence[int]
 ) -> dict[int, str]:
@@ -170,7 +154,10 @@ def reconstruction_to_scene(
                 exposure=extra.exposure,
             )
         )
-    frames = _unify_models(frames, where)
+    models = {f.camera.model for f in frames}
+    if cameras.common_camera_model(models) is None:  # refused by the writer too; say where
+        names = ", ".join(sorted(m.value for m in models))
+        raise UnsupportedError(where, f"mixed fisheye and pinhole cameras ({names})")
     splits: dict[str, list[str]] = {}
     if sidecar is not None:
         kept = {reconstruction.image(i).name for i in registered}

@@ -38,6 +38,7 @@ from eyeful_tools.cameras import (
     Frame,
     Scene,
     WorldUp,
+    common_camera_model,
     default_fisheye_crop_radius_px,
     is_rotation,
 )
@@ -226,7 +227,7 @@ def parse_metashape(
             len(report.no_calibration),
         )
     models = {frame.camera.model for frame in frames}
-    if len(models) > 1:
+    if common_camera_model(models) is None:
         raise InputFormatError(
             path, f"mixed sensor models ({', '.join(sorted(m.value for m in models))})"
         )
