@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 DEPTH_EXR_M = "exr_m"  # float32 metres, single channel EXR (Record3D "EXR + JPG")
 DEPTH_LZFSE_M = "lzfse_m"  # LZFSE-compressed raw float32 metres (Record3D .r3d)
 DEPTH_PNG_MM = "png_mm"  # 16-bit PNG, millimetres (Polycam)
+DEPTH_PNG_SCALED = (
+    "png_scaled"  # 16-bit PNG, ``IosFrame.depth_scale_m`` metres a unit (NeRFCapture)
+)
 CONF_LZFSE_U8 = "lzfse_u8"  # LZFSE-compressed raw uint8 {0, 1, 2} (Record3D .r3d)
 CONF_PNG_U8 = "png_u8"  # 8-bit PNG {0, 127, 255} (Polycam)
 
@@ -65,10 +68,14 @@ def _read_depth(source: Source, frame: IosFrame) -> np.ndarray:
     name = frame.depth
     assert name is not None
     where = source.display(name)
-    if frame.depth_kind == DEPTH_PNG_MM:
+    if frame.depth_kind in (DEPTH_PNG_MM, DEPTH_PNG_SCALED):
         depth = cv2.imdecode(np.frombuffer(source.read_bytes(name), np.uint8), cv2.IMREAD_UNCHANGED)
         if depth is None or depth.ndim != 2:
             raise InputFormatError(where, "cannot decode depth PNG (expected 16-bit, one channel)")
+        if frame.depth_kind == DEPTH_PNG_SCALED:
+            if depth.dtype != np.uint16 or not frame.depth_scale_m:
+                raise InputFormatError(where, "expected a 16-bit one-channel depth PNG")
+            return depth_mm_from_metres(depth.astype(np.float64) * frame.depth_scale_m)
         return depth.astype(np.uint16)
     if frame.depth_kind == DEPTH_EXR_M:
         return depth_mm_from_metres(_read_exr_channel(source, name))

@@ -211,6 +211,7 @@ class IosFrame:
     depth: str | None = None
     depth_kind: str | None = None
     depth_size_px: tuple[int, int] | None = None  # raw (headerless) depth only
+    depth_scale_m: float | None = None  # metres per unit of a DEPTH_PNG_SCALED map
     confidence: str | None = None
     confidence_kind: str | None = None
     app_score: float | None = None  # the app's own sharpness (Polycam blur_score)

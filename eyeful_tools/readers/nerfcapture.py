@@ -32,12 +32,11 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import cv2
 import numpy as np
 
 from eyeful_tools import cameras
 from eyeful_tools.errors import InputFormatError, MissingFileError
-from eyeful_tools.ios_depth import DEPTH_PNG_MM, depth_mm_from_metres
+from eyeful_tools.ios_depth import DEPTH_PNG_SCALED
 from eyeful_tools.ios_import import (
     ImportOptions,
     ImportReport,
@@ -232,24 +231,10 @@ def _check_depth(
 
 
 def _with_depth(source: Source, frame: IosFrame, member: str, scale: float) -> IosFrame:
-    """``frame`` with its depth as a member made on demand: 16-bit PNG millimetres."""
+    """``frame`` with its 16-bit depth map, ``scale`` metres a unit (converted when read)."""
     if not source.exists(member):
         return frame
-    converted = f"{member}#mm"
-    where = source.display(member)
-
-    def read() -> bytes:
-        raw = cv2.imdecode(np.frombuffer(source.read_bytes(member), np.uint8), cv2.IMREAD_UNCHANGED)
-        if raw is None or raw.dtype != np.uint16 or raw.ndim != 2:
-            raise InputFormatError(where, "expected a 16-bit one-channel depth PNG")
-        millimetres = depth_mm_from_metres(raw.astype(np.float64) * scale)
-        ok, encoded = cv2.imencode(".png", millimetres)
-        if not ok:
-            raise InputFormatError(where, "cannot re-encode depth")
-        return encoded.tobytes()
-
-    source.add_virtual(converted, read, where)
-    return replace(frame, depth=converted, depth_kind=DEPTH_PNG_MM)
+    return replace(frame, depth=member, depth_kind=DEPTH_PNG_SCALED, depth_scale_m=scale)
 
 
 def import_nerfcapture(
