@@ -134,12 +134,36 @@ def atomic_write_json(path: str | Path, data: Any, indent: int = 4) -> None:
     atomic_write_text(path, json.dumps(data, indent=indent) + "\n")
 
 
+def refuse_overlap(output: str | Path, inputs: Sequence[str | Path]) -> None:
+    """Refuse an output that equals, contains or lies inside any input, whatever the options:
+    replacing such an output (``--overwrite``) would delete what it is made from.
+
+    Paths are compared resolved (symlinks followed), so ``--out .`` or a link to the source is
+    caught too.
+    """
+    out = Path(output).resolve()
+    for source in inputs:
+        src = Path(source).resolve()
+        if out == src:
+            raise UsageError(output, f"output is the input {source}; choose another --out")
+        if out in src.parents:
+            raise UsageError(output, f"output contains the input {source}; choose another --out")
+        if src in out.parents:
+            raise UsageError(output, f"output lies inside the input {source}; choose another --out")
+
+
 def check_output_folder(
-    out_dir: Path, overwrite: bool, outputs: Sequence[str] | None = None
+    out_dir: Path,
+    overwrite: bool,
+    outputs: Sequence[str] | None = None,
+    *,
+    inputs: Sequence[str | Path],
 ) -> list[str]:
     """Refuse to write into a folder that already holds output (every entry, or the names in
-    ``outputs``) unless ``overwrite``; a file in the folder's place is always refused. Returns
-    the names present (what an overwrite will replace)."""
+    ``outputs``) unless ``overwrite``; a file in the folder's place is always refused, and so is
+    a folder that overlaps any of ``inputs`` (:func:`refuse_overlap`). Returns the names present
+    (what an overwrite will replace)."""
+    refuse_overlap(out_dir, inputs)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(out_dir, "output exists and is not a folder")
     if not out_dir.is_dir():

@@ -316,7 +316,7 @@ def _import(
     capture: IosCapture, out_dir: str | Path, options: ImportOptions, progress: Progress | None
 ) -> ImportReport:
     out_dir = Path(out_dir)
-    check_output_folder(out_dir, options.overwrite)
+    check_output_folder(out_dir, options.overwrite, inputs=[capture.source.path])
     if not capture.frames:
         raise InputFormatError(capture.source.path, "no frames to import")
     if options.rotate not in (*ROTATIONS, "auto"):

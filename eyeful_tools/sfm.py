@@ -334,10 +334,10 @@ def run_sfm(
 _OUTPUTS = ("images", COLMAP_FOLDER, "transforms.json", "sparse_pc.ply")
 
 
-def _check_outputs_free(out_dir: Path, overwrite: bool) -> None:
-    """Refuse to write over a previous dataset (its images would mix with the new ones); with
-    ``overwrite`` remove it first."""
-    for name in check_output_folder(out_dir, overwrite, _OUTPUTS):
+def _check_outputs_free(out_dir: Path, overwrite: bool, source: Path) -> None:
+    """Refuse to write over a previous dataset (its images would mix with the new ones), or
+    into or around ``source``; with ``overwrite`` remove the previous dataset first."""
+    for name in check_output_folder(out_dir, overwrite, _OUTPUTS, inputs=[source]):
         path = out_dir / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
@@ -415,7 +415,7 @@ def import_images(
     if max_frames is not None and max_frames < 2:
         raise UsageError("--max-frames", f"SfM needs at least 2 images, got {max_frames}")
     names = list_images(source)
-    _check_outputs_free(out_dir, overwrite)
+    _check_outputs_free(out_dir, overwrite, source)
     report = SfmReport(out_dir=out_dir, source=source, num_input=len(names))
     sharp = drop_blurry(source, names, blur_filter, progress)
     report.dropped_blurry = len(names) - len(sharp)
@@ -449,7 +449,7 @@ def import_video(
     images_dir = out_dir / "images"
     if not source.is_file():  # before --overwrite removes anything
         raise MissingFileError(source, "video not found")
-    _check_outputs_free(out_dir, overwrite)
+    _check_outputs_free(out_dir, overwrite, source)
     with _clean_up_on_failure(out_dir):
         frames = extract_video_frames(source, images_dir, max_frames=max_frames, progress=progress)
         report = SfmReport(out_dir=out_dir, source=source, num_input=frames.total_frames)

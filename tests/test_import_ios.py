@@ -501,3 +501,31 @@ def test_link_hard_links_images_from_a_folder(tmp_path: Path, capsys, polycam_vi
     assert (out / "images" / f"{stamp}.jpg").stat().st_ino == original.stat().st_ino
     assert not (out / "depth").exists()
     assert "depth for 0" in " ".join(capsys.readouterr().err.split())
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("where", ["same", "parent", "inside"])
+@pytest.mark.parametrize("command", ["polycam", "record3d", "auto", "images"])
+def test_output_overlapping_the_source_is_refused_even_with_overwrite(
+    tmp_path: Path, capsys, polycam_views, r3d_views, command: str, where: str
+) -> None:
+    """B1: ``--out SRC --overwrite`` (or a folder above or inside SRC) used to delete the
+    source and exit 0. The refusal comes before anything is read or written."""
+    if command == "record3d":
+        source = fx.write_record3d_folder(tmp_path / "in" / "scan", r3d_views)
+    else:
+        source = fx.write_polycam_folder(tmp_path / "in" / "scan", polycam_views)
+    if command == "images":  # photos for SfM: the Polycam keyframe JPEGs will do
+        source = source / "keyframes" / "images"
+    out = {"same": source, "parent": source.parent, "inside": source / "dataset"}[where]
+    before = _tree_bytes(tmp_path / "in")
+    rc = main(["import", command, str(source), "--out", str(out), "--overwrite"])
+    assert rc == 1
+    relation = {"same": "is", "parent": "contains", "inside": "lies inside"}[where]
+    assert _error_line(capsys) == (
+        f"error: {out}: output {relation} the input {source}; choose another --out"
+    )
+    assert _tree_bytes(tmp_path / "in") == before
