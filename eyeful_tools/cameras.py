@@ -140,6 +140,19 @@ def rotation_angle_rad(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.arctan2(0.5 * np.linalg.norm(skew, axis=-1), cosine)
 
 
+def rotation_from_quaternion_xyzw(quaternion: np.ndarray) -> np.ndarray:
+    """3x3 rotation from a scalar-last quaternion ``[x, y, z, w]`` (normalised first): the
+    order ARKit apps (Record3D, Stray Scanner) write."""
+    x, y, z, w = np.asarray(quaternion, dtype=np.float64) / np.linalg.norm(quaternion)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
 def natural_key(text: str) -> tuple[int, int, str]:
     """Sort key for camera and rig-position ids: numbers by value ("9" < "10"), then text."""
     return (0, int(text), "") if text.lstrip("-").isdigit() else (1, 0, text)

@@ -11,16 +11,13 @@ import contextlib
 import logging
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import cv2
 import numpy as np
 
 from eyeful_tools import imageio
 from eyeful_tools.errors import EyefulError, InputFormatError, MissingFileError
-
-if TYPE_CHECKING:
-    from eyeful_tools.ios_import import IosCapture, IosFrame, Source
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +34,32 @@ CONF_PNG_U8 = "png_u8"  # 8-bit PNG {0, 127, 255} (Polycam)
 MAX_DEPTH_MM = 65535
 
 
+class Source(Protocol):
+    """What depth decoding reads from an export (:class:`eyeful_tools.ios_import.Source` is
+    one); declared here so that this module sits below the pipeline that calls it."""
+
+    def read_bytes(self, name: str) -> bytes: ...
+    def local_path(self, name: str) -> Path | None: ...
+    def display(self, name: str) -> str: ...
+
+
+class DepthMaps(Protocol):
+    """The depth fields of a frame (:class:`eyeful_tools.ios_import.IosFrame` has them)."""
+
+    @property
+    def depth(self) -> str | None: ...
+    @property
+    def depth_kind(self) -> str | None: ...
+    @property
+    def depth_size_px(self) -> tuple[int, int] | None: ...
+    @property
+    def depth_scale_m(self) -> float | None: ...
+    @property
+    def confidence(self) -> str | None: ...
+    @property
+    def confidence_kind(self) -> str | None: ...
+
+
 def depth_mm_from_metres(depth_m: np.ndarray) -> np.ndarray:
     """uint16 millimetres from float metres; non-finite, <= 0 or beyond 65.535 m -> 0 (invalid)."""
     depth = np.asarray(depth_m, dtype=np.float64)
@@ -46,16 +69,16 @@ def depth_mm_from_metres(depth_m: np.ndarray) -> np.ndarray:
 
 
 def depth_mm(
-    capture: IosCapture, frame: IosFrame, image_size: tuple[int, int]
+    source: Source, frame: DepthMaps, image_size: tuple[int, int], min_confidence: int = 0
 ) -> np.ndarray | None:
-    """[H, W] uint16 millimetres at the image size (nearest), low-confidence pixels zeroed."""
-    source = capture.source
+    """[H, W] uint16 millimetres at the image size (nearest), pixels whose confidence is below
+    ``min_confidence`` (the app's own scale) zeroed; None (logged) when it cannot be read."""
     assert frame.depth is not None  # checked by the caller
     try:
         depth = _read_depth(source, frame)
-        if frame.confidence is not None and capture.min_confidence > 0:
+        if frame.confidence is not None and min_confidence > 0:
             confidence = _read_confidence(source, frame, depth.shape)
-            depth = np.where(confidence >= capture.min_confidence, depth, 0).astype(np.uint16)
+            depth = np.where(confidence >= min_confidence, depth, 0).astype(np.uint16)
     except EyefulError as error:
         log.warning("%s; depth skipped for this frame", error.one_line())
         return None
@@ -64,7 +87,7 @@ def depth_mm(
     return depth
 
 
-def _read_depth(source: Source, frame: IosFrame) -> np.ndarray:
+def _read_depth(source: Source, frame: DepthMaps) -> np.ndarray:
     name = frame.depth
     assert name is not None
     where = source.display(name)
@@ -85,7 +108,7 @@ def _read_depth(source: Source, frame: IosFrame) -> np.ndarray:
     raise InputFormatError(where, f"unknown depth encoding {frame.depth_kind!r}")
 
 
-def _read_confidence(source: Source, frame: IosFrame, shape: tuple[int, ...]) -> np.ndarray:
+def _read_confidence(source: Source, frame: DepthMaps, shape: tuple[int, ...]) -> np.ndarray:
     name = frame.confidence
     assert name is not None
     where = source.display(name)

@@ -468,7 +468,7 @@ def _write_frames(
         depth_rel = None
         if options.depth and frame.depth is not None:
             size = (stored_camera.width_px, stored_camera.height_px)
-            depth_mm = ios_depth.depth_mm(capture, frame, size)
+            depth_mm = ios_depth.depth_mm(capture.source, frame, size, capture.min_confidence)
             if depth_mm is not None:
                 depth_mm = depth_mm[crop : size[1] - crop, crop : size[0] - crop]
                 depth_rel = f"depth/{frame.name}.png"

@@ -5,12 +5,24 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
-from eyeful_tools.demo import DemoOptions, run_demo
+from eyeful_tools.cli import main
+from trainer_adapter.demo import DemoOptions, run_demo
+
+
+def test_demo_without_moto_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "moto.server", None)  # what a plain pip install has
+    assert main(["demo", "--workdir", str(tmp_path / "demo")]) == 1
+    err = capsys.readouterr().err
+    assert err == "error: the demo serves its capture with moto: pip install 'eyeful[demo]'\n"
+    assert not (tmp_path / "demo").exists()
 
 
 @pytest.mark.slow

@@ -21,6 +21,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from eyeful_tools.errors import UsageError
+
 app = typer.Typer(
     name="eyeful",
     help="EyefulTower, Metashape rigs and iOS captures to nerfstudio datasets, and Nerfacto.",
@@ -81,3 +83,22 @@ def stage_progress() -> Iterator[Callable[[str, int, int], None]]:
             bar.update(tasks[stage], completed=done, total=total)  # type: ignore[arg-type]
 
         yield update
+
+
+@contextlib.contextmanager
+def sfm_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """:func:`stage_progress`, with COLMAP's own logging quieted unless ``--verbose``."""
+    import pycolmap
+
+    if not state["verbose"]:
+        pycolmap.logging.minloglevel = pycolmap.logging.Level.ERROR.value  # COLMAP's INFO flood
+    with stage_progress() as update:
+        yield update
+
+
+def need_torch() -> None:
+    """A one-line error instead of an ImportError when the ``train`` extra is missing."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise UsageError(None, "training needs torch: pip install 'eyeful[train]'") from None

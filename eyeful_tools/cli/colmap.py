@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
-from eyeful_tools.cli._app import export_app, import_app, stage_progress, state, summary
+from eyeful_tools.cli._app import export_app, import_app, sfm_progress, summary
 
 _OVERWRITE = typer.Option(
     False, "--overwrite", help="Replace the images, model and transforms.json already in --out."
@@ -42,17 +40,6 @@ _THREADS = typer.Option(
 _MAX_FEATURES = typer.Option(
     8192, "--max-features", min=64, help="SIFT features per image (fewer is faster)."
 )
-
-
-@contextmanager
-def sfm_progress() -> Iterator:
-    """:func:`stage_progress`, with COLMAP's own logging quieted unless ``--verbose``."""
-    import pycolmap
-
-    if not state["verbose"]:
-        pycolmap.logging.minloglevel = pycolmap.logging.Level.ERROR.value  # COLMAP's INFO flood
-    with stage_progress() as update:
-        yield update
 
 
 @export_app.command("colmap")

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import typer
 
-from eyeful_tools.cli._app import app, console, summary
-from eyeful_tools.demo import DemoOptions, run_demo
+from eyeful_tools.cli._app import app, console, need_torch, summary
 
 
 @app.command("demo")
@@ -24,6 +23,9 @@ def demo_command(
 
     Example: eyeful demo --workdir demo_run
     """
+    need_torch()
+    from trainer_adapter.demo import DemoOptions, run_demo
+
     result = run_demo(
         DemoOptions(workdir=workdir, positions=positions, steps=steps, device=device),
         say=lambda line: console.print(line, soft_wrap=True, markup=False),

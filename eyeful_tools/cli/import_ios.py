@@ -10,7 +10,7 @@ from typing import Any
 import typer
 
 from eyeful_tools.blur import parse_blur_filter
-from eyeful_tools.cli._app import import_app, stage_progress, summary
+from eyeful_tools.cli._app import import_app, sfm_progress, stage_progress, summary
 from eyeful_tools.ios_import import ImportOptions, ImportReport
 from eyeful_tools.readers.nerfcapture import import_nerfcapture
 from eyeful_tools.readers.polycam import import_polycam
@@ -192,7 +192,6 @@ def auto(
         )
     if found in (ImportFormat.VIDEO, ImportFormat.IMAGES):
         from eyeful_tools import sfm
-        from eyeful_tools.cli.colmap import sfm_progress
 
         run = sfm.import_video if found is ImportFormat.VIDEO else sfm.import_images
         frames = max_frames or (sfm.DEFAULT_VIDEO_FRAMES if found is ImportFormat.VIDEO else None)

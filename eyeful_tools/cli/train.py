@@ -10,15 +10,8 @@ from pathlib import Path
 
 import typer
 
-from eyeful_tools.cli._app import app, console, summary
+from eyeful_tools.cli._app import app, console, need_torch, summary
 from eyeful_tools.errors import UsageError
-
-
-def _need_torch() -> None:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise UsageError(None, "training needs torch: pip install 'eyeful[train]'") from None
 
 
 def _downscale_option(text: str) -> int | str:
@@ -68,7 +61,7 @@ def train_command(
 
     Example: eyeful train ns-data/poster --orientation vertical --eval-mode interval
     """
-    _need_torch()
+    need_torch()
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from trainer_adapter.data.parser import check_options
@@ -139,7 +132,7 @@ def eval_command(
 
     Example: eyeful eval outputs/riverview/tiny/2026-01-01_120000 --split test
     """
-    _need_torch()
+    need_torch()
     from trainer_adapter.evaluate import evaluate
 
     result = evaluate(run_dir, split=split, output=output, device=device)
@@ -166,7 +159,7 @@ def render_command(
 
     Example: eyeful render outputs/riverview/tiny/2026-01-01_120000 --output orbit.mp4
     """
-    _need_torch()
+    need_torch()
     from trainer_adapter.render import render_video
 
     path, count = render_video(

@@ -47,22 +47,10 @@ DEFAULT_DEPTH_SIZE_PX = (192, 256)
 MIN_CONFIDENCE = 1
 
 
-def rotation_from_quaternion_xyzw(quaternion: np.ndarray) -> np.ndarray:
-    """3x3 rotation from a scalar-last quaternion ``[x, y, z, w]`` (normalised first)."""
-    x, y, z, w = np.asarray(quaternion, dtype=np.float64) / np.linalg.norm(quaternion)
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    )
-
-
 def world_from_cam_from_pose(pose: list[float] | np.ndarray) -> np.ndarray:
     """Record3D pose ``[qx, qy, qz, qw, tx, ty, tz]`` -> 4x4 ``world_from_cam``, OpenCV axes."""
     values = np.asarray(pose, dtype=np.float64)
-    rotation = rotation_from_quaternion_xyzw(values[:4])
+    rotation = cameras.rotation_from_quaternion_xyzw(values[:4])
     return cameras.opencv_from_opengl_pose(np.column_stack([rotation, values[4:7]]))
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from eyeful_tools.cameras import rotation_from_quaternion_xyzw
 from eyeful_tools.errors import InputFormatError, MissingFileError, UsageError
 from eyeful_tools.imageio import open_video, video_frame_count
 from eyeful_tools.ios_depth import CONF_PNG_U8, DEPTH_PNG_MM
@@ -51,7 +52,6 @@ from eyeful_tools.ios_import import (
     import_capture,
     read_capture,
 )
-from eyeful_tools.readers.record3d import rotation_from_quaternion_xyzw
 
 #: ARKit confidence 0 low, 1 medium, 2 high; StrayVisualizer's default keeps >= 1
 MIN_CONFIDENCE = 1
