@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import time
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,7 @@ def generate_xml(path: Path, cameras: int, rig_size: int, seed: int = 0) -> int:
     return positions * rig_size
 
 
-def _best(repeat: int, run) -> tuple[float, float]:  # noqa: ANN001
+def _best(repeat: int, run: Callable[[], object]) -> tuple[float, float]:
     """Best wall-clock and best CPU seconds of ``repeat`` runs. On a shared machine the CPU
     time is what an idle machine's wall clock would show (the work is single-threaded)."""
     walls, cpus = [], []

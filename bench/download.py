@@ -45,11 +45,12 @@ server.stop()
 """
 
 
-def start_server() -> tuple[subprocess.Popen, str]:
+def start_server() -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [sys.executable, "-c", _SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
-    port = int(proc.stdout.readline())  # type: ignore[union-attr]
+    assert proc.stdout is not None  # stdout=PIPE
+    port = int(proc.stdout.readline())
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -216,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
         return 0
     finally:
-        server.stdin.close()  # type: ignore[union-attr]
+        if server.stdin is not None:  # stdin=PIPE: closing it stops the server
+            server.stdin.close()
         server.wait(timeout=30)
         shutil.rmtree(work, ignore_errors=True)
 

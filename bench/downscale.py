@@ -108,6 +108,8 @@ def _baseline(task: tuple[str, str, int]) -> None:
     """Full decode, area resize to the same floor size, the same atomic q95 write."""
     source, target, factor = task
     pixels = cv2.imread(source, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if pixels is None:
+        raise SystemExit(f"bench: cannot decode {source}")
     size = downscale.scaled_size(pixels.shape[1], pixels.shape[0], factor)
     small = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
     imageio.write_image(target, small[..., ::-1], jpeg_quality=downscale.DEFAULT_JPEG_QUALITY)

@@ -17,6 +17,8 @@ for a fixed wall-clock budget per variant and prints the held-out PSNR.
 from __future__ import annotations
 
 import argparse
+import functools
+import operator
 import shutil
 import tempfile
 import time
@@ -65,7 +67,7 @@ class _Stepper:
         tic = time.perf_counter()
         with devices.autocast(self.cpu, self.amp):
             out = self.model(origins, directions, index, step=self.count)
-            loss = sum(self.model.loss_dict(out, gt).values())
+            loss = functools.reduce(operator.add, self.model.loss_dict(out, gt).values())
         self.scaler.scale(loss).backward()
         self.optimizers.step(self.scaler)
         self.optimizers.zero_grad()

@@ -28,6 +28,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
@@ -137,7 +138,8 @@ def rotation_angle_rad(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         axis=-1,
     )
     cosine = (np.trace(relative, axis1=-2, axis2=-1) - 1.0) / 2.0
-    return np.arctan2(0.5 * np.linalg.norm(skew, axis=-1), cosine)
+    angle: np.ndarray = np.arctan2(0.5 * np.linalg.norm(skew, axis=-1), cosine)
+    return angle
 
 
 def rotation_from_quaternion_xyzw(quaternion: np.ndarray) -> np.ndarray:
@@ -191,8 +193,8 @@ class Frame:
         matrix.setflags(write=False)
         object.__setattr__(self, "world_from_cam", matrix)
 
-    def with_(self, **changes: object) -> Frame:
-        return replace(self, **changes)  # type: ignore[arg-type]
+    def with_(self, **changes: Any) -> Frame:
+        return replace(self, **changes)
 
 
 class WorldUp(str, Enum):
@@ -319,7 +321,8 @@ def matrix_from_column_major(
 
 def column_major_from_matrix(matrix: np.ndarray) -> list[list[float]]:
     """Nested lists in column-major storage (the inverse of :func:`matrix_from_column_major`)."""
-    return np.asarray(matrix, dtype=np.float64).T.tolist()
+    rows: list[list[float]] = np.asarray(matrix, dtype=np.float64).T.tolist()
+    return rows
 
 
 def is_rotation(matrix: np.ndarray, atol: float = 1e-6) -> bool:
@@ -498,7 +501,8 @@ def unproject(camera: Camera, pixels: np.ndarray) -> np.ndarray:
         )
     else:
         directions = np.concatenate([plane, np.ones_like(plane[..., :1])], axis=-1)
-    return directions / np.linalg.norm(directions, axis=-1, keepdims=True)
+    unit: np.ndarray = directions / np.linalg.norm(directions, axis=-1, keepdims=True)
+    return unit
 
 
 def pixel_centers(width_px: int, height_px: int) -> np.ndarray:

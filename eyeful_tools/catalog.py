@@ -6,6 +6,7 @@ Source: the EyefulTower README (dataset overview, data organisation) and nerfstu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from eyeful_tools.errors import UsageError
@@ -46,7 +47,9 @@ class Capture:
     sizes_gb: tuple[tuple[str, float], ...] = ()
 
 
-def _sizes(exr2k: float, exr1k: float, j8k: float, j4k: float, j2k: float, j1k: float):
+def _sizes(
+    exr2k: float, exr1k: float, j8k: float, j4k: float, j2k: float, j1k: float
+) -> tuple[tuple[str, float], ...]:
     return (
         ("exr_2k", exr2k),
         ("exr_1k", exr1k),
@@ -112,7 +115,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 }
 
 
-def expand(names: list[str] | tuple[str, ...], known: dict[str, object], what: str) -> list[str]:
+def expand(names: list[str] | tuple[str, ...], known: Mapping[str, object], what: str) -> list[str]:
     """Expand ``all`` and validate names against a catalog table, keeping order, no repeats."""
     result: list[str] = []
     for name in names:

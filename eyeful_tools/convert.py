@@ -235,7 +235,7 @@ def _image_folders(
         folders = []
         for name in catalog.expand(
             [r for r in resolutions if r not in catalog.RESOLUTION_BY_FOLDER],
-            catalog.RESOLUTIONS,  # type: ignore[arg-type]
+            catalog.RESOLUTIONS,
             "resolution",
         ):
             folders.append(capture_dir / catalog.RESOLUTIONS[name].folder)
@@ -320,19 +320,19 @@ def _match_folder(
             )
         used[relative] = frame.image_path
         width, height = image_size(folder / relative)
-        key = (frame.camera, width, height)
-        if key not in cache:
+        shape = (frame.camera, width, height)
+        if shape not in cache:
             _check_shape(folder / relative, frame.camera, width, height)
             camera = rescale_camera(frame.camera, width, height)
             if camera.is_fisheye:
                 camera = replace(
                     camera, fisheye_crop_radius_px=default_fisheye_crop_radius_px(camera, fraction)
                 )
-            cache[key] = camera
+            cache[shape] = camera
         frames.append(
             frame.with_(
                 image_path=relative,
-                camera=cache[key],
+                camera=cache[shape],
                 camera_id=_camera_id(frame, relative, source),
                 color_space="linear" if is_exr(relative) else "srgb",
             )

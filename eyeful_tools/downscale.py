@@ -237,9 +237,9 @@ def _frame_sources(
         for paths in frames:
             if kind in paths:
                 by_name.setdefault(paths[kind].name, set()).add(resolve(paths[kind]))
-        for name, paths in sorted(by_name.items()):
-            if len(paths) > 1:
-                listed = ", ".join(sorted(os.path.relpath(p, base.resolve()) for p in paths))
+        for name, found in sorted(by_name.items()):
+            if len(found) > 1:
+                listed = ", ".join(sorted(os.path.relpath(p, base.resolve()) for p in found))
                 collisions.append(f"{name} <- {listed}")
     if collisions:
         raise InputFormatError(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -160,7 +160,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return int(image.shape[1]), int(image.shape[0])
 
 
-def _jpeg_size(handle) -> tuple[int, int] | None:  # noqa: ANN001
+def _jpeg_size(handle: BinaryIO) -> tuple[int, int] | None:
     """Walk JPEG markers to the start-of-frame segment (SOF0..SOF15 except DHT/JPG/DAC)."""
     while True:
         marker = handle.read(2)
@@ -180,7 +180,9 @@ def _jpeg_size(handle) -> tuple[int, int] | None:  # noqa: ANN001
         handle.seek(length - 2, 1)
 
 
-def open_video(path: str | Path, where: str | Path | None = None, *, rotate: bool = True) -> Any:
+def open_video(
+    path: str | Path, where: str | Path | None = None, *, rotate: bool = True
+) -> cv2.VideoCapture:
     """An opened ``cv2.VideoCapture``; errors name ``where`` (default: the path). ``rotate``
     False keeps the pixels as stored, ignoring a display-rotation tag (when intrinsics and poses
     describe the sensor frame)."""

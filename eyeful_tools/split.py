@@ -286,8 +286,10 @@ def find_splits_file(transforms_path: Path) -> Path | None:
 
 
 def parse_subsample(value: str | int | None) -> int | Literal["half"] | None:
-    if value is None or value == "half":
-        return value  # type: ignore[return-value]
+    if value is None:
+        return None
+    if value == "half":
+        return "half"
     try:
         number = int(value)
     except ValueError:

@@ -182,7 +182,7 @@ def scene_to_transforms(scene: Scene, *, extra: dict[str, Any] | None = None) ->
         _frame_to_transforms(frame, output_from_source, len(set(radii)) > 1)
         for frame in scene.frames
     ]
-    splits = {f"{name}_filenames": list(files) for name, files in scene.splits.items()}
+    splits: dict[str, Any] = {f"{n}_filenames": list(files) for n, files in scene.splits.items()}
     return TransformsFile(
         camera_model=model,
         fisheye_crop_radius=min(radii) if radii and model is CameraModel.OPENCV_FISHEYE else None,

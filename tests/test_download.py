@@ -60,14 +60,14 @@ def _downloaded(dest: Path) -> dict[str, bytes]:
     return {k: v for k, v in _tree(dest).items() if not k.endswith(MANIFEST_NAME)}
 
 
-def _cli(bucket, dest: Path, *args: str) -> list[str]:  # noqa: ANN001
+def _cli(bucket, dest: Path, *args: str) -> list[str]:
     return [
         "download", "--endpoint-url", bucket.endpoint_url, "--bucket", BUCKET,
         "--prefix", PREFIX, "--dest", str(dest), "--jobs", "4", *args,
     ]  # fmt: skip
 
 
-def _request(bucket, dest: Path, name: str, **kwargs) -> DownloadRequest:  # noqa: ANN001, ANN003
+def _request(bucket, dest: Path, name: str, **kwargs) -> DownloadRequest:
     return DownloadRequest(
         captures=[name],
         resolutions=kwargs.pop("resolutions", ["jpeg_2k"]),
@@ -80,7 +80,7 @@ def _request(bucket, dest: Path, name: str, **kwargs) -> DownloadRequest:  # noq
     )
 
 
-def _sync(bucket, dest: Path, name: str, options=FAST, progress=None, **kwargs):  # noqa: ANN001, ANN003, ANN201
+def _sync(bucket, dest: Path, name: str, options=FAST, progress=None, **kwargs):
     request = _request(bucket, dest, name, **kwargs)
     client = (
         make_client(request.endpoint_url, jobs=request.jobs) if "endpoint_url" in kwargs else None
@@ -480,14 +480,14 @@ def _part_ranges(size: int, part: int = PART) -> list[str]:
     return [f"bytes={a}-{min(size, a + part) - 1}" for a in range(0, size, part)]
 
 
-def _big(mini_bucket, name: str, parts: float = 5.3, rel: str = BIG) -> tuple[str, bytes, str]:  # noqa: ANN001
+def _big(mini_bucket, name: str, parts: float = 5.3, rel: str = BIG) -> tuple[str, bytes, str]:
     """Put a random object of ``parts`` parts; (its S3 key, bytes, ETag)."""
     data = os.urandom(int(parts * PART))
     mini_bucket.put(name, rel, data)
     return f"{PREFIX}{name}/{rel}", data, hashlib.md5(data).hexdigest()
 
 
-def _ranges_of(log, key: str) -> list[str]:  # noqa: ANN001
+def _ranges_of(log, key: str) -> list[str]:
     return [r for k, r in log.ranges() if k == key]
 
 
@@ -709,7 +709,7 @@ def test_multipart_uploaded_object_is_verified_through_parts(
     )  # fmt: skip
     verdicts: list[bool | None] = []
 
-    def spy(*args, **kwargs) -> bool | None:  # noqa: ANN002, ANN003
+    def spy(*args, **kwargs) -> bool | None:
         verdicts.append(check_file(*args, **kwargs))
         return verdicts[-1]
 
@@ -721,7 +721,7 @@ def test_multipart_uploaded_object_is_verified_through_parts(
     assert verdicts == [True]  # the MD5 of the three 1 MiB parts' MD5s matched, not size-only
 
 
-def _multipart(mini_bucket, name: str, data: bytes, part_bytes: int) -> str:  # noqa: ANN001
+def _multipart(mini_bucket, name: str, data: bytes, part_bytes: int) -> str:
     """Upload ``data`` in ``part_bytes`` parts under capture ``name``'s BIG; its S3 key."""
     from eyeful_tools.locals3 import admin_client
 
@@ -814,7 +814,7 @@ def test_uneven_parts_and_servers_that_ignore_part_numbers(tmp_path) -> None:
     assert check_with_s3_part_sizes(wrong, "b", "k", path, etag, len(data)) is None
 
 
-def _etag_of(mini_bucket, key: str) -> str:  # noqa: ANN001
+def _etag_of(mini_bucket, key: str) -> str:
     from eyeful_tools.locals3 import admin_client
 
     head = admin_client(mini_bucket.endpoint_url).head_object(Bucket=BUCKET, Key=key)

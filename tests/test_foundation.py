@@ -63,7 +63,7 @@ def test_layers_point_down() -> None:
         assert "eyeful_tools.cli" not in text, path
 
 
-def _commands(group, prefix: tuple[str, ...] = ()):  # noqa: ANN001  (typer's vendored click)
+def _commands(group, prefix: tuple[str, ...] = ()):
     for name, command in group.commands.items():
         if hasattr(command, "commands"):
             yield from _commands(command, (*prefix, name))

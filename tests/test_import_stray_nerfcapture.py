@@ -140,7 +140,7 @@ def test_a_failed_video_copy_out_of_a_zip_leaves_no_temp_file(
     (tmp_path / "tmp").mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
 
-    def full_disk(self, name: str, handle) -> None:  # noqa: ANN001
+    def full_disk(self, name: str, handle) -> None:
         handle.write(b"\0" * 1000)
         raise OSError(28, "No space left on device")
 

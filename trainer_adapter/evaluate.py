@@ -221,7 +221,7 @@ def evaluate(
         write_image(out_dir / "side_by_side" / f"{name}.png", np.concatenate([gt8, pred8], axis=1))
         per_image.append(metrics)
     results = aggregate(per_image)
-    document = {
+    document: dict[str, Any] = {
         "experiment_name": run.run_dir.parent.parent.name,
         "method_name": "nerfacto",
         "checkpoint": str(run.checkpoint),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from eyeful_tools.errors import UsageError
 
@@ -93,7 +93,7 @@ class TrainConfig:
     pool_images: int = 64
     refresh_every: int = 500
     cache_bytes: int = 2 << 30
-    loader_mode: str = "lazy"
+    loader_mode: Literal["lazy", "full"] = "lazy"
     workers: int = 2
 
     def to_dict(self) -> dict[str, Any]:

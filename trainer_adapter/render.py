@@ -121,7 +121,7 @@ def render_video(
         cameras, poses = orbit_path(run.dataset.world_from_cam, frames, width, height)
     width, height = cameras[0].width_px, cameras[0].height_px
     chunk_rows = max(1, run.config.eval_num_rays_per_chunk // width)
-    fourcc = cv2.VideoWriter_fourcc(*("mp4v" if output.suffix.lower() == ".mp4" else "MJPG"))
+    fourcc = cv2.VideoWriter.fourcc(*("mp4v" if output.suffix.lower() == ".mp4" else "MJPG"))
     with atomic_path(output) as tmp:
         writer = cv2.VideoWriter(str(tmp), fourcc, fps, (width, height))
         if not writer.isOpened():

@@ -16,8 +16,10 @@ samples its own full batch (seed ``42 + rank``), gradients are averaged, only ra
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import operator
 import os
 import re
 import time
@@ -173,7 +175,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """``torch.load(weights_only=True)``; a bad file becomes an :class:`InputFormatError`."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad checkpoint
+    except Exception as error:  # any unpickling failure is a bad checkpoint
         raise InputFormatError(
             path, f"not a loadable checkpoint ({error.__class__.__name__})"
         ) from error
@@ -418,7 +420,7 @@ def train(
             with devices.autocast(torch_device, amp_dtype):
                 outputs = ddp_model(origins, directions, image_index, step=step)
                 loss_dict = model.loss_dict(outputs, gt)
-                loss = sum(loss_dict.values())
+                loss = functools.reduce(operator.add, loss_dict.values())
             scaler.scale(loss).backward()
             optimizers.step(scaler)
             optimizers.zero_grad()

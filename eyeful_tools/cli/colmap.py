@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
 from eyeful_tools.cli._app import export_app, import_app, sfm_progress, summary
+
+if TYPE_CHECKING:
+    from eyeful_tools import sfm
 
 _OVERWRITE = typer.Option(
     False, "--overwrite", help="Replace the images, model and transforms.json already in --out."
@@ -33,6 +38,7 @@ _CAMERA_MODEL = typer.Option(
 _MIN_REGISTERED = typer.Option(
     0.5, "--min-registered", min=0.0, max=1.0, help="Fail when SfM registers a smaller fraction."
 )
+E = TypeVar("E", bound=Enum)
 _SEED = typer.Option(0, "--seed", help="Random seed for COLMAP's mapper.")
 _THREADS = typer.Option(
     -1, "--threads", help="CPU threads (-1: all); 1 gives reproducible, bit-identical results."
@@ -138,8 +144,8 @@ def _sfm_options(
     max_features: int,
     threads: int,
     seed: int,
-):  # noqa: ANN202 - sfm (pycolmap) is imported only when an import command runs
-    from eyeful_tools import sfm
+) -> sfm.SfmOptions:
+    from eyeful_tools import sfm  # pycolmap: only when an import command runs
 
     return sfm.SfmOptions(
         matcher=_choice(sfm.Matcher, matcher, "--matcher"),
@@ -229,7 +235,7 @@ def import_video(
     summary(f"import video: {report.one_line()}")
 
 
-def _choice(enum: type, value: str, option: str):  # noqa: ANN202
+def _choice(enum: type[E], value: str, option: str) -> E:
     """``enum(value)``, or a UsageError listing the choices."""
     from eyeful_tools.errors import UsageError
 

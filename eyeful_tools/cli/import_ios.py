@@ -193,8 +193,9 @@ def auto(
     if found in (ImportFormat.VIDEO, ImportFormat.IMAGES):
         from eyeful_tools import sfm
 
-        run = sfm.import_video if found is ImportFormat.VIDEO else sfm.import_images
-        frames = max_frames or (sfm.DEFAULT_VIDEO_FRAMES if found is ImportFormat.VIDEO else None)
+        video = found is ImportFormat.VIDEO
+        run: Callable[..., sfm.SfmReport] = sfm.import_video if video else sfm.import_images
+        frames = max_frames or (sfm.DEFAULT_VIDEO_FRAMES if video else None)
         with sfm_progress() as progress:
             report = run(
                 source,

@@ -145,14 +145,14 @@ def camera_from_colmap(colmap_camera: pycolmap.Camera) -> Camera:
             f"COLMAP camera {colmap_camera.camera_id}: {name} with nonzero "
             f"{', '.join(inexpressible)} has no equivalent in our camera models",
         )
-    fx = values.get("fx", values.get("f"))
-    fy = values.get("fy", values.get("f"))
+    fx = values["fx"] if "fx" in values else values["f"]
+    fy = values["fy"] if "fy" in values else values["f"]
     return Camera(
         model=model,
         width_px=int(colmap_camera.width),
         height_px=int(colmap_camera.height),
-        fx=float(fx),  # type: ignore[arg-type]
-        fy=float(fy),  # type: ignore[arg-type]
+        fx=float(fx),
+        fy=float(fy),
         cx=values["cx"],
         cy=values["cy"],
         distortion=cameras.distortion_from_dict(values),

@@ -110,7 +110,7 @@ def estimate_rig(frames: Sequence[Frame], reference_camera: str | None = None) -
         for camera_id, frame in group.items():
             samples[camera_id].append(cameras.cam_from_world(frame.world_from_cam) @ world_from_ref)
     lonely = sorted(
-        {f.camera_id for f in frames} - set(samples),  # type: ignore[arg-type]
+        {f.camera_id for f in frames if f.camera_id is not None} - set(samples),
         key=natural_key,
     )
     if lonely:

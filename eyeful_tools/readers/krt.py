@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,7 @@ def read_krt(path: str | Path, capture: str | None = None) -> Scene:
     return Scene(frames=tuple(frames), world_up=WorldUp.Y_UP, name=capture)
 
 
-def _frame(path: Path, index: int, entry: Any, fraction: float) -> tuple[Frame, int]:
+def _frame(path: Path, index: int, entry: Any, fraction: float | None) -> tuple[Frame, int]:
     if not isinstance(entry, dict):
         raise InputFormatError(path, f"entry {index}: expected an object")
     camera_id = entry.get("cameraId")
@@ -184,7 +185,9 @@ def _frame(path: Path, index: int, entry: Any, fraction: float) -> tuple[Frame, 
     )
 
 
-def _distortion(model: CameraModel, values: list[float], fail) -> tuple[tuple[float, ...], int]:  # noqa: ANN001
+def _distortion(
+    model: CameraModel, values: list[float], fail: Callable[[str], InputFormatError]
+) -> tuple[tuple[float, ...], int]:
     """KRT coefficient list -> ``(k1, k2, k3, k4, p1, p2)``; also 1 if terms were dropped."""
     if model is CameraModel.OPENCV:
         if len(values) not in (0, 4, 5):

@@ -133,8 +133,8 @@ def parse_metashape(
         raise InputFormatError(path, "no <sensors> in the first <chunk>")
     sensors = {}
     for element in sensors_el.iter("sensor"):
-        sensor = _parse_sensor(path, element, report, crop_fraction)
-        sensors[sensor.id] = sensor
+        parsed = _parse_sensor(path, element, report, crop_fraction)
+        sensors[parsed.id] = parsed
     rig_master_sensors = {s.master_id for s in sensors.values() if s.master_id is not None}
     chunk_transform = _similarity(path, chunk.find("transform"))
     components = {}
@@ -270,7 +270,7 @@ def _camera_transforms(
 ) -> tuple[dict[str, int], np.ndarray]:
     """Cameras' own ``<transform>`` (``internal_from_cam``): index by camera id, [M, 4, 4]."""
     own_index: dict[str, int] = {}
-    matrices = []
+    matrices: list[np.ndarray] = []
     for element in elements:
         transform = element.find("transform")
         if transform is not None:
@@ -441,8 +441,8 @@ def _camera(
     if resolution is None:
         resolution = sensor.find("resolution")
     try:
-        width = int(resolution.get("width"))  # type: ignore[union-attr, arg-type]
-        height = int(resolution.get("height"))  # type: ignore[union-attr, arg-type]
+        width = int(resolution.get("width"))  # None: AttributeError or TypeError below
+        height = int(resolution.get("height"))
     except (AttributeError, TypeError, ValueError) as error:
         raise InputFormatError(
             path, f"line {sensor.sourceline}: sensor {sensor.get('id')} has no valid <resolution>"

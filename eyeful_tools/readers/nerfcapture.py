@@ -110,7 +110,7 @@ def _read(source: Source) -> IosCapture:
         )
     notes: list[str] = []
     depth_ok = _check_depth(source, prefix, depth_members, scale, notes)
-    if depth_ok:
+    if depth_ok and scale is not None:  # _check_depth says why not in the notes
         frames = [
             _with_depth(source, frame, member, scale) if member else frame
             for frame, member in zip(frames, depth_members, strict=True)

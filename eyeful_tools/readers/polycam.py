@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -117,7 +117,12 @@ def _read(source: Source, use_raw: bool) -> IosCapture:
             IosFrame(
                 name=stem,
                 image=image_files[stem],
-                intrinsics=tuple(float(values[k]) for k in ("fx", "fy", "cx", "cy")),  # type: ignore[arg-type]
+                intrinsics=(
+                    float(values["fx"]),
+                    float(values["fy"]),
+                    float(values["cx"]),
+                    float(values["cy"]),
+                ),
                 size_px=size,
                 world_from_cam=world_from_cam_from_camera_json(values),
                 depth=depth_files.get(stem),
@@ -134,7 +139,7 @@ def _read(source: Source, use_raw: bool) -> IosCapture:
     )
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import math
 import os
@@ -187,7 +188,7 @@ def _read(source: Source, min_confidence: int) -> IosCapture:
         image = f"{video_name}/{row.frame:06d}.jpg"
         source.add_virtual(
             image,
-            lambda index=row.frame: video.jpeg(index),
+            functools.partial(video.jpeg, row.frame),
             f"{source.display(video_name)} (frame {row.frame})",
         )
         depth = f"{prefix}depth/{row.frame:06d}.png"

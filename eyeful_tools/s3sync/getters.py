@@ -75,7 +75,7 @@ def _headers(etag: str, offset: int, end: int | None = None) -> dict[str, str]:
 
 
 class _BotocoreBody:
-    crc32 = None  # botocore path: verified by the ETag's MD5
+    crc32: str | None = None  # botocore path: verified by the ETag's MD5
 
     def __init__(self, response: dict[str, Any]) -> None:
         self.status = int(response["ResponseMetadata"]["HTTPStatusCode"])

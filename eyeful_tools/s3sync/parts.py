@@ -245,7 +245,7 @@ class PartedObject:
             self._settle(index, error)
         except BaseException as error:  # a bug or a local error in settling: never hang sync
             self._stop.set()
-            self._resolve(error=error)
+            self._resolve(error)
 
     def _stopped(self) -> bool:
         return self.cancel.is_set() or self._stop.is_set()
@@ -341,25 +341,25 @@ class PartedObject:
     def _finish(self) -> None:
         """The last part is in: fail, stay for the next run, or verify and rename."""
         if self._failure is not None:
-            self._resolve(error=self._failure)
+            self._resolve(self._failure)
             return
         if self.cancel.is_set() or len(self._done) < self.count:
-            self._resolve(error=TransferCancelled(self.key))
+            self._resolve(TransferCancelled(self.key))
             return
         try:
-            self._resolve(result=self._verify_and_rename())
+            self._resolve(self._verify_and_rename())
         except Exception as error:
             retryable, reason = classify(error)
             if isinstance(error, _Retryable):
                 self._discard()  # a bad part somewhere: no way to tell which, start over
             self._round += 1
             if not retryable or self._round >= self.options.attempts:
-                self._resolve(error=TransferFailed(reason))
+                self._resolve(TransferFailed(reason))
                 return
             delay = self.options.backoff_s(self._round - 1)
             log.info("%s: %s; retry %d in %.2f s", self.key, reason, self._round, delay)
             if self.cancel.wait(delay):
-                self._resolve(error=TransferCancelled(self.key))
+                self._resolve(TransferCancelled(self.key))
                 return
             with self._lock:
                 self._done.clear()
@@ -384,11 +384,12 @@ class PartedObject:
         os.replace(self.partial, self.target)
         return self.target.stat().st_mtime_ns
 
-    def _resolve(self, result: int | None = None, error: BaseException | None = None) -> None:
+    def _resolve(self, outcome: int | BaseException) -> None:
+        """The object's mtime, or the error it failed with."""
         with self._lock:
             if self.future.done():
                 return
-            if error is not None:
-                self.future.set_exception(error)
+            if isinstance(outcome, BaseException):
+                self.future.set_exception(outcome)
             else:
-                self.future.set_result(result)
+                self.future.set_result(outcome)

@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -127,14 +128,14 @@ def list_tree(client: Any, bucket: str, prefix: str) -> list[dict]:
     return objects
 
 
-def _remote(raw: dict, prefix: str) -> RemoteObject:
+def _remote(raw: dict[str, Any], prefix: str) -> RemoteObject:
     modified = raw.get("LastModified")
     return RemoteObject(
         key=raw["Key"],
         rel=raw["Key"][len(prefix) :],
         size=int(raw.get("Size", 0)),
         etag=str(raw.get("ETag", "")).strip('"'),
-        last_modified=modified.isoformat() if hasattr(modified, "isoformat") else str(modified),
+        last_modified=modified.isoformat() if isinstance(modified, datetime) else str(modified),
     )
 
 

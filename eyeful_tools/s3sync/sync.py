@@ -196,7 +196,7 @@ def execute(
                 getter, bucket, obj.key, obj.size, obj.etag, item.path, options, counter, cancel,
                 submit=pool.submit,
             )  # fmt: skip
-            future = parted.start(item.stale)
+            future: Future[Any] = parted.start(item.stale)
         else:
             future = pool.submit(_work, getter, plan, item, options, counter, cancel)
         futures[future] = (plan, item)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,7 @@ from eyeful_tools.synth.rig import (
 )
 from eyeful_tools.synth.scene import trace
 from eyeful_tools.synth.writers import (
+    ChunkTransform,
     SynthImage,
     camera_dict,
     default_chunk_transform,
@@ -244,9 +246,9 @@ def _ground_truth(
     sizes: dict[str, tuple[int, int]],
     positions: int,
     seed: int,
-    chunk,  # noqa: ANN001 - ChunkTransform
+    chunk: ChunkTransform,
     rig_poses: dict[str, np.ndarray],
-) -> dict:
+) -> dict[str, Any]:
     world_from_rig = rig_path(positions, seed)
     return {
         "format": "eyeful-synth-ground-truth",

@@ -204,7 +204,9 @@ def _box_albedo(index: int, point: np.ndarray, normal: np.ndarray, look: Look) -
 # Ray casting.
 
 
-def _intersect(origins: np.ndarray, directions: np.ndarray):
+def _intersect(
+    origins: np.ndarray, directions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Nearest hit: (distance [N], surface id [N], normal [N, 3]) for rays inside the room.
 
     Works on contiguous per-axis 1D arrays (much faster than strided [N, 3] columns).

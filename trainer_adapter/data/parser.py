@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -307,7 +308,7 @@ def resolve_downscale(data: str | Path, downscale: int | str) -> int:
 
 
 def _positive_int(value: object) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 1
+    return isinstance(value, int | np.integer) and not isinstance(value, bool) and bool(value >= 1)
 
 
 def _resolve(base: Path, file_path: str, downscale: int, folder: str) -> Path:
@@ -466,7 +467,7 @@ def focus_of_attention(world_from_cam: np.ndarray, initial: np.ndarray) -> np.nd
 
 def split_indices_of(
     transforms_path: Path,
-    splits: dict[str, list[str]] | object,
+    splits: Mapping[str, Sequence[str]],
     image_names: list[str],
     downscale: int,
     *,
@@ -478,7 +479,7 @@ def split_indices_of(
     Splits absent from a file that lists others are left out; :meth:`ParsedDataset.indices`
     raises nerfstudio's error for them when asked. ``image_names`` are in dataset order.
     """
-    splits = dict(splits)  # type: ignore[call-overload]
+    splits = dict(splits)
     if not splits:
         train, evaluation = eval_split(
             transforms_path, image_names, eval_mode=eval_mode, eval_interval=eval_interval

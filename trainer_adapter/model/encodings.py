@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,14 +38,14 @@ class _TableGather(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, table: torch.Tensor, index: torch.Tensor, sparse: bool) -> torch.Tensor:  # noqa: ANN001
+    def forward(ctx: Any, table: torch.Tensor, index: torch.Tensor, sparse: bool) -> torch.Tensor:
         ctx.save_for_backward(index)
         ctx.table_shape = table.shape
         ctx.sparse = sparse
         return table.index_select(0, index)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (index,) = ctx.saved_tensors
         rows, feats = ctx.table_shape
         grad = grad.contiguous()
@@ -75,6 +76,10 @@ def tcnn_available() -> bool:
 
 class HashEncoding(nn.Module):
     """Hash grid encoding of points in ``[0, 1]^3``: ``[..., 3] -> [..., L * F]``."""
+
+    scalings: torch.Tensor  # [L] buffers, declared for the type checker
+    hash_offset: torch.Tensor  # [L]
+    primes: torch.Tensor  # [3]
 
     def __init__(
         self,
@@ -193,13 +198,13 @@ class TcnnHashEncoding(nn.Module):
         return out.float().reshape(*batch_shape, self.output_dim)
 
 
-def make_hash_encoding(implementation: str, **kwargs: object) -> nn.Module:
+def make_hash_encoding(implementation: str, **kwargs: Any) -> HashEncoding | TcnnHashEncoding:
     """``implementation`` "tcnn" uses tiny-cuda-nn when it imports, else falls back to torch."""
     if implementation == "tcnn":
         if tcnn_available():
-            return TcnnHashEncoding(**kwargs)  # type: ignore[arg-type]
+            return TcnnHashEncoding(**kwargs)
         log.info("tiny-cuda-nn not importable; using the torch hash encoding")
-    return HashEncoding(**kwargs)  # type: ignore[arg-type]
+    return HashEncoding(**kwargs)
 
 
 def spherical_harmonics(directions: torch.Tensor, levels: int = 4) -> torch.Tensor:

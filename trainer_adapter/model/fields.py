@@ -9,10 +9,17 @@ grid. Densities are ``average_init_density * trunc_exp(raw)``; samples not stric
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-from trainer_adapter.model.encodings import make_hash_encoding, spherical_harmonics
+from trainer_adapter.model.encodings import (
+    HashEncoding,
+    TcnnHashEncoding,
+    make_hash_encoding,
+    spherical_harmonics,
+)
 
 
 class _TruncExp(torch.autograd.Function):
@@ -22,13 +29,13 @@ class _TruncExp(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
         x = x.float()
         ctx.save_for_backward(x)
         return torch.exp(x)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
         return grad * torch.exp(x.clamp(-15, 15))
 
@@ -76,7 +83,7 @@ def _encoding(
     features_per_level: int,
     sparse_grad: bool,
     fused_gather: bool,
-) -> nn.Module:
+) -> HashEncoding | TcnnHashEncoding:
     return make_hash_encoding(
         implementation,
         num_levels=num_levels,

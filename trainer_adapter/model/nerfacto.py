@@ -8,6 +8,8 @@ embedding and camera optimizer). Near/far are nerfacto's constant 0.05 / 1000.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
+from typing import cast
 
 import torch
 from torch import nn
@@ -27,12 +29,15 @@ from trainer_adapter.model.sampling import (
 from trainer_adapter.presets import TrainConfig
 
 
-def _forget_host_steps(module: nn.Module, _incompatible_keys: object) -> None:
+def _forget_host_steps(module: NerfactoModel, _incompatible_keys: object) -> None:
     """After ``load_state_dict``: the buffer is the truth again."""
     module._host_steps_since_update = None
 
 
 class NerfactoModel(nn.Module):
+    steps_since_update: torch.Tensor  # a buffer, declared for the type checker
+    _host_steps_since_update: int | None
+
     def __init__(self, config: TrainConfig, num_train_images: int) -> None:
         super().__init__()
         self.config = config
@@ -141,7 +146,8 @@ class NerfactoModel(nn.Module):
             num_rays, cfg.num_proposal_samples_per_ray[0], train=train, device=device
         )
         counts = [*cfg.num_proposal_samples_per_ray[1:], cfg.num_nerf_samples_per_ray]
-        for level, network in enumerate(self.proposal_networks):
+        networks = cast("Iterable[HashMLPDensityField]", self.proposal_networks)
+        for level, network in enumerate(networks):
             samples = RaySamples(spacing, spacing_to_euclidean(spacing, near, far))
             positions = samples.positions(origins, directions)
             grad = contextlib.nullcontext() if update else torch.no_grad()
