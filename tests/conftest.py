@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from peer import REQUIRE_PEER_ENV, peer_required
+
+pytest_plugins = ("pytester",)  # tests/test_peer.py runs pytest on a small test file
 
 # ---------------------------------------------------------------------------------------------
 # Synthetic captures (eyeful_tools.synth). Small sizes so both together cost ~1-2 s; each is
@@ -32,3 +36,17 @@ def synth_v1(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "synth-v1"
     synthesize(out, rig="v1", positions=SYNTH_TEST_POSITIONS, size=SYNTH_TEST_SIZE, supersample=1)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Parity with nerfstudio itself (tests/peer.py): in CI a parity test that skips is a failure.
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and item.get_closest_marker("parity") and peer_required():
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"parity test skipped while {REQUIRE_PEER_ENV} is set: {reason}"

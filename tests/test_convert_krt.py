@@ -9,13 +9,13 @@ input and compared. The synthetic capture (``synth_v1``/``synth_v2``) is the gro
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import ground_truth, gt_camera, random_rotation, traced_points
+from peer import needs_peer, peer_command
 
 from eyeful_tools import cameras
 from eyeful_tools.cameras import fisheye_image_circle_px
@@ -26,8 +26,6 @@ from eyeful_tools.readers.krt import read_krt
 from eyeful_tools.transforms import read_transforms, transforms_to_scene
 
 FULL = (5784, 8660)
-PEER_PY = Path(os.environ.get("HOME", "/root")) / ".cache/eyeful-peer/venv/bin/python"
-PEER_RUN = Path("/work/shared/tools/nerfstudio-peer/run_ns.py")
 
 # nerfstudio's EyefulTower converter, written out independently of eyeful_tools.cameras:
 # c2w = PERM @ inv(T^T) @ diag(1, -1, -1, 1), rows permuted [2, 0, 1], columns 1 and 2 negated.
@@ -310,14 +308,14 @@ def test_reader_returns_full_resolution_yup_frames(tmp_path: Path) -> None:
 
 def _run_peer(*args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [str(PEER_PY), str(PEER_RUN), *args],
+        peer_command(*args),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
 
 
-@pytest.mark.skipif(not PEER_PY.exists(), reason="nerfstudio peer venv not installed")
+@needs_peer
 def test_same_numbers_as_nerfstudio_itself(tmp_path: Path) -> None:
     pinhole = tmp_path / "riverview"
     fisheye = tmp_path / "office1a"

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import ground_truth
+from peer import FIXTURES as SHARED_FIXTURES
 from test_convert_krt import NS_PERM, check_against_ground_truth
 
 from eyeful_tools.cli import main
@@ -22,7 +23,7 @@ from eyeful_tools.imageio import write_image
 from eyeful_tools.readers.metashape import parse_metashape, read_metashape
 from eyeful_tools.transforms import read_transforms
 
-FIXTURES = Path("/work/shared/fixtures/metashape-rig-2.3")
+FIXTURES = SHARED_FIXTURES / "metashape-rig-2.3"  # ../shared beside the checkout
 RIG_XML = FIXTURES / "cameras.xml"
 EQUISOLID_XML = FIXTURES / "equisolid-fisheye.xml"
 

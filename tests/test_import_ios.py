@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +11,7 @@ import cv2
 import ios_fixtures as fx
 import numpy as np
 import pytest
+from peer import needs_peer, run_peer
 
 from eyeful_tools import blur, cameras
 from eyeful_tools.cameras import WorldUp
@@ -31,8 +30,6 @@ BLURRED = 3  # the view blurred on purpose
 ZUP_FROM_YUP = np.array([[0, 0, 1, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=float)
 #: .r3d depth needs the optional ``lzfse`` package (test extra); the no-LZFSE path runs always
 needs_lzfse = pytest.mark.skipif(fx.lzfse is None, reason="optional 'lzfse' package not installed")
-PEER_PY = Path.home() / ".cache/eyeful-peer/venv/bin/python"
-PEER_RUN = Path("/work/shared/tools/nerfstudio-peer/run_ns.py")
 
 
 @pytest.fixture(scope="module")
@@ -345,16 +342,6 @@ def test_cli_record3d_end_to_end(tmp_path: Path, capsys, r3d_views) -> None:
 # ---------------------------------------------------------------------------------------------
 # nerfstudio's own converters (the peer venv), where it exists.
 
-needs_peer = pytest.mark.skipif(
-    not (PEER_PY.is_file() and PEER_RUN.is_file()),
-    reason="nerfstudio peer venv not built (bash shared/tools/nerfstudio-peer/setup.sh)",
-)
-
-
-def _peer(*args: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    subprocess.run([str(PEER_PY), str(PEER_RUN), *args], check=True, capture_output=True, env=env)
-
 
 @needs_peer
 def test_same_poses_as_nerfstudio(tmp_path: Path, r3d_views, polycam_views) -> None:
@@ -362,7 +349,7 @@ def test_same_poses_as_nerfstudio(tmp_path: Path, r3d_views, polycam_views) -> N
     length, but nerfstudio replaces the principal point by (w/2, h/2). Polycam: identical poses
     and intrinsics with the same 15 px border crop (nerfstudio's default, ours on request)."""
     source = fx.write_record3d_folder(tmp_path / "exr", r3d_views)
-    _peer("record3d", str(source), str(tmp_path / "ns_r3d"), "--direct")
+    run_peer("record3d", str(source), str(tmp_path / "ns_r3d"), "--direct")
     import_record3d(source, tmp_path / "ours_r3d")
     theirs = json.loads((tmp_path / "ns_r3d" / "transforms.json").read_text())
     ours = read_transforms(tmp_path / "ours_r3d")
@@ -374,7 +361,7 @@ def test_same_poses_as_nerfstudio(tmp_path: Path, r3d_views, polycam_views) -> N
     assert theirs["cx"] == 24.0 and ours.frames[0].cx == pytest.approx(23.2)
 
     source = fx.write_polycam_folder(tmp_path / "pc", polycam_views)
-    _peer("polycam", str(source), str(tmp_path / "ns_pc"))
+    run_peer("polycam", str(source), str(tmp_path / "ns_pc"))
     import_polycam(source, tmp_path / "ours_pc", ImportOptions(crop_border_px=15))
     theirs = json.loads((tmp_path / "ns_pc" / "transforms.json").read_text())
     ours = read_transforms(tmp_path / "ours_pc")
@@ -504,7 +491,9 @@ def test_link_hard_links_images_from_a_folder(tmp_path: Path, capsys, polycam_vi
 
 
 def _tree_bytes(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.mark.parametrize("where", ["same", "parent", "inside"])
