@@ -4,7 +4,9 @@ The proxy sits on 127.0.0.1 in front of moto and, per object GET, can answer 503
 drop the connection mid-body, truncate the body (with a matching, short Content-Length),
 corrupt a byte, trickle the body slowly, or ignore the Range header. The action for a request is chosen by a schedule
 function of (key, how many times this key was requested before), so a test is deterministic
-whatever the thread interleaving.
+whatever the thread interleaving. It can also play an SSE-KMS bucket: ``etags`` replaces
+objects' ETags (MD5s, in moto) with other hex strings everywhere, as S3 does for SSE-KMS objects,
+and ``checksums=False`` drops the ``x-amz-checksum-*`` headers (objects uploaded without one).
 """
 
 from __future__ import annotations
@@ -115,6 +117,8 @@ class _ProxyServer(ThreadingHTTPServer):
     upstream: tuple[str, int]
     schedule: Schedule
     log: ProxyLog
+    etags: dict[str, str]  # moto's ETag -> the one clients see
+    checksums: bool
 
 
 def _object_key(path: str) -> str | None:
@@ -170,6 +174,8 @@ class _Handler(BaseHTTPRequestHandler):
         }
         if action == "norange":  # a server (or proxy) that ignores Range: the whole object, 200
             headers = {k: v for k, v in headers.items() if k.lower() != "range"}
+        for real, shown in self.server.etags.items():  # If-Match names the ETag clients saw
+            headers = {k: v.replace(shown, real) for k, v in headers.items()}
         upstream.request(self.command, self.path, body=request_body, headers=headers)
         response = upstream.getresponse()
         data = response.read()
@@ -178,7 +184,12 @@ class _Handler(BaseHTTPRequestHandler):
             (k, v)
             for k, v in response.getheaders()
             if k.lower() not in ("transfer-encoding", "connection", "content-length")
+            and (self.server.checksums or not k.lower().startswith("x-amz-checksum-"))
         ]
+        for real, shown in self.server.etags.items():
+            out = [(k, v.replace(real, shown)) for k, v in out]
+            if key is None:  # listings: the ETags in the XML
+                data = data.replace(real.encode(), shown.encode())
         full = int(response.getheader("Content-Length") or len(data))
         if self.command == "HEAD" or response.status >= 300 or len(data) < 2:
             self._send(response.status, out, data, full if self.command == "HEAD" else len(data))
@@ -217,7 +228,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def fault_proxy(
-    upstream_url: str, schedule: Schedule = no_faults
+    upstream_url: str,
+    schedule: Schedule = no_faults,
+    etags: dict[str, str] | None = None,
+    checksums: bool = True,
 ) -> Iterator[tuple[str, ProxyLog]]:
     """A proxy on 127.0.0.1 in front of ``upstream_url``; yields (endpoint URL, request log)."""
     upstream = urlsplit(upstream_url)
@@ -225,6 +239,8 @@ def fault_proxy(
     server.upstream = (upstream.hostname or "127.0.0.1", upstream.port or 80)
     server.schedule = schedule
     server.log = ProxyLog()
+    server.etags = dict(etags or {})
+    server.checksums = checksums
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

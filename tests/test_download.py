@@ -33,9 +33,9 @@ from eyeful_tools.s3sync.keys import SIDECAR_SUFFIX, safe_relative_path
 from eyeful_tools.s3sync.parts import wants_parts
 from eyeful_tools.s3sync.transfer import (
     ETagHasher,
-    check_file,
     check_with_s3_part_sizes,
     hash_file_matches,
+    verify_partial,
 )
 
 __all__ = ["mini_bucket"]  # the fixture, imported so pytest finds it
@@ -351,7 +351,7 @@ def test_signed_access_with_a_profile_survives_faults(
     assert report.sync.ok, report.sync.failures
     assert _downloaded(dest / "signed") == _expected(src, ["jpeg_2k"])
     assert {"drop", "truncate", "corrupt"} <= set(log.actions())
-    assert "do not match the MD5 of the ETag" in "\n".join(caplog.messages)
+    assert "checksum mismatch" in "\n".join(caplog.messages)  # botocore checks S3's CRC32
     with pytest.raises(UsageError, match="AWS profile 'nobody' not found"):
         plan_download(_request(mini_bucket, dest, "signed", profile="nobody"))
 
@@ -707,18 +707,18 @@ def test_multipart_uploaded_object_is_verified_through_parts(
         attempts=4, backoff_base_s=0.005, backoff_max_s=0.02, chunk_bytes=1 << 16,
         part_threshold_bytes=1 << 20, part_bytes=1 << 18,
     )  # fmt: skip
-    verdicts: list[bool | None] = []
+    verdicts: list[str] = []
 
-    def spy(*args, **kwargs) -> bool | None:
-        verdicts.append(check_file(*args, **kwargs))
+    def spy(*args, **kwargs) -> str:
+        verdicts.append(verify_partial(*args, **kwargs))
         return verdicts[-1]
 
-    monkeypatch.setattr("eyeful_tools.s3sync.parts.check_file", spy)
+    monkeypatch.setattr("eyeful_tools.s3sync.parts.verify_partial", spy)
     with fault_proxy(mini_bucket.endpoint_url) as (url, log):
         report = _sync(mini_bucket, tmp_path, "pmulti", endpoint_url=url, options=options)
     assert report.sync.ok and _downloaded(tmp_path / "pmulti") == _expected(src, ["jpeg_2k"])
     assert sorted(_ranges_of(log, key)) == sorted(_part_ranges(len(data), 1 << 18))
-    assert verdicts == [True]  # the MD5 of the three 1 MiB parts' MD5s matched, not size-only
+    assert verdicts == ["etag"]  # the MD5 of the three 1 MiB parts' MD5s matched
 
 
 def _multipart(mini_bucket, name: str, data: bytes, part_bytes: int) -> str:
@@ -836,3 +836,71 @@ def test_a_server_that_ignores_ranges_fails_the_object_clearly(mini_bucket, tmp_
     assert {
         k: v for k, v in got.items() if not k.endswith((PARTIAL_SUFFIX, SIDECAR_SUFFIX))
     } == want
+
+
+# --- ETags that are not MD5s (SSE-KMS) ------------------------------------------------------
+
+
+def _put_kms(mini_bucket, name: str, rel: str, data: bytes) -> tuple[str, str]:
+    """An SSE-KMS object; (its key, the ETag a client is shown: 32 hex digits, not the MD5)."""
+    from eyeful_tools.locals3 import admin_client
+
+    key = f"{PREFIX}{name}/{rel}"
+    admin_client(mini_bucket.endpoint_url).put_object(
+        Bucket=BUCKET, Key=key, Body=data, ACL="public-read", ServerSideEncryption="aws:kms"
+    )
+    (mini_bucket.source_root / name / rel).write_bytes(data)
+    return key, hashlib.md5(b"kms:" + data).hexdigest()
+
+
+def test_sse_kms_etags_are_not_taken_for_md5s(mini_bucket, tmp_path, capsys) -> None:
+    """S3 gives SSE-KMS objects ETags that look like MD5s but are not. Without a checksum header
+    such objects are checked by their size and ranges read again (damage in those ranges is
+    caught and fetched again) and the report says so; with one, by the checksum."""
+    src = mini_bucket.add_capture("kms", hostile=False)
+    small_rel = "images-jpeg-2k/10/10_DSC9997.jpg"
+    small, small_etag = _put_kms(mini_bucket, "kms", small_rel, os.urandom(3 * PART - 5))
+    big, big_etag = _put_kms(mini_bucket, "kms", BIG, os.urandom(int(5.3 * PART)))
+    etags = {_etag_of(mini_bucket, small): small_etag, _etag_of(mini_bucket, big): big_etag}
+    # two re-read ranges that cover the whole object, so the damage below is always seen
+    options = TransferOptions(
+        **{**PARTS.__dict__, "verify_ranges": 2, "verify_range_bytes": 4 * PART}
+    )
+    schedule = lambda k, c: "corrupt" if k in (small, big) and c == 0 else "ok"  # noqa: E731
+    with fault_proxy(mini_bucket.endpoint_url, schedule, etags, checksums=False) as (url, log):
+        report = _sync(mini_bucket, tmp_path / "a", "kms", endpoint_url=url, options=options)
+    assert report.sync.ok, report.sync.failures
+    assert _downloaded(tmp_path / "a" / "kms") == _expected(src, ["jpeg_2k"])
+    assert sorted(report.sync.checked_by_ranges) == [f"s3://{BUCKET}/{k}" for k in (small, big)]
+    assert "corrupt" in log.actions()
+    manifest = json.loads((tmp_path / "a" / "kms" / MANIFEST_NAME).read_text())["objects"]
+    assert manifest[small_rel]["etag"] == small_etag and manifest[BIG]["etag"] == big_etag
+
+    with fault_proxy(mini_bucket.endpoint_url, etags=etags) as (url, log):  # CRC32 headers
+        report = _sync(mini_bucket, tmp_path / "b", "kms", endpoint_url=url, options=options)
+    assert report.sync.ok and report.sync.checked_by_ranges == [f"s3://{BUCKET}/{big}"]
+    assert not _ranges_of(log, small)  # one whole-object GET, checked by its CRC32
+
+    with fault_proxy(mini_bucket.endpoint_url, etags=etags, checksums=False) as (url, _):
+        args = _cli(mini_bucket, tmp_path / "c", "--capture", "kms", "--no-convert")
+        assert main([*args[:2], url, *args[3:]]) == 0
+    assert "2 files checked by size and re-read ranges only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["eyeful_tools.s3sync.transfer._fetch_once", "parts"])
+def test_a_bug_fails_the_sync_loudly(mini_bucket, tmp_path, monkeypatch, where) -> None:
+    """An exception that is no transfer failure is a bug: it stops the sync and propagates
+    (a traceback) instead of being reported as one more failed file."""
+    name = f"bug{len(where)}"
+    mini_bucket.add_capture(name, hostile=False)
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    if where == "parts":
+        _big(mini_bucket, name)
+        monkeypatch.setattr("eyeful_tools.s3sync.parts.PartedObject._fetch_range", broken)
+    else:
+        monkeypatch.setattr(where, broken)
+    with pytest.raises(KeyError, match="a bug"):
+        _sync(mini_bucket, tmp_path, name, options=PARTS)

@@ -139,6 +139,12 @@ def download_command(
         f"{sync.files_present + sync.files_verified} already present, "
         f"{sync.files_skipped} skipped"
         + (f", {len(sync.failures)} failed" if sync.failures else "")
+        + (
+            f"; {_count(len(sync.checked_by_ranges), 'file')} checked by size and re-read ranges"
+            " only (no checksum, and an ETag that is no MD5: SSE-KMS or SSE-C)"
+            if sync.checked_by_ranges
+            else ""
+        )
         + (f"; converted {converted} resolution folders" if converted else "")
     )
     if sync.failures:

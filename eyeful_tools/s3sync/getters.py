@@ -35,9 +35,19 @@ class S3HTTPError(Exception):
         self.message = message
 
 
+#: full-object checksums S3 may send (``x-amz-checksum-*``, base64) that we can check with the
+#: standard library; CRC32C and CRC64NVME would need awscrt, so those objects fall back
+CHECKSUMS = ("crc32", "sha256", "sha1")
+#: server-side encryption whose ETag is not the MD5 of the object's bytes
+_OPAQUE_ETAG_SSE = ("aws:kms", "aws:kms:dsse")
+
+
 class ObjectBody(Protocol):
     status: int
-    crc32: str | None  # S3's full-object CRC32 (base64), when it stores one and sent it
+    #: (algorithm, base64 value) of S3's stored full-object checksum, when it sent one we check
+    checksum: tuple[str, str] | None
+    #: False when the object's ETag is not an MD5 of its bytes (SSE-KMS, DSSE-KMS, SSE-C)
+    etag_is_md5: bool
 
     def read(self, amt: int) -> bytes: ...
 
@@ -74,12 +84,37 @@ def _headers(etag: str, offset: int, end: int | None = None) -> dict[str, str]:
     return headers
 
 
-class _BotocoreBody:
-    crc32: str | None = None  # botocore path: verified by the ETag's MD5
+def etag_is_md5(encryption: str | None, customer_algorithm: str | None) -> bool:
+    """What S3 documents: with SSE-KMS, DSSE-KMS or SSE-C the ETag is not the MD5 of the data."""
+    return (encryption or "").lower() not in _OPAQUE_ETAG_SSE and not customer_algorithm
 
+
+def full_object_checksum(
+    values: dict[str, str | None], checksum_type: str | None, status: int
+) -> tuple[str, str] | None:
+    """The first checksum of :data:`CHECKSUMS` in ``values`` that covers the whole object (a
+    ``-N`` suffix or a COMPOSITE type is a checksum of part checksums; a 206 is a range)."""
+    if status != 200 or (checksum_type or "FULL_OBJECT").upper() != "FULL_OBJECT":
+        return None
+    for name in CHECKSUMS:
+        value = values.get(name)
+        if value and "-" not in value:
+            return name, value
+    return None
+
+
+class _BotocoreBody:
     def __init__(self, response: dict[str, Any]) -> None:
         self.status = int(response["ResponseMetadata"]["HTTPStatusCode"])
         self._body = response["Body"]
+        self.etag_is_md5 = etag_is_md5(
+            response.get("ServerSideEncryption"), response.get("SSECustomerAlgorithm")
+        )
+        self.checksum = full_object_checksum(
+            {name: response.get(f"Checksum{name.upper()}") for name in CHECKSUMS},
+            response.get("ChecksumType"),
+            self.status,
+        )
 
     def read(self, amt: int) -> bytes:
         return self._body.read(amt)
@@ -97,7 +132,7 @@ class BotocoreGetter:
     def get(
         self, bucket: str, key: str, etag: str, offset: int, end: int | None = None
     ) -> ObjectBody:
-        request = {"Bucket": bucket, "Key": key, "IfMatch": f'"{etag}"'}
+        request = {"Bucket": bucket, "Key": key, "IfMatch": f'"{etag}"', "ChecksumMode": "ENABLED"}
         if byte_range := _range(offset, end):
             request["Range"] = byte_range
         return _BotocoreBody(self.client.get_object(**request))
@@ -118,9 +153,16 @@ class BotocoreGetter:
 class _HttpBody:
     def __init__(self, response: urllib3.BaseHTTPResponse) -> None:
         self.status = response.status
-        crc32 = response.headers.get("x-amz-checksum-crc32")
-        full = response.headers.get("x-amz-checksum-type", "FULL_OBJECT") == "FULL_OBJECT"
-        self.crc32 = crc32 if crc32 and "-" not in crc32 and full and self.status == 200 else None
+        headers = response.headers
+        self.etag_is_md5 = etag_is_md5(
+            headers.get("x-amz-server-side-encryption"),
+            headers.get("x-amz-server-side-encryption-customer-algorithm"),
+        )
+        self.checksum = full_object_checksum(
+            {name: headers.get(f"x-amz-checksum-{name}") for name in CHECKSUMS},
+            headers.get("x-amz-checksum-type"),
+            self.status,
+        )
         self._response = response
 
     def read(self, amt: int) -> bytes:

@@ -34,14 +34,17 @@ from eyeful_tools.fsio import atomic_write_bytes, atomic_write_json
 from eyeful_tools.s3sync.getters import Getter
 from eyeful_tools.s3sync.transfer import (
     ByteCounter,
+    ETagHasher,
+    Fetched,
     TransferCancelled,
     TransferFailed,
     TransferOptions,
     _Retryable,
-    check_file,
     classify,
     partial_path,
+    retrying,
     sidecar_path,
+    verify_partial,
 )
 
 log = logging.getLogger(__name__)
@@ -136,8 +139,8 @@ def covered_parts(ranges: list[tuple[int, int]], size: int, part_bytes: int) -> 
 
 
 class PartedObject:
-    """One object fetched as ranged parts; ``future`` resolves to the target's ``st_mtime_ns``,
-    or raises TransferFailed / TransferCancelled / OSError like ``fetch_object``.
+    """One object fetched as ranged parts; ``future`` resolves to :class:`Fetched`, or raises
+    what ``fetch_object`` raises.
 
     Thread-safe: parts settle from any worker; the lock guards the done set, the count of parts
     still out, the first failure, and the sidecar writes (so the newest state always wins).
@@ -163,7 +166,7 @@ class PartedObject:
         self.count = -(-size // self.part_bytes)
         self.partial = partial_path(target, etag)
         self.sidecar = sidecar_path(self.partial)
-        self.future: Future[int] = Future()
+        self.future: Future[Fetched] = Future()
         self._lock = threading.Lock()
         self._done: set[int] = set()
         self._out = 0  # parts queued or running in this round
@@ -171,10 +174,11 @@ class PartedObject:
         self._failure: TransferFailed | None = None
         self._stop = threading.Event()  # object-level cancel: siblings stop after a failure
         self._round = 0  # whole-object tries (a checksum mismatch starts the object over)
+        self._etag_is_md5 = True  # until a part's response says SSE-KMS or SSE-C
 
     # --- starting -------------------------------------------------------------------------
 
-    def start(self, stale: Sequence[Path] = ()) -> Future[int]:
+    def start(self, stale: Sequence[Path] = ()) -> Future[Fetched]:
         """Drop stale partials, read what a previous run left, queue the missing parts."""
         try:
             for old in stale:  # partials and sidecars of other versions of this object
@@ -259,34 +263,17 @@ class PartedObject:
         return self._stopped()
 
     def _fetch_part(self, index: int) -> None:
-        """Bounded retries of one part, with the single-stream policy (``classify``)."""
+        """One part, under the same retry policy as a single stream (:func:`retrying`)."""
         start = index * self.part_bytes
         end = min(self.size, start + self.part_bytes)
-        reason = "not attempted"
-        for attempt in range(self.options.attempts):
-            if self._stopped():
-                raise TransferCancelled(self.key)
-            try:
-                self._fetch_range(start, end)
-                return
-            except (TransferCancelled, TransferFailed):
-                raise
-            except Exception as error:  # classified below; unknown errors are not retried
-                retryable, reason = classify(error)
-                if not retryable or attempt + 1 == self.options.attempts:
-                    break
-                delay = self.options.backoff_s(attempt)
-                log.info(
-                    "%s: part %d: %s; retry %d in %.2f s",
-                    self.key,
-                    index,
-                    reason,
-                    attempt + 1,
-                    delay,
-                )
-                if self._sleep(delay):
-                    raise TransferCancelled(self.key) from None
-        raise TransferFailed(f"part {index} (bytes {start}-{end - 1}): {reason}")
+        retrying(
+            lambda: self._fetch_range(start, end),
+            self.options,
+            self.key,
+            stopped=self._stopped,
+            wait=self._sleep,
+            what=f"part {index} (bytes {start}-{end - 1}): ",
+        )
 
     def _fetch_range(self, start: int, end: int) -> None:
         """One GET of ``[start, end)`` written in place; short or long bodies are retryable."""
@@ -298,6 +285,8 @@ class PartedObject:
             body = self.getter.get(self.bucket, self.key, self.etag, start, end - 1)
             if body.status != 206 and (start, end) != (0, self.size):
                 raise TransferFailed(f"the server ignored the Range header (HTTP {body.status})")
+            if not body.etag_is_md5:
+                self._etag_is_md5 = False
             offset = start
             while chunk := body.read(self.options.chunk_bytes):
                 if self._stopped():
@@ -349,7 +338,11 @@ class PartedObject:
         try:
             self._resolve(self._verify_and_rename())
         except Exception as error:
-            retryable, reason = classify(error)
+            failure = classify(error)
+            if failure is None:  # a bug: fail the sync, not just this file
+                self._resolve(error)
+                return
+            retryable, reason = failure
             if isinstance(error, _Retryable):
                 self._discard()  # a bad part somewhere: no way to tell which, start over
             self._round += 1
@@ -366,25 +359,34 @@ class PartedObject:
                 self._ready = False
             self._queue(list(range(self.count)))
 
-    def _verify_and_rename(self) -> int:
+    def _verify_and_rename(self) -> Fetched:
         got = self.partial.stat().st_size
         if got != self.size:
             raise _Retryable(f"partial file has {got} of {self.size} bytes")
-        chunk = max(self.options.chunk_bytes, _MIB)
-        verdict = check_file(
-            self.getter, self.bucket, self.key, self.partial, self.etag, self.size, chunk
+        checker = ETagHasher(self.etag if self._etag_is_md5 else "", self.size)
+        if checker.can_verify:
+            with open(self.partial, "rb") as handle:
+                while chunk := handle.read(max(self.options.chunk_bytes, _MIB)):
+                    checker.update(chunk)
+        checked_by = verify_partial(
+            self.getter,
+            self.bucket,
+            self.key,
+            self.etag,
+            self.partial,
+            self.size,
+            self.options,
+            checker,
         )
-        if verdict is False:
-            raise _Retryable("checksum mismatch: the bytes do not match the MD5 of the ETag")
-        if verdict is None:  # only the size vouches for it: make the parts durable first, or a
-            # crash could leave a full-size file with holes that passes on its size next time
+        if checked_by != "etag":  # no digest of every byte: make the parts durable first, or a
+            # crash could leave a full-size file with holes that passes its checks next time
             with open(self.partial, "rb+") as handle:
                 os.fsync(handle.fileno())
         self.sidecar.unlink(missing_ok=True)  # checked: the partial is whole either way
         os.replace(self.partial, self.target)
-        return self.target.stat().st_mtime_ns
+        return Fetched(self.target.stat().st_mtime_ns, checked_by)
 
-    def _resolve(self, outcome: int | BaseException) -> None:
+    def _resolve(self, outcome: Fetched | BaseException) -> None:
         """The object's mtime, or the error it failed with."""
         with self._lock:
             if self.future.done():

@@ -6,7 +6,8 @@ in the same pool; the task that settles an object's last part verifies and renam
 ``KeyboardInterrupt`` (or any exception) raised in the calling thread, for instance
 from the progress callback, cancels the workers at their next chunk, waits for them, saves the
 manifests and re-raises: final names are only ever complete, verified files, and partials stay
-for the next run to resume.
+for the next run to resume. So does an exception that is no transfer failure (a bug): it fails
+the sync loudly instead of becoming one more failed file.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from eyeful_tools.s3sync.manifest import ManifestEntry
 from eyeful_tools.s3sync.parts import PartedObject, wants_parts
 from eyeful_tools.s3sync.plan import Plan, PlannedFile, s3_url
 from eyeful_tools.s3sync.transfer import (
+    CHECKED_BY_RANGES,
     ByteCounter,
+    Fetched,
     TransferCancelled,
     TransferFailed,
     TransferOptions,
@@ -69,6 +72,9 @@ class SyncReport:
     files_verified: int = 0  # already on disk and matching the ETag (hashed, no transfer)
     files_skipped: int = 0  # listed but not selected
     failures: list[tuple[str, str]] = field(default_factory=list)  # (s3 url, reason)
+    #: files no checksum or MD5 could vouch for (SSE-KMS/SSE-C ETags are not MD5s), checked by
+    #: their size and ranges read again from S3 instead
+    checked_by_ranges: list[str] = field(default_factory=list)  # s3 urls
     elapsed_s: float = 0.0
 
     @property
@@ -80,6 +86,7 @@ class SyncReport:
 class _Outcome:
     entry: ManifestEntry
     transferred: bool
+    checked_by: str = "etag"
 
 
 def _entry(item: PlannedFile, mtime_ns: int) -> ManifestEntry:
@@ -103,7 +110,7 @@ def _work(
             getter, bucket, obj.key, item.path, obj.etag, obj.size
         ):
             return _Outcome(_entry(item, stat.st_mtime_ns), transferred=False)
-    mtime_ns = fetch_object(
+    fetched = fetch_object(
         getter,
         plan.target.bucket,
         obj.key,
@@ -115,7 +122,7 @@ def _work(
         cancel,
         stale=item.stale,
     )
-    return _Outcome(_entry(item, mtime_ns), transferred=True)
+    return _Outcome(_entry(item, fetched.mtime_ns), True, fetched.checked_by)
 
 
 def execute(
@@ -126,8 +133,9 @@ def execute(
     progress: SyncProgress | None = None,
     manifest_every_s: float = 5.0,
 ) -> SyncReport:
-    """Fetch every planned file of every plan with ``jobs`` threads; never raises for a
-    single file (failures are collected in the report), but re-raises interrupts."""
+    """Fetch every planned file of every plan with ``jobs`` threads. A file that fails (S3
+    refuses it, the network keeps failing, a local write fails) is collected in the report;
+    interrupts and unexpected exceptions (bugs) are re-raised after the workers stop."""
     plans = list(plans)
     options = options or TransferOptions()
     progress = progress or NullProgress()
@@ -156,8 +164,8 @@ def execute(
         url = s3_url(plan.target.bucket, item.obj.key)
         try:
             outcome = future.result()
-            if not isinstance(outcome, _Outcome):  # an object fetched in parts: its mtime
-                outcome = _Outcome(_entry(item, outcome), transferred=True)
+            if isinstance(outcome, Fetched):  # an object fetched in parts
+                outcome = _Outcome(_entry(item, outcome.mtime_ns), True, outcome.checked_by)
         except TransferCancelled:
             return
         except TransferFailed as error:
@@ -167,10 +175,9 @@ def execute(
         except OSError as error:
             report.failures.append((url, f"local file error: {error}"))
             return
-        except Exception as error:  # a bug or an unexpected library error: report, go on
-            report.failures.append((url, f"{type(error).__name__}: {error}"))
-            return
         plan.manifest.record(item.obj.rel, outcome.entry)
+        if outcome.checked_by == CHECKED_BY_RANGES:
+            report.checked_by_ranges.append(url)
         if outcome.transferred:
             report.files_fetched += 1
         else:

@@ -6,7 +6,14 @@ wraps each object transfer in its own retry loop and keeps what already arrived 
 file beside the target, ``<name>.<etag8>.incomplete``. The name depends only on the target and
 the object version, so a later run finds it and continues with a ranged GET (``If-Match`` the
 planned ETag, so bytes of two versions are never mixed). The target name only ever appears by
-``os.replace`` of a partial whose size (and, where the ETag allows, MD5) was verified.
+``os.replace`` of a partial that was verified: by S3's full-object checksum when the response
+carries one we can check, else by the ETag where it is an MD5, else (SSE-KMS and SSE-C objects,
+whose ETags are not MD5s; multipart ETags no part layout explains) by its size plus sampled
+ranges read again from S3 and compared, which :class:`Fetched` records so the sync can say so.
+
+One retry policy, :func:`retrying`, serves single streams and ranged parts alike: transient
+failures are retried with backoff, permanent ones fail the object, and an exception that is no
+transfer failure at all (a bug) propagates and fails the sync loudly.
 """
 
 from __future__ import annotations
@@ -21,18 +28,21 @@ import re
 import socket
 import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import botocore.exceptions
 import urllib3.exceptions
 
-from eyeful_tools.s3sync.getters import Getter, S3HTTPError
+from eyeful_tools.s3sync.getters import Getter, ObjectBody, S3HTTPError
 from eyeful_tools.s3sync.keys import PARTIAL_SUFFIX, SIDECAR_SUFFIX
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+#: how :class:`Fetched` says a file was checked when no checksum and no MD5 could vouch for it
+CHECKED_BY_RANGES = "size and re-read ranges"
 
 _MIB = 1 << 20
 _SINGLE_PART = re.compile(r"^[0-9a-f]{32}$")
@@ -86,6 +96,9 @@ class TransferOptions:
     chunk_bytes: int = _MIB
     part_threshold_bytes: int = 16 * _MIB  # objects this big are fetched as ranged parts
     part_bytes: int = 8 * _MIB  # the size of one part (the last one may be shorter)
+    #: where neither a checksum nor the ETag vouches for a file: ranges read again and compared
+    verify_ranges: int = 4
+    verify_range_bytes: int = 64 * 1024
     rng: random.Random = field(default_factory=random.Random)
 
     def backoff_s(self, attempt: int) -> float:
@@ -195,18 +208,83 @@ def _part_size_candidates(size: int, parts: int) -> list[int]:
     return sorted(p for p in candidates if -(-size // p) == parts)
 
 
-class CRC32Checker:
-    """The bytes against S3's stored full-object CRC32 (base64 of the big-endian value)."""
+class ChecksumChecker:
+    """The bytes against S3's stored full-object checksum (``crc32``: base64 of the big-endian
+    value; ``sha256``, ``sha1``: base64 of the digest)."""
 
-    def __init__(self, expected_b64: str) -> None:
+    can_verify = True
+
+    def __init__(self, algorithm: str, expected_b64: str) -> None:
+        self.algorithm = algorithm
         self.expected = expected_b64
         self._crc = 0
+        self._hash = None if algorithm == "crc32" else hashlib.new(algorithm)
 
     def update(self, data: bytes | memoryview) -> None:
-        self._crc = zlib.crc32(data, self._crc)
+        if self._hash is None:
+            self._crc = zlib.crc32(data, self._crc)
+        else:
+            self._hash.update(data)
 
     def verdict(self) -> bool | None:
-        return base64.b64encode(self._crc.to_bytes(4, "big")).decode() == self.expected
+        digest = self._crc.to_bytes(4, "big") if self._hash is None else self._hash.digest()
+        return base64.b64encode(digest).decode() == self.expected
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A file in place under its final name, and what vouched for its bytes: a checksum's
+    name, ``"etag"`` (the MD5 in it), or :data:`CHECKED_BY_RANGES`."""
+
+    mtime_ns: int
+    checked_by: str
+
+
+def ranges_match(
+    getter: Getter,
+    bucket: str,
+    key: str,
+    etag: str,
+    path: Path,
+    size: int,
+    options: TransferOptions,
+) -> bool:
+    """Read a few ranges of the object again (first, last, random ones) and compare them with
+    ``path``: for objects no checksum or MD5 can vouch for, so that a file is never accepted on
+    its size alone (damage outside the sampled ranges can still pass, hence the report)."""
+    span = min(size, max(1, options.verify_range_bytes))
+    if span == 0:
+        return True
+    last = size - span
+    starts = {0, last} | {
+        options.rng.randint(0, last) for _ in range(max(0, options.verify_ranges - 2))
+    }
+    with open(path, "rb") as handle:
+        for start in sorted(starts):
+            body = getter.get(bucket, key, etag, start, start + span - 1)
+            if body.status != 206 and span != size:
+                body.finish(False)
+                raise TransferFailed(f"the server ignored the Range header (HTTP {body.status})")
+            remote = _read_body(body, span + 1)
+            handle.seek(start)
+            if remote != handle.read(span):
+                return False
+    return True
+
+
+def _read_body(body: ObjectBody, limit: int) -> bytes:
+    """At most ``limit`` bytes of ``body``, then the connection handed back (or dropped)."""
+    chunks: list[bytes] = []
+    got = 0
+    complete = False
+    try:
+        while got < limit and (chunk := body.read(limit - got)):
+            chunks.append(chunk)
+            got += len(chunk)
+        complete = got < limit
+    finally:
+        body.finish(complete)
+    return b"".join(chunks)
 
 
 def hash_file_matches(
@@ -288,8 +366,9 @@ def partial_of(name: str) -> str | None:
     return match.group(1) if match else None
 
 
-def classify(error: BaseException) -> tuple[bool, str]:
-    """(retryable, one-line reason) for an exception raised by one transfer attempt."""
+def classify(error: BaseException) -> tuple[bool, str] | None:
+    """(retryable, one-line reason) for an exception raised by one transfer attempt; None for
+    one that is no transfer failure (a bug), which must not be turned into a failed file."""
     if isinstance(error, botocore.exceptions.ClientError | S3HTTPError):
         if isinstance(error, S3HTTPError):
             code, status, message = error.code, error.status, error.message
@@ -310,7 +389,47 @@ def classify(error: BaseException) -> tuple[bool, str]:
         return True, f"{type(error).__name__}: {error}"
     if isinstance(error, OSError):
         return False, f"local file error: {error}"
-    return False, f"{type(error).__name__}: {error}"
+    if isinstance(error, botocore.exceptions.BotoCoreError):  # credentials, configuration
+        return False, f"{type(error).__name__}: {error}"
+    return None
+
+
+def retrying(
+    attempt: Callable[[], T],
+    options: TransferOptions,
+    key: str,
+    *,
+    stopped: Callable[[], bool],
+    wait: Callable[[float], bool],
+    what: str = "",
+) -> T:
+    """The one retry policy: run ``attempt`` up to ``options.attempts`` times, backing off
+    between transient failures (``wait(seconds)`` is True when cancelled meanwhile).
+
+    Raises TransferFailed (``what`` + the last reason) on a permanent failure or when the tries
+    run out, TransferCancelled when ``stopped()``, and anything :func:`classify` does not know
+    as it is.
+    """
+    reason = "not attempted"
+    for number in range(options.attempts):
+        if stopped():
+            raise TransferCancelled(key)
+        try:
+            return attempt()
+        except (TransferCancelled, TransferFailed):
+            raise
+        except Exception as error:
+            failure = classify(error)
+            if failure is None:
+                raise
+            retryable, reason = failure
+            if not retryable or number + 1 == options.attempts:
+                break
+            delay = options.backoff_s(number)
+            log.info("%s: %s%s; retry %d in %.2f s", key, what, reason, number + 1, delay)
+            if wait(delay):
+                raise TransferCancelled(key) from None
+    raise TransferFailed(what + reason)
 
 
 def fetch_object(
@@ -324,12 +443,8 @@ def fetch_object(
     counter: ByteCounter,
     cancel: threading.Event,
     stale: Sequence[Path] = (),
-) -> int:
-    """Download one object version to ``target``; return the target's ``st_mtime_ns``.
-
-    Raises TransferFailed (with the last reason) after ``options.attempts`` tries or at once on
-    a permanent error, TransferCancelled when ``cancel`` is set. Frames: none; sizes in bytes.
-    """
+) -> Fetched:
+    """Download one object version to ``target`` (see :func:`retrying` for what it raises)."""
     partial = partial_path(target, etag)
     sidecar = sidecar_path(partial)
     for old in stale:  # partials of older versions of this object
@@ -338,25 +453,21 @@ def fetch_object(
     if sidecar.exists():  # fetched in parts before: not a contiguous prefix, start over
         partial.unlink(missing_ok=True)
         sidecar.unlink()
-    reason = "not attempted"
-    for attempt in range(options.attempts):
-        if cancel.is_set():
-            raise TransferCancelled(key)
-        try:
-            _fetch_once(getter, bucket, key, size, etag, partial, options, counter, cancel)
-            os.replace(partial, target)
-            return target.stat().st_mtime_ns
-        except TransferCancelled:
-            raise
-        except Exception as error:  # classified below; unknown errors are not retried
-            retryable, reason = classify(error)
-            if not retryable or attempt + 1 == options.attempts:
-                break
-            delay = options.backoff_s(attempt)
-            log.info("%s: %s; retry %d in %.2f s", key, reason, attempt + 1, delay)
-            if cancel.wait(delay):
-                raise TransferCancelled(key) from None
-    raise TransferFailed(reason)
+
+    def attempt() -> Fetched:
+        checked_by = _fetch_once(getter, bucket, key, size, etag, partial, options, counter, cancel)
+        os.replace(partial, target)
+        return Fetched(target.stat().st_mtime_ns, checked_by)
+
+    return retrying(attempt, options, key, stopped=cancel.is_set, wait=cancel.wait)
+
+
+def _checker(etag: str, size: int, body: ObjectBody | None) -> ETagHasher | ChecksumChecker:
+    """S3's full-object checksum when this response carries one, else the ETag (whose MD5 is
+    only there when the response does not say the object is SSE-KMS or SSE-C)."""
+    if body is not None and body.checksum is not None:
+        return ChecksumChecker(*body.checksum)
+    return ETagHasher(etag if body is None or body.etag_is_md5 else "", size)
 
 
 def _fetch_once(
@@ -369,8 +480,9 @@ def _fetch_once(
     options: TransferOptions,
     counter: ByteCounter,
     cancel: threading.Event,
-) -> None:
-    """One attempt: continue the partial file (ranged GET) or start it, then verify it."""
+) -> str:
+    """One attempt: continue the partial file (ranged GET) or start it, then verify it; returns
+    what vouched for the bytes (see :class:`Fetched`)."""
     try:
         offset = partial.stat().st_size
     except FileNotFoundError:
@@ -378,18 +490,18 @@ def _fetch_once(
     if offset > size:
         partial.unlink()
         offset = 0
-    hasher: ETagHasher | CRC32Checker = ETagHasher(etag, size)
     body = getter.get(bucket, key, etag, offset) if offset < size or size == 0 else None
     if body is not None and offset and body.status != 206:
         offset = 0  # the server ignored the range: start over
-    if body is not None and body.crc32 and not offset:
-        hasher = CRC32Checker(body.crc32)
+    checker = _checker(etag, size, body if not offset else None)
+    if offset and body is not None and not body.etag_is_md5:
+        checker = ETagHasher("", size)  # a resumed SSE-KMS object: no MD5 to compare with
     complete = False
     try:
-        if offset:
+        if offset and checker.can_verify:
             with open(partial, "rb") as handle:
                 while chunk := handle.read(options.chunk_bytes):
-                    hasher.update(chunk)
+                    checker.update(chunk)
         if body is not None:
             received = offset
             with open(partial, "ab" if offset else "wb") as handle:
@@ -400,7 +512,7 @@ def _fetch_once(
                     if received > size:
                         raise _Retryable(f"body longer than the listed {size} bytes")
                     handle.write(chunk)
-                    hasher.update(chunk)
+                    checker.update(chunk)
                     counter.add(len(chunk))
         complete = True
     except _Retryable:
@@ -415,12 +527,35 @@ def _fetch_once(
     got = partial.stat().st_size
     if got < size:
         raise _Retryable(f"short body: {got} of {size} bytes")
-    verdict = hasher.verdict()
-    if verdict is None:  # a multipart ETag whose part size is none of the usual guesses
+    return verify_partial(getter, bucket, key, etag, partial, size, options, checker)
+
+
+def verify_partial(
+    getter: Getter,
+    bucket: str,
+    key: str,
+    etag: str,
+    partial: Path,
+    size: int,
+    options: TransferOptions,
+    checker: ETagHasher | ChecksumChecker,
+) -> str:
+    """The checker's verdict, else the multipart layout S3 reports, else sampled ranges read
+    again; raises _Retryable (the partial removed) when the bytes are wrong."""
+    verdict = checker.verdict() if checker.can_verify else None
+    checked_by = checker.algorithm if isinstance(checker, ChecksumChecker) else "etag"
+    if verdict is None and isinstance(checker, ETagHasher) and checker.etag:
+        # a multipart ETag none of the usual part sizes fits
         verdict = check_with_s3_part_sizes(
             getter, bucket, key, partial, etag, size, options.chunk_bytes
         )
-    if verdict is False:
+    if verdict is None:
+        checked_by = CHECKED_BY_RANGES
+        verdict = ranges_match(getter, bucket, key, etag, partial, size, options)
+    if not verdict:
         partial.unlink(missing_ok=True)
-        what = "CRC32" if isinstance(hasher, CRC32Checker) else "MD5 of the ETag"
-        raise _Retryable(f"checksum mismatch: the bytes do not match the {what}")
+        what = {"etag": "MD5 of the ETag", CHECKED_BY_RANGES: "ranges read again"}
+        raise _Retryable(
+            f"checksum mismatch: the bytes do not match the {what.get(checked_by, checked_by.upper())}"
+        )
+    return checked_by
