@@ -5,7 +5,8 @@ captures laid out like the bucket: many small files, and a few large ones. Each 
 capture into an empty folder, then re-syncs it (no-op). By default both run in this process,
 the way nerfstudio runs the AWS CLI (``awscli.clidriver``), so interpreter start-up is not
 timed; ``--subprocess`` times the two command lines instead. Ratios are AWS CLI time / eyeful
-time (> 1 means eyeful is faster). Targets: >= 1x large, >= 1.5x small, >= 3x no-op.
+time (> 1 means eyeful is faster). Targets (:data:`TARGETS`): >= 1x large, >= 1.5x small,
+>= 3x the no-op re-sync of the small files; the run exits 1 when one is missed.
 
 Each row also shows the CPU seconds of each tool's own process (the client) and of the moto
 server during that tool's run. moto is one Python process (one GIL): when its CPU time is close
@@ -31,6 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+#: (capture, no-op re-sync?) -> the least ratio (aws time / eyeful time) that meets the target
+TARGETS = {("large", False): 1.0, ("small", False): 1.5, ("small", True): 3.0}
 BUCKET = "eyeful-bench"
 PREFIX = "EyefulTower/"
 _SERVER = """
@@ -182,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             "ratio = aws time / eyeful time"
         )
         counts: dict[str, set[int]] = {}
+        missed: list[str] = []
         print(
             f"{'case':<30}{'aws s3 sync':>12}{'eyeful':>9}{'ratio':>7}"
             f"  {'client CPU aws/eyeful':>22}  {'moto CPU aws/eyeful':>20}"
@@ -209,13 +213,19 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuntimeError(f"file counts differ between runs: {counts[capture]}")
             for name, suffix in ((label, ""), (f"{label}, no-op re-sync", " no-op")):
                 a, e = best[f"aws{suffix}"], best[f"eyeful{suffix}"]
+                ratio = a.wall_s / e.wall_s
+                target = TARGETS.get((capture, bool(suffix)))
+                if target is not None and ratio < target:
+                    missed.append(f"{name}: {ratio:.2f}x < {target}x")
                 print(
-                    f"{name:<30}{a.wall_s:>11.2f}s{e.wall_s:>8.2f}s{a.wall_s / e.wall_s:>6.2f}x"
+                    f"{name:<30}{a.wall_s:>11.2f}s{e.wall_s:>8.2f}s{ratio:>6.2f}x"
                     f"  {a.client_cpu_s:>9.2f}s /{e.client_cpu_s:>6.2f}s"
-                    f"  {a.server_cpu_s:>9.2f}s /{e.server_cpu_s:>6.2f}s",
+                    f"  {a.server_cpu_s:>9.2f}s /{e.server_cpu_s:>6.2f}s"
+                    + (f"  (target {target}x)" if target else ""),
                     flush=True,
                 )
-        return 0
+        print("targets met" if not missed else "targets missed: " + "; ".join(missed))
+        return 1 if missed else 0
     finally:
         if server.stdin is not None:  # stdin=PIPE: closing it stops the server
             server.stdin.close()

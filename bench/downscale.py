@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     print("targets met" if not failures else "targets missed: " + "; ".join(failures))
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -238,14 +238,16 @@ def parse_metashape(
 # XML helpers.
 
 
+def xml_parser() -> etree.XMLParser:
+    """lxml with entity resolution, DTD loading and network access off (see the docstring)."""
+    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+
+
 def _load_chunk(path: Path) -> etree._Element:
     if not path.is_file():
         raise MissingFileError(path, "cameras.xml not found")
-    parser = etree.XMLParser(
-        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
-    )
     try:
-        tree = etree.parse(str(path), parser)
+        tree = etree.parse(str(path), xml_parser())
     except etree.XMLSyntaxError as error:
         line = error.lineno if error.lineno is not None else "?"
         message = (error.msg or str(error)).split(",")[0].strip()
