@@ -1,4 +1,5 @@
-"""JSON Schema files generated from the pydantic models, kept in ``schemas/``.
+"""JSON Schema files generated from the pydantic models, shipped in the package
+(``eyeful_tools/schemas/``; the checkout's top-level ``schemas/`` is a link to it).
 
 A test regenerates them and fails when the committed files drift; ``eyeful schema`` rewrites them.
 """
@@ -18,7 +19,7 @@ SCHEMAS: dict[str, str] = {
     "splits.schema.json": "eyeful_tools.eyeful_formats:SplitsFile",
 }
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 
 
 def render_schema(target: str) -> str:

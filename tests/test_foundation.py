@@ -1,8 +1,10 @@
-"""Project-wide rules: layering, one conventions module, CLI help, schemas, error lines."""
+"""Project-wide rules: one conventions module, CLI help, schemas, error lines (the import
+layering is tests/test_layers.py)."""
 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,20 +49,6 @@ def test_the_grep_catches_a_flip() -> None:
 def test_data_tools_never_import_torch() -> None:
     code = "import sys, eyeful_tools.cli; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
-
-
-def test_layers_point_down() -> None:
-    """eyeful_tools never imports trainer_adapter at module level; the trainer never imports the CLI."""
-    for path in ROOT.glob("eyeful_tools/**/*.py"):
-        for line in path.read_text().splitlines():
-            if line.startswith(("import ", "from ")):
-                assert "trainer_adapter" not in line and "torch" not in line.split()[1], (
-                    path,
-                    line,
-                )
-    for path in ROOT.glob("trainer_adapter/**/*.py"):
-        text = path.read_text()
-        assert "eyeful_tools.cli" not in text, path
 
 
 def _commands(group, prefix: tuple[str, ...] = ()):
@@ -148,3 +136,39 @@ def test_synthetic_capture_files_match_the_eyeful_schemas(rig: str, request) -> 
     cameras_json["KRT"][0]["T"] = cameras_json["KRT"][0]["T"][:3]
     with pytest.raises(ValueError, match="T"):
         KrtFile.model_validate(cameras_json)
+
+
+def test_the_wheel_ships_the_schemas(tmp_path: Path) -> None:
+    """The schemas are package data: an installed eyeful has them (not just a checkout)."""
+    import importlib.util
+    import zipfile
+
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        (source / name).write_bytes((ROOT / name).read_bytes())
+    for package in ("eyeful_tools", "trainer_adapter"):
+        shutil.copytree(
+            ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            *isolation,
+            "-w",
+            str(tmp_path),
+            str(source),
+        ],
+        check=True,
+    )
+    [wheel] = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {f"eyeful_tools/schemas/{name}" for name in schema.SCHEMAS} <= names
+    assert schema.SCHEMA_DIR == ROOT / "eyeful_tools" / "schemas"
+    assert (ROOT / "schemas").resolve() == schema.SCHEMA_DIR  # the checkout's link to them

@@ -18,7 +18,7 @@ def write_schemas(
 ) -> None:
     """Write JSON Schemas for transforms.json, cameras.json and splits.json.
 
-    Example: eyeful schema --out schemas
+    Example: eyeful schema --out my-schemas
     """
     written = schema.write_schemas(out)
     summary(f"wrote {len(written)} schemas to {out}")
