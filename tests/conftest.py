@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from peer import REQUIRE_PEER_ENV, peer_required
+from peer import CI_ENV, REQUIRE_PEER_ENV, peer_required
 
 pytest_plugins = ("pytester",)  # tests/test_peer.py runs pytest on a small test file
 
@@ -49,4 +49,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.skipped and item.get_closest_marker("parity") and peer_required():
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
-        report.longrepr = f"parity test skipped while {REQUIRE_PEER_ENV} is set: {reason}"
+        report.longrepr = (
+            f"parity test skipped in CI ({CI_ENV} or {REQUIRE_PEER_ENV} set): {reason}"
+        )

@@ -3,7 +3,8 @@
 ``../shared`` beside the checkout holds the peer harness and the fixtures; the peer venv is
 built by ``bash ../shared/tools/nerfstudio-peer/setup.sh`` (``.ci/run`` does it). Tests that
 compare with nerfstudio are marked ``parity``: they skip where the venv is missing, except
-when ``EYEFUL_REQUIRE_PEER`` is set (CI sets it), where such a skip fails the run.
+in CI (``CI=true``, which CI services set, or ``EYEFUL_REQUIRE_PEER=1``, which ``.ci/run``
+sets), where such a skip fails the run.
 """
 
 from __future__ import annotations
@@ -22,14 +23,17 @@ FIXTURES = SHARED / "fixtures"
 PEER_RUN = SHARED / "tools" / "nerfstudio-peer" / "run_ns.py"
 PEER_VENV = Path(os.environ.get("PEER_VENV") or Path.home() / ".cache/eyeful-peer/venv")
 PEER_PY = PEER_VENV / "bin" / "python"
-#: set (to anything but "" or "0") where a skipped parity test must fail the run
+#: set (to anything but "" or "0") where a skipped parity test must fail the run; so is CI
 REQUIRE_PEER_ENV = "EYEFUL_REQUIRE_PEER"
+CI_ENV = "CI"
 
 F = TypeVar("F", bound=Callable[..., object])
 
 
 def peer_required() -> bool:
-    return os.environ.get(REQUIRE_PEER_ENV, "") not in ("", "0")
+    return any(
+        os.environ.get(name, "") not in ("", "0", "false") for name in (REQUIRE_PEER_ENV, CI_ENV)
+    )
 
 
 def needs_peer(test: F) -> F:

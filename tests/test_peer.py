@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from peer import FIXTURES, PEER_RUN, REQUIRE_PEER_ENV, ROOT
+from peer import CI_ENV, FIXTURES, PEER_RUN, REQUIRE_PEER_ENV, ROOT
 
 SKIPPING = """
 import pytest
@@ -33,6 +33,7 @@ def _run(
     pytester.makeconftest((here / "conftest.py").read_text())
     pytester.makepyfile(peer=(here / "peer.py").read_text(), test_skipping=SKIPPING)
     pytester.makeini("[pytest]\nmarkers =\n    parity: nerfstudio parity\n")
+    monkeypatch.delenv(CI_ENV, raising=False)
     if required is None:
         monkeypatch.delenv(REQUIRE_PEER_ENV, raising=False)
     else:
@@ -47,8 +48,15 @@ def test_parity_skips_fail_when_required(
     outcomes = result.parseoutcomes()
     assert outcomes.get("skipped") == 1  # the test that is not about parity
     assert outcomes.get("errors", 0) + outcomes.get("failed", 0) == 2
-    result.stdout.fnmatch_lines([f"*parity test skipped while {REQUIRE_PEER_ENV} is set*"])
+    result.stdout.fnmatch_lines(["*parity test skipped in CI*"])
     assert result.ret != 0
+
+
+def test_ci_requires_the_peer(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = _run(pytester, monkeypatch, None)
+    assert result.parseoutcomes() == {"skipped": 3}
+    monkeypatch.setenv(CI_ENV, "true")
+    assert pytester.runpytest_inprocess("-p", "no:cacheprovider").ret != 0
 
 
 def test_parity_skips_are_skips_elsewhere(
