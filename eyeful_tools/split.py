@@ -185,7 +185,7 @@ def _with_lists(tf: TransformsFile, held: Sequence[bool]) -> TransformsFile:
 def subsample(
     tf: TransformsFile,
     n: int | Literal["half"],
-    by: Literal["image", "position"] = "image",
+    by: str = "image",  # "image" or "position", checked here
     seed: int | None = None,
 ) -> TransformsFile:
     """A subset of about ``n`` images (``"half"``: half of them).
@@ -333,7 +333,7 @@ def split_transforms_file(
         result, rule = official_split(tf, None, holdout_cameras)
     result.eyeful = {**(result.eyeful or {}), "split": rule}
     if count is not None:
-        result = subsample(result, count, by=by, seed=seed)  # type: ignore[arg-type]
+        result = subsample(result, count, by=by, seed=seed)
     if out is None:
         if count is None:
             out = transforms_path
