@@ -332,6 +332,84 @@ def is_rotation(matrix: np.ndarray, atol: float = 1e-6) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+# What a usable calibration is (every reader's output and every transforms.json is checked).
+
+#: tolerance of the rigid-pose check, on ``|R R^T - I|`` and ``|det R - 1|`` (float32 phone
+#: poses are off by ~1e-7; a scaled or sheared matrix by far more)
+ROTATION_TOLERANCE = 1e-4
+#: a camera farther from the world origin than this (in the file's units, metres) is a broken
+#: pose, not a capture: float32 rays have no precision left there (ECEF's 6.4e6 m still pass)
+MAX_POSITION = 1e7
+
+
+def camera_problem(camera: Camera) -> str | None:
+    """Why a camera cannot be right, or None: intrinsics that are not finite or not greater
+    than zero, non-finite distortion, a crop radius that is not a positive number of pixels."""
+    values = (
+        ("focal length fx", camera.fx),
+        ("focal length fy", camera.fy),
+        ("principal point cx", camera.cx),
+        ("principal point cy", camera.cy),
+        ("width", camera.width_px),
+        ("height", camera.height_px),
+    )
+    for name, value in values:
+        if not (math.isfinite(value) and value > 0):
+            return f"{name} is {value:g} (intrinsics must be finite and greater than zero)"
+    for name, value in zip(DISTORTION_NAMES, camera.distortion, strict=True):
+        if not math.isfinite(value):
+            return f"distortion {name} is {value:g}"
+    radius = camera.fisheye_crop_radius_px
+    if radius is not None and not (math.isfinite(radius) and radius > 0):
+        return f"fisheye_crop_radius is {radius:g} (must be a positive number of pixels)"
+    return None
+
+
+def is_fraction_radius(radius_px: float | None) -> bool:
+    """A fisheye crop radius in (0, 1]: nerfstudio's (and ns-download-data's) fraction of the
+    half-size, not pixels. A real pixel radius is tens of pixels at least; read as pixels, a
+    fraction leaves about one pixel per image to train on."""
+    return radius_px is not None and 0 < radius_px <= 1
+
+
+def first_bad_pose(world_from_cam: np.ndarray) -> tuple[int, str] | None:
+    """(index, why) of the first camera-to-world pose that is not a rigid transform, or None
+    (``why`` reads after the pose's name: "rotation is not orthonormal ...").
+    [N, 4, 4]; the rotation must be orthonormal with det +1 to :data:`ROTATION_TOLERANCE`, the
+    bottom row ``0 0 0 1``, every value finite and the position within :data:`MAX_POSITION`."""
+    poses = np.asarray(world_from_cam, dtype=np.float64).reshape(-1, 4, 4)
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(poses).all(axis=(1, 2))
+        safe = np.where(finite[:, None, None], poses, 0.0)
+        rotation = safe[:, :3, :3]
+        gram = np.abs(rotation @ np.swapaxes(rotation, -1, -2) - np.eye(3)).max(axis=(1, 2))
+        det = np.linalg.det(rotation)
+        bottom = np.abs(safe[:, 3] - np.array([0.0, 0.0, 0.0, 1.0])).max(axis=1)
+        position = np.abs(safe[:, :3, 3]).max(axis=1)
+    bad = (
+        ~finite
+        | (gram > ROTATION_TOLERANCE)
+        | (np.abs(det - 1.0) > ROTATION_TOLERANCE)
+        | (bottom > ROTATION_TOLERANCE)
+        | (position > MAX_POSITION)
+    )
+    if not bad.any():
+        return None
+    i = int(np.argmax(bad))
+    if not finite[i]:
+        why = "has values that are not finite"
+    elif gram[i] > ROTATION_TOLERANCE:
+        why = f"rotation is not orthonormal (|R R^T - I| = {gram[i]:.2g} > {ROTATION_TOLERANCE:g})"
+    elif abs(det[i] - 1.0) > ROTATION_TOLERANCE:
+        why = f"rotation has determinant {det[i]:.6g}, not +1 (a reflection)"
+    elif bottom[i] > ROTATION_TOLERANCE:
+        why = f"bottom row is {poses[i, 3].tolist()}, not [0, 0, 0, 1]"
+    else:
+        why = f"camera position {position[i]:.3g} is beyond {MAX_POSITION:g} (units of the file)"
+    return i, why
+
+
+# ---------------------------------------------------------------------------------------------
 # Intrinsics.
 
 

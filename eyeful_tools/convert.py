@@ -33,7 +33,12 @@ from eyeful_tools.cameras import (
 from eyeful_tools.errors import InputFormatError, MissingFileError, SplitError, UsageError
 from eyeful_tools.imageio import IMAGE_SUFFIXES, image_size, is_exr
 from eyeful_tools.readers import krt, metashape
-from eyeful_tools.transforms import TransformsFile, scene_to_transforms, write_transforms
+from eyeful_tools.transforms import (
+    TransformsFile,
+    check_scene,
+    scene_to_transforms,
+    write_transforms,
+)
 
 log = logging.getLogger(__name__)
 
@@ -151,12 +156,11 @@ def convert_capture(
     fraction = krt.crop_fraction(capture)
     report = ConvertReport(capture_dir=capture_dir, source=source)
 
+    calibration = capture_dir / ("cameras.json" if source == "krt" else "cameras.xml")
     if source == "krt":
-        scene = krt.read_krt(capture_dir / "cameras.json", capture=capture)
+        scene = krt.read_krt(calibration, capture=capture)
     else:
-        document = metashape.parse_metashape(
-            capture_dir / "cameras.xml", rig=rig, crop_fraction=fraction
-        )
+        document = metashape.parse_metashape(calibration, rig=rig, crop_fraction=fraction)
         scene = document.scene
         report.disabled = len(document.report.disabled)
         report.no_pose = len(document.report.no_pose)
@@ -165,6 +169,7 @@ def convert_capture(
         report.warnings.extend(document.report.warnings)  # the reader has logged these
         if not scene.frames:
             raise InputFormatError(capture_dir / "cameras.xml", "no posed camera to convert")
+    check_scene(scene, calibration)  # before any image is read: a bad K or T names its file
     splits_path = capture_dir / "splits.json"
     splits = split.read_splits(splits_path) if splits_path.is_file() else None
 
@@ -178,7 +183,9 @@ def convert_capture(
             world_up=scene.world_up,
             name=folder_name,
         )
-        tf = scene_to_transforms(matched, extra={"source": source, "images": folder.name})
+        tf = scene_to_transforms(
+            matched, extra={"source": source, "images": folder.name}, source=calibration
+        )
         try:
             tf, result.split_rule = split.official_split(tf, splits)
         except SplitError as error:

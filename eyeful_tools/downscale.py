@@ -56,12 +56,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_FACTORS = (2, 4, 8)
 DEFAULT_JPEG_QUALITY = 95
-#: libjpeg's reduced-size decodes (DCT scaling): decode cost drops with the scale
-_REDUCED_FLAGS = {
-    2: cv2.IMREAD_REDUCED_COLOR_2,
-    4: cv2.IMREAD_REDUCED_COLOR_4,
-    8: cv2.IMREAD_REDUCED_COLOR_8,
-}
 _DOWNSCALED_FOLDER = re.compile(r"^(images|masks|depths)_\d+$")
 
 
@@ -266,7 +260,8 @@ def _measure(
     frame_sources: list[dict[Kind, Path]],
     resolve: Callable[[Path], Path],
 ) -> list[_Source]:
-    """Header sizes of every distinct source; images must match the size the file declares."""
+    """Header sizes of every distinct source; images must match the size the file declares,
+    masks their image's size."""
     sources: dict[Path, _Source] = {}
     for index, (item, paths) in enumerate(zip(transforms.frames, frame_sources, strict=True)):
         for kind, path in paths.items():
@@ -286,6 +281,15 @@ def _measure(
                     path,
                     f"image is {w}x{h} but {transforms_path.name} frame {index} says "
                     f"{declared[0]}x{declared[1]}",
+                )
+        if Kind.MASK in paths and Kind.IMAGE in paths:  # nerfstudio's loader needs them equal
+            mask = sources[resolve(paths[Kind.MASK])].size_px
+            image = sources[resolve(paths[Kind.IMAGE])].size_px
+            if mask != image:
+                raise InputFormatError(
+                    paths[Kind.MASK],
+                    f"mask is {mask[0]}x{mask[1]} but its image {item.file_path} is "
+                    f"{image[0]}x{image[1]}",
                 )
     return list(sources.values())
 
@@ -481,11 +485,8 @@ def _decode_image(
         return 1, imageio.read_image(source), False
     common = math.gcd(*(o.factor for o in outputs), *size_px)
     scale = max(s for s in (1, 2, 4, 8) if common % s == 0)
-    flags = _REDUCED_FLAGS[scale] if scale > 1 else cv2.IMREAD_COLOR
-    # decoding from memory is ~5% faster than cv2.imread's own file reader
-    pixels = cv2.imdecode(np.fromfile(source, np.uint8), flags | cv2.IMREAD_IGNORE_ORIENTATION)
-    if pixels is None:
-        raise InputFormatError(source, "cannot decode image (corrupt or unsupported format)")
+    # strict: a truncated or corrupt JPEG is refused before any copy of it is written
+    pixels = imageio.read_jpeg(source, reduce=scale, bgr=True)
     expected = (size_px[1] // scale, size_px[0] // scale)
     if pixels.shape[:2] != expected:
         raise InputFormatError(

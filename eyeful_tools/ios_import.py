@@ -40,7 +40,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
-import cv2
 import numpy as np
 
 from eyeful_tools import blur, imageio, ios_depth, split, transforms
@@ -540,22 +539,27 @@ def _quarter_turns(rotate: str, world_from_cams: Sequence[np.ndarray]) -> int:
 
 
 def _decode_colour(source: Source, name: str) -> np.ndarray:
-    """RGB [H, W, 3] uint8 of a stored image (EXIF orientation ignored)."""
-    data = np.frombuffer(source.read_bytes(name), dtype=np.uint8)
-    pixels = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if pixels is None:
-        raise InputFormatError(source.display(name), "cannot decode image")
-    return np.ascontiguousarray(pixels[..., ::-1])
+    """RGB [H, W, 3] uint8 of a stored image (EXIF orientation ignored), strictly decoded."""
+    return imageio.decode_image_bytes(source.read_bytes(name), source.display(name))
 
 
 def _decode_grey(source: Source, name: str) -> np.ndarray | None:
-    """Stored pixels (EXIF orientation ignored, as nerfstudio and COLMAP do), or None."""
-    data = np.frombuffer(source.read_bytes(name), dtype=np.uint8)
-    if data.size == 0:
+    """Stored pixels (EXIF orientation ignored, as nerfstudio and COLMAP do), or None for an
+    image that does not decode cleanly (truncated, corrupt: the frame is skipped and reported).
+    An image over the pixel limit is refused (raised), not skipped."""
+    data = source.read_bytes(name)
+    where = source.display(name)
+    try:
+        size = imageio.header_size(data, where)
+    except InputFormatError:
         return None
-    flags = cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION
-    pixels = cv2.imdecode(data, flags)
-    return None if pixels is None or min(pixels.shape[:2]) < 3 else pixels
+    if size is not None:
+        imageio.check_image_size(where, *size)
+    try:
+        pixels = imageio.decode_image_bytes(data, where, grey=True)
+    except InputFormatError:
+        return None
+    return None if min(pixels.shape[:2]) < 3 else pixels
 
 
 # ---------------------------------------------------------------------------------------------

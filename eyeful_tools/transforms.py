@@ -130,10 +130,13 @@ def read_transforms(path: str | Path) -> TransformsFile:
 
 
 def parse_transforms(data: Any, path: str | Path | None = None) -> TransformsFile:
+    """Validate the structure, then the values (:func:`check_transforms`)."""
     try:
-        return TransformsFile.model_validate(data)
+        transforms = TransformsFile.model_validate(data)
     except ValidationError as error:
         raise field_error(error, path) from error
+    check_transforms(transforms, path)
+    return transforms
 
 
 def dump_transforms(transforms: TransformsFile) -> str:
@@ -148,6 +151,7 @@ def dump_transforms(transforms: TransformsFile) -> str:
 def write_transforms(path: str | Path, transforms: TransformsFile) -> Path:
     """Validate (finite numbers, shapes) and write atomically."""
     path = Path(path)
+    check_transforms(transforms, path)
     text = dump_transforms(transforms)
     try:  # never write what we could not read back
         TransformsFile.model_validate_json(text)
@@ -158,17 +162,119 @@ def write_transforms(path: str | Path, transforms: TransformsFile) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
+# Values that would make a model wrong: refused on every read and write, naming file and frame.
+
+#: the repair for a fraction crop radius, with ``{capture}`` filled in where it can be found
+FRACTION_RADIUS_FIX = (
+    "nerfstudio writes this as a fraction; run `eyeful convert {capture}` to repair it"
+)
+
+
+def check_transforms(transforms: TransformsFile, path: str | Path | None) -> None:
+    """Refuse intrinsics that are not finite or not > 0, poses that are not rigid, and crop
+    radii that are negative or (on a fisheye file) plainly nerfstudio's 0-1 fraction.
+
+    The rules live in :mod:`eyeful_tools.cameras`; this applies them with nerfstudio's
+    precedence (top-level values override per-frame ones). Frames missing a value are left to
+    the reader that needs it.
+    """
+    frames = transforms.frames
+    if not frames:
+        return
+    fisheye = transforms.camera_model is CameraModel.OPENCV_FISHEYE
+    if transforms.fisheye_crop_radius is not None:
+        _check_radius(path, frames[0].file_path, transforms.fisheye_crop_radius, fisheye, True)
+    checked: set[tuple[Any, ...]] = set()
+    for item in frames:
+        radius = item.eyeful.fisheye_crop_radius if item.eyeful else None
+        if radius is not None:
+            _check_radius(path, item.file_path, radius, fisheye, False)
+        values = tuple(_intrinsic(transforms, item, key) for key in _INTRINSICS)
+        if values in checked or None in values:
+            continue
+        checked.add(values)
+        fx, fy, cx, cy, w, h = values
+        camera = Camera(
+            model=CameraModel.PINHOLE, width_px=w, height_px=h, fx=fx, fy=fy, cx=cx, cy=cy
+        )
+        problem = cameras.camera_problem(camera)
+        if problem is not None:
+            raise InputFormatError(path, f"frame {item.file_path}: {problem}")
+    bad = cameras.first_bad_pose(np.asarray([item.transform_matrix for item in frames]))
+    if bad is not None:
+        raise InputFormatError(path, f"frame {frames[bad[0]].file_path}: transform_matrix {bad[1]}")
+
+
+def check_scene(scene: Scene, path: str | Path | None) -> None:
+    """:func:`check_transforms`'s rules on canonical frames (a reader's output), so a bad
+    calibration is refused naming its source file (``cameras.json``, ``cameras.xml``, ...)."""
+    first_of: dict[Camera, Frame] = {}
+    for frame in scene.frames:
+        first_of.setdefault(frame.camera, frame)
+    for camera, frame in first_of.items():
+        problem = cameras.camera_problem(camera)
+        if problem is not None:
+            raise InputFormatError(path, f"frame {frame.image_path}: {problem}")
+    if scene.frames:
+        bad = cameras.first_bad_pose(np.stack([frame.world_from_cam for frame in scene.frames]))
+        if bad is not None:
+            raise InputFormatError(path, f"frame {scene.frames[bad[0]].image_path}: pose {bad[1]}")
+
+
+_INTRINSICS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
+
+
+def _intrinsic(transforms: TransformsFile, item: TransformsFrame, key: str) -> Any:
+    """nerfstudio's precedence: a top-level value applies to every frame."""
+    value = getattr(transforms, key)
+    return getattr(item, key) if value is None else value
+
+
+def _check_radius(
+    path: str | Path | None, file_path: str, radius: float, fisheye: bool, top_level: bool
+) -> None:
+    where = " (top level: every frame)" if top_level else ""
+    if fisheye and cameras.is_fraction_radius(radius):
+        fix = FRACTION_RADIUS_FIX.format(capture=capture_folder(path))
+        raise InputFormatError(
+            path, f"frame {file_path}: fisheye_crop_radius is {radius:g}{where}, not pixels: {fix}"
+        )
+    if not radius > 0:
+        raise InputFormatError(
+            path,
+            f"frame {file_path}: fisheye_crop_radius is {radius:g}{where} (must be a positive "
+            "number of pixels)",
+        )
+
+
+def capture_folder(transforms_path: str | Path | None) -> str:
+    """The capture folder a transforms.json was converted from (the folder above, or its own,
+    holding ``cameras.json`` or ``cameras.xml``), else ``<capture>``."""
+    if transforms_path is None:
+        return "<capture>"
+    folder = Path(transforms_path).parent
+    for candidate in (folder.parent, folder):
+        if any((candidate / name).is_file() for name in ("cameras.json", "cameras.xml")):
+            return str(candidate)
+    return "<capture>"
+
+
+# ---------------------------------------------------------------------------------------------
 # Canonical scene <-> transforms.
 
 
-def scene_to_transforms(scene: Scene, *, extra: dict[str, Any] | None = None) -> TransformsFile:
+def scene_to_transforms(
+    scene: Scene, *, extra: dict[str, Any] | None = None, source: str | Path | None = None
+) -> TransformsFile:
     """The nerfstudio view of a scene: OpenGL c2w in the z-up output world, per-frame intrinsics.
 
     ``applied_transform`` records ``output_world_from_source`` (3x4) so users can map results
-    back to the capture's coordinates.
+    back to the capture's coordinates. Bad calibration is refused naming ``source`` (default:
+    the scene's name).
     """
     if not scene.frames:
         raise InputFormatError(scene.name, "no frames to write")
+    check_scene(scene, source or scene.name)
     models = {frame.camera.model for frame in scene.frames}
     model = cameras.common_camera_model(models)
     if model is None:

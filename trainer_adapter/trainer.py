@@ -280,6 +280,7 @@ def train(
     """
     from trainer_adapter.data.loader import RayLoader
     from trainer_adapter.data.parser import parse_dataset, resolve_downscale
+    from trainer_adapter.data.verify import verify_dataset
 
     world, rank, local_rank = _dist_env()
     torch_device = devices.resolve_device(device, local_rank)
@@ -318,6 +319,7 @@ def train(
         eval_mode=eval_mode,
         eval_interval=eval_interval,
     )
+    verify_dataset(dataset)  # a corrupt image is refused before the run folder is written
     train_indices = torch.as_tensor(dataset.indices("train"), dtype=torch.long)
     if train_indices.numel() == 0:
         raise UsageError(dataset.transforms_path, "the train split is empty")

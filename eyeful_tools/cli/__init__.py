@@ -44,9 +44,18 @@ def load_commands(modules: Sequence[str] | None = None) -> None:
         importlib.import_module(f"{__name__}.{module}")
 
 
+#: root options that take a value (so the value is not taken for the command's name)
+_ROOT_VALUE_OPTIONS = ("--max-image-pixels",)
+
+
 def _modules_for(args: Sequence[str]) -> Sequence[str] | None:
-    command = next((a for a in args if not a.startswith("-")), None)
-    return COMMAND_MODULES.get(command) if command else None
+    words = iter(args)
+    for word in words:
+        if word in _ROOT_VALUE_OPTIONS:
+            next(words, None)
+        elif not word.startswith("-"):
+            return COMMAND_MODULES.get(word)
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,7 @@ command never means editing a shared list.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 
 import typer
@@ -23,6 +24,7 @@ from rich.progress import (
 )
 
 from eyeful_tools.errors import UsageError
+from eyeful_tools.image_limits import DEFAULT_MAX_IMAGE_PIXELS, MAX_PIXELS_ENV
 
 app = typer.Typer(
     name="eyeful",
@@ -50,12 +52,26 @@ state = {"verbose": False}
 @app.callback()
 def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks for errors."),
+    max_image_pixels: int | None = typer.Option(
+        None,
+        "--max-image-pixels",
+        metavar="N",
+        help="Refuse images of more than N pixels, read from the header before decoding "
+        f"(default {DEFAULT_MAX_IMAGE_PIXELS:,}, or ${MAX_PIXELS_ENV}).",
+    ),
 ) -> None:
     """eyeful: from the EyefulTower bucket (or an iPhone) to a trained NeRF.
 
     Example: eyeful download --capture riverview --resolution jpeg_1k
+
+    Example: eyeful --max-image-pixels 400000000 downscale data/pano
     """
     state["verbose"] = verbose
+    if max_image_pixels is not None:
+        if max_image_pixels < 1:
+            raise UsageError("--max-image-pixels", f"must be at least 1, got {max_image_pixels}")
+        # the environment carries it to spawned workers (downscale's pool, the loader's)
+        os.environ[MAX_PIXELS_ENV] = str(max_image_pixels)
 
 
 def summary(message: str) -> None:
