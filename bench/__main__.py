@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "download": ["--quick"],
     "downscale": ["--count", "100"],
     "loader": [],
+    "verify": [],
     "train": ["--budget", "30"],
 }
 

@@ -32,8 +32,6 @@ from eyeful_tools.image_limits import check_image_size
 
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".exr")
-#: OpenEXR pixel types that hold radiance (UINT channels are ids or counts, not light)
-_EXR_FLOAT_TYPES = ("HALF", "FLOAT")
 
 
 def is_exr(path: str | Path) -> bool:
@@ -132,13 +130,18 @@ def verify_image(path: str | Path) -> tuple[int, int]:
     return int(width), int(height)
 
 
+def check_header(data: bytes, where: str | Path) -> tuple[int, int] | None:
+    """(width, height) of in-memory PNG or JPEG bytes, refused when cut short or over the pixel
+    limit, before anything decodes them; None for other formats (and empty data)."""
+    size = header_size(data, where)
+    return None if size is None else check_image_size(where, *size)
+
+
 def decode_image_bytes(data: bytes, where: str | Path, *, grey: bool = False) -> np.ndarray:
     """An 8-bit image held in memory (an archive member) decoded strictly: RGB [H, W, 3] uint8,
     or [H, W] uint8 with ``grey``; ``where`` names it in errors. EXIF orientation is ignored
     (as nerfstudio and COLMAP do). Over the pixel limit is refused before decoding."""
-    size = header_size(data, where)
-    if size is not None:
-        check_image_size(where, *size)
+    check_header(data, where)
     if _is_jpeg(data):
         colorspace = _jpeg_header(where, data)[2]
         if colorspace not in _CMYK_SPACES:
@@ -169,9 +172,7 @@ def _existing(path: str | Path) -> Path:
 def _checked_bytes(path: Path) -> bytes:
     """The file's bytes, once its header size is known to be within the pixel limit."""
     data = path.read_bytes()
-    size = header_size(data, path)
-    if size is not None:
-        check_image_size(path, *size)
+    check_header(data, path)
     return data
 
 

@@ -92,7 +92,9 @@ def _read_depth(source: Source, frame: DepthMaps) -> np.ndarray:
     assert name is not None
     where = source.display(name)
     if frame.depth_kind in (DEPTH_PNG_MM, DEPTH_PNG_SCALED):
-        depth = cv2.imdecode(np.frombuffer(source.read_bytes(name), np.uint8), cv2.IMREAD_UNCHANGED)
+        data = source.read_bytes(name)
+        imageio.check_header(data, where)  # the pixel limit, before OpenCV allocates
+        depth = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
         if depth is None or depth.ndim != 2:
             raise InputFormatError(where, "cannot decode depth PNG (expected 16-bit, one channel)")
         if frame.depth_kind == DEPTH_PNG_SCALED:
@@ -113,7 +115,9 @@ def _read_confidence(source: Source, frame: DepthMaps, shape: tuple[int, ...]) -
     assert name is not None
     where = source.display(name)
     if frame.confidence_kind == CONF_PNG_U8:
-        conf = cv2.imdecode(np.frombuffer(source.read_bytes(name), np.uint8), cv2.IMREAD_GRAYSCALE)
+        data = source.read_bytes(name)
+        imageio.check_header(data, where)
+        conf = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE) if data else None
         if conf is None:
             raise InputFormatError(where, "cannot decode confidence PNG")
     else:

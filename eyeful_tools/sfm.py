@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 import pycolmap
 
-from eyeful_tools import blur, colmap_io
+from eyeful_tools import blur, colmap_io, imageio
 from eyeful_tools.colmap_io import ImageMode
 from eyeful_tools.errors import InputFormatError, MissingFileError, UsageError
 from eyeful_tools.fsio import check_output_folder
@@ -147,9 +147,8 @@ def drop_blurry(
         return list(names)
     scores = []
     for done, name in enumerate(names, start=1):
-        pixels = cv2.imread(str(folder / name), cv2.IMREAD_GRAYSCALE)
-        if pixels is None:
-            raise InputFormatError(folder / name, "cannot decode image")
+        path = folder / name
+        pixels = imageio.decode_image_bytes(path.read_bytes(), path, grey=True)  # strict
         scores.append(blur.sharpness(pixels))
         progress("blur", done, len(names))
     keep = blur_filter.keep(scores)
@@ -421,6 +420,8 @@ def import_images(
     report.dropped_blurry = len(names) - len(sharp)
     selected = even_subsample(sharp, max_frames)
     report.dropped_subsample = len(sharp) - len(selected)
+    for name in selected:  # COLMAP decodes with its own reader: refuse damaged or huge ones first
+        imageio.verify_image(source / name)
     with _clean_up_on_failure(out_dir):
         return _sfm_to_dataset(
             source,

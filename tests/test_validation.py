@@ -362,3 +362,29 @@ def test_downscale_checks_mask_sizes(capture: Path, capsys: pytest.CaptureFixtur
         f"{frames[1].file_path} is {width}x{height}"
     )
     assert not list(data.glob("images_*")) and not list(data.glob("masks_*"))
+
+
+def test_impossible_values_are_never_written(tmp_path: Path) -> None:
+    from eyeful_tools.cameras import Camera, CameraModel, Frame, Scene
+    from eyeful_tools.transforms import scene_to_transforms, write_transforms
+
+    camera = Camera(model=CameraModel.OPENCV_FISHEYE, width_px=64, height_px=48, fx=40.0,
+                    fy=40.0, cx=32.0, cy=24.0, fisheye_crop_radius_px=-3.0)  # fmt: skip
+    frame = Frame(image_path="a.jpg", camera=camera, world_from_cam=np.eye(4))
+    source = tmp_path / "source.json"
+    with pytest.raises(InputFormatError) as caught:  # every importer's scene goes through here
+        scene_to_transforms(Scene(frames=(frame,), name="unit"), source=source)
+    assert caught.value.one_line() == (
+        f"{source}: frame a.jpg: fisheye_crop_radius is -3 (must be a positive number of pixels)"
+    )
+    good = frame.with_(camera=Camera(**{**camera.__dict__, "fisheye_crop_radius_px": 30.0}))
+    written = scene_to_transforms(Scene(frames=(good,), name="unit"))
+    written.frames[0].transform_matrix[0][3] = 1e307
+    target = tmp_path / "transforms.json"
+    with pytest.raises(InputFormatError) as caught:
+        write_transforms(target, written)
+    assert caught.value.one_line() == (
+        f"{target}: frame a.jpg: transform_matrix camera position 1e+307 is beyond 1e+07 "
+        "(units of the file)"
+    )
+    assert not target.exists()
