@@ -9,7 +9,7 @@ Cost: JPEGs are entropy-decoded at 1/8 scale in grey (:func:`eyeful_tools.imagei
 which reads every byte of the compressed data but skips most of the inverse DCT and all colour
 conversion: about 7 ms for a 1368x2048 EyefulTower JPEG on one core, so ~4 s for a 1000-image
 2K scene on two cores (threads: libjpeg-turbo runs without the GIL). PNG and EXR are decoded in
-full (EXR: ~15 ms per 2K image). See docs/train.md.
+full (a 1368x2048 half-float ZIP EXR: ~40 ms of CPU). See docs/validation.md.
 """
 
 from __future__ import annotations
