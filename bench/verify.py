@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     slot = np.empty((HEIGHT_PX, WIDTH_PX, 3), np.uint8)
 
     def baseline(path: Path) -> None:
-        cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB, dst=slot)
+        decoded = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        assert decoded is not None
+        cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB, dst=slot)
 
     def strict(path: Path) -> None:
         assert imageio.read_image_into(path, slot) is None

@@ -379,7 +379,7 @@ def first_bad_pose(world_from_cam: np.ndarray) -> tuple[int, str] | None:
     bottom row ``0 0 0 1``, every value finite and the position within :data:`MAX_POSITION`."""
     poses = np.asarray(world_from_cam, dtype=np.float64).reshape(-1, 4, 4)
     with np.errstate(all="ignore"):
-        finite = np.isfinite(poses).all(axis=(1, 2))
+        finite = np.all(np.isfinite(poses), axis=(1, 2), keepdims=False).reshape(-1)  # [N]
         safe = np.where(finite[:, None, None], poses, 0.0)
         rotation = safe[:, :3, :3]
         gram = np.abs(rotation @ np.swapaxes(rotation, -1, -2) - np.eye(3)).max(axis=(1, 2))

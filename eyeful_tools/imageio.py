@@ -149,10 +149,10 @@ def decode_image_bytes(data: bytes, where: str | Path, *, grey: bool = False) ->
             return pixels[..., 0] if grey else pixels
         _strict_jpeg(where, data, colorspace="CMYK")  # strict check; OpenCV converts (Adobe)
     flags = (cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flags) if data else None
-    if pixels is None:
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), flags) if data else None
+    if decoded is None:
         raise InputFormatError(where, "cannot decode image (corrupt or unsupported format)")
-    return pixels if grey else np.ascontiguousarray(pixels[..., ::-1])
+    return decoded if grey else np.ascontiguousarray(decoded[..., ::-1])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "eyeful_tools.eyeful_formats",
             "eyeful_tools.procpool",
             "eyeful_tools.blur",
+            "eyeful_tools.image_limits",
             "eyeful_tools.imageio",
             "eyeful_tools.transforms",
         ),
