@@ -181,7 +181,24 @@ def read_json(path: str | Path, what: str) -> Any:
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(path, f"{what} not found")
+    return parse_json(path.read_bytes(), path)
+
+
+def parse_json(data: bytes | str, where: str | Path) -> Any:
+    """JSON text (UTF-8 bytes or str) as Python values; anything ``json`` refuses, including
+    what it refuses by raising something else (an integer over Python's 4,300-digit limit is a
+    ValueError, nesting deeper than the stack a RecursionError), is one error naming ``where``."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputFormatError(path, f"not valid JSON ({error})") from error
+        return json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
+    except UnicodeDecodeError as error:
+        raise InputFormatError(where, f"not valid JSON (not UTF-8 text: {error.reason})") from error
+    except RecursionError as error:
+        raise InputFormatError(where, "not valid JSON (nested too deeply)") from error
+    except ValueError as error:  # JSONDecodeError, and int() beyond sys.get_int_max_str_digits()
+        raise InputFormatError(where, f"not valid JSON ({_first_sentence(error)})") from error
+
+
+def _first_sentence(error: Exception) -> str:
+    """An exception's message up to its first ``;`` (Python's digit-limit error goes on to
+    recommend ``sys.set_int_max_str_digits``, which a user cannot call)."""
+    return str(error).split(";")[0]

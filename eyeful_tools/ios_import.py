@@ -29,7 +29,6 @@ the pipeline reads like files.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import posixpath
@@ -53,7 +52,7 @@ from eyeful_tools.cameras import (
     rotate_image_quarter_turns,
 )
 from eyeful_tools.errors import InputFormatError, MissingFileError, UsageError
-from eyeful_tools.fsio import atomic_dir, atomic_path, check_output_folder
+from eyeful_tools.fsio import atomic_dir, atomic_path, check_output_folder, parse_json
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +143,7 @@ class Source:
 
     def read_json_object(self, name: str) -> dict[str, Any]:
         """A member parsed as a JSON object; errors name the member."""
-        try:
-            data = json.loads(self.read_bytes(name).decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise InputFormatError(self.display(name), f"not valid JSON ({error})") from error
+        data = parse_json(self.read_bytes(name), self.display(name))
         if not isinstance(data, dict):
             raise InputFormatError(self.display(name), "expected a JSON object")
         return data

@@ -276,6 +276,42 @@ def test_bad_input_is_one_clear_error_and_nothing_written(
     assert not list(capture.rglob("transforms*.json"))
 
 
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("frame_id_text", "entry 1 (11/11_DSC0001): frameId must be a whole number, got 'abc'"),
+        ("frame_id_float", "entry 1 (11/11_DSC0001): frameId must be a whole number, got 1.5"),
+        ("width_inf", "entry 1 (11/11_DSC0001): bad number (cannot convert float infinity"),
+        ("digits", "not valid JSON (Exceeds the limit (4300 digits) for integer string conver"),
+        ("deep", "not valid JSON (nested too deeply)"),
+    ],
+)
+def test_malformed_json_is_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str, message: str
+) -> None:
+    """#15: each of these used to end in a ValueError, OverflowError or RecursionError
+    traceback (or, for 1.5, a silently truncated rig position)."""
+    capture = tmp_path / "cap"
+    entries = make_krt_capture(capture, positions=1)
+    text = None
+    if damage == "frame_id_text":
+        entries[1]["frameId"] = "abc"
+    elif damage == "frame_id_float":
+        entries[1]["frameId"] = 1.5
+    elif damage == "width_inf":
+        entries[1]["width"] = float("inf")
+    elif damage == "digits":
+        text = '{"KRT": [' + "7" * 5000 + "]}"
+    else:
+        text = "[" * 100_000 + "]" * 100_000
+    path = capture / "cameras.json"
+    path.write_text(text if text is not None else json.dumps({"KRT": entries}))
+    assert main(["convert", str(capture)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: {message}") and len(err.strip().splitlines()) == 1
+    assert not list(capture.rglob("transforms*.json"))
+
+
 def test_cli_summary_and_resolution_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

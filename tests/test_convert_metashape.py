@@ -243,6 +243,9 @@ def test_skew_and_p3_are_reported_not_silently_dropped(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # Bad input: one clear line, nothing written.
 
+DUPLICATE_ID = (
+    f'<camera id="1" sensor_id="0" label="dup"><transform>{_text(np.eye(4))}</transform></camera>'
+)
 NAN_MASTER = f'<camera id="95" sensor_id="0" label="bad"><transform>{" ".join(["nan"] * 16)}</transform></camera>'
 
 
@@ -257,8 +260,16 @@ NAN_MASTER = f'<camera id="95" sensor_id="0" label="bad"><transform>{" ".join(["
         (make_xml()[:900], "malformed XML at line"),
         ('<?xml version="1.0"?>\n<!DOCTYPE document [<!ENTITY e SYSTEM "file:///etc/passwd">]>\n'
          "<document><chunk>&e;</chunk></document>\n", "refusing an XML document type declaration"),
+        # #15: a repeated camera id silently gave a rig slave the other camera's pose
+        (make_xml(extra_cameras=DUPLICATE_ID), "camera id '1' repeats (first at line"),
+        (make_xml(extra_sensors='<sensor id="1" label="again" type="frame"/>'),
+         "sensor id '1' repeats (first at line"),
+        # #15: finite numbers whose composition overflows ended in a pydantic traceback
+        (make_xml().replace(f"<scale>{CHUNK_S!r}</scale>", "<scale>1.7e308</scale>"),
+         "pose overflows once the chunk/component transform is applied"),
     ],
-    ids=["missing-sensor", "nan", "unknown-type", "spherical", "truncated", "external-entity"],
+    ids=["missing-sensor", "nan", "unknown-type", "spherical", "truncated", "external-entity",
+         "duplicate-camera-id", "duplicate-sensor-id", "overflow"],
 )  # fmt: skip
 def test_bad_xml_is_one_clear_error_and_nothing_written(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], xml: str, message: str

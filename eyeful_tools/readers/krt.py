@@ -133,7 +133,7 @@ def _frame(path: Path, index: int, entry: Any, fraction: float | None) -> tuple[
         intrinsics = matrix_from_column_major(entry["K"], 3)
         cam_from_world = matrix_from_column_major(entry["T"], 4)
         distortion = [float(v) for v in entry.get("distortion") or []]
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, OverflowError) as error:
         raise fail(f"bad number ({error})") from error
     if width <= 0 or height <= 0:
         raise fail(f"bad size {width}x{height}")
@@ -169,7 +169,7 @@ def _frame(path: Path, index: int, entry: Any, fraction: float | None) -> tuple[
         camera = replace(
             camera, fisheye_crop_radius_px=default_fisheye_crop_radius_px(camera, fraction)
         )
-    frame_id = entry.get("frameId")
+    frame_id = _optional_whole_number(entry.get("frameId"), "frameId", fail)
     sensor_id = entry.get("sensorId")
     return (
         Frame(
@@ -178,7 +178,7 @@ def _frame(path: Path, index: int, entry: Any, fraction: float | None) -> tuple[
             # nerfstudio inverts with np.linalg.inv; so do we, to match it bit for bit
             world_from_cam=np.linalg.inv(cam_from_world),
             camera_id=camera_folder(camera_id) or (None if sensor_id is None else str(sensor_id)),
-            rig_position_id=None if frame_id is None else int(frame_id),
+            rig_position_id=frame_id,
             sensor_id=None if sensor_id is None else str(sensor_id),
         ),
         dropped,
@@ -198,3 +198,16 @@ def _distortion(
         raise fail(f"Fisheye needs 8 values [k1,k2,k3,k4,t1,t2,p1,p2], got {len(values)}")
     k1, k2, k3, k4, t1, t2, p1, p2 = (values + [0.0] * 8)[:8]
     return (k1, k2, k3, k4, p1, p2), int(t1 != 0.0 or t2 != 0.0)
+
+
+def _optional_whole_number(value: Any, key: str, fail) -> int | None:  # noqa: ANN001
+    """``frameId``-like ids: absent, an integer, or a string of digits (never a float cut
+    short, a bool or a list, which used to end in a traceback or a wrong rig position)."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = value.strip() if isinstance(value, str) else ""
+    if text.isascii() and text.isdigit() and len(text) <= 18:
+        return int(text)
+    raise fail(f"{key} must be a whole number, got {value!r}"[:200])

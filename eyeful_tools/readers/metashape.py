@@ -131,9 +131,15 @@ def parse_metashape(
     sensors_el = chunk.find("sensors")
     if sensors_el is None:
         raise InputFormatError(path, "no <sensors> in the first <chunk>")
-    sensors = {}
+    sensors: dict[str, _Sensor] = {}
     for element in sensors_el.iter("sensor"):
         parsed = _parse_sensor(path, element, report, crop_fraction)
+        if parsed.id in sensors:
+            raise InputFormatError(
+                path,
+                f"line {element.sourceline}: sensor id {parsed.id!r} repeats "
+                f"(first at line {sensors[parsed.id].line})",
+            )
         sensors[parsed.id] = parsed
     rig_master_sensors = {s.master_id for s in sensors.values() if s.master_id is not None}
     chunk_transform = _similarity(path, chunk.find("transform"))
@@ -149,6 +155,7 @@ def parse_metashape(
         raise InputFormatError(path, "no <cameras> in the first <chunk>")
 
     camera_elements = list(cameras_el.iter("camera"))
+    _refuse_repeated_ids(path, camera_elements)
     own_index, internal_from_cam = _camera_transforms(path, camera_elements)
 
     # One record per posed camera; the poses are then composed for all cameras at once.
@@ -204,6 +211,7 @@ def parse_metashape(
         internal_from_cam[base_index] @ offsets[offset_index],
         [similarities[i] for i in similarity_index],
     )
+    _refuse_non_finite(path, world_from_cam, [label for label, _, _ in records])
     frames = [
         Frame(
             image_path=label_stem(label),
@@ -267,6 +275,36 @@ def _load_chunk(path: Path) -> etree._Element:
     return chunks[0]
 
 
+def _refuse_repeated_ids(path: Path, elements: list[etree._Element]) -> None:
+    """Camera ids key the rig links (``master_id``) and the poses: a repeated or missing one
+    would silently give a camera another camera's pose."""
+    first_line: dict[str, int | None] = {}
+    for element in elements:
+        camera_id = element.get("id")
+        if camera_id is None:
+            raise InputFormatError(path, f"line {element.sourceline}: <camera> without id")
+        if camera_id in first_line:
+            raise InputFormatError(
+                path,
+                f"line {element.sourceline}: camera id {camera_id!r} repeats "
+                f"(first at line {first_line[camera_id]})",
+            )
+        first_line[camera_id] = element.sourceline
+
+
+def _refuse_non_finite(path: Path, world_from_cam: np.ndarray, labels: list[str]) -> None:
+    """Finite inputs can still overflow once composed (``<scale>1e308</scale>`` times a
+    translation): name the first camera whose pose did. ``world_from_cam``: [N, 4, 4]."""
+    finite = np.isfinite(world_from_cam).all(axis=(1, 2))
+    if not finite.all():
+        label = labels[int(np.argmin(finite))]
+        raise InputFormatError(
+            path,
+            f"camera {label!r}: pose overflows once the chunk/component transform is applied "
+            "(is <scale> or <translation> absurdly large?)",
+        )
+
+
 def _camera_transforms(
     path: Path, elements: list[etree._Element]
 ) -> tuple[dict[str, int], np.ndarray]:
@@ -309,11 +347,12 @@ def _world_from_cam(internal_from_cam: np.ndarray, similarities: list[_Similarit
     rotation = np.stack([s.rotation for s in similarities])  # [N, 3, 3]
     translation = np.stack([s.translation for s in similarities])  # [N, 3]
     scale = np.array([s.scale for s in similarities])  # [N]
-    world[:, :3, :3] = rotation @ internal_from_cam[:, :3, :3]
-    world[:, :3, 3] = (
-        scale[:, None] * np.einsum("nij,nj->ni", rotation, internal_from_cam[:, :3, 3])
-        + translation
-    )
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused by the caller
+        world[:, :3, :3] = rotation @ internal_from_cam[:, :3, :3]
+        world[:, :3, 3] = (
+            scale[:, None] * np.einsum("nij,nj->ni", rotation, internal_from_cam[:, :3, 3])
+            + translation
+        )
     return world
 
 
