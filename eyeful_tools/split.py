@@ -45,6 +45,7 @@ from eyeful_tools.transforms import (
 )
 
 EVAL_INTERVAL = 8
+ALLOW_EMPTY_HINT = "; pass --allow-empty-eval to train on every frame"
 #: nerfstudio's subset files: name -> number of frames ("half" = N // 2)
 SUBSETS: dict[str, int | Literal["half"]] = {
     "transforms_300.json": 300,
@@ -105,12 +106,14 @@ def official_split(
     splits: Mapping[str, Sequence[str]] | None,
     holdout_cameras: Iterable[str] = (),
     rig: catalog.Rig | None = None,
+    allow_empty_eval: bool = False,
 ) -> tuple[TransformsFile, str]:
     """Fill ``train/val/test_filenames``; returns the new file and the rule used, in words.
 
     Precedence: ``splits`` (a parsed ``splits.json``), else ``holdout_cameras``, else the
     catalog hold-out camera of ``rig`` (guessed from the camera ids when ``None``), else every
-    8th image. Giving both ``splits`` and ``holdout_cameras`` is a usage error.
+    8th image. Giving both ``splits`` and ``holdout_cameras`` is a usage error. An empty
+    held-out set is refused unless ``allow_empty_eval``.
     """
     holdout_cameras = [str(c) for c in holdout_cameras]
     if not tf.frames:
@@ -141,7 +144,7 @@ def official_split(
             for rank, index in enumerate(order):
                 held[index] = rank % EVAL_INTERVAL == 0
             rule = f"every {EVAL_INTERVAL}th image (nerfstudio's eval-interval rule; no rig known)"
-    if not any(held):
+    if not any(held) and not allow_empty_eval:
         raise SplitError(None, f"the held-out set is empty ({rule})")
     if all(held):
         raise SplitError(None, f"every frame is held out, nothing left to train on ({rule})")
@@ -273,6 +276,21 @@ def check_files(transforms_path: str | Path, tf: TransformsFile) -> None:
         )
 
 
+def _refuse_empty_lists(
+    transforms_path: Path, tf: TransformsFile, rule: str, allow_empty_eval: bool
+) -> None:
+    """Nothing to train on is always an error; nothing to evaluate on is one unless asked for
+    (lists kept from the file may name no frame at all: that used to be written, exit 0)."""
+    if not tf.train_filenames:
+        raise SplitError(transforms_path, f"the train list would be empty ({rule})")
+    empty = [key for key in ("val_filenames", "test_filenames") if not getattr(tf, key)]
+    if empty and not allow_empty_eval:
+        raise SplitError(
+            transforms_path,
+            f"{' and '.join(empty)} would be empty ({rule}){ALLOW_EMPTY_HINT}",
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # The command, as a library function.
 
@@ -307,13 +325,15 @@ def split_transforms_file(
     by: str = "image",
     seed: int | None = None,
     out: str | Path | None = None,
+    allow_empty_eval: bool = False,
 ) -> str:
     """Split (and optionally subsample) a transforms file; returns the one-line summary.
 
     The split comes from ``splits_path``, else ``holdout_cameras``, else a ``splits.json`` found
     beside the file or one folder up, else the lists already in the file, else the catalog rule.
 
-    Nothing is written unless every listed file exists.
+    Nothing is written unless every listed file exists, some frame is left to train on and,
+    unless ``allow_empty_eval``, the val and test lists are not empty.
     """
     transforms_path = transforms_file(transforms_path)
     tf = read_transforms(transforms_path)
@@ -324,13 +344,16 @@ def split_transforms_file(
         splits_path = find_splits_file(transforms_path)
     if splits_path is not None:
         # with --holdout-camera too, official_split refuses the pair
-        result, rule = official_split(tf, read_splits(splits_path), holdout_cameras)
+        # empty held-out sets are refused below, with the flag that allows them
+        result, rule = official_split(
+            tf, read_splits(splits_path), holdout_cameras, allow_empty_eval=True
+        )
     elif not holdout_cameras and (tf.val_filenames or tf.test_filenames):
         held = set(tf.val_filenames or []) | set(tf.test_filenames or [])
         result = _with_lists(tf, [f.file_path in held for f in tf.frames])
         rule = "existing val/test lists kept (no splits.json found)"
     else:
-        result, rule = official_split(tf, None, holdout_cameras)
+        result, rule = official_split(tf, None, holdout_cameras, allow_empty_eval=True)
     result.eyeful = {**(result.eyeful or {}), "split": rule}
     if count is not None:
         result = subsample(result, count, by=by, seed=seed)
@@ -346,6 +369,7 @@ def split_transforms_file(
             out, "--out must be in the same folder as the input (image paths are relative to it)"
         )
     check_files(transforms_path, result)
+    _refuse_empty_lists(transforms_path, result, rule, allow_empty_eval)
     write_transforms(out, result)
     return (
         f"wrote {out}: {len(result.frames)} frames, train {len(result.train_filenames or [])}, "

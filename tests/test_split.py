@@ -5,6 +5,7 @@ Runs on the synthetic v2 capture converted once per module (cameras 10..17, held
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections import Counter
 from collections.abc import Iterable
@@ -173,3 +174,30 @@ def test_read_splits_validates_with_the_schema_model(tmp_path: Path) -> None:
     path.write_text('{"train": ["10/10_DSC0001", 7]}')
     with pytest.raises(InputFormatError, match=r"splits.json: field train\.1: "):
         split.read_splits(path)
+
+
+@pytest.mark.parametrize("source", ["stale-lists", "splits-json"])
+def test_empty_val_and_test_are_refused_unless_asked_for(
+    folder: Path, capsys: pytest.CaptureFixture[str], source: str
+) -> None:
+    """#15: val/test lists kept from the file that name none of its frames were written empty,
+    exit 0. Now one line, exit 1, nothing written; ``--allow-empty-eval`` writes them."""
+    path = folder / "transforms.json"
+    data = json.loads(path.read_text())
+    (folder.parent / "splits.json").unlink()
+    if source == "stale-lists":
+        data["val_filenames"] = data["test_filenames"] = ["images/gone.jpg"]
+    else:
+        (folder / "splits.json").write_text(json.dumps({"train": [], "test": []}))
+    path.write_text(json.dumps(data))
+    before = path.read_bytes()
+    assert main(["split", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: val_filenames and test_filenames would be empty (")
+    assert err.rstrip().endswith("; pass --allow-empty-eval to train on every frame")
+    assert len(err.strip().splitlines()) == 1 and path.read_bytes() == before
+    assert main(["split", str(path), "--allow-empty-eval"]) == 0
+    tf = read_transforms(path)
+    assert tf.val_filenames == tf.test_filenames == []
+    assert len(tf.train_filenames) == len(tf.frames) > 0
+    capsys.readouterr()

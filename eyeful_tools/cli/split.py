@@ -27,6 +27,11 @@ def split_command(
     out: Path = typer.Option(
         None, "--out", help="Output file; default: transforms_<N>.json, or the input in place."
     ),
+    allow_empty_eval: bool = typer.Option(
+        False,
+        "--allow-empty-eval",
+        help="Write empty val/test lists when nothing is held out (refused otherwise).",
+    ),
 ) -> None:
     """Fill train/val/test_filenames (held-out camera in val and test) and optionally write a
     subset that keeps whole rig positions or nerfstudio's evenly spaced images.
@@ -41,5 +46,6 @@ def split_command(
         by=by,
         seed=seed,
         out=out,
+        allow_empty_eval=allow_empty_eval,
     )
     summary(result)
