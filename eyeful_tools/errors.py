@@ -38,6 +38,11 @@ class SplitError(EyefulError):
     """A split cannot be built: unknown cameras, missing files, an empty held-out set."""
 
 
+class LimitError(EyefulError):
+    """Input over a safety limit (an archive member's unpacked size or compression ratio); the
+    reason names the option that raises the limit."""
+
+
 class UsageError(EyefulError):
     """Options that contradict each other or name things that do not exist."""
 

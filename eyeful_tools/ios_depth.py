@@ -11,13 +11,13 @@ import contextlib
 import logging
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 import cv2
 import numpy as np
 
 from eyeful_tools import imageio
-from eyeful_tools.errors import EyefulError, InputFormatError, MissingFileError
+from eyeful_tools.errors import EyefulError, InputFormatError, LimitError, MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,11 @@ MAX_DEPTH_MM = 65535
 
 
 class Source(Protocol):
-    """What depth decoding reads from an export (:class:`eyeful_tools.ios_import.Source` is
+    """What depth decoding reads from an export (:class:`eyeful_tools.archive.Source` is
     one); declared here so that this module sits below the pipeline that calls it."""
 
     def read_bytes(self, name: str) -> bytes: ...
+    def copy_to(self, name: str, handle: IO[bytes]) -> None: ...
     def local_path(self, name: str) -> Path | None: ...
     def display(self, name: str) -> str: ...
 
@@ -79,7 +80,9 @@ def depth_mm(
         if frame.confidence is not None and min_confidence > 0:
             confidence = _read_confidence(source, frame, depth.shape)
             depth = np.where(confidence >= min_confidence, depth, 0).astype(np.uint16)
-    except EyefulError as error:
+    except LimitError:
+        raise  # a limit is the user's to raise, not a frame to drop quietly
+    except EyefulError as error:  # a bad file or a damaged archive member: this frame only
         log.warning("%s; depth skipped for this frame", error.one_line())
         return None
     if (depth.shape[1], depth.shape[0]) != image_size:
@@ -134,7 +137,7 @@ def _read_exr_channel(source: Source, name: str) -> np.ndarray:
     with contextlib.ExitStack() as stack:
         if local is None:
             handle = stack.enter_context(tempfile.NamedTemporaryFile(suffix=".exr"))
-            handle.write(source.read_bytes(name))
+            source.copy_to(name, handle)
             handle.flush()
             local = Path(handle.name)
         try:

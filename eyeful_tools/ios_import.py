@@ -20,10 +20,11 @@ stored. This module then, in order:
    eval-interval rule), all into a temporary folder beside the output that is renamed into place
    at the end, so a failed import writes nothing.
 
-:class:`Source` reads a folder or a zip archive (``.zip``, ``.r3d``) the same way; a zip with a
-member that would escape the output folder is refused before anything is read. Readers may add
-members made on demand (Stray's video frames, NeRFCapture's depth converted to millimetres) that
-the pipeline reads like files.
+:class:`~eyeful_tools.archive.Source` reads a folder or a zip archive (``.zip``, ``.r3d``) the
+same way, within :class:`~eyeful_tools.archive.ArchiveLimits` (``ImportOptions.archive_limits``).
+A damaged image member is skipped like a corrupt image file, a damaged depth member like a bad
+depth file: only that frame (or its depth) is lost. Readers may add members made on demand
+(Stray's video frames) that the pipeline reads like files.
 """
 
 from __future__ import annotations
@@ -31,17 +32,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import posixpath
 import shutil
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
 from eyeful_tools import blur, imageio, ios_depth, split, transforms
+from eyeful_tools.archive import ArchiveLimits, DamagedMemberError, Source
 from eyeful_tools.cameras import (
     Camera,
     CameraModel,
@@ -51,8 +51,8 @@ from eyeful_tools.cameras import (
     rescale_camera,
     rotate_image_quarter_turns,
 )
-from eyeful_tools.errors import InputFormatError, MissingFileError, UsageError
-from eyeful_tools.fsio import atomic_dir, atomic_path, check_output_folder, parse_json
+from eyeful_tools.errors import InputFormatError, UsageError
+from eyeful_tools.fsio import atomic_dir, atomic_path, check_output_folder
 
 log = logging.getLogger(__name__)
 
@@ -60,129 +60,6 @@ T = TypeVar("T")
 
 #: the image sizes of one frame may differ from its metadata by a uniform scale, this much
 _ASPECT_TOLERANCE = 0.01
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading a folder or a zip the same way.
-
-
-class Source:
-    """A folder or a zip archive, addressed by POSIX paths relative to its root."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._zip: zipfile.ZipFile | None = None
-        #: members made on demand (video frames, converted depth): name -> (read, display)
-        self._virtual: dict[str, tuple[Callable[[], bytes], str]] = {}
-        self._on_close: list[Callable[[], None]] = []
-        if not self.path.exists():
-            raise MissingFileError(self.path, "source not found")
-        if self.path.is_dir():
-            found = (p.relative_to(self.path).as_posix() for p in self.path.rglob("*"))
-            self._set_names([name for name in found if (self.path / name).is_file()])
-            return
-        try:
-            archive = zipfile.ZipFile(self.path)
-        except (zipfile.BadZipFile, OSError) as error:
-            raise InputFormatError(self.path, f"not a folder or a zip archive ({error})") from error
-        names = []
-        for info in archive.infolist():
-            if not is_safe_member(info.filename):
-                archive.close()
-                raise InputFormatError(
-                    self.path,
-                    f"archive member {info.filename!r} would escape the output folder; refusing",
-                )
-            if not info.is_dir():
-                names.append(info.filename)
-        self._zip = archive
-        self._set_names(names)
-
-    def _set_names(self, names: list[str]) -> None:
-        """Keep the files, minus macOS archive noise (``__MACOSX/``, ``._*``, ``.DS_Store``)."""
-        self._names = sorted(
-            name
-            for name in names
-            if not name.startswith("__MACOSX/")
-            and not PurePosixPath(name).name.startswith("._")
-            and PurePosixPath(name).name != ".DS_Store"
-        )
-        self._name_set = set(self._names)
-
-    def names(self) -> list[str]:
-        return list(self._names)
-
-    def exists(self, name: str) -> bool:
-        return name in self._name_set or name in self._virtual
-
-    def add_virtual(self, name: str, read: Callable[[], bytes], display: str) -> None:
-        """A member whose bytes ``read()`` makes on demand (a decoded video frame, a converted
-        depth map); read like a file, never hard-linked; errors name it as ``display``."""
-        self._virtual[name] = (read, display)
-
-    def call_on_close(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` in :meth:`close` (release a video, delete a temporary file)."""
-        self._on_close.append(callback)
-
-    def read_bytes(self, name: str) -> bytes:
-        if name in self._virtual:
-            return self._virtual[name][0]()
-        if not self.exists(name):
-            raise MissingFileError(self.display(name), "file not found")
-        if self._zip is not None:
-            return self._zip.read(name)
-        return (self.path / name).read_bytes()
-
-    def copy_to(self, name: str, handle: Any) -> None:
-        """Stream a member into an open binary file (a video can be gigabytes: no full read)."""
-        if self._zip is not None and name not in self._virtual and self.exists(name):
-            with self._zip.open(name) as member:
-                shutil.copyfileobj(member, handle, 1 << 20)
-            return
-        handle.write(self.read_bytes(name))
-
-    def read_json_object(self, name: str) -> dict[str, Any]:
-        """A member parsed as a JSON object; errors name the member."""
-        data = parse_json(self.read_bytes(name), self.display(name))
-        if not isinstance(data, dict):
-            raise InputFormatError(self.display(name), "expected a JSON object")
-        return data
-
-    def top_prefix(self, filename: str) -> str | None:
-        """``""`` or ``"<top folder>/"`` holding ``filename`` (apps often zip their project
-        folder), or None when neither level has it."""
-        for name in self.names():
-            parts = PurePosixPath(name).parts
-            if parts[-1] == filename and len(parts) <= 2:
-                return "".join(f"{p}/" for p in parts[:-1])
-        return None
-
-    def local_path(self, name: str) -> Path | None:
-        """The file on disk (folders only), for hard links and readers that need a path."""
-        if self._zip is not None or name in self._virtual:
-            return None
-        return self.path / name
-
-    def display(self, name: str) -> str:
-        """How errors name a member: ``archive.zip:inner/path`` or the file path."""
-        if name in self._virtual:
-            return self._virtual[name][1]
-        return f"{self.path}:{name}" if self._zip is not None else str(self.path / name)
-
-    def close(self) -> None:
-        callbacks, self._on_close = self._on_close, []
-        for callback in reversed(callbacks):
-            callback()
-        if self._zip is not None:
-            self._zip.close()
-
-
-def is_safe_member(name: str) -> bool:
-    """False for absolute paths, drive letters, backslashes and ``..`` components."""
-    if not name or name.startswith(("/", "\\")) or "\\" in name or ":" in name.split("/")[0]:
-        return False
-    parts = PurePosixPath(posixpath.normpath(name)).parts
-    return ".." not in PurePosixPath(name).parts and ".." not in parts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,6 +111,8 @@ class ImportOptions:
     rotate: str = "none"
     #: pixels cut from every side (nerfstudio crops Polycam's undistortion border by 15)
     crop_border_px: int = 0
+    #: what one member of a zip source may unpack to
+    archive_limits: ArchiveLimits = ArchiveLimits()
 
 
 #: quarter turns counter-clockwise per ``--rotate`` value
@@ -282,10 +161,14 @@ class ImportReport:
 Progress = Callable[[str, int, int], None]
 
 
-def read_capture(path: str | Path, parse: Callable[[Source], IosCapture]) -> IosCapture:
+def read_capture(
+    path: str | Path,
+    parse: Callable[[Source], IosCapture],
+    limits: ArchiveLimits = ArchiveLimits(),
+) -> IosCapture:
     """``parse`` the export at ``path``; the capture owns the open :class:`Source` (closed by
     :func:`import_capture`), which is closed here if parsing fails."""
-    source = Source(path)
+    source = Source(path, limits)
     try:
         return parse(source)
     except BaseException:
@@ -487,16 +370,20 @@ def _write_frames(
 
 
 def _copy_member(source: Source, name: str, target: Path, link: bool) -> None:
+    """Hard-link (``link``, folders only) or stream a member into ``target``. A symlink in the
+    source is linked through to the file it names: a hard link to a relative symlink would
+    dangle in the dataset."""
     local = source.local_path(name)
     if link and local is not None:
         with contextlib.suppress(OSError):
-            os.link(local, target)
+            os.link(local.resolve(strict=True), target)
             return
     with atomic_path(target) as tmp:
         if local is not None:
             shutil.copyfile(local, tmp)
         else:
-            tmp.write_bytes(source.read_bytes(name))
+            with open(tmp, "wb") as handle:
+                source.copy_to(name, handle)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -541,9 +428,13 @@ def _decode_colour(source: Source, name: str) -> np.ndarray:
 
 def _decode_grey(source: Source, name: str) -> np.ndarray | None:
     """Stored pixels (EXIF orientation ignored, as nerfstudio and COLMAP do), or None for an
-    image that does not decode cleanly (truncated, corrupt: the frame is skipped and reported).
-    An image over the pixel limit is refused (raised), not skipped."""
-    data = source.read_bytes(name)
+    image that does not decode cleanly (truncated, corrupt, or in a damaged archive member: the
+    frame is skipped and reported). An image over the pixel limit is refused (raised), not
+    skipped."""
+    try:
+        data = source.read_bytes(name)
+    except DamagedMemberError:
+        return None
     where = source.display(name)
     try:
         size = imageio.header_size(data, where)

@@ -14,10 +14,11 @@ import pytest
 from peer import needs_peer, run_peer
 
 from eyeful_tools import blur, cameras
+from eyeful_tools.archive import Source, is_safe_member
 from eyeful_tools.cameras import WorldUp
 from eyeful_tools.cli import main
-from eyeful_tools.errors import InputFormatError, UsageError
-from eyeful_tools.ios_import import ImportOptions, is_safe_member
+from eyeful_tools.errors import InputFormatError, LimitError, UsageError
+from eyeful_tools.ios_import import ImportOptions
 from eyeful_tools.readers import record3d
 from eyeful_tools.readers.polycam import import_polycam
 from eyeful_tools.readers.record3d import import_record3d
@@ -518,3 +519,145 @@ def test_output_overlapping_the_source_is_refused_even_with_overwrite(
         f"error: {out}: output {relation} the input {source}; choose another --out"
     )
     assert _tree_bytes(tmp_path / "in") == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Archives: limits on what a member may unpack to, damaged members, streaming (#15).
+
+
+def _polycam_zip(tmp_path: Path, views: list[fx.PhoneView], **members: bytes) -> Path:
+    """A zipped Polycam export (deflated), with ``members`` replaced or added."""
+    folder = fx.write_polycam_folder(tmp_path / "pc", views)
+    archive = tmp_path / "scan.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as handle:
+        for path in sorted(folder.rglob("*")):
+            name = path.relative_to(folder).as_posix()
+            if path.is_file() and name not in members:
+                handle.write(path, name)
+        for name, data in members.items():
+            handle.writestr(name, data)
+    return archive
+
+
+def _first(folder: str, suffix: str) -> str:
+    return f"keyframes/{folder}/{fx.polycam_timestamps(1)[0]}.{suffix}"
+
+
+def test_zip_bomb_member_is_refused_before_unpacking_with_an_override(
+    tmp_path: Path, capsys, polycam_views
+) -> None:
+    """B5: a JPEG padded with 8 MiB of zeros packs ~1000:1. Refused by ratio by default (the
+    error names the member and the flag), then by size under --max-member-mb; allowed when
+    both are raised."""
+    image = _first("corrected_images", "jpg")
+    padded = polycam_views[0].jpeg + bytes(8 << 20)
+    archive = _polycam_zip(tmp_path, polycam_views, **{image: padded})
+    out = tmp_path / "out"
+    assert main(["import", "polycam", str(archive), "--out", str(out)]) == 1
+    line = _error_line(capsys)
+    assert line.startswith(f"error: {archive}:{image}: archive member unpacks to 8.0 MiB from ")
+    assert "over the limit of 100: a zip bomb?; raise it with --max-ratio)" in line
+    assert not out.exists()
+    args = ["import", "polycam", str(archive), "--out", str(out), "--max-ratio", "1e6"]
+    assert main([*args, "--max-member-mb", "4"]) == 1
+    assert _error_line(capsys) == (
+        f"error: {archive}:{image}: archive member unpacks to 8.0 MiB, over the 4.0 MiB limit"
+        " (raise it with --max-member-mb)"
+    )
+    assert main(args) == 0
+    assert (out / "images" / f"{fx.polycam_timestamps(1)[0]}.jpg").stat().st_size == len(padded)
+
+
+def test_a_depth_bomb_is_an_error_not_a_quietly_skipped_depth(
+    tmp_path: Path, polycam_views
+) -> None:
+    depth = _first("depth", "png")
+    archive = _polycam_zip(tmp_path, polycam_views, **{depth: bytes(4 << 20)})
+    with pytest.raises(LimitError, match="--max-ratio"):
+        import_polycam(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def _damage(archive: Path, name: str) -> None:
+    """Flip bytes in the middle of a member's packed data (its CRC, or its deflate stream)."""
+    with zipfile.ZipFile(archive) as handle:
+        info = handle.getinfo(name)
+    data = bytearray(archive.read_bytes())
+    header = info.header_offset
+    name_len, extra_len = (
+        int.from_bytes(data[header + 26 : header + 28], "little"),
+        int.from_bytes(data[header + 28 : header + 30], "little"),
+    )
+    start = header + 30 + name_len + extra_len
+    middle = start + info.compress_size // 2
+    data[middle : middle + 4] = bytes(b ^ 0xA5 for b in data[middle : middle + 4])
+    archive.write_bytes(bytes(data))
+
+
+def test_damaged_zip_members_lose_only_their_frame_or_depth(
+    tmp_path: Path, capsys, polycam_views
+) -> None:
+    """A CRC error or corrupt deflate data used to end in a BadZipFile/zlib.error traceback, and
+    a bad depth member killed the whole import; now the same as a bad file in a folder: the
+    image's frame is skipped as corrupt, the depth member's frame keeps its image."""
+    archive = _polycam_zip(tmp_path, polycam_views)
+    stamps = fx.polycam_timestamps(N_VIEWS)
+    _damage(archive, f"keyframes/corrected_images/{stamps[1]}.jpg")
+    _damage(archive, f"keyframes/depth/{stamps[2]}.png")
+    out = tmp_path / "out"
+    assert main(["import", "polycam", str(archive), "--out", str(out)]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"imported {N_VIEWS - 1} of {N_VIEWS} frames" in err
+    assert f"1 corrupt (keyframes/corrected_images/{stamps[1]}.jpg)" in err
+    assert f"depth for {N_VIEWS - 2}" in err
+    tf = read_transforms(out)
+    no_depth = [f.file_path for f in tf.frames if f.depth_file_path is None]
+    assert no_depth == [f"images/{stamps[2]}.jpg"]
+
+
+def test_a_damaged_camera_member_is_one_line(tmp_path: Path, capsys, polycam_views) -> None:
+    archive = _polycam_zip(tmp_path, polycam_views)
+    camera = _first("corrected_cameras", "json")
+    _damage(archive, camera)
+    assert main(["import", "polycam", str(archive), "--out", str(tmp_path / "out")]) == 1
+    line = _error_line(capsys)
+    assert line.startswith(f"error: {archive}:{camera}: damaged archive member (")
+
+
+def test_copying_a_zip_member_streams_it(tmp_path: Path) -> None:
+    """Members are copied into the dataset chunk by chunk (they were read whole): a 24 MiB
+    member never sits in memory."""
+    import tracemalloc
+
+    from eyeful_tools.ios_import import _copy_member
+
+    archive = tmp_path / "big.zip"
+    payload = np.random.default_rng(0).integers(0, 255, 24 << 20, dtype=np.uint8).tobytes()
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("video.mp4", payload)
+    source = Source(archive)
+    tracemalloc.start()
+    _copy_member(source, "video.mp4", tmp_path / "copy.mp4", link=False)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    source.close()
+    assert peak < 4 << 20
+    assert (tmp_path / "copy.mp4").read_bytes() == payload
+
+
+def test_link_follows_relative_symlinks_instead_of_linking_them(
+    tmp_path: Path, polycam_views
+) -> None:
+    """``--link`` hard-linked a relative symlink itself, which then dangled in the dataset."""
+    source = fx.write_polycam_folder(tmp_path / "pc", polycam_views)
+    stamp = fx.polycam_timestamps(1)[0]
+    image = source / "keyframes" / "corrected_images" / f"{stamp}.jpg"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    target = photos / "first.jpg"
+    image.replace(target)
+    image.symlink_to(os.path.relpath(target, image.parent))
+    import_polycam(source, tmp_path / "out", ImportOptions(link=True))
+    linked = tmp_path / "out" / "images" / f"{stamp}.jpg"
+    assert not linked.is_symlink() and linked.stat().st_ino == target.stat().st_ino
+    assert linked.read_bytes() == polycam_views[0].jpeg

@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from eyeful_tools.archive import MIB, ArchiveLimits
 from eyeful_tools.blur import parse_blur_filter
 from eyeful_tools.cli._app import import_app, sfm_progress, stage_progress, summary
 from eyeful_tools.ios_import import ImportOptions, ImportReport
@@ -39,6 +40,24 @@ _ROTATE = typer.Option(
     "(the turn that puts the world's +y up; for landscape-held captures).",
 )
 
+_MAX_MEMBER_MB = typer.Option(
+    ArchiveLimits().max_member_bytes // MIB,
+    "--max-member-mb",
+    min=1,
+    help="Refuse a zip member that unpacks to more than this many MiB.",
+)
+_MAX_RATIO = typer.Option(
+    ArchiveLimits().max_ratio,
+    "--max-ratio",
+    min=1.0,
+    help="Refuse a zip member over 1 MiB that unpacks to more than this many times its packed "
+    "size (a zip bomb).",
+)
+
+
+def _limits(max_member_mb: int, max_ratio: float) -> ArchiveLimits:
+    return ArchiveLimits(max_member_bytes=max_member_mb * MIB, max_ratio=max_ratio)
+
 
 def _options(
     max_frames: int | None,
@@ -47,9 +66,11 @@ def _options(
     depth: bool,
     overwrite: bool,
     rotate: str,
+    limits: ArchiveLimits,
     crop: int = 0,
 ) -> ImportOptions:
     return ImportOptions(
+        archive_limits=limits,
         crop_border_px=crop,
         max_frames=max_frames,
         blur_filter=parse_blur_filter(blur_filter),
@@ -77,12 +98,15 @@ def record3d(
     depth: bool = _DEPTH,
     overwrite: bool = _OVERWRITE,
     rotate: str = _ROTATE,
+    max_member_mb: int = _MAX_MEMBER_MB,
+    max_ratio: float = _MAX_RATIO,
 ) -> None:
     """Import a Record3D export ("EXR + JPG" folder or ".r3d") with poses, intrinsics and depth.
 
     Example: eyeful import record3d scan.r3d --out data/scan --max-frames 300 --blur-filter percentile:10
     """
-    options = _options(max_frames, blur_filter, link, depth, overwrite, rotate)
+    limits = _limits(max_member_mb, max_ratio)
+    options = _options(max_frames, blur_filter, link, depth, overwrite, rotate, limits)
     _run(import_record3d, source, out, options)
 
 
@@ -96,6 +120,8 @@ def polycam(
     depth: bool = _DEPTH,
     overwrite: bool = _OVERWRITE,
     rotate: str = _ROTATE,
+    max_member_mb: int = _MAX_MEMBER_MB,
+    max_ratio: float = _MAX_RATIO,
     raw: bool = typer.Option(
         False, "--raw", help="Use the raw ARKit cameras/images even when corrected ones exist."
     ),
@@ -110,7 +136,8 @@ def polycam(
 
     Example: eyeful import polycam polycam_export.zip --out data/room --blur-filter threshold:25
     """
-    options = _options(max_frames, blur_filter, link, depth, overwrite, rotate, crop_border)
+    limits = _limits(max_member_mb, max_ratio)
+    options = _options(max_frames, blur_filter, link, depth, overwrite, rotate, limits, crop_border)
     _run(import_polycam, source, out, options, use_raw=raw)
 
 
@@ -125,6 +152,8 @@ def stray(
     depth: bool = _DEPTH,
     overwrite: bool = _OVERWRITE,
     rotate: str = _ROTATE,
+    max_member_mb: int = _MAX_MEMBER_MB,
+    max_ratio: float = _MAX_RATIO,
     min_confidence: int = typer.Option(
         MIN_CONFIDENCE,
         "--min-confidence",
@@ -137,7 +166,8 @@ def stray(
 
     Example: eyeful import stray stray_scan/ --out data/desk --max-frames 300 --blur-filter percentile:10
     """
-    options = _options(max_frames, blur_filter, False, depth, overwrite, rotate)
+    limits = _limits(max_member_mb, max_ratio)
+    options = _options(max_frames, blur_filter, False, depth, overwrite, rotate, limits)
     _run(import_stray, source, out, options, min_confidence=min_confidence)
 
 
@@ -154,12 +184,15 @@ def nerfcapture(
     depth: bool = _DEPTH,
     overwrite: bool = _OVERWRITE,
     rotate: str = _ROTATE,
+    max_member_mb: int = _MAX_MEMBER_MB,
+    max_ratio: float = _MAX_RATIO,
 ) -> None:
     """Import a NeRFCapture export (transforms.json with ARKit poses), with 16-bit depth when present.
 
     Example: eyeful import nerfcapture 240101120000.zip --out data/mug --rotate auto
     """
-    options = _options(max_frames, blur_filter, link, depth, overwrite, rotate)
+    limits = _limits(max_member_mb, max_ratio)
+    options = _options(max_frames, blur_filter, link, depth, overwrite, rotate, limits)
     _run(import_nerfcapture, source, out, options)
 
 
@@ -172,6 +205,9 @@ def auto(
     max_frames: int | None = _MAX_FRAMES,
     blur_filter: str = _BLUR,
     overwrite: bool = _OVERWRITE,
+    rotate: str = _ROTATE,
+    max_member_mb: int = _MAX_MEMBER_MB,
+    max_ratio: float = _MAX_RATIO,
 ) -> None:
     """Detect what made SOURCE (Record3D, Polycam, Stray Scanner, NeRFCapture, a video or
     photos) and import it with that importer's defaults.
@@ -207,7 +243,8 @@ def auto(
             )
         summary(f"import auto ({found.value}): {report.one_line()}")
         return
-    options = _options(max_frames, blur_filter, False, True, overwrite, "none")
+    limits = _limits(max_member_mb, max_ratio)
+    options = _options(max_frames, blur_filter, False, True, overwrite, rotate, limits)
     importer = {
         ImportFormat.RECORD3D: import_record3d,
         ImportFormat.POLYCAM: import_polycam,

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from eyeful_tools import cameras
+from eyeful_tools.archive import ArchiveLimits
 from eyeful_tools.errors import InputFormatError, MissingFileError
 from eyeful_tools.ios_depth import DEPTH_PNG_SCALED
 from eyeful_tools.ios_import import (
@@ -72,9 +73,9 @@ def png_format(data: bytes) -> tuple[int, str] | None:
     return data[24], _PNG_COLOUR_TYPES.get(data[25], f"colour type {data[25]}")
 
 
-def read_nerfcapture(path: str | Path) -> IosCapture:
+def read_nerfcapture(path: str | Path, limits: ArchiveLimits = ArchiveLimits()) -> IosCapture:
     """Parse a NeRFCapture (or ``nerfcapture2nerf.py``) export without writing anything."""
-    return read_capture(path, _read)
+    return read_capture(path, _read, limits)
 
 
 def _read(source: Source) -> IosCapture:
@@ -244,4 +245,5 @@ def import_nerfcapture(
     progress: Progress | None = None,
 ) -> ImportReport:
     """Read a NeRFCapture export and write a nerfstudio dataset into ``out_dir``."""
-    return import_capture(read_nerfcapture(path), out_dir, options, progress)
+    capture = read_nerfcapture(path, options.archive_limits)
+    return import_capture(capture, out_dir, options, progress)

@@ -23,6 +23,7 @@ from typing import Any, TypeGuard
 import numpy as np
 
 from eyeful_tools import cameras
+from eyeful_tools.archive import ArchiveLimits
 from eyeful_tools.errors import InputFormatError, MissingFileError
 from eyeful_tools.ios_depth import CONF_PNG_U8, DEPTH_PNG_MM
 from eyeful_tools.ios_import import (
@@ -58,9 +59,11 @@ def find_keyframes(source: Source) -> str | None:
     return None
 
 
-def read_polycam(path: str | Path, *, use_raw: bool = False) -> IosCapture:
+def read_polycam(
+    path: str | Path, *, use_raw: bool = False, limits: ArchiveLimits = ArchiveLimits()
+) -> IosCapture:
     """Parse a Polycam raw-data export (folder or zip) without writing anything."""
-    return read_capture(path, lambda source: _read(source, use_raw))
+    return read_capture(path, lambda source: _read(source, use_raw), limits)
 
 
 def _files(source: Source, folder: str) -> dict[str, str]:
@@ -175,4 +178,5 @@ def import_polycam(
     use_raw: bool = False,
 ) -> ImportReport:
     """Read a Polycam raw-data export and write a nerfstudio dataset into ``out_dir``."""
-    return import_capture(read_polycam(path, use_raw=use_raw), out_dir, options, progress)
+    capture = read_polycam(path, use_raw=use_raw, limits=options.archive_limits)
+    return import_capture(capture, out_dir, options, progress)

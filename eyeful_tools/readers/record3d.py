@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from eyeful_tools import cameras
+from eyeful_tools.archive import ArchiveLimits
 from eyeful_tools.errors import InputFormatError, MissingFileError
 from eyeful_tools.ios_depth import CONF_LZFSE_U8, DEPTH_EXR_M, DEPTH_LZFSE_M, lzfse_available
 from eyeful_tools.ios_import import (
@@ -69,9 +70,9 @@ def detect(source: Source) -> tuple[str, str] | None:
     return None
 
 
-def read_record3d(path: str | Path) -> IosCapture:
+def read_record3d(path: str | Path, limits: ArchiveLimits = ArchiveLimits()) -> IosCapture:
     """Parse a Record3D export (folder, ``.r3d`` or zip) without writing anything."""
-    return read_capture(path, _read)
+    return read_capture(path, _read, limits)
 
 
 def _read(source: Source) -> IosCapture:
@@ -220,4 +221,5 @@ def import_record3d(
     progress: Progress | None = None,
 ) -> ImportReport:
     """Read a Record3D export and write a nerfstudio dataset into ``out_dir``."""
-    return import_capture(read_record3d(path), out_dir, options, progress)
+    capture = read_record3d(path, options.archive_limits)
+    return import_capture(capture, out_dir, options, progress)

@@ -39,6 +39,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from eyeful_tools.archive import ArchiveLimits
 from eyeful_tools.cameras import rotation_from_quaternion_xyzw
 from eyeful_tools.errors import InputFormatError, MissingFileError, UsageError
 from eyeful_tools.imageio import open_video, video_frame_count
@@ -143,11 +144,16 @@ class VideoFrames:
 # Reading.
 
 
-def read_stray(path: str | Path, *, min_confidence: int = MIN_CONFIDENCE) -> IosCapture:
+def read_stray(
+    path: str | Path,
+    *,
+    min_confidence: int = MIN_CONFIDENCE,
+    limits: ArchiveLimits = ArchiveLimits(),
+) -> IosCapture:
     """Parse a Stray Scanner export (folder or zip) without writing anything."""
     if min_confidence not in (0, 1, 2):
         raise UsageError("--min-confidence", f"expected 0, 1 or 2, got {min_confidence}")
-    return read_capture(path, lambda source: _read(source, min_confidence))
+    return read_capture(path, lambda source: _read(source, min_confidence), limits)
 
 
 def _read(source: Source, min_confidence: int) -> IosCapture:
@@ -345,5 +351,5 @@ def import_stray(
     min_confidence: int = MIN_CONFIDENCE,
 ) -> ImportReport:
     """Read a Stray Scanner export and write a nerfstudio dataset into ``out_dir``."""
-    capture = read_stray(path, min_confidence=min_confidence)
+    capture = read_stray(path, min_confidence=min_confidence, limits=options.archive_limits)
     return import_capture(capture, out_dir, options, progress)
