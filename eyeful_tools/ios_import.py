@@ -107,8 +107,10 @@ class ImportOptions:
     link: bool = False  # hard-link images from a source folder instead of copying
     depth: bool = True
     overwrite: bool = False
-    #: turn images upright: "none", "ccw", "cw", "180", or "auto" (from gravity, world +y)
-    rotate: str = "none"
+    #: turn images upright: "none", "ccw", "cw", "180", or "auto" (from gravity, world +y). The
+    #: default "auto" keeps gravity at +z through a trainer's "mean camera up" orientation step,
+    #: which tips a portrait-held capture stored landscape (Polycam, Stray) by about 90 degrees
+    rotate: str = "auto"
     #: pixels cut from every side (nerfstudio crops Polycam's undistortion border by 15)
     crop_border_px: int = 0
     #: what one member of a zip source may unpack to
@@ -249,6 +251,13 @@ def _import(
     return report
 
 
+def skipped_note(what: str, names: Sequence[str], shown: int = 5) -> str:
+    """A summary note naming what a reader skipped: ``poses without an image: 2 skipped (20,
+    31)``; long lists end in ``...``."""
+    listed = ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+    return f"{what}: {len(names)} skipped ({listed})"
+
+
 def even_subsample(items: Sequence[T], max_count: int | None) -> list[T]:
     """At most ``max_count`` items, evenly spread, first and last kept (nerfstudio's rule)."""
     items = list(items)
@@ -299,6 +308,12 @@ def _camera_for(capture: IosCapture, frame: IosFrame, image_size: tuple[int, int
     """Intrinsics for the image as stored; rescaled when the export's images were resized."""
     fx, fy, cx, cy = frame.intrinsics
     width, height = frame.size_px or image_size
+    if not (0 < cx < width and 0 < cy < height):
+        raise InputFormatError(
+            capture.source.display(frame.image),
+            f"its camera's principal point ({cx:g}, {cy:g}) lies outside the {width}x{height}"
+            " image (intrinsics written row-major, or for another image size?)",
+        )
     camera = Camera(
         model=CameraModel.OPENCV,
         width_px=int(width),

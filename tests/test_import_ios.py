@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -11,6 +13,7 @@ import cv2
 import ios_fixtures as fx
 import numpy as np
 import pytest
+from helpers import look_at
 from peer import needs_peer, run_peer
 
 from eyeful_tools import blur, cameras
@@ -273,18 +276,74 @@ def test_metadata_without_poses(tmp_path: Path, capsys, r3d_views) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exr"]
 
 
-def test_pose_count_differs_from_image_count(tmp_path: Path, capsys, r3d_views) -> None:
-    archive = fx.write_r3d(tmp_path / "scan.r3d", r3d_views)
-    meta = fx.record3d_metadata(r3d_views)
-    meta["poses"] = meta["poses"][:-1]
-    rebuilt = tmp_path / "short.r3d"
-    with zipfile.ZipFile(archive) as old, zipfile.ZipFile(rebuilt, "w") as new:
+def _drop_from_r3d(archive: Path, out: Path, meta: dict, image: int) -> Path:
+    """A copy of ``archive`` with ``meta`` as metadata and image ``<image>.jpg`` deleted."""
+    with zipfile.ZipFile(archive) as old, zipfile.ZipFile(out, "w") as new:
         for item in old.infolist():
-            data = json.dumps(meta) if item.filename == "metadata" else old.read(item)
-            new.writestr(item.filename, data)
-    assert main(["import", "record3d", str(rebuilt), "--out", str(tmp_path / "out")]) == 1
+            if item.filename != f"rgbd/{image}.jpg":
+                data = json.dumps(meta) if item.filename == "metadata" else old.read(item)
+                new.writestr(item.filename, data)
+    return out
+
+
+def test_images_with_a_gap_keep_their_own_poses(tmp_path: Path, capsys, r3d_views) -> None:
+    """#15: images 0, 1, 3, 4, 5 with 5 poses used to be matched by order (image 3 on pose 2,
+    ...: wrong poses, exit 0). Now by number: 5.jpg has no pose, pose 2 no image; both listed."""
+    meta = fx.record3d_metadata(r3d_views, per_frame=True)
+    meta["poses"] = meta["poses"][:-1]
+    meta["perFrameIntrinsicCoeffs"] = meta["perFrameIntrinsicCoeffs"][:-1]
+    archive = fx.write_r3d(tmp_path / "scan.r3d", r3d_views)
+    gapped = _drop_from_r3d(archive, tmp_path / "gap.r3d", meta, image=2)
+    out = tmp_path / "out"
+    assert main(["import", "record3d", str(gapped), "--out", str(out)]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "imported 4 of 4 frames" in err
+    assert "images without a pose: 1 skipped (5.jpg)" in err
+    assert "poses without an image: 1 skipped (2)" in err
+    _check_poses_and_intrinsics(out, r3d_views, [0, 1, 3, 4])
+
+
+def test_deleted_images_with_kept_poses_import_the_rest(tmp_path: Path, r3d_views) -> None:
+    """#15: a real export whose images were thinned but whose poses were all kept was refused
+    ("6 poses but 5 images")."""
+    source = fx.write_record3d_folder(tmp_path / "exr", r3d_views)
+    (source / "rgb" / "4.jpg").unlink()
+    report = import_record3d(source, tmp_path / "out")
+    assert "poses without an image: 1 skipped (4)" in report.one_line()
+    _check_poses_and_intrinsics(tmp_path / "out", r3d_views, [0, 1, 2, 3, 5], per_frame=False)
+
+
+def test_images_without_any_pose_are_refused(tmp_path: Path, capsys, r3d_views) -> None:
+    source = fx.write_record3d_folder(tmp_path / "exr", r3d_views)
+    meta = json.loads((source / "metadata.json").read_text())
+    meta["poses"] = meta["poses"][:1]
+    (source / "metadata.json").write_text(json.dumps(meta))
+    (source / "rgb" / "0.jpg").unlink()
+    assert main(["import", "record3d", str(source), "--out", str(tmp_path / "out")]) == 1
     assert _error_line(capsys) == (
-        f"error: {rebuilt}:metadata: {N_VIEWS - 1} poses but {N_VIEWS} images in rgbd/"
+        f"error: {source / 'metadata.json'}: 1 poses but none of the images in rgb/ is numbered"
+        " below 1"
+    )
+
+
+def test_row_major_k_is_refused(tmp_path: Path, capsys, r3d_views) -> None:
+    """#15: a K written row-major imported with cx = cy = 0."""
+    source = fx.write_record3d_folder(tmp_path / "exr", r3d_views)
+    meta = json.loads((source / "metadata.json").read_text())
+    meta["K"] = fx.RECORD3D_CAMERA.intrinsic_matrix().ravel().tolist()  # row-major
+    (source / "metadata.json").write_text(json.dumps(meta))
+    assert main(["import", "record3d", str(source), "--out", str(tmp_path / "out")]) == 1
+    assert _error_line(capsys) == (
+        f"error: {source / 'metadata.json'}: K: last row is 23.2 32.9 1, not 0 0 1 (written"
+        " row-major? Record3D writes it column-major)"
+    )
+    meta = fx.record3d_metadata(r3d_views, per_frame=True)  # per-frame rows with cx = cy = 0
+    meta["perFrameIntrinsicCoeffs"][3][2:] = [0.0, 0.0]
+    (source / "metadata.json").write_text(json.dumps(meta))
+    assert main(["import", "record3d", str(source), "--out", str(tmp_path / "out")]) == 1
+    assert _error_line(capsys) == (
+        f"error: {source / 'rgb' / '3.jpg'}: its camera's principal point (0, 0) lies outside"
+        " the 48x64 image (intrinsics written row-major, or for another image size?)"
     )
     assert not (tmp_path / "out").exists()
 
@@ -418,11 +477,52 @@ def test_polycam_rotate_auto_turns_sideways_frames_upright(tmp_path: Path) -> No
         millimetres[0, 0] = 0  # low confidence
         at_image = cv2.resize(millimetres, (64, 48), interpolation=cv2.INTER_NEAREST)
         assert np.array_equal(depth, np.rot90(at_image, -1))
-    # without --rotate nothing turns: the stored (sideways) camera is kept
-    import_polycam(source, tmp_path / "plain")
+    # with --rotate none nothing turns: the stored (sideways) camera is kept
+    import_polycam(source, tmp_path / "plain", ImportOptions(rotate="none"))
     assert (read_transforms(tmp_path / "plain").frames[0].w, views[0].camera.width_px) == (64, 64)
     with pytest.raises(UsageError, match="--rotate"):
         import_polycam(source, tmp_path / "bad", ImportOptions(rotate="left"))
+
+
+@pytest.mark.parametrize("rotate", ["auto", "none"])
+def test_portrait_polycam_keeps_gravity_up_through_the_orientation_step(
+    tmp_path: Path, capsys, rotate: str
+) -> None:
+    """#15: a Polycam scan held in portrait (frames stored landscape) came out tipped ~90
+    degrees in nerfstudio with default options: its ``up`` orientation turns the mean camera up
+    (OpenGL +y) onto +z, and that was sideways. The default (``--rotate auto``) keeps gravity
+    (+z in transforms.json) within a degree of +z after that step (the trainer's mirror of it,
+    and the rule computed here from the file's columns)."""
+    from trainer_adapter.data.parser import orient_and_center
+
+    upright = fx.RECORD3D_CAMERA  # portrait 48x64
+    poses = []
+    for index in range(6):  # level views around the room, rolled a little either way
+        angle = 0.3 + 0.25 * index
+        position = np.array([1.0 * math.cos(angle), 1.4, 1.2 * math.sin(angle)])
+        poses.append(look_at(position, np.array([0.0, 1.4, 0.0]), 4.0 * (-1) ** index))
+    stored = [cameras.rotate_image_quarter_turns(upright, p, 1) for p in poses]
+    views = [fx.render_view(c, p, (16, 12)) for c, p in stored]
+    source = fx.write_polycam_folder(tmp_path / "pc", views, depth=False)
+    out = tmp_path / "out"
+    args = [] if rotate == "auto" else ["--rotate", rotate]  # the default, as a user runs it
+    assert main(["import", "polycam", str(source), "--out", str(out), *args]) == 0
+    capsys.readouterr()
+    tf = read_transforms(out)
+    mean_up = np.mean([np.asarray(f.transform_matrix)[:3, 1] for f in tf.frames], axis=0)
+    orient = orient_and_center(
+        np.stack([f.world_from_cam for f in transforms_to_scene(tf).frames]),
+        orientation="up",
+        center="poses",
+    )
+    gravity_up = orient[:, :3] @ np.array([0.0, 0.0, 1.0])
+    tip_deg = math.degrees(math.acos(np.clip(gravity_up[2], -1, 1)))
+    rule_deg = math.degrees(math.acos(mean_up[2] / np.linalg.norm(mean_up)))
+    assert tip_deg == pytest.approx(rule_deg, abs=1e-6)
+    if rotate == "auto":
+        assert tip_deg < 1.0 and (tf.frames[0].w, tf.frames[0].h) == (48, 64)
+    else:
+        assert tip_deg > 80.0  # what the old default gave
 
 
 def test_crop_border_shifts_the_principal_point(tmp_path: Path, polycam_views) -> None:

@@ -34,10 +34,10 @@ _LINK = typer.Option(False, "--link", help="Hard-link images from a source folde
 _DEPTH = typer.Option(True, "--depth/--no-depth", help="Write depth/ as 16-bit PNG millimetres.")
 _OVERWRITE = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder.")
 _ROTATE = typer.Option(
-    "none",
+    "auto",
     "--rotate",
-    help="Turn images upright, with their intrinsics and poses: none, cw, ccw, 180, or auto "
-    "(the turn that puts the world's +y up; for landscape-held captures).",
+    help="Turn images upright, with their intrinsics and poses: auto (the turn that puts "
+    "gravity up, so nerfstudio's orientation step keeps it at +z), none, cw, ccw or 180.",
 )
 
 _MAX_MEMBER_MB = typer.Option(

@@ -35,6 +35,7 @@ from eyeful_tools.ios_import import (
     Source,
     import_capture,
     read_capture,
+    skipped_note,
 )
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -101,9 +102,9 @@ def _read(source: Source, use_raw: bool) -> IosCapture:
     without_image = sorted(set(camera_files) - set(image_files))
     without_camera = sorted(set(image_files) - set(camera_files))
     if without_image:
-        notes.append(f"{len(without_image)} cameras without an image skipped")
+        notes.append(skipped_note("cameras without an image", without_image))
     if without_camera:
-        notes.append(f"{len(without_camera)} images without a camera skipped")
+        notes.append(skipped_note("images without a camera", without_camera))
     stems = sorted(set(camera_files) & set(image_files), key=lambda s: (len(s), s))
     if not stems:
         raise MissingFileError(

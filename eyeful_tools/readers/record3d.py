@@ -13,9 +13,12 @@ Metadata: ``poses`` N x 7 ``[qx, qy, qz, qw, tx, ty, tz]`` (scalar-last quaterni
 :func:`eyeful_tools.cameras.opencv_from_opengl_pose`. The world is ARKit's y-up one (Record3D zeroes
 it at the first frame of the recording, so "up" is only as level as the phone was then). ``K`` is a
 column-major 3x3 for the first frame; ``perFrameIntrinsicCoeffs`` (N x ``[fx, fy, cx, cy]``, newer
-exports) wins where present. Poses, ``K`` and the stored JPEGs share the portrait image frame, so
-images are used as stored and nothing is rotated; an image whose size is the transpose of the
-metadata's is refused rather than guessed at. Pose ``i`` belongs to image ``<i>.jpg``.
+exports) wins where present; a ``K`` whose last row is not ``0 0 1`` (written row-major) is
+refused. Poses, ``K`` and the stored JPEGs share the portrait image frame, so images are used as
+stored and nothing is rotated; an image whose size is the transpose of the metadata's is refused
+rather than guessed at. Pose ``i`` belongs to image ``<i>.jpg``, always by number: images whose
+numbers skip (some were deleted) keep their own poses, and the frames that have both an image
+and a pose are imported; the others are listed in the summary.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from eyeful_tools.ios_import import (
     Source,
     import_capture,
     read_capture,
+    skipped_note,
 )
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -91,15 +95,10 @@ def _read(source: Source) -> IosCapture:
     if not images:
         raise MissingFileError(source.display(image_dir), "no numbered images (0.jpg, 1.jpg, ...)")
     poses = _poses(meta, where)
-    if len(poses) != len(images):
-        raise InputFormatError(
-            where,
-            f"{len(poses)} poses but {len(images)} images in {image_dir.removeprefix(prefix)}",
-        )
     intrinsics = _intrinsics(meta, len(poses), where)
     size = _size(meta, where)
-    by_stem = all(number < len(poses) for number, _ in images)
     notes = [f"ignored {len(ignored)} non-numbered images"] if ignored else []
+    images = _pair_with_poses(images, len(poses), where, image_dir.removeprefix(prefix), notes)
     depth_ok = True
     if kind == "r3d" and any(source.exists(f"{image_dir}{n}.depth") for n, _ in images):
         depth_ok = lzfse_available()
@@ -109,8 +108,8 @@ def _read(source: Source) -> IosCapture:
     if not all(depth_size):
         depth_size = DEFAULT_DEPTH_SIZE_PX
     frames = []
-    for position, (number, image) in enumerate(images):
-        index = number if by_stem else position
+    for number, image in images:
+        index = number
         if kind == "exr":
             depth = f"{prefix}depth/{number}.exr"
             depth_kind, confidence = DEPTH_EXR_M, None
@@ -136,18 +135,42 @@ def _read(source: Source) -> IosCapture:
     )
 
 
+def _pair_with_poses(
+    images: list[tuple[int, str]], count: int, where: str, image_dir: str, notes: list[str]
+) -> list[tuple[int, str]]:
+    """The images that have a pose (pose ``i`` is image ``<i>.jpg``); the rest, and the poses
+    without an image, are listed in ``notes``. Matching by order instead put every image after
+    a gap on its neighbour's pose."""
+    paired = [(number, name) for number, name in images if number < count]
+    if not paired:
+        raise InputFormatError(
+            where, f"{count} poses but none of the images in {image_dir} is numbered below {count}"
+        )
+    unposed = [name.rsplit("/", 1)[-1] for number, name in images if number >= count]
+    if unposed:
+        notes.append(skipped_note("images without a pose", unposed))
+    numbers = {number for number, _ in paired}
+    without_image = [str(i) for i in range(count) if i not in numbers]
+    if without_image:
+        notes.append(skipped_note("poses without an image", without_image))
+    return paired
+
+
 def _numbered_images(source: Source, image_dir: str) -> tuple[list[tuple[int, str]], list[str]]:
     """``(number, member)`` of ``<dir><int>.<jpg|png>``, sorted numerically; and what was ignored
-    (Finder duplicates like ``3(1).jpg``)."""
+    (Finder duplicates like ``3(1).jpg``, a second image of the same number)."""
     images, ignored = [], []
+    seen: set[int] = set()
     for name in source.names():
         if not name.startswith(image_dir) or "/" in name[len(image_dir) :]:
             continue
         path = PurePosixPath(name)
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
-        if path.stem.isdigit():
-            images.append((int(path.stem), name))
+        number = int(path.stem) if path.stem.isascii() and path.stem.isdigit() else None
+        if number is not None and len(path.stem) <= 9 and number not in seen:
+            images.append((number, name))
+            seen.add(number)
         else:
             ignored.append(name)
     return sorted(images), ignored
@@ -196,6 +219,12 @@ def _intrinsics(
     if "K" not in meta:
         raise InputFormatError(where, "missing 'K' (column-major 3x3 intrinsics)")
     k = cameras.matrix_from_column_major(_numbers(meta["K"], 9, where, "K"), 3)
+    if not np.allclose(k[2], [0.0, 0.0, 1.0], atol=1e-9):
+        raise InputFormatError(
+            where,
+            f"K: last row is {k[2, 0]:g} {k[2, 1]:g} {k[2, 2]:g}, not 0 0 1 (written row-major?"
+            " Record3D writes it column-major)",
+        )
     if k[0, 0] <= 0 or k[1, 1] <= 0:
         raise InputFormatError(where, "K: focal lengths must be positive (is it column-major?)")
     return [(float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2]))] * count
