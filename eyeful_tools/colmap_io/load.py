@@ -62,12 +62,24 @@ def find_model_dir(sparse_dir: str | Path) -> Path:
 
 
 def read_reconstruction(sparse_dir: str | Path) -> tuple[pycolmap.Reconstruction, Path]:
-    """pycolmap's reader on the model folder; errors name the folder."""
+    """pycolmap's reader on the model folder; errors name the folder.
+
+    pycolmap loads some broken models without complaint (an image whose camera line it skipped,
+    a name that is not UTF-8) and raises only when they are used, so every registered image's
+    name, camera and frame are looked up here, where the error can still name the model.
+    """
     model_dir = find_model_dir(sparse_dir)
     try:
-        return pycolmap.Reconstruction(str(model_dir)), model_dir
+        reconstruction = pycolmap.Reconstruction(str(model_dir))
+        for image_id in reconstruction.reg_image_ids():
+            image = reconstruction.image(image_id)
+            _ = image.name
+            reconstruction.camera(image.camera_id)
+            reconstruction.frame(image.frame_id)
     except Exception as error:  # pycolmap raises plain RuntimeError/ValueError on bad files
-        raise InputFormatError(model_dir, f"pycolmap cannot read the model ({error})") from error
+        reason = str(error).split("\n")[0]
+        raise InputFormatError(model_dir, f"pycolmap cannot read the model ({reason})") from error
+    return reconstruction, model_dir
 
 
 def read_sidecar(model_dir: Path) -> Sidecar | None:

@@ -118,6 +118,10 @@ def colmap_camera_params(camera: Camera) -> tuple[str, list[float]]:
     return name, [values[key] for key in COLMAP_MODELS[name][1]]
 
 
+#: sides at or beyond this are not image sizes but wrapped-around or garbage values
+MAX_SIDE_PX = 1 << 31
+
+
 def camera_from_colmap(colmap_camera: pycolmap.Camera) -> Camera:
     """Our camera for a pycolmap one (at the model's image size); refuses what we cannot model."""
     name = colmap_camera.model.name
@@ -147,10 +151,18 @@ def camera_from_colmap(colmap_camera: pycolmap.Camera) -> Camera:
         )
     fx = values["fx"] if "fx" in values else values["f"]
     fy = values["fy"] if "fy" in values else values["f"]
+    width, height = int(colmap_camera.width), int(colmap_camera.height)
+    if not (0 < width < MAX_SIDE_PX and 0 < height < MAX_SIDE_PX):
+        # pycolmap keeps sizes unsigned: a negative width in cameras.txt comes back near 2**64
+        raise InputFormatError(
+            None,
+            f"COLMAP camera {colmap_camera.camera_id}: image size {width}x{height} is not"
+            " a size (negative in the model file?)",
+        )
     return Camera(
         model=model,
-        width_px=int(colmap_camera.width),
-        height_px=int(colmap_camera.height),
+        width_px=width,
+        height_px=height,
         fx=float(fx),
         fy=float(fy),
         cx=values["cx"],

@@ -254,8 +254,9 @@ def xml_parser() -> etree.XMLParser:
 def _load_chunk(path: Path) -> etree._Element:
     if not path.is_file():
         raise MissingFileError(path, "cameras.xml not found")
-    try:
-        tree = etree.parse(str(path), xml_parser())
+    data = path.read_bytes()
+    try:  # from bytes: lxml reports bad encodings in a file as OSError, in bytes as syntax
+        tree = etree.fromstring(data, xml_parser()).getroottree()
     except etree.XMLSyntaxError as error:
         line = error.lineno if error.lineno is not None else "?"
         message = (error.msg or str(error)).split(",")[0].strip()
