@@ -315,15 +315,22 @@ def _copy(source: Path, target: Path) -> Path:
     return shutil.copytree(source, target)
 
 
+def _read_with_member(
+    export: Path, tmp_path: Path, member: str, data: bytes, read: Callable[[Path], Any]
+) -> None:
+    """A private copy of ``export`` with ``member`` replaced by ``data``, parsed by ``read``."""
+    folder = _copy(export, tmp_path / export.name)
+    (folder / member).write_bytes(data)
+    must_not_crash(lambda: read(folder).source.close())
+
+
 RECORD3D_META = fx.record3d_metadata(fx.make_views(fx.RECORD3D_CAMERA, 3, (4, 4)), True)
 
 
 @examples(120)
 @given(data=json_inputs(RECORD3D_META))
 def test_record3d_metadata(tmp_path: Path, exports: dict[str, Path], data: bytes) -> None:
-    folder = _copy(exports["record3d"], tmp_path / "r3d")
-    (folder / "metadata.json").write_bytes(data)
-    must_not_crash(lambda: read_record3d(folder).source.close())
+    _read_with_member(exports["record3d"], tmp_path, "metadata.json", data, read_record3d)
 
 
 @examples(30)
@@ -343,10 +350,8 @@ POLYCAM_CAMERA = fx.polycam_camera_json(
 @examples(120)
 @given(data=json_inputs(POLYCAM_CAMERA))
 def test_polycam_camera(tmp_path: Path, exports: dict[str, Path], data: bytes) -> None:
-    folder = _copy(exports["polycam"], tmp_path / "pc")
-    stamp = fx.polycam_timestamps(1)[0]
-    (folder / "keyframes" / "corrected_cameras" / f"{stamp}.json").write_bytes(data)
-    must_not_crash(lambda: read_polycam(folder).source.close())
+    member = f"keyframes/corrected_cameras/{fx.polycam_timestamps(1)[0]}.json"
+    _read_with_member(exports["polycam"], tmp_path, member, data, read_polycam)
 
 
 @pytest.fixture(scope="module")
@@ -407,11 +412,9 @@ STRAY_TEXT = {
 def test_stray_csv(
     tmp_path: Path, exports: dict[str, Path], name: str, data: st.DataObject
 ) -> None:
-    folder = _copy(exports["stray"], tmp_path / "stray")
     text = STRAY_TEXT[name]
     mutated = data.draw(st.one_of(mutated_csv(text), mutated_bytes(text.encode())))
-    (folder / name).write_bytes(mutated)
-    must_not_crash(lambda: read_stray(folder).source.close())
+    _read_with_member(exports["stray"], tmp_path, name, mutated, read_stray)
 
 
 NERFCAPTURE_BASE = {
@@ -436,9 +439,7 @@ NERFCAPTURE_BASE = {
 @examples(120)
 @given(data=json_inputs(NERFCAPTURE_BASE))
 def test_nerfcapture(tmp_path: Path, exports: dict[str, Path], data: bytes) -> None:
-    folder = _copy(exports["nerfcapture"], tmp_path / "nc")
-    (folder / "transforms.json").write_bytes(data)
-    must_not_crash(lambda: read_nerfcapture(folder).source.close())
+    _read_with_member(exports["nerfcapture"], tmp_path, "transforms.json", data, read_nerfcapture)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -556,3 +557,18 @@ def test_image_headers_cut_short_are_one_line(
     path.write_bytes(data)
     with pytest.raises(EyefulError, match="ends inside its header"):
         image_size(path)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [("dw", [192], "dw/dh must be integers"), ("w", math.inf, "w/h must be integers")],
+)
+def test_record3d_sizes_that_are_not_integers(
+    tmp_path: Path, exports: dict[str, Path], key: str, value: Any, message: str
+) -> None:
+    folder = _copy(exports["record3d"], tmp_path / "r3d")
+    meta = json.loads((folder / "metadata.json").read_text())
+    meta[key] = value
+    (folder / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(EyefulError, match=message):
+        read_record3d(folder)

@@ -104,9 +104,8 @@ def _read(source: Source) -> IosCapture:
         depth_ok = lzfse_available()
         if not depth_ok:
             notes.append("depth skipped: install the optional 'lzfse' package to decode .r3d depth")
-    depth_size = (int(meta.get("dw") or 0), int(meta.get("dh") or 0))
-    if not all(depth_size):
-        depth_size = DEFAULT_DEPTH_SIZE_PX
+    no_depth_size = meta.get("dw") in (None, 0) or meta.get("dh") in (None, 0)  # old exports
+    depth_size = DEFAULT_DEPTH_SIZE_PX if no_depth_size else _size(meta, where, ("dw", "dh"))
     frames = []
     for number, image in images:
         index = number
@@ -230,16 +229,19 @@ def _intrinsics(
     return [(float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2]))] * count
 
 
-def _size(meta: dict[str, Any], where: str) -> tuple[int, int] | None:
-    """``(w, h)`` of the stored RGB, or None to read it from the images."""
-    if meta.get("w") is None or meta.get("h") is None:
+def _size(
+    meta: dict[str, Any], where: str, keys: tuple[str, str] = ("w", "h")
+) -> tuple[int, int] | None:
+    """``(w, h)`` of the stored RGB (or of the depth, ``keys=("dw", "dh")``), or None when the
+    metadata does not say."""
+    if meta.get(keys[0]) is None or meta.get(keys[1]) is None:
         return None
     try:
-        width, height = int(meta["w"]), int(meta["h"])
-    except (TypeError, ValueError) as error:
-        raise InputFormatError(where, "w/h must be integers") from error
+        width, height = int(meta[keys[0]]), int(meta[keys[1]])
+    except (TypeError, ValueError, OverflowError) as error:
+        raise InputFormatError(where, f"{keys[0]}/{keys[1]} must be integers") from error
     if width <= 0 or height <= 0:
-        raise InputFormatError(where, f"bad image size {width}x{height}")
+        raise InputFormatError(where, f"bad {keys[0]}/{keys[1]} size {width}x{height}")
     return width, height
 
 
