@@ -264,6 +264,24 @@ def zip_folder(folder: Path, archive_path: Path, top_folder: str | None = None) 
     return archive_path
 
 
+def member_data_start(data: bytes, info: zipfile.ZipInfo) -> int:
+    """Where a member's packed bytes begin in the archive ``data`` (after its local header)."""
+    header = info.header_offset
+    name_len = int.from_bytes(data[header + 26 : header + 28], "little")
+    extra_len = int.from_bytes(data[header + 28 : header + 30], "little")
+    return header + 30 + name_len + extra_len
+
+
+def damage_member(archive: Path, name: str) -> None:
+    """Flip bytes in the middle of a member's packed data (its CRC, or its deflate stream)."""
+    with zipfile.ZipFile(archive) as handle:
+        info = handle.getinfo(name)
+    data = bytearray(archive.read_bytes())
+    middle = member_data_start(data, info) + info.compress_size // 2
+    data[middle : middle + 4] = bytes(b ^ 0xA5 for b in data[middle : middle + 4])
+    archive.write_bytes(bytes(data))
+
+
 def copy_tree(source: Path, target: Path) -> Path:
     shutil.copytree(source, target)
     return target

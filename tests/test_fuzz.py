@@ -169,9 +169,7 @@ def damaged_archive(draw: st.DrawFn, archive: Path) -> bytes:
         return draw(mutated_bytes(data))
     with zipfile.ZipFile(archive) as handle:
         info = draw(st.sampled_from([i for i in handle.infolist() if i.compress_size > 0]))
-    header = info.header_offset
-    start = header + 30 + int.from_bytes(data[header + 26 : header + 28], "little")
-    start += int.from_bytes(data[header + 28 : header + 30], "little")
+    start = fx.member_data_start(data, info)
     damaged = bytearray(data)
     for _ in range(draw(st.integers(1, 4))):
         at = start + draw(st.integers(0, info.compress_size - 1))

@@ -678,22 +678,6 @@ def test_a_depth_bomb_is_an_error_not_a_quietly_skipped_depth(
     assert not (tmp_path / "out").exists()
 
 
-def _damage(archive: Path, name: str) -> None:
-    """Flip bytes in the middle of a member's packed data (its CRC, or its deflate stream)."""
-    with zipfile.ZipFile(archive) as handle:
-        info = handle.getinfo(name)
-    data = bytearray(archive.read_bytes())
-    header = info.header_offset
-    name_len, extra_len = (
-        int.from_bytes(data[header + 26 : header + 28], "little"),
-        int.from_bytes(data[header + 28 : header + 30], "little"),
-    )
-    start = header + 30 + name_len + extra_len
-    middle = start + info.compress_size // 2
-    data[middle : middle + 4] = bytes(b ^ 0xA5 for b in data[middle : middle + 4])
-    archive.write_bytes(bytes(data))
-
-
 def test_damaged_zip_members_lose_only_their_frame_or_depth(
     tmp_path: Path, capsys, polycam_views
 ) -> None:
@@ -702,8 +686,8 @@ def test_damaged_zip_members_lose_only_their_frame_or_depth(
     image's frame is skipped as corrupt, the depth member's frame keeps its image."""
     archive = _polycam_zip(tmp_path, polycam_views)
     stamps = fx.polycam_timestamps(N_VIEWS)
-    _damage(archive, f"keyframes/corrected_images/{stamps[1]}.jpg")
-    _damage(archive, f"keyframes/depth/{stamps[2]}.png")
+    fx.damage_member(archive, f"keyframes/corrected_images/{stamps[1]}.jpg")
+    fx.damage_member(archive, f"keyframes/depth/{stamps[2]}.png")
     out = tmp_path / "out"
     assert main(["import", "polycam", str(archive), "--out", str(out)]) == 0
     err = " ".join(capsys.readouterr().err.split())
@@ -718,7 +702,7 @@ def test_damaged_zip_members_lose_only_their_frame_or_depth(
 def test_a_damaged_camera_member_is_one_line(tmp_path: Path, capsys, polycam_views) -> None:
     archive = _polycam_zip(tmp_path, polycam_views)
     camera = _first("corrected_cameras", "json")
-    _damage(archive, camera)
+    fx.damage_member(archive, camera)
     assert main(["import", "polycam", str(archive), "--out", str(tmp_path / "out")]) == 1
     line = _error_line(capsys)
     assert line.startswith(f"error: {archive}:{camera}: damaged archive member (")

@@ -287,6 +287,20 @@ def test_nerfcapture2nerf_output_with_16_bit_depth(tmp_path: Path, nerfcapture_v
         assert np.all(depth > 0)
 
 
+def test_nerfcapture_damaged_depth_member_loses_only_its_depth(
+    tmp_path: Path, nerfcapture_views
+) -> None:
+    """#15: the first depth member, read for its PNG header, killed the whole import when its
+    zip data was damaged; now only that frame goes without depth, as with a bad file."""
+    source = fx.write_nerfcapture_folder(tmp_path / "ngp", nerfcapture_views, flavour="ngp")
+    archive = fx.zip_folder(source, tmp_path / "capture.zip", top_folder="project")
+    fx.damage_member(archive, "project/images/0.depth.png")
+    report = import_nerfcapture(archive, tmp_path / "out")
+    assert report.kept == N_VIEWS and report.depth_written == N_VIEWS - 1
+    tf = read_transforms(tmp_path / "out")
+    assert [f.depth_file_path is None for f in tf.frames] == [True] + [False] * (N_VIEWS - 1)
+
+
 def test_nerfcapture_top_level_intrinsics_and_missing_image(
     tmp_path: Path, capsys, nerfcapture_views
 ) -> None:

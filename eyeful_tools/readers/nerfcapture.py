@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from eyeful_tools import cameras
-from eyeful_tools.archive import ArchiveLimits
+from eyeful_tools.archive import ArchiveLimits, DamagedMemberError
 from eyeful_tools.errors import InputFormatError, MissingFileError
 from eyeful_tools.ios_depth import DEPTH_PNG_SCALED
 from eyeful_tools.ios_import import (
@@ -213,8 +213,11 @@ def _check_depth(
         return False
     if len(present) < len(listed):
         notes.append(f"{len(listed) - len(present)} depth files missing")
-    header = png_format(source.read_bytes(present[0])[:26])
-    name = present[0].removeprefix(prefix)
+    first = _first_readable(source, present)
+    if first is None:
+        notes.append("depth skipped: every depth file is a damaged archive member")
+        return False
+    name, header = first[0].removeprefix(prefix), png_format(first[1][:26])
     if header is None:
         notes.append(f"depth skipped: {name} is not a PNG")
         return False
@@ -229,6 +232,17 @@ def _check_depth(
         notes.append(f"depth skipped: no {' or '.join(DEPTH_SCALE_KEYS)} to give its units")
         return False
     return True
+
+
+def _first_readable(source: Source, members: list[str]) -> tuple[str, bytes] | None:
+    """The first member (and its bytes) that is not a damaged archive member; a damaged one
+    loses only its own frame's depth, later, as in a folder."""
+    for member in members:
+        try:
+            return member, source.read_bytes(member)
+        except DamagedMemberError:
+            continue
+    return None
 
 
 def _with_depth(source: Source, frame: IosFrame, member: str, scale: float) -> IosFrame:
