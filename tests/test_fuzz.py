@@ -570,3 +570,20 @@ def test_record3d_sizes_that_are_not_integers(
     (folder / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(EyefulError, match=message):
         read_record3d(folder)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("\r, 0.0, 31.7\n0.0, 52.4, 24.6\n0.0, 0.0, 1.0", "expected 3 rows of 3"),  # csv.Error
+        ('"52.0, 0.0, 31.7\n0.0, 52.4, 24.6\n0.0, 0.0, 1.0', "expected 3 rows of 3"),
+    ],
+    ids=["bare-carriage-return", "unclosed-quote"],
+)
+def test_stray_camera_matrix_with_odd_line_ends(
+    tmp_path: Path, exports: dict[str, Path], text: str, message: str
+) -> None:
+    folder = _copy(exports["stray"], tmp_path / "stray")
+    (folder / "camera_matrix.csv").write_text(text, newline="")
+    with pytest.raises(EyefulError, match=message):
+        read_stray(folder)

@@ -260,10 +260,13 @@ def _csv_rows(source: Source, name: str) -> list[tuple[int, list[str]]]:
     except UnicodeDecodeError as error:
         raise InputFormatError(source.display(name), f"not a text CSV ({error})") from error
     rows = []
-    for number, cells in enumerate(csv.reader(io.StringIO(text)), 1):
-        cells = [c.strip() for c in cells]
-        if any(cells):
-            rows.append((number, cells))
+    try:  # newline="": csv itself reads \r, \n and \r\n line ends (a bare \r raised)
+        for number, cells in enumerate(csv.reader(io.StringIO(text, newline="")), 1):
+            cells = [c.strip() for c in cells]
+            if any(cells):
+                rows.append((number, cells))
+    except csv.Error as error:
+        raise InputFormatError(source.display(name), f"not a valid CSV ({error})") from error
     return rows
 
 
