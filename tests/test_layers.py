@@ -25,6 +25,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "eyeful_tools",
             "eyeful_tools.errors",
             "eyeful_tools.fsio",
+            "eyeful_tools.archive",
             "eyeful_tools.cameras",
             "eyeful_tools.catalog",
             "eyeful_tools.eyeful_formats",

@@ -200,7 +200,9 @@ def _distortion(
     return (k1, k2, k3, k4, p1, p2), int(t1 != 0.0 or t2 != 0.0)
 
 
-def _optional_whole_number(value: Any, key: str, fail) -> int | None:  # noqa: ANN001
+def _optional_whole_number(
+    value: Any, key: str, fail: Callable[[str], InputFormatError]
+) -> int | None:
     """``frameId``-like ids: absent, an integer, or a string of digits (never a float cut
     short, a bool or a list, which used to end in a traceback or a wrong rig position)."""
     if value is None:
