@@ -3,7 +3,8 @@
 ``with local_s3() as endpoint_url:`` starts moto's threaded server on 127.0.0.1 (a free port)
 and stops it afterwards; ``create_public_bucket`` makes a bucket that anonymous clients can
 list and read (GET and HEAD), like the EyefulTower bucket; ``upload_tree`` mirrors a local
-folder under a key prefix. moto is a test dependency, imported only when a server starts.
+folder under a key prefix. moto comes with the ``demo`` (and ``test``) extra and is imported
+only when a server starts.
 """
 
 from __future__ import annotations
