@@ -14,12 +14,15 @@ is not the target.
 Each factor is derived from the nearest smaller one already made. EXR and PNG are resized in
 their own channel type (float16 goes through float32 and back). Masks and depth maps use nearest
 sampling, always from the full-size file. Work runs in :mod:`eyeful_tools.procpool`'s spawn
-pool; outputs newer than their source and of the right size are skipped; every write is atomic.
+pool; every write is atomic. An output is skipped when it has the right size and was written
+from the source as it is now: :data:`STATE_FILE` records each output's source identity (size,
+mtime, ctime, inode), since a replaced source can carry an older mtime than the output.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import os
@@ -41,7 +44,7 @@ from eyeful_tools.errors import (
     MissingFileError,
     UsageError,
 )
-from eyeful_tools.fsio import atomic_open
+from eyeful_tools.fsio import atomic_open, atomic_write_json
 from eyeful_tools.procpool import run_jobs
 from eyeful_tools.transforms import (
     SPLIT_KEYS,
@@ -182,13 +185,16 @@ def downscale(
     if not chosen:
         return result
 
-    work = _plan_jobs(sources, chosen, base, jpeg_quality)
+    state = read_state(base)
+    work, planned = _plan_jobs(sources, chosen, base, jpeg_quality, state)
     result.up_to_date = len(sources) * len(chosen) - sum(len(job.outputs) for job in work)
     results = run_jobs(run_job, work, jobs=jobs, progress=progress, executor=executor)
     for job_result in results:
         if job_result.error is not None:
             raise InputFormatError(*job_result.error)
         result.written += job_result.written
+    if any(state.get(key) != identity for key, identity in planned.items()):
+        atomic_write_json(base / STATE_FILE, dict(sorted({**state, **planned}.items())), indent=0)
 
     for factor in chosen:
         out_path = downscaled_transforms_path(transforms_path, factor)
@@ -319,30 +325,57 @@ def _choose_factors(
     return tuple(sorted(chosen))
 
 
+#: per output (``images_2/x.jpg``), what its source was when it was written: a hidden file
+#: beside transforms.json, so images_N/ holds only images
+STATE_FILE = ".eyeful-downscale.json"
+
+
+def source_identity(path: Path, jpeg_quality: int) -> list[int]:
+    """What makes an output stale when it changes: the source's size, mtime, ctime and inode
+    (a file replaced by ``cp -p``, ``rsync -a`` or ``unzip`` keeps an old mtime, but never its
+    inode and ctime), and the JPEG quality asked for."""
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, jpeg_quality]
+
+
+def read_state(base: Path) -> dict[str, list[int]]:
+    """The recorded identities; an unreadable record means every output is redone."""
+    try:
+        state = json.loads((base / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
 def _plan_jobs(
-    sources: Sequence[_Source], factors: Sequence[int], base: Path, jpeg_quality: int
-) -> list[Job]:
-    """One job per source with the outputs that are missing, older than it, or the wrong size."""
+    sources: Sequence[_Source],
+    factors: Sequence[int],
+    base: Path,
+    jpeg_quality: int,
+    state: dict[str, list[int]],
+) -> tuple[list[Job], dict[str, list[int]]]:
+    """One job per source with the outputs that are missing, the wrong size, or written from
+    a source that has changed since; and the identities to record once they are written."""
     work = []
+    planned: dict[str, list[int]] = {}
     for source in sources:
-        source_mtime = source.path.stat().st_mtime_ns
+        identity = source_identity(source.path, jpeg_quality)
         outputs = []
         for factor in factors:
-            target = base / output_folder(source.kind, factor) / source.path.name
+            key = f"{output_folder(source.kind, factor)}/{source.path.name}"
             size = scaled_size(*source.size_px, factor)
-            if not _up_to_date(target, source_mtime, size):
-                outputs.append(Output(factor, str(target), size))
+            planned[key] = identity
+            if state.get(key) != identity or not _right_size(base / key, size):
+                outputs.append(Output(factor, str(base / key), size))
         if outputs:
             work.append(
                 Job(source.kind, str(source.path), source.size_px, tuple(outputs), jpeg_quality)
             )
-    return work
+    return work, planned
 
 
-def _up_to_date(target: Path, source_mtime_ns: int, size_px: tuple[int, int]) -> bool:
+def _right_size(target: Path, size_px: tuple[int, int]) -> bool:
     try:
-        if target.stat().st_mtime_ns < source_mtime_ns:
-            return False
         return _file_size(target) == size_px
     except (OSError, EyefulError):
         return False
@@ -447,7 +480,10 @@ def run_job(job: Job) -> JobResult:
         return JobResult(written=_run(job))
     except EyefulError as error:
         return JobResult(written=0, error=(error.path or job.source, error.reason))
-    except (cv2.error, ValueError, OSError) as error:
+    except OSError as error:  # a full disk or a read-only output folder: the file it names
+        where = job.source if error.filename is None else os.fsdecode(error.filename)
+        return JobResult(written=0, error=(where, error.strerror or str(error)))
+    except (cv2.error, ValueError) as error:
         return JobResult(written=0, error=(job.source, f"cannot downscale ({error})"))
 
 

@@ -7,15 +7,24 @@ previous version untouched.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import hashlib
 import json
+import logging
 import os
+import re
 import shutil
+import socket
+import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from eyeful_tools.errors import InputFormatError, MissingFileError, UsageError
+
+log = logging.getLogger(__name__)
 
 
 def _process_umask() -> int:
@@ -39,17 +48,102 @@ FILE_MODE = 0o666 & ~_UMASK
 DIR_MODE = 0o777 & ~_UMASK
 
 
+#: temp names carry ``<host>-<pid>`` so a later run can tell a dead run's leftovers (removed)
+#: from a live one's (kept); the host tag keeps machines sharing a folder off each other's
+_HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:4]
+#: ``.<name>.<host>-<pid>.<8 random>.tmp<suffix>`` (files, build folders) and ``.old`` (a
+#: journaled swap's displaced folder)
+_TEMP_NAME = re.compile(
+    r"^\.(?P<name>.+)\.(?P<host>[0-9a-f]{4})-(?P<pid>\d+)\.[a-z0-9_]{8}\.(?:tmp|old)[^/]*$"
+)
+#: folders this process has already swept for stale temps (one directory scan per folder)
+_swept: set[str] = set()
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.{_HOST_TAG}-{os.getpid()}."
+
+
 def _temp_file_beside(path: Path, suffix: str | None) -> tuple[int, Path]:
-    """Create ``.<name>.<random>.tmp<suffix>`` in ``path``'s folder: (open fd, its path)."""
+    """Create ``.<name>.<host>-<pid>.<random>.tmp<suffix>`` in ``path``'s folder: (fd, path)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.name}.",
-        suffix=f".tmp{suffix if suffix is not None else path.suffix}",
-        dir=path.parent,
-    )
+    _sweep_once(path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=_temp_prefix(path),
+            suffix=f".tmp{suffix if suffix is not None else path.suffix}",
+            dir=path.parent,
+        )
+    except OSError as error:
+        raise naming(error, path) from error
     if hasattr(os, "fchmod"):  # not on Windows before Python 3.13
         os.fchmod(fd, FILE_MODE)
     return fd, Path(tmp_name)
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name != "posix":  # os.kill(pid, 0) would terminate it on Windows: assume alive
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def stale_temps(folder: Path) -> list[Path]:
+    """Our temp files and build folders in ``folder`` whose writer is gone (a killed run):
+    written on this host by a process that no longer exists."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    stale = []
+    for name in names:
+        match = _TEMP_NAME.match(name)
+        if match and match["host"] == _HOST_TAG and not _pid_alive(int(match["pid"])):
+            stale.append(folder / name)
+    return sorted(stale)
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, a link (not what it points to) or a folder tree; missing is fine."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def clean_stale_temps(folder: str | Path) -> list[Path]:
+    """Finish any interrupted ``--overwrite`` swap in ``folder``, then remove the temps of dead
+    runs; returns what was removed (debug-logged)."""
+    folder = Path(folder)
+    for journal in folder.glob(".*.swap.json"):
+        finish_swap(folder / journal.name.removeprefix(".").removesuffix(".swap.json"))
+    stale = stale_temps(folder)
+    for path in stale:
+        log.debug("removing %s, left by a killed run", path)
+        remove_path(path)
+    return stale
+
+
+def _sweep_once(folder: Path) -> None:
+    """:func:`clean_stale_temps` the first time this process writes into ``folder``."""
+    key = os.path.abspath(folder)
+    if key not in _swept:
+        _swept.add(key)
+        clean_stale_temps(folder)
+
+
+def naming(error: OSError, path: Path, temp: Path | None = None) -> OSError:
+    """``error`` about ``path``: a write's ``ENOSPC`` names no file, and a temp file's name
+    means nothing to the user. Errors naming another file are returned as they are."""
+    if error.filename is not None and (temp is None or os.fsdecode(error.filename) != str(temp)):
+        return error
+    return OSError(error.errno, error.strerror or str(error), str(path))  # the same subclass
 
 
 @contextlib.contextmanager
@@ -58,9 +152,11 @@ def _replacing(tmp: Path, path: Path) -> Iterator[None]:
     try:
         yield
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(error, OSError):
+            raise naming(error, path, tmp) from error
         raise
 
 
@@ -80,27 +176,120 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temp folder beside ``path`` to build in; on success it replaces ``path`` (the old
-    folder is moved aside first and removed last), on failure it is removed.
+    """Yield a temp folder beside ``path`` to build in; on success it takes ``path``'s place in
+    one step (:func:`swap_in`), on failure it is removed.
 
-    Readers see either the old folder or the complete new one, never a mix of the two.
+    Readers see either the old folder or the complete new one, never a mix of the two, and a
+    process killed at any point leaves one of the two at ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    _sweep_once(path.parent)
+    finish_swap(path)
+    build = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     os.chmod(build, DIR_MODE)  # mkdtemp makes it 0700
     try:
         yield build
-        old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / path.name)
-        os.replace(build, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+        swap_in(build, path)
+    except BaseException as error:
         shutil.rmtree(build, ignore_errors=True)
+        if isinstance(error, OSError):  # a file inside the build: name it under path
+            raise naming(_rebased(error, build, path), path, build) from error
         raise
+
+
+def _rebased(error: OSError, build: Path, path: Path) -> OSError:
+    """An error about ``build/x`` as one about ``path/x`` (the build folder is gone by then)."""
+    name = None if error.filename is None else os.fsdecode(error.filename)
+    if name is None or not name.startswith(f"{build}{os.sep}"):
+        return error
+    moved = str(path) + name[len(str(build)) :]
+    return OSError(error.errno, error.strerror or str(error), moved)
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _load_renameat2() -> Callable[..., int] | None:
+    """glibc's ``renameat2`` (2.28+, Linux 3.15+), or None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
+    function.argtypes += [ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function  # type: ignore[no-any-return]
+
+
+_renameat2 = _load_renameat2()
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (``renameat2(RENAME_EXCHANGE)``); False where
+    the OS or the file system cannot (then nothing was changed)."""
+    if _renameat2 is None:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _journal(path: Path) -> Path:
+    return path.with_name(f".{path.name}.swap.json")
+
+
+def swap_in(build: Path, path: Path) -> None:
+    """Put the finished folder ``build`` at ``path`` and remove what was there.
+
+    Where ``path`` exists: one atomic exchange, or where the OS has none, a journaled pair of
+    renames that :func:`finish_swap` completes if the process dies between them. The displaced
+    folder (under a temp name) is removed last; if that is interrupted, the next run removes
+    it (:func:`clean_stale_temps`).
+    """
+    if not os.path.lexists(path):
+        os.rename(build, path)
+        return
+    if exchange(build, path):
+        remove_path(build)
+        return
+    old = build.with_name(build.name.removesuffix(".tmp") + ".old")
+    atomic_write_json(_journal(path), {"new": build.name, "old": old.name})
+    os.rename(path, old)
+    os.rename(build, path)
+    remove_path(old)
+    _journal(path).unlink()
+
+
+def finish_swap(path: str | Path) -> None:
+    """Complete a journaled swap into ``path`` that a killed run left half done: the new
+    folder (complete, or the journal would not exist) goes in, the old one is removed."""
+    path = Path(path)
+    journal = _journal(path)
+    if not journal.is_file():
+        return
+    try:
+        names = json.loads(journal.read_text(encoding="utf-8"))
+        new, old = (path.with_name(names[key]) for key in ("new", "old"))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise InputFormatError(journal, f"unreadable swap journal ({error}); remove it") from error
+    for side in (new, old):  # a journal may name only our own temps beside path
+        match = _TEMP_NAME.match(side.name)
+        if match is None or match["name"] != path.name:
+            raise InputFormatError(journal, f"swap journal names {side.name}; remove it")
+    if new.exists():
+        if os.path.lexists(path):
+            os.rename(path, old)
+        os.rename(new, path)
+    log.info("%s: finished an --overwrite that a killed run left half done", path)
+    remove_path(old)
+    journal.unlink()
 
 
 @contextlib.contextmanager
@@ -113,6 +302,41 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
         yield handle
         handle.flush()
         os.fsync(handle.fileno())
+
+
+class _KeptWriteError:
+    """A binary file whose ``write`` remembers the ``OSError`` it raised."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+@contextlib.contextmanager
+def atomic_stream(path: str | Path) -> Iterator[Any]:
+    """A binary file written atomically, for writers that report a failed write as their own
+    error (``torch.save`` raises a RuntimeError with no errno on a full disk): the OSError
+    behind it is raised instead, naming ``path``."""
+    path = Path(path)
+    fd, tmp = _temp_file_beside(path, None)
+    with _replacing(tmp, path), open(fd, "wb") as handle:
+        stream = _KeptWriteError(handle)
+        try:
+            yield stream
+        except Exception as error:
+            if stream.error is not None and stream.error is not error:
+                raise stream.error from error
+            raise
 
 
 def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
@@ -164,6 +388,7 @@ def check_output_folder(
     a folder that overlaps any of ``inputs`` (:func:`refuse_overlap`). Returns the names present
     (what an overwrite will replace)."""
     refuse_overlap(out_dir, inputs)
+    finish_swap(out_dir)  # judge what a killed --overwrite meant to leave, not its halfway state
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(out_dir, "output exists and is not a folder")
     if not out_dir.is_dir():

@@ -2,12 +2,22 @@
 
 ``spawn``, not ``fork``: a child forked from a parent that has used OpenCV can deadlock. Each
 worker runs OpenCV single-threaded, since the pool already uses every core.
+
+Workers never outlive the parent: on Linux the kernel kills them when it dies
+(``PR_SET_PDEATHSIG``, so even SIGKILL and the OOM killer are covered), elsewhere a watchdog
+thread notices the parent is gone. They ignore Ctrl-C (the parent gets it too, and stops them);
+a parent that is interrupted or fails terminates its workers instead of waiting for them.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from typing import TypeVar
@@ -25,9 +35,51 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _worker_init() -> None:
-    """One OpenCV thread per worker process: the pool already uses every core."""
+_PR_SET_PDEATHSIG = 1
+#: how often the portable watchdog checks that the parent is alive
+_WATCHDOG_PERIOD_S = 1.0
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Exit when ``parent_pid`` does: a kernel death signal on Linux, a polling thread
+    elsewhere (or where prctl is unavailable)."""
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+    if armed:
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(_WATCHDOG_PERIOD_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def _worker_init(parent_pid: int) -> None:
+    """Tie the worker's life to the parent's; ignore Ctrl-C (the parent handles it); one
+    OpenCV thread per worker process (the pool already uses every core)."""
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(1)
+
+
+def terminate(pool: ProcessPoolExecutor) -> None:
+    """Stop the workers now (SIGTERM), without waiting for the chunks they are running."""
+    stop = getattr(pool, "terminate_workers", None)  # Python 3.14+
+    if stop is not None:
+        stop()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        if process.is_alive():
+            process.terminate()
 
 
 def run_jobs(
@@ -59,6 +111,9 @@ def run_jobs(
     pool = make_pool(min(jobs, total))
     try:
         return _collect(pool, function, items, progress)
+    except BaseException:
+        terminate(pool)  # an error or an interrupt: the rest of the work is not wanted
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -69,6 +124,7 @@ def make_pool(jobs: int | None = None) -> ProcessPoolExecutor:
         max_workers=default_jobs() if jobs is None else max(1, jobs),
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_worker_init,
+        initargs=(os.getpid(),),
     )
 
 

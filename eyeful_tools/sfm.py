@@ -20,12 +20,11 @@ says so (and what to try), rather than a dataset with holes.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import re
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -37,7 +36,7 @@ import pycolmap
 from eyeful_tools import blur, colmap_io, imageio
 from eyeful_tools.colmap_io import ImageMode
 from eyeful_tools.errors import InputFormatError, MissingFileError, UsageError
-from eyeful_tools.fsio import check_output_folder
+from eyeful_tools.fsio import atomic_dir, check_output_folder
 from eyeful_tools.imageio import open_video, video_frame_count, write_image
 from eyeful_tools.ios_import import even_subsample
 
@@ -329,42 +328,20 @@ def run_sfm(
     return best
 
 
-#: what an SfM import creates in its output folder
-_OUTPUTS = ("images", COLMAP_FOLDER, "transforms.json", "sparse_pc.ply")
+def _check_out_free(out_dir: Path, overwrite: bool, source: Path) -> None:
+    """Refuse a --out that holds anything (unless ``overwrite``) or that overlaps ``source``.
 
-
-def _check_outputs_free(out_dir: Path, overwrite: bool, source: Path) -> None:
-    """Refuse to write over a previous dataset (its images would mix with the new ones), or
-    into or around ``source``; with ``overwrite`` remove the previous dataset first."""
-    for name in check_output_folder(out_dir, overwrite, _OUTPUTS, inputs=[source]):
-        path = out_dir / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-
-
-@contextlib.contextmanager
-def _clean_up_on_failure(out_dir: Path) -> Iterator[None]:
-    """On an error, remove what this import created, so a failed run leaves nothing behind."""
-    existed = out_dir.exists()
-    before = {name for name in _OUTPUTS if (out_dir / name).exists()}
-    try:
-        yield
-    except BaseException:
-        if not existed:
-            shutil.rmtree(out_dir, ignore_errors=True)
-        else:
-            for name in set(_OUTPUTS) - before:
-                path = out_dir / name
-                if path.is_dir():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
-        raise
+    The dataset is built in a temp folder beside ``out_dir`` and takes its place only when SfM
+    succeeded (:func:`fsio.atomic_dir`): a failed or killed run leaves the old dataset as it
+    was, and nothing new.
+    """
+    check_output_folder(out_dir, overwrite, inputs=[source])
 
 
 def _sfm_to_dataset(
     image_dir: Path,
     names: list[str],
-    out_dir: Path,
+    build: Path,
     *,
     video: bool,
     options: SfmOptions,
@@ -372,20 +349,21 @@ def _sfm_to_dataset(
     report: SfmReport,
     progress: Progress,
 ) -> SfmReport:
+    """SfM into ``build`` (a sibling of ``report.out_dir``, so relative paths are the same)."""
     matcher = choose_matcher(options.matcher, len(names), video=video)
-    work_dir = out_dir / COLMAP_FOLDER
+    work_dir = build / COLMAP_FOLDER
     model = run_sfm(image_dir, names, work_dir, options, matcher, progress)
     extra = {"source": {"sfm": "pycolmap incremental", "path": str(report.source)}}
     colmap_io.import_reconstruction(
         model,
         image_dir,
-        out_dir,
+        build,
         image_mode=image_mode,
-        name=out_dir.name,
-        where=work_dir / "sparse" / "0",
+        name=report.out_dir.name,
+        where=report.out_dir / COLMAP_FOLDER / "sparse" / "0",
         extra=extra,
     )
-    report.transforms_path = out_dir / "transforms.json"
+    report.transforms_path = report.out_dir / "transforms.json"
     report.num_images = len(names)
     report.num_registered = model.num_reg_images()
     report.num_points = model.num_points3D()
@@ -414,7 +392,7 @@ def import_images(
     if max_frames is not None and max_frames < 2:
         raise UsageError("--max-frames", f"SfM needs at least 2 images, got {max_frames}")
     names = list_images(source)
-    _check_outputs_free(out_dir, overwrite, source)
+    _check_out_free(out_dir, overwrite, source)
     report = SfmReport(out_dir=out_dir, source=source, num_input=len(names))
     sharp = drop_blurry(source, names, blur_filter, progress)
     report.dropped_blurry = len(names) - len(sharp)
@@ -422,11 +400,11 @@ def import_images(
     report.dropped_subsample = len(sharp) - len(selected)
     for name in selected:  # COLMAP decodes with its own reader: refuse damaged or huge ones first
         imageio.verify_image(source / name)
-    with _clean_up_on_failure(out_dir):
+    with atomic_dir(out_dir) as build:
         return _sfm_to_dataset(
             source,
             selected,
-            out_dir,
+            build,
             video=False,
             options=options,
             image_mode=image_mode,
@@ -447,11 +425,11 @@ def import_video(
 ) -> SfmReport:
     """A video -> sharpest frame per interval in ``out_dir/images`` -> SfM -> transforms.json."""
     source, out_dir = Path(source), Path(out_dir)
-    images_dir = out_dir / "images"
-    if not source.is_file():  # before --overwrite removes anything
+    if not source.is_file():
         raise MissingFileError(source, "video not found")
-    _check_outputs_free(out_dir, overwrite, source)
-    with _clean_up_on_failure(out_dir):
+    _check_out_free(out_dir, overwrite, source)
+    with atomic_dir(out_dir) as build:
+        images_dir = build / "images"
         frames = extract_video_frames(source, images_dir, max_frames=max_frames, progress=progress)
         report = SfmReport(out_dir=out_dir, source=source, num_input=frames.total_frames)
         report.notes.append(f"sharpest of every {frames.interval} frames")
@@ -462,7 +440,7 @@ def import_video(
         return _sfm_to_dataset(
             images_dir,
             sharp,
-            out_dir,
+            build,
             video=True,
             options=options,
             image_mode=ImageMode.REFERENCE,

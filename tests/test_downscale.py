@@ -200,6 +200,25 @@ def test_second_run_writes_nothing_and_a_touched_source_is_redone(tmp_path: Path
     assert changed == {tmp_path / f"images_{f}" / source.name for f in (2, 4, 8)}
 
 
+def test_a_source_replaced_with_an_older_mtime_is_redone(tmp_path: Path) -> None:
+    """B6: ``cp -p``/``rsync -a``/``unzip`` put a different image in place with an older
+    mtime than the copies; judging by mtime kept the stale images_N/ forever."""
+    path = _dataset(tmp_path, [(64, 96), (64, 96)])
+    downscale.downscale(path, [2], jobs=1)
+    source = tmp_path / transforms.read_transforms(path).frames[0].file_path
+    copy = tmp_path / "images_2" / source.name
+    old = source.stat().st_mtime_ns - 10**10  # older than every output
+    replacement = tmp_path / "incoming.jpg"
+    imageio.write_image(replacement, np.full((96, 64, 3), 200, np.uint8))
+    os.utime(replacement, ns=(old, old))
+    replacement.replace(source)  # what cp -p and rsync -a end with
+    assert source.stat().st_mtime_ns < copy.stat().st_mtime_ns
+    again = downscale.downscale(path, [2], jobs=1)
+    assert again.written == 1 and again.up_to_date == 1
+    assert imageio.read_image(copy).mean() == pytest.approx(200, abs=2)
+    assert downscale.downscale(path, [2], jobs=1).written == 0  # and now it is recorded
+
+
 def test_basename_collision_is_refused_and_nothing_written(tmp_path: Path, capsys) -> None:
     path = _dataset(tmp_path, [(32, 48), (32, 48)], folders=["a", "b"])
     data = transforms.read_transforms(path)

@@ -87,7 +87,7 @@ def test_import_images_recovers_the_rendered_poses(views, tmp_path: Path, capsys
     before = (out / "transforms.json").read_bytes()
     assert main(["import", "images", str(folder), "--out", str(out), *FAST]) == 1
     err = capsys.readouterr().err
-    assert "already holds images, colmap, transforms.json, sparse_pc.ply (pass --overwrite)" in err
+    assert "already holds colmap, images, sparse_pc.ply, transforms.json (pass --overwrite)" in err
     assert (out / "transforms.json").read_bytes() == before
     (out / "images" / "stale.jpg").write_bytes(b"left from an older import")
     assert main(["import", "images", str(folder), "--out", str(out), *FAST, "--overwrite"]) == 0
@@ -135,6 +135,24 @@ def test_too_few_registered_images_is_a_clear_error(tmp_path: Path, capsys) -> N
     assert err.startswith(f"error: {folder}: SfM registered only 0 of 4 images (need 2)")
     assert len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_a_failed_overwrite_keeps_the_old_dataset(tmp_path: Path, capsys) -> None:
+    """--overwrite builds the new dataset beside the old one and swaps only on success: SfM
+    failing (nothing registers) leaves the old dataset byte for byte, and no temp folders."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "noise"
+    for index in range(3):
+        write_image(folder / f"n{index}.png", rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "a.jpg").write_bytes(b"old image")
+    (out / "transforms.json").write_text('{"frames": []}')
+    assert main(["import", "images", str(folder), "--out", str(out), "--overwrite"]) == 1
+    assert "SfM registered only 0 of 3 images" in capsys.readouterr().err
+    assert (out / "images" / "a.jpg").read_bytes() == b"old image"
+    assert (out / "transforms.json").read_text() == '{"frames": []}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["noise", "out"]
 
 
 def test_bad_sources_are_refused(tmp_path: Path, capsys) -> None:

@@ -34,7 +34,7 @@ import torch.distributed as dist
 from torch import nn
 
 from eyeful_tools.errors import InputFormatError, MissingFileError, UsageError
-from eyeful_tools.fsio import atomic_path, atomic_write_json, read_json
+from eyeful_tools.fsio import atomic_stream, atomic_write_json, read_json
 from trainer_adapter import device as devices
 from trainer_adapter.hdr import run_tonemapper
 from trainer_adapter.model.nerfacto import NerfactoModel
@@ -163,8 +163,8 @@ def save_checkpoint(
         "schedulers": {k: s.state_dict() for k, s in optimizers.schedulers.items()},
         "scalers": scaler.state_dict(),
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_stream(path) as handle:  # a full disk is an OSError naming the file
+        torch.save(state, handle)
     others = _checkpoints(folder)
     for old in others[: max(len(others) - max(keep, 1), 0)]:
         old.unlink(missing_ok=True)

@@ -72,6 +72,9 @@ def export_colmap(
         help="exact: THIN_PRISM_FISHEYE where p1/p2 are nonzero; opencv: always OPENCV_FISHEYE, "
         "p1/p2 dropped (what gsplat/3DGS loaders read), the largest pixel shift reported.",
     ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace a COLMAP model already in OUT/sparse/0."
+    ),
 ) -> None:
     """Export a transforms.json dataset to a COLMAP model (cameras, images, rigs, frames).
 
@@ -90,6 +93,7 @@ def export_colmap(
         rig_tolerance=colmap_io.RIG_TOLERANCE if rig_tolerance is None else rig_tolerance,
         reference_camera=reference_camera,
         fisheye=_choice(colmap_io.FisheyeExport, fisheye, "--fisheye"),
+        overwrite=overwrite,
     )
     report = result.report
     approximated = (
@@ -110,6 +114,9 @@ def import_colmap(
     images: Path = typer.Option(..., "--images", help="Folder the model's image names are in."),
     out: Path = typer.Option(..., "--out", help="Folder to write transforms.json into."),
     image_mode: str | None = _IMAGE_MODE,
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace transforms.json, sparse_pc.ply (and images/) in --out."
+    ),
 ) -> None:
     """Import a COLMAP model (ours, EyefulTower's colmap/sparse, any) into transforms.json.
 
@@ -125,6 +132,7 @@ def import_colmap(
         images,
         out,
         image_mode=_choice(colmap_io.ImageMode, image_mode or "reference", "--image-mode"),
+        overwrite=overwrite,
     )
     scene = result.scene
     positions = {f.rig_position_id for f in scene.frames if f.rig_position_id is not None}

@@ -30,7 +30,7 @@ from eyeful_tools.colmap_io.rig import (
     rig_structure_problem,
 )
 from eyeful_tools.errors import InputFormatError, UnsupportedError
-from eyeful_tools.fsio import atomic_dir, atomic_write_text
+from eyeful_tools.fsio import atomic_dir, atomic_write_text, check_output_folder
 from eyeful_tools.transforms import EyefulFrameExtras
 
 log = logging.getLogger(__name__)
@@ -274,6 +274,13 @@ def sidecar_for(
     )
 
 
+def _input_files(scene: Scene, transforms_path: Path) -> list[Path]:
+    """transforms.json and every image, mask and depth map it lists."""
+    base = transforms_path.parent
+    named = [(f.image_path, f.mask_path, f.depth_path) for f in scene.frames]
+    return [transforms_path, *(base / name for names in named for name in names if name)]
+
+
 @dataclass(frozen=True)
 class ExportResult:
     model_dir: Path
@@ -289,15 +296,20 @@ def export_colmap(
     rig_tolerance: float = RIG_TOLERANCE,
     reference_camera: str | None = None,
     fisheye: FisheyeExport | str = FisheyeExport.EXACT,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Export a transforms.json dataset to a COLMAP model in ``out_dir/sparse/0``.
 
     The model is in the transforms' z-up world; image names are the ``file_path`` values, so
-    COLMAP's ``--image_path`` is the data folder. Nothing is written if anything is refused.
+    COLMAP's ``--image_path`` is the data folder. Nothing is written if anything is refused: a
+    model already at ``sparse/0`` (an EyefulTower ``colmap/`` download's reconstruction) is
+    replaced only with ``overwrite``, and never when the folder holds the dataset's own files.
     """
     transforms_path = transforms.transforms_file(data_dir)
     parsed = transforms.read_transforms(transforms_path)
     scene = transforms.transforms_to_scene(parsed, transforms_path)
+    model_dir = Path(out_dir) / "sparse" / "0"
+    check_output_folder(model_dir, overwrite, inputs=_input_files(scene, transforms_path))
     try:
         reconstruction, report = scene_to_reconstruction(
             scene,
@@ -313,7 +325,6 @@ def export_colmap(
         )
     except (UnsupportedError, InputFormatError) as error:
         raise type(error)(transforms_path, error.reason) from error
-    model_dir = Path(out_dir) / "sparse" / "0"
     with atomic_dir(model_dir) as tmp:
         if binary:
             reconstruction.write_binary(str(tmp))

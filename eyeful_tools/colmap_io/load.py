@@ -27,7 +27,7 @@ from eyeful_tools.errors import (
     UsageError,
     field_error,
 )
-from eyeful_tools.fsio import atomic_path
+from eyeful_tools.fsio import atomic_dir, atomic_path, check_output_folder, refuse_overlap
 
 log = logging.getLogger(__name__)
 
@@ -223,18 +223,23 @@ def image_paths(
 def place_images(
     paths: dict[str, str], images_dir: Path, out_dir: Path, mode: ImageMode | str
 ) -> None:
-    """Copy or link each image to ``out_dir / paths[name]`` (nothing to do for REFERENCE)."""
+    """Copy or link each image to ``out_dir / paths[name]`` (nothing to do for REFERENCE).
+
+    ``out_dir/images`` is built beside and swapped in whole, so a replaced dataset's images
+    never mix with the new ones.
+    """
     mode = ImageMode(mode)
     if mode is ImageMode.REFERENCE:
         return
-    for name, relative in paths.items():
-        source = (images_dir / name).resolve()
-        with atomic_path(out_dir / relative) as tmp:
+    with atomic_dir(out_dir / "images") as build:
+        for name, relative in paths.items():
+            source = (images_dir / name).resolve()
+            target = build / PurePosixPath(relative).relative_to("images")
+            target.parent.mkdir(parents=True, exist_ok=True)
             if mode is ImageMode.COPY:
-                shutil.copyfile(source, tmp)
+                shutil.copyfile(source, target)
             else:
-                tmp.unlink()
-                tmp.symlink_to(source)
+                target.symlink_to(source)
 
 
 def write_points_ply(
@@ -299,12 +304,24 @@ def import_colmap(
     out_dir: str | Path,
     *,
     image_mode: ImageMode | str = ImageMode.REFERENCE,
+    overwrite: bool = False,
 ) -> ImportResult:
-    """A COLMAP model (ours, EyefulTower's ``colmap/sparse``, or any) -> ``out_dir/transforms.json``."""
+    """A COLMAP model (ours, EyefulTower's ``colmap/sparse``, or any) -> ``out_dir/transforms.json``.
+
+    ``out_dir`` may hold the model and the images (nerfstudio's layout); a transforms.json,
+    sparse_pc.ply or (when copying or linking) images/ already there is replaced only with
+    ``overwrite``, and never when it is the model or the images themselves.
+    """
     reconstruction, model_dir = read_reconstruction(sparse_dir)
     sidecar = read_sidecar(model_dir)
     if Path(out_dir).resolve() == model_dir.resolve():
         raise UsageError(out_dir, "--out must differ from the COLMAP model folder")
+    outputs = ["transforms.json", "sparse_pc.ply"]
+    if ImageMode(image_mode) is not ImageMode.REFERENCE:
+        outputs.append("images")
+    for name in outputs:
+        refuse_overlap(Path(out_dir) / name, [model_dir, images_dir])
+    check_output_folder(Path(out_dir), overwrite, outputs, inputs=[])
     path, scene, ply = import_reconstruction(
         reconstruction,
         images_dir,
