@@ -422,3 +422,54 @@ def test_legacy_text_model_without_rigs_and_frames(tmp_path: Path) -> None:
     assert len(result.scene.frames) == 6
     assert all(f.rig_position_id is None for f in result.scene.frames)
     assert (tmp_path / "ns" / "images" / model.image(1).name).is_symlink()
+
+
+def test_export_never_replaces_a_model_unasked(
+    converted: tuple[Path, dict], tmp_path: Path, capsys
+):
+    """B7: pointed at an EyefulTower colmap/ download, export replaced its reconstruction
+    (points3D included). Refused without --overwrite; never into the dataset's own files."""
+    data_dir, _ = converted
+    original = tmp_path / "riverview" / "colmap"
+    model = colmap_io.export_colmap(data_dir, original).model_dir
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    assert main(["export", "colmap", str(data_dir), "--out", str(original)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {model}: output folder already holds cameras.bin")
+    assert err.endswith("(pass --overwrite)") and len(err.splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before
+    assert main(["export", "colmap", str(data_dir), "--out", str(original), "--overwrite"]) == 0
+    # a sparse/0 holding the dataset's own images: refused even with --overwrite
+    inside = data_dir / "sparse" / "0"
+    image = data_dir / transforms.read_transforms(data_dir / "transforms.json").frames[0].file_path
+    inside.mkdir(parents=True)
+    shutil.copy(image, inside / "x.jpg")
+    tf = transforms.read_transforms(data_dir / "transforms.json")
+    tf.frames[0].file_path = "sparse/0/x.jpg"
+    transforms.write_transforms(data_dir / "transforms.json", tf)
+    assert main(["export", "colmap", str(data_dir), "--out", str(data_dir), "--overwrite"]) == 1
+    assert "output contains the input" in capsys.readouterr().err
+    assert (inside / "x.jpg").is_file()
+
+
+def test_import_colmap_never_replaces_a_dataset_unasked(
+    converted: tuple[Path, dict], tmp_path: Path, capsys
+) -> None:
+    """import colmap into a folder that holds a transforms.json (a converted capture):
+    refused without --overwrite; copying images onto the --images folder: always refused."""
+    data_dir, _ = converted
+    model = colmap_io.export_colmap(data_dir, tmp_path / "colmap").model_dir
+    before = (data_dir / "transforms.json").read_bytes()
+    argv = ["import", "colmap", str(model), "--images", str(data_dir), "--out", str(data_dir)]
+    assert main(argv) == 1
+    assert "already holds transforms.json (pass --overwrite)" in capsys.readouterr().err
+    assert (data_dir / "transforms.json").read_bytes() == before
+    # nerfstudio's layout, ns/images + ns/colmap: copying the images to ns/images is refused
+    layout = tmp_path / "ns"
+    shutil.copytree(data_dir, layout / "images")
+    copy_onto_itself = ["import", "colmap", str(model), "--images", str(layout / "images")]
+    copy_onto_itself += ["--out", str(layout), "--image-mode", "copy", "--overwrite"]
+    assert main(copy_onto_itself) == 1
+    assert "output contains the input" in capsys.readouterr().err
+    assert len(list((layout / "images").rglob("*.jpg"))) == len(list(data_dir.rglob("*.jpg")))
+    assert main([*argv, "--overwrite"]) == 0

@@ -319,8 +319,11 @@ def import_colmap(
     outputs = ["transforms.json", "sparse_pc.ply"]
     if ImageMode(image_mode) is not ImageMode.REFERENCE:
         outputs.append("images")
-    for name in outputs:
-        refuse_overlap(Path(out_dir) / name, [model_dir, images_dir])
+    images = [
+        Path(images_dir) / reconstruction.image(i).name for i in reconstruction.reg_image_ids()
+    ]
+    for name in outputs:  # an output that is, or holds, the model or an image: never replaced
+        refuse_overlap(Path(out_dir) / name, [model_dir, *images])
     check_output_folder(Path(out_dir), overwrite, outputs, inputs=[])
     path, scene, ply = import_reconstruction(
         reconstruction,
