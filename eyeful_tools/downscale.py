@@ -44,7 +44,12 @@ from eyeful_tools.errors import (
     MissingFileError,
     UsageError,
 )
-from eyeful_tools.fsio import atomic_open, atomic_write_json
+from eyeful_tools.fsio import (
+    atomic_open,
+    atomic_write_json,
+    clean_stale_temps,
+    require_free_space,
+)
 from eyeful_tools.procpool import run_jobs
 from eyeful_tools.transforms import (
     SPLIT_KEYS,
@@ -185,9 +190,12 @@ def downscale(
     if not chosen:
         return result
 
+    for folder in {base, *(base / output_folder(s.kind, f) for s in sources for f in chosen)}:
+        clean_stale_temps(folder)  # what a killed run left, even where nothing is redone
     state = read_state(base)
     work, planned = _plan_jobs(sources, chosen, base, jpeg_quality, state)
     result.up_to_date = len(sources) * len(chosen) - sum(len(job.outputs) for job in work)
+    require_free_space(base, _estimated_bytes(work), f"downscaling {len(work)} files")
     results = run_jobs(run_job, work, jobs=jobs, progress=progress, executor=executor)
     for job_result in results:
         if job_result.error is not None:
@@ -372,6 +380,17 @@ def _plan_jobs(
                 Job(source.kind, str(source.path), source.size_px, tuple(outputs), jpeg_quality)
             )
     return work, planned
+
+
+def _estimated_bytes(work: Sequence[Job]) -> int:
+    """Output bytes, guessed as the source's bytes per pixel (an upper bound for most JPEGs,
+    whose small copies compress about as well)."""
+    total = 0
+    for job in work:
+        source_bytes = os.stat(job.source).st_size
+        pixels = job.size_px[0] * job.size_px[1]
+        total += sum(source_bytes * o.size_px[0] * o.size_px[1] // pixels for o in job.outputs)
+    return total
 
 
 def _right_size(target: Path, size_px: tuple[int, int]) -> bool:

@@ -358,6 +358,28 @@ def atomic_write_json(path: str | Path, data: Any, indent: int = 4) -> None:
     atomic_write_text(path, json.dumps(data, indent=indent) + "\n")
 
 
+#: kept free beyond an estimate: file system metadata, logs, the next small write
+FREE_SPACE_RESERVE_BYTES = 64 << 20
+
+
+def require_free_space(folder: str | Path, needed_bytes: int, what: str) -> None:
+    """Refuse work whose output will not fit before writing any of it (``ENOSPC`` naming the
+    folder and both sizes), instead of failing half way. ``needed_bytes`` is an estimate where
+    the exact size is unknown (encoded images)."""
+    probe = Path(folder).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if needed_bytes > 0 and needed_bytes + FREE_SPACE_RESERVE_BYTES > free:
+        gib = 1 << 30
+        raise OSError(
+            errno.ENOSPC,
+            f"not enough free space: {what} needs about {needed_bytes / gib:.2f} GiB "
+            f"(+{FREE_SPACE_RESERVE_BYTES >> 20} MiB reserve), {free / gib:.2f} GiB is free",
+            str(folder),
+        )
+
+
 def refuse_overlap(output: str | Path, inputs: Sequence[str | Path]) -> None:
     """Refuse an output that equals, contains or lies inside any input, whatever the options:
     replacing such an output (``--overwrite``) would delete what it is made from.

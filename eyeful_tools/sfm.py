@@ -36,7 +36,7 @@ import pycolmap
 from eyeful_tools import blur, colmap_io, imageio
 from eyeful_tools.colmap_io import ImageMode
 from eyeful_tools.errors import InputFormatError, MissingFileError, UsageError
-from eyeful_tools.fsio import atomic_dir, check_output_folder
+from eyeful_tools.fsio import atomic_dir, check_output_folder, require_free_space
 from eyeful_tools.imageio import open_video, video_frame_count, write_image
 from eyeful_tools.ios_import import even_subsample
 
@@ -400,6 +400,9 @@ def import_images(
     report.dropped_subsample = len(sharp) - len(selected)
     for name in selected:  # COLMAP decodes with its own reader: refuse damaged or huge ones first
         imageio.verify_image(source / name)
+    if ImageMode(image_mode) is ImageMode.COPY:  # before SfM, not after its minutes of work
+        needed = sum((source / name).stat().st_size for name in selected)
+        require_free_space(out_dir, needed, f"copying {len(selected)} images")
     with atomic_dir(out_dir) as build:
         return _sfm_to_dataset(
             source,

@@ -348,3 +348,70 @@ def test_workers_die_with_their_parent(tmp_path: Path, signum: str) -> None:
     while any(_alive(p) for p in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(p) for p in workers)
+
+
+def test_downscale_checks_free_space_before_writing(dataset: Path, monkeypatch, capsys) -> None:
+    from collections import namedtuple
+
+    from eyeful_tools.cli import main
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(fsio.shutil, "disk_usage", lambda path: usage(1 << 40, 0, 10 << 20))
+    capsys.readouterr()
+    assert main(["downscale", str(dataset), "--factor", "2"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {dataset}: not enough free space: downscaling 32 files needs")
+    assert len(err.splitlines()) == 1
+    assert not (dataset / "images_2").exists()
+
+
+_SIGNAL_MID_WRITE = """
+import os, signal, sys, time
+from eyeful_tools import fsio
+from eyeful_tools.cli import main
+
+real = fsio._replacing.__wrapped__
+
+def interrupted(tmp, path):
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))  # arrives while the temp exists
+    time.sleep(30)
+    yield
+
+fsio._replacing = fsio.contextlib.contextmanager(lambda tmp, path: _wrap(tmp, path))
+
+def _wrap(tmp, path):
+    gen = real(tmp, path)
+    next(gen)
+    try:
+        yield from interrupted(tmp, path)
+    except BaseException as error:
+        gen.throw(error)
+    else:
+        next(gen, None)
+
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "line"),
+    [
+        ("SIGINT", 130, "error: interrupted; no output was left half-written"),
+        ("SIGTERM", 143, "error: terminated (SIGTERM); no output was left half-written"),
+    ],
+)
+def test_ctrl_c_and_sigterm_are_one_line_and_leave_no_temp(
+    dataset: Path, tmp_path: Path, signum: str, code: int, line: str
+) -> None:
+    """Ctrl-C exited 130 with no message (typer swallowed the KeyboardInterrupt) and SIGTERM
+    killed the process where it stood; both now unwind: the temp is removed, one line."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    out = dataset / "t2.json"
+    argv = ["split", str(dataset / "transforms.json"), "--out", str(out)]
+    run = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_MID_WRITE, signum, *argv],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == code, run.stderr
+    assert run.stderr.strip() == line
+    assert not out.exists() and not [p for p in dataset.iterdir() if p.name.startswith(".")]

@@ -34,7 +34,7 @@ import torch.distributed as dist
 from torch import nn
 
 from eyeful_tools.errors import InputFormatError, MissingFileError, UsageError
-from eyeful_tools.fsio import atomic_stream, atomic_write_json, read_json
+from eyeful_tools.fsio import atomic_stream, atomic_write_json, clean_stale_temps, read_json
 from trainer_adapter import device as devices
 from trainer_adapter.hdr import run_tonemapper
 from trainer_adapter.model.nerfacto import NerfactoModel
@@ -358,6 +358,9 @@ def train(
     stamp = timestamp or datetime.now().strftime("%Y-%m-%d_%H%M%S")
     run_dir = Path(output_dir) / capture_name(dataset.transforms_path) / preset / stamp
     if rank == 0:
+        for earlier in run_dir.parent.glob("*/"):  # temp files of killed runs (docs/safety.md)
+            clean_stale_temps(earlier)
+            clean_stale_temps(checkpoint_dir(earlier))
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(
             run_dir / "config.json",

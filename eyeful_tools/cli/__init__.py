@@ -61,14 +61,31 @@ def _modules_for(args: Sequence[str]) -> Sequence[str] | None:
     return None
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``timeout``, ``docker stop``, SLURM), raised like Ctrl-C so that every
-    ``finally`` and atomic write cleans up on the way out."""
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM (``timeout``, ``docker stop``, SLURM), raised in the main thread so
+    that every ``finally`` and atomic write cleans up on the way out. Not a KeyboardInterrupt:
+    typer turns that into a silent exit 130 before it reaches :func:`main`."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    del signum, frame
-    raise Terminated
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    del frame
+    raise Interrupted(signum)
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _install_handlers() -> dict[int, object]:
+    """Our handlers for Ctrl-C and SIGTERM; returns the previous ones (none off the main
+    thread, where Python allows no handlers)."""
+    try:
+        return {signum: signal.signal(signum, _on_signal) for signum in _SIGNALS}
+    except ValueError:
+        return {}
 
 
 def os_error_line(error: OSError) -> str:
@@ -83,26 +100,32 @@ def os_error_line(error: OSError) -> str:
     return f"{path}: {reason}"
 
 
-def _interrupted(error: BaseException) -> int:
-    """One line and the shell's code for a signal: 130 (Ctrl-C) or 143 (SIGTERM)."""
-    if isinstance(error, Terminated) or isinstance(error.__cause__, Terminated):
-        print("error: terminated (SIGTERM); no output was left half-written", file=sys.stderr)
-        return 128 + signal.SIGTERM
-    print("error: interrupted; no output was left half-written", file=sys.stderr)
-    return 130
+def _interrupted(signum: int) -> int:
+    """One line and the shell's code for the signal: 130 (Ctrl-C) or 143 (SIGTERM)."""
+    what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+    print(f"error: {what}; no output was left half-written", file=sys.stderr)
+    return 128 + signum
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 1 known error or OS error, 2 usage, 130
     interrupted, 143 terminated)."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    previous = _install_handlers()
+    try:
+        return _run(list(sys.argv[1:] if argv is None else argv))
+    except Interrupted as interrupt:
+        return _interrupted(interrupt.signum)
+    except KeyboardInterrupt:  # one that came before our handler (or from a library)
+        return _interrupted(signal.SIGINT)
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None:  # None: set outside Python, cannot be put back
+                signal.signal(signum, handler)  # type: ignore[arg-type]
+
+
+def _run(args: list[str]) -> int:
     state["verbose"] = "--verbose" in args or "-v" in args
     load_commands(_modules_for(args))
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread (tests calling main from a thread)
-        previous = None
     try:
         result = app(args=args, prog_name="eyeful", standalone_mode=False)
         return result if isinstance(result, int) else 0
@@ -113,20 +136,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {line}", file=sys.stderr)
         return 1
     except typer.Exit as exit_:
-        if isinstance(exit_.__cause__, KeyboardInterrupt):  # typer turns Ctrl-C into Exit(130)
-            return _interrupted(exit_.__cause__)
         return exit_.exit_code
-    except (KeyboardInterrupt, typer.Abort) as error:
-        return _interrupted(error)
+    except typer.Abort:
+        return _interrupted(signal.SIGINT)
     except Exception as error:
         # Typer vendors click; its usage errors carry ``show`` and ``exit_code`` (2).
         if hasattr(error, "show") and hasattr(error, "exit_code"):
             error.show()
             return int(error.exit_code)
         raise
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def entry_point() -> None:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from eyeful_tools import sfm
 
 _OVERWRITE = typer.Option(
-    False, "--overwrite", help="Replace the images, model and transforms.json already in --out."
+    False, "--overwrite", help="Replace the dataset in --out (the whole folder), only on success."
 )
 _IMAGE_MODE = typer.Option(
     None,

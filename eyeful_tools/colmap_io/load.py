@@ -27,7 +27,13 @@ from eyeful_tools.errors import (
     UsageError,
     field_error,
 )
-from eyeful_tools.fsio import atomic_dir, atomic_path, check_output_folder, refuse_overlap
+from eyeful_tools.fsio import (
+    atomic_dir,
+    atomic_path,
+    check_output_folder,
+    refuse_overlap,
+    require_free_space,
+)
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +293,9 @@ def import_reconstruction(
         transforms_file = transforms_file.model_copy(
             update={"applied_transform": sidecar.applied_transform}
         )
+    if ImageMode(image_mode) is ImageMode.COPY:
+        needed = sum((images_dir / name).stat().st_size for name in paths)
+        require_free_space(out_dir, needed, f"copying {len(paths)} images")
     out_dir.mkdir(parents=True, exist_ok=True)
     place_images(paths, images_dir, out_dir, image_mode)
     ply_path = write_points_ply(
