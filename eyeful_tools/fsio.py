@@ -56,6 +56,9 @@ _HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:4]
 _TEMP_NAME = re.compile(
     r"^\.(?P<name>.+)\.(?P<host>[0-9a-f]{4})-(?P<pid>\d+)\.[a-z0-9_]{8}\.(?:tmp|old)[^/]*$"
 )
+#: what versions before the host-pid tag left: unknowable whether a live run owns them, so
+#: they are reported, never removed
+_OLD_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.(?:tmp|old)[^/]*$")
 #: folders this process has already swept for stale temps (one directory scan per folder)
 _swept: set[str] = set()
 
@@ -127,6 +130,14 @@ def clean_stale_temps(folder: str | Path) -> list[Path]:
     for path in stale:
         log.debug("removing %s, left by a killed run", path)
         remove_path(path)
+    with contextlib.suppress(OSError):
+        old = [n for n in os.listdir(folder) if _OLD_TEMP_NAME.match(n) and not _TEMP_NAME.match(n)]
+        if old:
+            log.warning(
+                "%s: %d temp files or folders from an interrupted older eyeful run (%s); "
+                "remove them if no eyeful command is running there",
+                folder, len(old), ", ".join(sorted(old)[:3]),
+            )  # fmt: skip
     return stale
 
 
