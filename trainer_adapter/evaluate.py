@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from eyeful_tools.fsio import atomic_write_json
 from eyeful_tools.imageio import write_image
 from trainer_adapter import device as devices
 from trainer_adapter.hdr import run_tonemapper
+from trainer_adapter.model.inference import chunk_rays
 from trainer_adapter.model.nerfacto import NerfactoModel
 from trainer_adapter.presets import TrainConfig
 from trainer_adapter.trainer import (
@@ -42,6 +44,8 @@ LPIPS_NOTE = (
     "verified offline in this build"
 )
 METRIC_KEYS = ("psnr", "ssim", "lpips", "num_rays_per_sec", "fps")
+#: pixels per band of the metrics and the outputs (the float64 SSIM band: ~0.6 KB a pixel)
+TILE_PIXELS = 1 << 18
 
 
 @dataclass
@@ -54,10 +58,14 @@ class LoadedRun:
     checkpoint: Path
     step: int
     device: torch.device
+    chunk_rays: int  # rays per render chunk (a memory budget; see model.inference)
 
 
-def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
-    """Rebuild the model of a run from ``config.json`` and its latest checkpoint (eval mode)."""
+def load_run(
+    run_dir: str | Path, device: str = "auto", *, chunk_bytes: int | None = None
+) -> LoadedRun:
+    """Rebuild the model of a run from ``config.json`` and its latest checkpoint (eval mode),
+    with the rays per render chunk that fit ``chunk_bytes`` (see :func:`chunk_rays`)."""
     from trainer_adapter.data.parser import parse_dataset
 
     run_dir = Path(run_dir)
@@ -66,7 +74,7 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
         run_dir = run_dir.parent
     config = TrainConfig.from_dict(meta["config"])
     checkpoint = latest_checkpoint(run_dir)
-    state = load_checkpoint(checkpoint)
+    state = load_checkpoint(checkpoint, mmap=True)  # the optimizer state is never paged in
     torch_device = devices.resolve_device(device)
     orientation, center, eval_mode, eval_interval = dataparser_options(meta)
     dataset = parse_dataset(  # the normalised world and split the run was trained with
@@ -79,24 +87,67 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     )
     model = NerfactoModel(config, int(meta["num_train_images"]))
     load_model_state(model, state, checkpoint)
+    step = int(state["step"])
+    del state
     model.to(torch_device).eval()
     return LoadedRun(
-        run_dir, meta, config, model, dataset, checkpoint, int(state["step"]), torch_device
+        run_dir,
+        meta,
+        config,
+        model,
+        dataset,
+        checkpoint,
+        step,
+        torch_device,
+        chunk_rays(config, chunk_bytes),
     )
 
 
 def psnr(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor | None = None) -> float:
-    """``-10 log10(MSE)`` with data range 1; ``[H, W, 3]`` images, optional ``[H, W]`` mask."""
-    err = (pred.float() - gt.float()) ** 2
-    mse = err[valid].mean() if valid is not None else err.mean()
+    """``-10 log10(MSE)`` with data range 1; ``[H, W, 3]`` images, optional ``[H, W]`` mask.
+
+    Summed a band of rows at a time in float64, so no full-image temporaries."""
+    total, count = 0.0, 0
+    step = _band_rows(pred.shape[1])
+    for start in range(0, pred.shape[0], step):
+        err = (pred[start : start + step].float() - gt[start : start + step].float()) ** 2
+        if valid is not None:
+            err = err[valid[start : start + step]]
+        total += float(err.sum(dtype=torch.float64))
+        count += err.numel()
+    mse = torch.tensor(total / count if count else float("nan"), dtype=torch.float64)
     return float(-10.0 * torch.log10(mse.clamp_min(1e-10)))
 
 
-def _gaussian_kernel(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+def _gaussian_taps(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """The 1-D factor of torchmetrics' Gaussian window (the 2-D window is its outer product)."""
     dist = torch.arange((1 - size) / 2, (1 + size) / 2, 1.0, dtype=torch.float64)
     gauss = torch.exp(-((dist / sigma) ** 2) / 2)
-    gauss = gauss / gauss.sum()
-    return torch.outer(gauss, gauss)
+    return gauss / gauss.sum()
+
+
+def _blur_valid(planes: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """'valid' Gaussian filter of ``[..., h, W]`` -> ``[..., h - k + 1, W - k + 1]``, separable,
+    as shifted in-place sums: the same window as ``conv2d`` with the outer-product kernel (to
+    rounding), without its im2col buffer (~1.5-5 KB a pixel in float64 on CPU, measured)."""
+    k = taps.numel()
+    height, width = planes.shape[-2:]
+    if height < k or width < k:
+        raise ValueError(f"SSIM needs images of at least {k}x{k} pixels, got {width}x{height}")
+    weights = taps.tolist()
+    rows = torch.zeros(
+        (*planes.shape[:-1], width - k + 1), dtype=planes.dtype, device=planes.device
+    )
+    for i, weight in enumerate(weights):
+        rows.add_(planes[..., i : i + width - k + 1], alpha=weight)
+    out = torch.zeros(
+        (*planes.shape[:-2], height - k + 1, width - k + 1),
+        dtype=planes.dtype,
+        device=planes.device,
+    )
+    for i, weight in enumerate(weights):
+        out.add_(rows[..., i : i + height - k + 1, :], alpha=weight)
+    return out
 
 
 def ssim(
@@ -110,27 +161,55 @@ def ssim(
     data_range: float | None = None,
 ) -> float:
     """SSIM of ``[H, W, C]`` images, as ``torchmetrics.functional.structural_similarity_index_measure``
-    with its defaults (reflect padding + crop is the same as averaging over valid windows)."""
-    # float64 like torchmetrics; MPS has no float64, so there the images go to the CPU
+    with its defaults (reflect padding + crop is the same as averaging over valid windows).
+
+    float64 like torchmetrics, but in bands of output rows (each with its ``kernel_size - 1``
+    rows of context), so the memory is ~``TILE_PIXELS`` pixels' worth whatever the image size:
+    over a whole 8K image the float64 statistics alone were ~12 GB."""
+    if data_range is None:  # in float64 from the extremes: no full-image copies
+        data_range = max(float(pred.max()) - float(pred.min()), float(gt.max()) - float(gt.min()))
+    height, width = pred.shape[:2]
+    out_rows = max(1, height - kernel_size + 1)
+    step = _band_rows(width)
+    taps = _gaussian_taps(kernel_size, sigma)
+    total, count = 0.0, 0
+    for start in range(0, out_rows, step):
+        stop = min(out_rows, start + step) + kernel_size - 1
+        value = _ssim_map(pred[start:stop], gt[start:stop], taps, data_range, k1, k2)
+        total += float(value.sum())
+        count += value.numel()
+    return total / count
+
+
+def _ssim_map(
+    pred: torch.Tensor,  # [h, W, C]
+    gt: torch.Tensor,  # [h, W, C]
+    taps: torch.Tensor,  # [k] float64
+    data_range: float,
+    k1: float,
+    k2: float,
+) -> torch.Tensor:
+    """The SSIM map ``[C, h - k + 1, W - k + 1]`` (float64) of a band of rows."""
+    # MPS has no float64, so there the images go to the CPU
     work = torch.device("cpu") if pred.device.type == "mps" else pred.device
-    x = pred.to(work, torch.float64).permute(2, 0, 1)[None]  # [1, C, H, W]
-    y = gt.to(work, torch.float64).permute(2, 0, 1)[None]
-    if data_range is None:
-        data_range = float(torch.maximum(x.max() - x.min(), y.max() - y.min()))
-    channels = x.shape[1]
-    kernel = _gaussian_kernel(kernel_size, sigma).to(x)[None, None].expand(channels, 1, -1, -1)
-    stack = torch.cat([x, y, x * x, y * y, x * y], dim=0)  # [5, C, H, W]
-    filtered = torch.nn.functional.conv2d(stack, kernel, groups=channels)
-    mu_x, mu_y, e_xx, e_yy, e_xy = filtered
+    x = pred.to(work, torch.float64).permute(2, 0, 1)  # [C, h, W]
+    y = gt.to(work, torch.float64).permute(2, 0, 1)
+    stack = torch.empty((5, *x.shape), dtype=torch.float64, device=work)  # [5, C, h, W]
+    stack[0], stack[1] = x, y
+    torch.mul(x, x, out=stack[2])
+    torch.mul(y, y, out=stack[3])
+    torch.mul(x, y, out=stack[4])
+    del x, y
+    mu_x, mu_y, e_xx, e_yy, e_xy = _blur_valid(stack, taps.to(work))
+    del stack
     c1 = (k1 * data_range) ** 2
     c2 = (k2 * data_range) ** 2
     var_x = (e_xx - mu_x**2).clamp_min(0)
     var_y = (e_yy - mu_y**2).clamp_min(0)
     cov = e_xy - mu_x * mu_y
-    value = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
+    return ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
         (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
     )
-    return float(value.mean())
 
 
 def aggregate(per_image: list[dict[str, float | None]]) -> dict[str, float | None]:
@@ -161,16 +240,76 @@ class EvalResult:
 
 
 def render_image(run: LoadedRun, chunks: Any, height: int, width: int) -> torch.Tensor:
-    """Render row chunks of rays into an ``[H, W, 3]`` image."""
-    pieces = []
+    """Render row bands of rays into an ``[H, W, 3]`` float32 image, allocated once (the bands
+    are rendered ``run.chunk_rays`` rays at a time)."""
+    image = torch.empty((height * width, 3), dtype=torch.float32, device=run.device)
+    filled = 0
     for origins, directions in chunks:
-        out = run.model.render_rays_chunked(
+        rgb = run.model.render_rays_chunked(
             origins.to(run.device, torch.float32),
             directions.to(run.device, torch.float32),
-            run.config.eval_num_rays_per_chunk,
+            run.chunk_rays,
+        )["rgb"]
+        image[filled : filled + rgb.shape[0]] = rgb
+        filled += rgb.shape[0]
+    if filled != height * width:
+        raise ValueError(f"rendered {filled} rays for a {width}x{height} image")
+    return image.view(height, width, 3)
+
+
+def ground_truth_rows(
+    item: Any, tonemap: Callable[[torch.Tensor], torch.Tensor], start: int, stop: int
+) -> torch.Tensor:
+    """Rows of the compared ground truth ``[n, W, 3]`` float32: tonemapped (HDR), clamped to
+    [0, 1] and black outside the valid region."""
+    band = tonemap(item.rows(start, stop)).clamp(0, 1)
+    return band * item.valid[start:stop, :, None]
+
+
+def ground_truth(item: Any, tonemap: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """The whole compared ground truth ``[H, W, 3]`` float32, built a band at a time."""
+    gt = torch.empty((item.height, item.width, 3), dtype=torch.float32, device=item.pixels.device)
+    step = _band_rows(item.width)
+    for start in range(0, item.height, step):
+        band = ground_truth_rows(item, tonemap, start, start + step)
+        gt[start : start + band.shape[0]] = band
+    return gt
+
+
+def side_by_side(
+    item: Any, tonemap: Callable[[torch.Tensor], torch.Tensor], pred: torch.Tensor
+) -> np.ndarray:
+    """``[H, 2W, 3]`` uint8, ground truth | render, converted a band at a time."""
+    height, width = pred.shape[:2]
+    out = np.empty((height, 2 * width, 3), dtype=np.uint8)
+    step = _band_rows(width)
+    for start in range(0, height, step):
+        out[start : start + step, :width] = to_uint8(
+            ground_truth_rows(item, tonemap, start, start + step)
         )
-        pieces.append(out["rgb"])
-    return torch.cat(pieces, dim=0).reshape(height, width, 3)
+        out[start : start + step, width:] = to_uint8(pred[start : start + step])
+    return out
+
+
+def score_image(
+    item: Any, pred: torch.Tensor, tonemap: Callable[[torch.Tensor], torch.Tensor]
+) -> tuple[dict[str, float], np.ndarray]:
+    """PSNR and SSIM of a render against its image (both black outside the valid region), and
+    the ground truth | render picture. ``pred`` is masked in place.
+
+    Memory: the float32 render and ground truth (24 bytes a pixel) plus bands for the metrics;
+    the ground truth is dropped before the uint8 picture (6 bytes a pixel) is made."""
+    valid = item.valid.bool()
+    pred.mul_(valid[..., None])
+    gt = ground_truth(item, tonemap)
+    metrics = {"psnr": psnr(pred, gt, valid), "ssim": ssim(pred, gt)}
+    del gt
+    return metrics, side_by_side(item, tonemap, pred)
+
+
+def _band_rows(width: int) -> int:
+    """Rows per band of ``TILE_PIXELS`` pixels (at least one)."""
+    return max(1, TILE_PIXELS // max(1, width))
 
 
 def evaluate(
@@ -181,45 +320,44 @@ def evaluate(
     images_dir: str | Path | None = None,
     device: str = "auto",
     max_images: int | None = None,
+    chunk_bytes: int | None = None,
 ) -> EvalResult:
-    """Render every image of ``split`` and write the metrics JSON, renders and side-by-sides."""
+    """Render every image of ``split`` and write the metrics JSON, renders and side-by-sides.
+
+    One image is held at a time; the model renders ``chunk_rays`` rays at once (a
+    ``chunk_bytes`` budget, default 1 GiB, and at most a training batch)."""
     from trainer_adapter.data.loader import iter_eval_images
 
-    run = load_run(run_dir, device)
+    run = load_run(run_dir, device, chunk_bytes=chunk_bytes)
     out_dir = Path(images_dir) if images_dir else run.run_dir / "eval" / split
     metrics_path = Path(output) if output else out_dir / "metrics.json"
     tonemap = run_tonemapper(run.meta.get("hdr"))
     widest = max(camera.width_px for camera in run.dataset.cameras)
-    chunk_rows = max(1, run.config.eval_num_rays_per_chunk // widest)  # rays per chunk, not rows
+    chunk_rows = max(1, run.chunk_rays // widest)
     per_image: list[dict[str, Any]] = []
-    for count, item in enumerate(
-        iter_eval_images(run.dataset, split, chunk_rows=chunk_rows, device=run.device)
-    ):
+    images = iter_eval_images(run.dataset, split, chunk_rows=chunk_rows, device=run.device)
+    for count, item in enumerate(images):
         if max_images is not None and count >= max_images:
             break
         tic = time.perf_counter()
         pred = render_image(run, item.chunks, item.height, item.width)
-        gt = tonemap(item.rgb.float()).clamp(0, 1)
-        valid = item.valid.bool()
-        # outside the valid region (fisheye circle, masks) both images are black
-        pred = pred * valid[..., None]
-        gt = gt * valid[..., None]
-        metrics: dict[str, Any] = {"psnr": psnr(pred, gt, valid), "ssim": ssim(pred, gt)}
+        metrics: dict[str, Any]
+        metrics, picture = score_image(item, pred, tonemap)
         devices.synchronize(run.device)
         elapsed = time.perf_counter() - tic
-        num_rays = item.height * item.width
+        del pred  # the picture holds the render as uint8 now
         metrics.update(
             lpips=None,
-            num_rays_per_sec=num_rays / elapsed,
+            num_rays_per_sec=item.height * item.width / elapsed,
             fps=1.0 / elapsed,
             image_index=item.index,
         )
         name = Path(run.dataset.image_paths[item.index]).stem
         metrics["image"] = name
-        pred8, gt8 = to_uint8(pred), to_uint8(gt)
-        write_image(out_dir / "renders" / f"{name}.png", pred8)
-        write_image(out_dir / "side_by_side" / f"{name}.png", np.concatenate([gt8, pred8], axis=1))
+        write_image(out_dir / "renders" / f"{name}.png", picture[:, item.width :])
+        write_image(out_dir / "side_by_side" / f"{name}.png", picture)
         per_image.append(metrics)
+        del item, picture  # before the next image is decoded
     results = aggregate(per_image)
     document: dict[str, Any] = {
         "experiment_name": run.run_dir.parent.parent.name,

@@ -104,14 +104,18 @@ def render_video(
     frames: int = 60,
     fps: float = 24.0,
     orbit_size_px: tuple[int, int] = (320, 240),
+    chunk_bytes: int | None = None,
 ) -> tuple[Path, int]:
-    """Render the path (or an orbit) to an mp4 (written atomically); returns (path, frames)."""
+    """Render the path (or an orbit) to an mp4 (written atomically); returns (path, frames).
+
+    Frames are rendered one at a time, ``chunk_rays`` rays at once (a ``chunk_bytes`` budget,
+    default 1 GiB, and at most a training batch)."""
     from trainer_adapter.data.images import camera_ray_chunks
 
     output = Path(output)
     if output.suffix.lower() not in (".mp4", ".avi"):
         raise UsageError(output, "the output must be a .mp4 (or .avi) file")
-    run = load_run(run_dir, device)
+    run = load_run(run_dir, device, chunk_bytes=chunk_bytes)
     if camera_path is not None:
         cameras, poses, fps = read_camera_path(camera_path)
     else:
@@ -120,7 +124,7 @@ def render_video(
             raise UsageError(output, "orbit frames, width and height must be positive")
         cameras, poses = orbit_path(run.dataset.world_from_cam, frames, width, height)
     width, height = cameras[0].width_px, cameras[0].height_px
-    chunk_rows = max(1, run.config.eval_num_rays_per_chunk // width)
+    chunk_rows = max(1, run.chunk_rays // width)
     fourcc = cv2.VideoWriter.fourcc(*("mp4v" if output.suffix.lower() == ".mp4" else "MJPG"))
     with atomic_path(output) as tmp:
         writer = cv2.VideoWriter(str(tmp), fourcc, fps, (width, height))

@@ -171,10 +171,13 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """``torch.load(weights_only=True)``; a bad file becomes an :class:`InputFormatError`."""
+def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:
+    """``torch.load(weights_only=True)``; a bad file becomes an :class:`InputFormatError`.
+
+    ``mmap`` maps the file instead of reading it: eval loads only the weights, so the optimizer
+    state (twice the weights) is never read into memory."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:  # any unpickling failure is a bad checkpoint
         raise InputFormatError(
             path, f"not a loadable checkpoint ({error.__class__.__name__})"

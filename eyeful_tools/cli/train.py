@@ -127,6 +127,9 @@ def eval_command(
     split: str = typer.Option("test", help="train | val | test"),
     output: Path | None = typer.Option(None, help="Metrics JSON (default RUN_DIR/eval/SPLIT/)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | xpu | mps"),
+    chunk_bytes: int | None = typer.Option(
+        None, help="Memory budget of one render chunk, bytes (default 1 GiB; at most a batch)."
+    ),
 ) -> None:
     """Render a split and write ns-eval style metrics, renders and gt|render images.
 
@@ -135,7 +138,7 @@ def eval_command(
     need_torch()
     from trainer_adapter.evaluate import evaluate
 
-    result = evaluate(run_dir, split=split, output=output, device=device)
+    result = evaluate(run_dir, split=split, output=output, device=device, chunk_bytes=chunk_bytes)
     r = result.results
     summary(
         f"{len(result.per_image)} {split} images: psnr {r['psnr']:.2f} dB, ssim {r['ssim']:.3f}, "
@@ -154,6 +157,9 @@ def render_command(
     width: int = typer.Option(320, help="Orbit frame width in pixels."),
     height: int = typer.Option(240, help="Orbit frame height in pixels."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | xpu | mps"),
+    chunk_bytes: int | None = typer.Option(
+        None, help="Memory budget of one render chunk, bytes (default 1 GiB; at most a batch)."
+    ),
 ) -> None:
     """Render a video along a nerfstudio camera path, or an orbit around the scene.
 
@@ -169,5 +175,6 @@ def render_command(
         device=device,
         frames=frames,
         orbit_size_px=(width, height),
+        chunk_bytes=chunk_bytes,
     )
     summary(f"rendered {count} frames -> {path}")

@@ -94,14 +94,30 @@ def to_float_rgb(values: np.ndarray) -> np.ndarray:
 
 @dataclass
 class EvalImage:
-    """One image of a split: rays in row chunks (row-major order), ground truth, valid mask."""
+    """One image of a split: rays in row chunks (row-major order), ground truth, valid mask.
+
+    The pixels stay as decoded (uint8, or float16 for EXR: 3 or 6 bytes a pixel); ``rows``
+    converts a band at a time, so evaluating an 8K image never holds it in float32 twice.
+    """
 
     index: int
     height: int
     width: int
     chunks: Iterator[tuple[torch.Tensor, torch.Tensor]]  # (origins [n, 3], directions [n, 3])
-    rgb: torch.Tensor  # [H, W, 3] float32 (LDR in [0, 1]; EXR linear radiance)
+    pixels: torch.Tensor  # [H, W, 3] uint8 (LDR) or float16 (EXR linear radiance)
     valid: torch.Tensor  # [H, W] bool (fisheye circle and mask)
+
+    def rows(self, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop`` as float32 ``[n, W, 3]`` (LDR in [0, 1]; EXR linear radiance)."""
+        band = self.pixels[start:stop]
+        if band.dtype == torch.uint8:
+            return band.float() * (1.0 / 255.0)
+        return band.float()
+
+    @property
+    def rgb(self) -> torch.Tensor:
+        """The whole image as float32 ``[H, W, 3]`` (a new tensor: 12 bytes a pixel)."""
+        return self.rows(0, self.height)
 
 
 def camera_ray_chunks(
@@ -145,8 +161,8 @@ def image_ray_chunks(
     )
 
 
-def load_eval_image(dataset: ParsedDataset, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """Ground truth [H, W, 3] float32 and valid mask [H, W] bool of one image."""
+def decode_eval_image(dataset: ParsedDataset, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels [H, W, 3] as the pool stores them (uint8 / float16) and valid mask [H, W] bool."""
     camera = dataset.cameras[index]
     height, width = camera.height_px, camera.width_px
     pixels = np.zeros((height, width, 3), dtype=pixel_dtype(dataset))
@@ -155,7 +171,28 @@ def load_eval_image(dataset: ParsedDataset, index: int) -> tuple[np.ndarray, np.
     valid = valid_pixel_mask(camera)
     if mask is not None:
         valid &= mask
+    return pixels, valid
+
+
+def load_eval_image(dataset: ParsedDataset, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ground truth [H, W, 3] float32 and valid mask [H, W] bool of one image."""
+    pixels, valid = decode_eval_image(dataset, index)
     return to_float_rgb(pixels), valid
+
+
+def _eval_image(
+    dataset: ParsedDataset, index: int, chunk_rows: int, device: torch.device | str
+) -> EvalImage:
+    pixels, valid = decode_eval_image(dataset, index)
+    camera = dataset.cameras[index]
+    return EvalImage(
+        index=index,
+        height=camera.height_px,
+        width=camera.width_px,
+        chunks=image_ray_chunks(dataset, index, chunk_rows=chunk_rows, device=device),
+        pixels=torch.from_numpy(pixels).to(device),
+        valid=torch.from_numpy(valid).to(device),
+    )
 
 
 def iter_eval_images(
@@ -165,22 +202,13 @@ def iter_eval_images(
     chunk_rows: int = 8,
     device: torch.device | str = "cpu",
 ) -> Iterator[EvalImage]:
-    """Every image of a split in index order, decoded one at a time (memory: one image)."""
+    """Every image of a split in index order, decoded one at a time (memory: one image, as
+    decoded, while the consumer drops the previous one before asking for the next)."""
     indices = dataset.indices(split)
     if len(indices) == 0:
         raise SplitError(dataset.transforms_path, f"split {split} has no images to evaluate")
     for index in indices:
-        index = int(index)
-        rgb, valid = load_eval_image(dataset, index)
-        camera = dataset.cameras[index]
-        yield EvalImage(
-            index=index,
-            height=camera.height_px,
-            width=camera.width_px,
-            chunks=image_ray_chunks(dataset, index, chunk_rows=chunk_rows, device=device),
-            rgb=torch.from_numpy(rgb).to(device),
-            valid=torch.from_numpy(valid).to(device),
-        )
+        yield _eval_image(dataset, int(index), chunk_rows, device)
 
 
 def estimate_radiance_scale(

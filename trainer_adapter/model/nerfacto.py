@@ -201,11 +201,15 @@ class NerfactoModel(nn.Module):
                 result["camera_opt_regularizer"] = self.camera_optimizer.regularizer()
         return result
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def render_rays_chunked(
         self, origins: torch.Tensor, directions: torch.Tensor, chunk: int
     ) -> dict[str, torch.Tensor]:
-        """Eval rendering of ``[N, 3]`` rays in chunks -> rgb ``[N, 3]``, depth, accumulation."""
+        """Eval rendering of ``[N, 3]`` rays in chunks -> rgb ``[N, 3]``, depth, accumulation.
+
+        No autograd state is kept (inference mode). A chunk's working set grows with ``chunk``
+        times the samples per ray: size it with :func:`trainer_adapter.model.inference.chunk_rays`.
+        """
         parts: dict[str, list[torch.Tensor]] = {"rgb": [], "depth": [], "accumulation": []}
         for start in range(0, origins.shape[0], chunk):
             out = self.forward(origins[start : start + chunk], directions[start : start + chunk])
