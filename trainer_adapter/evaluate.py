@@ -44,8 +44,9 @@ LPIPS_NOTE = (
     "verified offline in this build"
 )
 METRIC_KEYS = ("psnr", "ssim", "lpips", "num_rays_per_sec", "fps")
-#: pixels per band of the metrics and the outputs (the float64 SSIM band: ~0.6 KB a pixel)
-TILE_PIXELS = 1 << 18
+#: pixels per band of the metrics and the outputs (the float64 SSIM band: ~0.6 KB a pixel;
+#: bands below glibc's 32 MB mmap threshold come from the heap, which keeps what it grew to)
+TILE_PIXELS = 1 << 16
 
 
 @dataclass
@@ -170,7 +171,7 @@ def ssim(
         data_range = max(float(pred.max()) - float(pred.min()), float(gt.max()) - float(gt.min()))
     height, width = pred.shape[:2]
     out_rows = max(1, height - kernel_size + 1)
-    step = _band_rows(width)
+    step = max(2 * (kernel_size - 1), _band_rows(width))  # context rows are at most 1/3
     taps = _gaussian_taps(kernel_size, sigma)
     total, count = 0.0, 0
     for start in range(0, out_rows, step):
