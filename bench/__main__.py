@@ -14,6 +14,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "convert": [],
     "download": ["--quick"],
     "downscale": ["--count", "100"],
+    "eval_memory": [],
     "loader": [],
     "verify": [],
     "train": ["--budget", "30"],
