@@ -84,7 +84,7 @@ rays = int(sys.argv[2])
 torch.manual_seed(0)
 origins = torch.rand(rays, 3) * 0.5 - 0.25  # inside the scene: every sample is valid
 directions = torch.nn.functional.normalize(torch.randn(rays, 3), dim=-1)
-model.render_rays_chunked(origins, directions, rays)  # warm-up: one-time allocations
+model.render_rays_chunked(origins[:1], directions[:1], 1)  # one-time initialisations only
 open("/proc/self/clear_refs", "w").write("5")  # reset VmHWM to the current RSS
 baseline = peak_bytes("VmRSS")
 model.render_rays_chunked(origins, directions, rays)
@@ -96,7 +96,7 @@ print(json.dumps({"peak": peak_bytes() - baseline, "estimate": rays * inference_
 def test_a_chunk_peaks_below_its_estimate(preset: str, rays: int) -> None:
     """The bytes-per-ray estimate bounds what a chunk really costs (so a budget holds)."""
     report = _run(_CHUNK_SCRIPT, preset, str(rays))
-    assert 0.5 * report["estimate"] < report["peak"] <= report["estimate"], report
+    assert 0.4 * report["estimate"] < report["peak"] <= report["estimate"], report
 
 
 # ---------------------------------------------------------------------------------------------

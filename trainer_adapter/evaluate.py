@@ -114,7 +114,8 @@ def psnr(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor | None = None
         err = (pred[start : start + step].float() - gt[start : start + step].float()) ** 2
         if valid is not None:
             err = err[valid[start : start + step]]
-        total += float(err.sum(dtype=torch.float64))
+        # float64 sums except on MPS, which has no float64 (bands keep float32 sums accurate)
+        total += float(err.sum(dtype=None if err.device.type == "mps" else torch.float64))
         count += err.numel()
     mse = torch.tensor(total / count if count else float("nan"), dtype=torch.float64)
     return float(-10.0 * torch.log10(mse.clamp_min(1e-10)))
