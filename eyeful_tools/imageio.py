@@ -30,8 +30,17 @@ from eyeful_tools.errors import InputFormatError, MissingFileError
 from eyeful_tools.fsio import atomic_path, atomic_write_bytes
 from eyeful_tools.image_limits import check_image_size
 
+# The one suffix table (lower case: compare ``suffix.lower()``); each set says what reads it.
+#: decoded by simplejpeg
 JPEG_SUFFIXES = (".jpg", ".jpeg")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".exr")
+#: 8-bit photos: what phone apps write and COLMAP's SfM reads
+PHOTO_SUFFIXES = (*JPEG_SUFFIXES, ".png")
+#: what :func:`read_image` decodes
+IMAGE_SUFFIXES = (*PHOTO_SUFFIXES, ".exr")
+#: what a camera's image file may end in (Metashape labels), readable here or not
+CAMERA_FILE_SUFFIXES = (*IMAGE_SUFFIXES, ".tif", ".tiff", ".dng", ".arw", ".cr2", ".nef")
+#: what :func:`open_video` (OpenCV's FFmpeg backend) opens
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm")
 
 
 def is_exr(path: str | Path) -> bool:

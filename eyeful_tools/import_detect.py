@@ -10,14 +10,12 @@ from __future__ import annotations
 from enum import Enum
 from pathlib import Path, PurePosixPath
 
-from eyeful_tools import sfm
 from eyeful_tools.colmap_io import MODEL_FILES
 from eyeful_tools.errors import InputFormatError, MissingFileError
+from eyeful_tools.imageio import PHOTO_SUFFIXES, VIDEO_SUFFIXES
 from eyeful_tools.ios_import import Source
 from eyeful_tools.readers import nerfcapture, polycam, record3d, stray
 
-#: suffixes OpenCV's FFmpeg backend opens as video (what ``eyeful import video`` reads)
-VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm")
 #: a folder of at least this many images (and nothing that names a format) is photos for SfM
 MIN_PHOTOS = 3
 #: NeRFCapture's transforms.json keys (offline app, nerfcapture2nerf.py)
@@ -75,7 +73,7 @@ def _detect(source: Source) -> ImportFormat | None:
         folders.setdefault(parent, set()).add(base)
     if any(files >= set(model) for files in folders.values() for model in MODEL_FILES):
         return ImportFormat.COLMAP
-    photos = [n for n in names if PurePosixPath(n).suffix.lower() in sfm.IMAGE_SUFFIXES]
+    photos = [n for n in names if PurePosixPath(n).suffix.lower() in PHOTO_SUFFIXES]
     if len(photos) >= MIN_PHOTOS and source.path.is_dir():
         return ImportFormat.IMAGES
     return None

@@ -37,13 +37,12 @@ from eyeful_tools import blur, colmap_io, imageio
 from eyeful_tools.colmap_io import ImageMode
 from eyeful_tools.errors import InputFormatError, MissingFileError, UsageError
 from eyeful_tools.fsio import atomic_dir, check_output_folder, require_free_space
-from eyeful_tools.imageio import open_video, video_frame_count, write_image
+from eyeful_tools.imageio import PHOTO_SUFFIXES, open_video, video_frame_count, write_image
 from eyeful_tools.ios_import import even_subsample
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 #: ``Matcher.AUTO`` matches exhaustively up to this many images, sequentially beyond
 EXHAUSTIVE_MAX_IMAGES = 150
 DEFAULT_VIDEO_FRAMES = 300
@@ -127,11 +126,11 @@ def list_images(folder: Path) -> list[str]:
         path.relative_to(folder).as_posix()
         for path in folder.rglob("*")
         if path.is_file()
-        and path.suffix.lower() in IMAGE_SUFFIXES
+        and path.suffix.lower() in PHOTO_SUFFIXES
         and not any(part.startswith(".") for part in path.relative_to(folder).parts)
     ]
     if not names:
-        raise InputFormatError(folder, f"no images ({', '.join(IMAGE_SUFFIXES)}) found")
+        raise InputFormatError(folder, f"no images ({', '.join(PHOTO_SUFFIXES)}) found")
     return sorted(names, key=natural_sort_key)
 
 

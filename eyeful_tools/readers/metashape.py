@@ -43,6 +43,7 @@ from eyeful_tools.cameras import (
     is_rotation,
 )
 from eyeful_tools.errors import InputFormatError, MissingFileError, UnsupportedError
+from eyeful_tools.imageio import CAMERA_FILE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,6 @@ UNSUPPORTED_SENSORS = {
     "cylindrical": "cylindrical projection has no nerfstudio camera model",
     "rpc": "RPC (satellite) sensors have no nerfstudio camera model",
 }
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".exr", ".tif", ".tiff", ".dng", ".arw", ".cr2", ".nef")
 
 
 def label_stem(label: str) -> str:
@@ -66,7 +66,7 @@ def label_stem(label: str) -> str:
     extension; unlike nerfstudio we never cut at the first dot)."""
     name = label.replace("\\", "/").rsplit("/", 1)[-1]
     stem, dot, suffix = name.rpartition(".")
-    return stem if dot and "." + suffix.lower() in IMAGE_SUFFIXES else name
+    return stem if dot and "." + suffix.lower() in CAMERA_FILE_SUFFIXES else name
 
 
 @dataclass

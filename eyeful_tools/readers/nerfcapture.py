@@ -37,6 +37,7 @@ import numpy as np
 from eyeful_tools import cameras
 from eyeful_tools.archive import ArchiveLimits, DamagedMemberError
 from eyeful_tools.errors import InputFormatError, MissingFileError
+from eyeful_tools.imageio import JPEG_SUFFIXES
 from eyeful_tools.ios_depth import DEPTH_PNG_SCALED
 from eyeful_tools.ios_import import (
     ImportOptions,
@@ -50,7 +51,8 @@ from eyeful_tools.ios_import import (
 )
 
 #: what an extension-less ``file_path`` may be (instant-ngp tries more; the app writes png)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG")
+_GUESSED = (".png", *JPEG_SUFFIXES)
+_TRIED_SUFFIXES = (*_GUESSED, *(suffix.upper() for suffix in _GUESSED))
 DEPTH_SCALE_KEYS = ("integer_depth_scale", "depth_integer_scale")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_COLOUR_TYPES = {0: "grey", 2: "RGB", 3: "palette", 4: "grey+alpha", 6: "RGBA"}
@@ -129,9 +131,9 @@ def _resolve_image(source: Source, prefix: str, file_path: Any, where: str, what
     if not isinstance(file_path, str) or not file_path:
         raise InputFormatError(where, f"{what}: missing file_path")
     member = _member(prefix, file_path)
-    if PurePosixPath(member).suffix in IMAGE_SUFFIXES and source.exists(member):
+    if PurePosixPath(member).suffix in _TRIED_SUFFIXES and source.exists(member):
         return member
-    for suffix in IMAGE_SUFFIXES:
+    for suffix in _TRIED_SUFFIXES:
         if source.exists(member + suffix):
             return member + suffix
     raise MissingFileError(

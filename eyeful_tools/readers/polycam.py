@@ -25,6 +25,7 @@ import numpy as np
 from eyeful_tools import cameras
 from eyeful_tools.archive import ArchiveLimits
 from eyeful_tools.errors import InputFormatError, MissingFileError
+from eyeful_tools.imageio import PHOTO_SUFFIXES
 from eyeful_tools.ios_depth import CONF_PNG_U8, DEPTH_PNG_MM
 from eyeful_tools.ios_import import (
     ImportOptions,
@@ -38,7 +39,6 @@ from eyeful_tools.ios_import import (
     skipped_note,
 )
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 #: Polycam confidence: 0 low, 127 medium, 255 high; the README advises dropping low
 MIN_CONFIDENCE = 127
 POSE_KEYS = tuple(f"t_{row}{col}" for row in range(3) for col in range(4))
@@ -92,7 +92,7 @@ def _read(source: Source, use_raw: bool) -> IosCapture:
     image_files = {
         stem: name
         for stem, name in _files(source, f"{base}{kind}images/").items()
-        if PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
+        if PurePosixPath(name).suffix.lower() in PHOTO_SUFFIXES
     }
     raw_cameras = _files(source, f"{base}cameras/")
     depth_files = _files(source, f"{base}depth/")

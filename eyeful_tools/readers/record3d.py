@@ -32,6 +32,7 @@ import numpy as np
 from eyeful_tools import cameras
 from eyeful_tools.archive import ArchiveLimits
 from eyeful_tools.errors import InputFormatError, MissingFileError
+from eyeful_tools.imageio import PHOTO_SUFFIXES
 from eyeful_tools.ios_depth import CONF_LZFSE_U8, DEPTH_EXR_M, DEPTH_LZFSE_M, lzfse_available
 from eyeful_tools.ios_import import (
     ImportOptions,
@@ -45,7 +46,6 @@ from eyeful_tools.ios_import import (
     skipped_note,
 )
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 #: Record3D's LiDAR depth size (portrait) for old files without ``dw``/``dh``
 DEFAULT_DEPTH_SIZE_PX = (192, 256)
 #: ARKit confidence: 0 low, 1 medium, 2 high; low-confidence depth is dropped
@@ -164,7 +164,7 @@ def _numbered_images(source: Source, image_dir: str) -> tuple[list[tuple[int, st
         if not name.startswith(image_dir) or "/" in name[len(image_dir) :]:
             continue
         path = PurePosixPath(name)
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
+        if path.suffix.lower() not in PHOTO_SUFFIXES:
             continue
         number = int(path.stem) if path.stem.isascii() and path.stem.isdigit() else None
         if number is not None and len(path.stem) <= 9 and number not in seen:
