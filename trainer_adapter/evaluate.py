@@ -343,8 +343,8 @@ def evaluate(
             break
         tic = time.perf_counter()
         pred = render_image(run, item.chunks, item.height, item.width)
-        metrics: dict[str, Any]
-        metrics, picture = score_image(item, pred, tonemap)
+        scores, picture = score_image(item, pred, tonemap)
+        metrics: dict[str, Any] = dict(scores)
         devices.synchronize(run.device)
         elapsed = time.perf_counter() - tic
         del pred  # the picture holds the render as uint8 now
