@@ -18,6 +18,8 @@ BENCHMARKS: dict[str, list[str]] = {
     "loader": [],
     "verify": [],
     "train": ["--budget", "30"],
+    # needs nerfstudio's own environment (../shared/tools/nerfstudio-peer/train/setup.sh)
+    "vs_nerfstudio": ["--rays", "1024", "--steps", "31", "--from", "10"],
 }
 
 

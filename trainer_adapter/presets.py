@@ -89,6 +89,8 @@ class TrainConfig:
     fused_adam: bool = True
     #: bf16 autocast on CPU (off: nerfstudio trains in fp32 on CPU)
     cpu_autocast_bf16: bool = False
+    #: torch.compile the hash encodings (same maths, fused kernels; compiling costs minutes)
+    compile_encodings: bool = False
     # loader
     pool_images: int = 64
     refresh_every: int = 500

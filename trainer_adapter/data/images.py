@@ -18,7 +18,7 @@ from eyeful_tools.errors import InputFormatError, SplitError
 from eyeful_tools.imageio import read_image, read_image_into
 from trainer_adapter.data.cache import DiskCache
 from trainer_adapter.data.parser import ParsedDataset
-from trainer_adapter.data.rays import camera_rays, pack_cameras, valid_pixel_mask
+from trainer_adapter.data.rays import RAY_DTYPE, camera_rays, pack_cameras, valid_pixel_mask
 
 #: largest finite float16; brighter EXR radiance is clipped to it in the pool
 FLOAT16_MAX = 65504.0
@@ -128,9 +128,9 @@ def camera_ray_chunks(
     device: torch.device | str = "cpu",
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Rays of every pixel of one camera at a pose (``[4, 4]``, OpenCV axes), ``chunk_rows`` rows
-    at a time, row-major, float32 (computed in float64 except on MPS)."""
+    at a time, row-major, float32 (computed in float32: see ``rays.RAY_DTYPE``)."""
     device = torch.device(device)
-    dtype = torch.float32 if device.type == "mps" else torch.float64
+    dtype = RAY_DTYPE
     packed = pack_cameras([camera], device=device, dtype=dtype)
     pose = torch.as_tensor(world_from_cam, dtype=dtype, device=device)
     cols = torch.arange(camera.width_px, device=device, dtype=dtype) + 0.5

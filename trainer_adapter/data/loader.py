@@ -41,7 +41,13 @@ from trainer_adapter.data.images import (  # noqa: F401 - re-exported: part of t
     to_float_rgb,
 )
 from trainer_adapter.data.parser import ParsedDataset
-from trainer_adapter.data.rays import CameraTensors, camera_rays, pack_cameras, valid_pixel_mask
+from trainer_adapter.data.rays import (
+    RAY_DTYPE,
+    CameraTensors,
+    camera_rays,
+    pack_cameras,
+    valid_pixel_mask,
+)
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +220,7 @@ class RayLoader:
         )
         self._stream = ImageStream(self.indices, self.seed)
         self._region = _SamplingRegions(dataset)
-        # ray maths in float64 where the device has it (exact undistortion); float32 on MPS
-        self._ray_dtype = torch.float32 if self.device.type == "mps" else torch.float64
+        self._ray_dtype = RAY_DTYPE  # float32: float64 is slow on GPUs and not needed
         self._packed: CameraTensors = pack_cameras(
             dataset.cameras, device=self.device, dtype=self._ray_dtype
         )
@@ -371,7 +376,7 @@ class RayLoader:
         rows, cols = self._region.sample(rng, image, slot, self._masks)
         rgb = to_float_rgb(self._pixels[slot, rows, cols])
         pixels = np.stack([rows, cols], axis=-1)  # [B, 2] (row, col)
-        uv = pixels[:, ::-1] + 0.5  # [B, 2] (u, v) pixel centres, float64
+        uv = pixels[:, ::-1] + 0.5  # [B, 2] (u, v) pixel centres, exact in float32
         on_device = torch.from_numpy(image).to(self.device)
         origins, directions = camera_rays(
             self._packed[on_device],

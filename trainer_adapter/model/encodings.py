@@ -58,6 +58,34 @@ class _TableGather(torch.autograd.Function):
         return dense.index_add_(0, index, grad), None, None
 
 
+class _Interpolate(torch.autograd.Function):
+    """``sum_c w[m, c] * feats[m, c, :]``: corner features ``[M, 8, F]`` and weights ``[M, 8]``
+    -> ``[M, F]``, as batched matrix products.
+
+    The same sum as ``(feats * weights[..., None]).sum(1)``, but that broadcast multiply and its
+    backward run elementwise loops over an inner dimension of F = 2, which dominated a CPU step
+    (measured: the two ``bmm`` are about 4x faster than the broadcast forms).
+    """
+
+    @staticmethod
+    def forward(ctx, feats: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        ctx.save_for_backward(feats, weights)
+        with torch.autocast(feats.device.type, enabled=False):  # fp32 even under autocast
+            return torch.bmm(weights[:, None, :], feats)[:, 0]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
+        feats, weights = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_feats = grad_weights = None
+        if ctx.needs_input_grad[0]:
+            grad_feats = weights[:, :, None] * grad[:, None, :]
+        if ctx.needs_input_grad[1]:
+            with torch.autocast(feats.device.type, enabled=False):
+                grad_weights = torch.bmm(feats, grad[:, :, None].to(feats.dtype))[..., 0]
+        return grad_feats, grad_weights
+
+
 def growth_factor(num_levels: int, min_res: int, max_res: int) -> float:
     """Per-level scale ``b = exp((ln max_res - ln min_res) / (L - 1))``."""
     if num_levels <= 1:
@@ -119,23 +147,26 @@ class HashEncoding(nn.Module):
 
         Corner ``c`` takes the ceil coordinate on axis ``a`` where bit ``a`` of ``c`` is set. The
         hash is separable (XOR of per-axis products), so each axis is hashed for its floor and
-        ceil once and the 8 corners are combined by broadcasting.
+        ceil once and the 8 corners are combined by broadcasting. The work runs points-last
+        (``[.., L, N]``): elementwise loops over a long contiguous axis, not over the 2-, 3- or
+        8-long axes, which made the points-first layout several times slower on CPU.
         """
-        scaled = x[:, None, :].float() * self.scalings[None, :, None]  # [N, L, 3]
-        floor = torch.floor(scaled)
-        offset = scaled - floor  # [N, L, 3]
-        lo_hi = torch.stack([floor, torch.ceil(scaled)], dim=-1).long()  # [N, L, 3, 2]
-        hashed = lo_hi * self.primes[:, None]  # [N, L, 3, 2]
-        hx, hy, hz = hashed[:, :, 0], hashed[:, :, 1], hashed[:, :, 2]  # [N, L, 2] each
-        index = hz[..., :, None, None] ^ hy[..., None, :, None] ^ hx[..., None, None, :]
         n = x.shape[0]
-        index = index.reshape(n, self.num_levels, 8)
+        scaled = self.scalings[:, None, None] * x.float().t()[None]  # [L, 3, N]
+        floor = torch.floor(scaled)
+        offset = scaled - floor  # [L, 3, N]
+        primes = self.primes[None, :, None]
+        lo_hi = torch.stack([floor.long() * primes, torch.ceil(scaled).long() * primes])
+        hx, hy, hz = lo_hi[:, :, 0], lo_hi[:, :, 1], lo_hi[:, :, 2]  # [2, L, N] each
+        index = hz[:, None, None] ^ hy[None, :, None] ^ hx[None, None, :]  # [2, 2, 2, L, N]
         # T is a power of two and the hashes are non-negative: & (T - 1) == mod T
-        index = (index & (self.hash_table_size - 1)) + self.hash_offset[None, :, None]
-        w = torch.stack([1 - offset, offset], dim=-1)  # [N, L, 3, 2]
-        wx, wy, wz = w[:, :, 0], w[:, :, 1], w[:, :, 2]
-        weights = wz[..., :, None, None] * wy[..., None, :, None] * wx[..., None, None, :]
-        return index, weights.reshape(n, self.num_levels, 8)
+        index = (index & (self.hash_table_size - 1)) + self.hash_offset[:, None]
+        w = torch.stack([1 - offset, offset])  # [2, L, 3, N]
+        wx, wy, wz = w[:, :, 0], w[:, :, 1], w[:, :, 2]  # [2, L, N] each
+        weights = wz[:, None, None] * wy[None, :, None] * wx[None, None, :]  # [2, 2, 2, L, N]
+        index = index.reshape(8, self.num_levels, n).permute(2, 1, 0).contiguous()
+        weights = weights.reshape(8, self.num_levels, n).permute(2, 1, 0).contiguous()
+        return index, weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` in ``[0, 1]^3`` ``[..., 3]`` -> features ``[..., L * F]`` (float32)."""
@@ -143,12 +174,15 @@ class HashEncoding(nn.Module):
         x = x.reshape(-1, 3)
         index, weights = self.corner_indices(x)
         n = x.shape[0]
-        if not self.fused_gather:  # nerfstudio's layout: one dense-gradient gather per corner
+        # nerfstudio's layout, one dense-gradient gather per corner: torch.compile fuses it
+        # (and its backward scatter) into single loops, 3x faster than the eager fused gather
+        if not self.fused_gather or torch.compiler.is_compiling():
             corners = [self.hash_table[index[:, :, c]] * weights[:, :, c, None] for c in range(8)]
             return torch.stack(corners, 0).sum(0).reshape(*batch_shape, self.output_dim)
         feats = _TableGather.apply(self.hash_table, index.view(-1), self.sparse_grad)
-        feats = feats.view(n, self.num_levels, 8, self.features_per_level)  # [N, L, 8, F]
-        encoded = (feats * weights[..., None].to(feats.dtype)).sum(dim=2)  # [N, L, F]
+        feats = feats.view(n * self.num_levels, 8, self.features_per_level)  # [N L, 8, F]
+        flat_weights = weights.reshape(n * self.num_levels, 8).to(feats.dtype)
+        encoded = _Interpolate.apply(feats, flat_weights)  # [N L, F]
         return encoded.reshape(*batch_shape, self.output_dim)
 
 

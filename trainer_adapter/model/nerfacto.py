@@ -16,6 +16,7 @@ from torch import nn
 
 from trainer_adapter.model import losses
 from trainer_adapter.model.camera_opt import CameraOptimizer
+from trainer_adapter.model.encodings import HashEncoding
 from trainer_adapter.model.fields import HashMLPDensityField, NerfactoField
 from trainer_adapter.model.rendering import render_depth, render_rgb, render_weights
 from trainer_adapter.model.sampling import (
@@ -71,6 +72,10 @@ class NerfactoModel(nn.Module):
         )
         if len(self.proposal_networks) != len(config.num_proposal_samples_per_ray):
             raise ValueError("need one proposal network per proposal sample count")
+        if config.compile_encodings:
+            for module in self.modules():
+                if isinstance(module, HashEncoding) and not module.sparse_grad:
+                    module.compile()  # in place: the state-dict keys stay the same
         self.camera_optimizer = CameraOptimizer(
             num_train_images,
             enabled=config.camera_optimizer != "off",
