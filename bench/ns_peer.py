@@ -20,13 +20,14 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench.step_profile
 sys.path.insert(0, os.environ["NS_PEER_DIR"])  # the harness: ns.py and its shim
 
-import ns  # noqa: E402  (imports the CPU shim first)
+import ns  # after the sys.path set-up above (it imports the CPU shim first)
 
-from bench import step_profile  # noqa: E402
+from bench import step_profile
 
 
 def _label_stages() -> None:
@@ -67,7 +68,7 @@ def _profile_steps(first: int, stop: int, out: str) -> None:
     from nerfstudio.engine import trainer
 
     iteration = trainer.Trainer.train_iteration
-    state: dict[str, object] = {}
+    state: dict[str, Any] = {}
 
     def profiled(self, step):  # noqa: ANN001, ANN202
         if step == first:
@@ -77,8 +78,8 @@ def _profile_steps(first: int, stop: int, out: str) -> None:
         result = iteration(self, step)
         if step == stop - 1 and "prof" in state:
             prof = state.pop("prof")
-            prof.stop()  # type: ignore[union-attr]
-            totals = step_profile.stage_seconds(prof.events())  # type: ignore[union-attr]
+            prof.stop()
+            totals = step_profile.stage_seconds(prof.events())
             rows = step_profile.per_step(totals, stop - first)
             Path(out).write_text(json.dumps({"steps": [first, stop], "stages": rows}))
         return result

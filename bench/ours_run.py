@@ -107,7 +107,8 @@ def main() -> None:
     summary["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     summary["stages"] = profiler.get("stages")
     if args.eval:
-        summary["psnr"] = float(evaluate(result.run_dir, device="cpu").results["psnr"])
+        psnr = evaluate(result.run_dir, device="cpu").results["psnr"]
+        summary["psnr"] = None if psnr is None else float(psnr)
     (args.out / "result.json").write_text(json.dumps(summary))
 
 

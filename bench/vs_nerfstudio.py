@@ -189,7 +189,7 @@ def report(runs: dict[str, list[Run]], args: argparse.Namespace) -> list[str]:
     stages = {n: rs[0].stages for n, rs in runs.items() if rs and rs[0].stages}
     if stages:
         print("\nwhere a step goes (torch.profiler, self CPU seconds per step)\n")
-        print(step_profile.table(stages))  # type: ignore[arg-type]
+        print(step_profile.table(stages))
     return missed
 
 
