@@ -1,10 +1,18 @@
-"""Rays/s the lazy loader delivers from 1368x2048 JPEGs with a decoded-pixel cache 10x smaller
-than the decoded dataset, against the full-load mode on a dataset that fits, in the same run.
+"""The lazy loader streaming a capture larger than its cache, against full load of the same
+images, in the same run: coverage, rays/s and decode wait per 1,000 steps.
 
-    python -m bench.loader [--images 40] [--steps 600] [--refresh-every 32] [--workdir DIR]
+    python -m bench.loader [--images 960] [--width 1368 --height 2048] [--cache-bytes 2GiB]
+                           [--steps 3000] [--max-steps 20000] [--workers N] [--workdir DIR]
 
-Each mode runs in its own subprocess so its peak RSS (VmHWM, reset after imports and after
-building the dataset) is its own. Targets (issue 7): >= 1M rays/s warm, lazy within 2x of full.
+Defaults: 960 JPEGs at 1368x2048 (riverview's count at 2K; generated once into ``--workdir``,
+default ``/tmp/eyeful-bench-loader``, and reused) and the nerfacto preset's 2 GiB cache. The
+full-load baseline decodes all the images up front (8 GB at the defaults) and draws every batch
+from all of them, as nerfstudio does; the lazy run streams them through the pool at the default
+``"auto"`` swap rate until one pass is complete. Each mode runs in its own subprocess so its
+peak RSS is its own; the startup (full load, or the lazy pool's first fill) is timed apart.
+
+Targets (issue 16): lazy rays/s >= 0.8x full load; every image in the pool once per pass; decode
+wait under 5% of the lazy run's wall time after its startup. Exits 1 when one is missed.
 """
 
 from __future__ import annotations
@@ -15,44 +23,44 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-WIDTH, HEIGHT = 1368, 2048
+WINDOW = 1000  # steps per reported line
+TARGET_RATIO, TARGET_WAIT = 0.8, 0.05
 
 
-def make_dataset(root: Path, count: int) -> Path:
-    """``count`` JPEGs (smooth noise + texture, so decoding costs what a photo costs)."""
+def make_dataset(root: Path, count: int, width: int = 1368, height: int = 2048) -> Path:
+    """``count`` JPEGs (smooth noise + grain, so decoding costs what a photo costs) under
+    ``root/<width>x<height>/``, kept between runs; returns the ``transforms_<count>.json``."""
+    import cv2
+
     from eyeful_tools.cameras import Camera, CameraModel, Frame, Scene, WorldUp
     from eyeful_tools.imageio import write_image
     from eyeful_tools.transforms import scene_to_transforms, write_transforms
 
+    root = root / f"{width}x{height}"
     camera = Camera(
         model=CameraModel.OPENCV,
-        width_px=WIDTH,
-        height_px=HEIGHT,
+        width_px=width,
+        height_px=height,
         fx=1000.0,
         fy=1000.0,
-        cx=WIDTH / 2,
-        cy=HEIGHT / 2,
+        cx=width / 2,
+        cy=height / 2,
         distortion=(-0.06, 0.012, -0.0015, 0.0, 0.0006, -0.0004),
     )
     rng = np.random.default_rng(0)
-    import cv2
-
-    base = cv2.resize(
-        rng.integers(0, 256, (HEIGHT // 16, WIDTH // 16, 3), dtype=np.uint8), (WIDTH, HEIGHT)
-    )
+    small = rng.integers(0, 256, (max(height // 16, 1), max(width // 16, 1), 3), dtype=np.uint8)
+    base = cv2.resize(small, (width, height))
     frames = []
     for i in range(count):
         name = f"images/img_{i:04d}.jpg"
-        path = root / name
-        if not path.is_file():
-            grain = rng.integers(0, 24, (HEIGHT, WIDTH, 3), dtype=np.uint8)
-            write_image(path, np.roll(base, 37 * i, axis=1) + grain, jpeg_quality=92)
+        if not (root / name).is_file():
+            grain = rng.integers(0, 24, (height, width, 3), dtype=np.uint8)
+            write_image(root / name, np.roll(base, 37 * i, axis=1) + grain, jpeg_quality=92)
         pose = np.eye(4)
         pose[:3, 3] = [0.1 * i, 0.05 * (i % 5), 0.0]
         frames.append(Frame(image_path=name, camera=camera, world_from_cam=pose))
@@ -61,8 +69,9 @@ def make_dataset(root: Path, count: int) -> Path:
         world_up=WorldUp.Z_UP,
         splits={"train": [f.image_path for f in frames], "val": [], "test": []},
     )
-    write_transforms(root / f"transforms_{count}.json", scene_to_transforms(scene))
-    return root / f"transforms_{count}.json"
+    path = root / f"transforms_{count}.json"
+    write_transforms(path, scene_to_transforms(scene))
+    return path
 
 
 def _status(key: str) -> int:
@@ -73,7 +82,7 @@ def _status(key: str) -> int:
 
 
 def run_mode(args: argparse.Namespace) -> dict:
-    """One measurement, in this process (called in a subprocess by :func:`main`)."""
+    """One mode, in this process (a subprocess of :func:`main`): per-window numbers."""
     import torch
 
     from trainer_adapter.data.loader import RayLoader
@@ -86,119 +95,165 @@ def run_mode(args: argparse.Namespace) -> dict:
     with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS
     baseline = _status("VmRSS")
-    options = dict(
-        rays_per_batch=args.rays,
-        pool_images=args.pool_images,
-        refresh_every=args.refresh_every,
-        workers=args.workers,
-        mode=args.mode,
-        cache_bytes=args.cache_bytes,
-        disk_cache=args.disk_cache,
-    )
     start = time.perf_counter()
-    with RayLoader(dataset, **options) as loader:
-        for _ in range(args.warmup):
-            loader.next_batch()
-        warm, warm_cpu = time.perf_counter(), time.process_time()
-        for _ in range(args.steps):
-            loader.next_batch()
-        end, end_cpu = time.perf_counter(), time.process_time()
-        pool_images, pool_bytes = loader.pool_images, loader.pool_bytes
+    lazy = args.mode == "lazy"
+    with RayLoader(
+        dataset,
+        rays_per_batch=args.rays,
+        mode=args.mode,
+        cache_bytes=args.cache_bytes if lazy else None,
+        workers=args.workers,
+        disk_cache=args.disk_cache,
+    ) as loader:
+        loader.next_batch()  # full: after the load; lazy: the pool's first fill
+        startup = time.perf_counter() - start
+        windows = []
+        while True:
+            before = loader.coverage()
+            tic, cpu_tic = time.perf_counter(), time.process_time()
+            for _ in range(WINDOW):
+                loader.next_batch()
+            toc, cpu_toc = time.perf_counter(), time.process_time()
+            after = loader.coverage()
+            windows.append(
+                {
+                    "steps": after.steps,
+                    "rays_per_s": WINDOW * args.rays / (toc - tic),
+                    "rays_per_cpu_s": WINDOW * args.rays / max(cpu_toc - cpu_tic, 1e-9),
+                    "wall_s": toc - tic,
+                    "wait_s": after.decode_wait_s - before.decode_wait_s,
+                    "seen": after.images_seen,
+                    "in_pool": int(np.count_nonzero(after.pool_visits)),
+                    "passes": after.passes,
+                }
+            )
+            done = after.steps >= args.steps and (not lazy or after.passes >= 1)
+            if done or after.steps >= args.max_steps:
+                break
+        coverage = loader.coverage()
     return {
         "mode": args.mode,
-        "images": len(dataset),
-        "rays_per_s": args.steps * args.rays / (end - warm),
-        # per CPU-second of this process (all threads, decoding included): insensitive to
-        # other processes competing for the cores
-        "rays_per_cpu_s": args.steps * args.rays / max(end_cpu - warm_cpu, 1e-9),
-        "startup_s": warm - start,
+        "startup_s": startup,
+        "windows": windows,
+        "coverage": {k: v for k, v in coverage.to_json().items() if k != "per_image"},
+        "min_visits": int(coverage.pool_visits.min()),
         "peak_rss_mb": _status("VmHWM") / 2**20,
         "peak_above_baseline_mb": (_status("VmHWM") - baseline) / 2**20,
-        "pool_images": pool_images,
-        "pool_mb": pool_bytes / 2**20,
+        "pool_images": loader.pool_images,
+        "pool_mb": loader.pool_bytes / 2**20,
     }
 
 
-def _measure(transforms: Path, mode: str, args: argparse.Namespace, **extra: object) -> dict:
+def _measure(transforms: Path, mode: str, args: argparse.Namespace) -> dict:
     command = [
         sys.executable, "-m", "bench.loader", "--child", "--transforms", str(transforms),
-        "--mode", mode, "--steps", str(args.steps), "--warmup", str(args.warmup),
-        "--rays", str(args.rays), "--refresh-every", str(args.refresh_every),
-        "--pool-images", str(args.pool_images), "--workers", str(args.workers),
-        "--threads", str(args.threads),
+        "--mode", mode, "--steps", str(args.steps), "--max-steps", str(args.max_steps),
+        "--rays", str(args.rays), "--threads", str(args.threads),
+        "--cache-bytes", str(args.cache_bytes),
     ]  # fmt: skip
-    for key, value in extra.items():
-        if value is not None:
-            command += [f"--{key.replace('_', '-')}", str(value)]
+    if args.workers is not None:
+        command += ["--workers", str(args.workers)]
+    if args.disk_cache is not None:
+        command += ["--disk-cache", str(args.disk_cache)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SystemExit(result.stderr)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def main(argv: list[str] | None = None) -> None:
+def _mean_rate(run: dict) -> float:
+    rays = sum(w["rays_per_s"] * w["wall_s"] for w in run["windows"])
+    return rays / sum(w["wall_s"] for w in run["windows"])
+
+
+def report(full: dict, lazy: dict, images: int) -> list[str]:
+    """Print the per-window table and the verdict; returns the targets missed."""
+    print(f"{'steps':>6} | full: {'seen':>5} {'M rays/s':>8} {'wait s':>6} | lazy: {'seen':>5} "
+          f"{'in pool':>7} {'passes':>6} {'M rays/s':>8} {'wait s':>6}")  # fmt: skip
+    for i in range(max(len(full["windows"]), len(lazy["windows"]))):
+        f = full["windows"][i] if i < len(full["windows"]) else None
+        z = lazy["windows"][i] if i < len(lazy["windows"]) else None
+        left = (
+            f"{f['seen']:>5} {f['rays_per_s'] / 1e6:>8.2f} {f['wait_s']:>6.2f}" if f else " " * 21
+        )
+        right = (
+            f"{z['seen']:>5} {z['in_pool']:>7} {z['passes']:>6} {z['rays_per_s'] / 1e6:>8.2f} "
+            f"{z['wait_s']:>6.2f}"
+            if z
+            else ""
+        )
+        print(f"{(i + 1) * WINDOW:>6} |       {left} |       {right}")
+    for name, run in (("full", full), ("lazy", lazy)):
+        print(
+            f"{name}: startup {run['startup_s']:.1f} s, pool {run['pool_images']} images "
+            f"= {run['pool_mb']:.0f} MB, peak RSS {run['peak_rss_mb']:.0f} MB "
+            f"(+{run['peak_above_baseline_mb']:.0f} MB over baseline)"
+        )
+    cov = lazy["coverage"]
+    ratio = _mean_rate(lazy) / _mean_rate(full)
+    cpu_ratio = np.mean([w["rays_per_cpu_s"] for w in lazy["windows"]]) / np.mean(
+        [w["rays_per_cpu_s"] for w in full["windows"]]
+    )
+    wall = sum(w["wall_s"] for w in lazy["windows"])
+    wait = sum(w["wait_s"] for w in lazy["windows"])
+    print(
+        f"lazy: {cov['passes_completed']} passes of ~{cov['steps_per_pass'] or 0:.0f} steps "
+        f"({cov['swap_per_step']:.3f} images per step at {cov['decode_ms_per_image'] or 0:.0f} ms "
+        f"per decode), every image in the pool at least {lazy['min_visits']} times"
+    )
+    print(
+        f"ratio lazy / full: {ratio:.2f} rays/s ({cpu_ratio:.2f} per CPU-second); decode wait "
+        f"{wait:.2f} s = {100 * wait / wall:.1f}% of {wall:.0f} s after the first fill; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
+    missed = []
+    if ratio < TARGET_RATIO:
+        missed.append(f"lazy throughput {ratio:.2f}x < {TARGET_RATIO}x of full load")
+    if cov["passes_completed"] < 1 or lazy["min_visits"] < cov["passes_completed"]:
+        missed.append("not every image was in the pool in every pass")
+    if cov["images_seen"] < images:
+        missed.append(f"only {cov['images_seen']}/{images} images contributed rays")
+    if wait > TARGET_WAIT * wall:
+        missed.append(f"decode wait {100 * wait / wall:.1f}% >= {100 * TARGET_WAIT:.0f}%")
+    return missed
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=40, help="images in the lazy dataset")
-    parser.add_argument("--fit-images", type=int, default=8, help="images for full-load")
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--images", type=int, default=960)
+    parser.add_argument("--width", type=int, default=1368)
+    parser.add_argument("--height", type=int, default=2048)
+    parser.add_argument("--cache-bytes", type=int, default=2 << 30, help="lazy pool budget")
+    parser.add_argument("--steps", type=int, default=3000, help="fewest timed steps per mode")
+    parser.add_argument("--max-steps", type=int, default=20_000, help="lazy: stop even if no pass")
     parser.add_argument("--rays", type=int, default=4096)
-    parser.add_argument("--refresh-every", type=int, default=32)
-    parser.add_argument("--pool-images", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2, help="interleaved runs, best kept")
+    parser.add_argument("--workers", type=int, default=None, help="decode threads (default: auto)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/eyeful-bench-loader"))
+    parser.add_argument("--disk-cache", type=Path, default=None, help="decoded .npy cache folder")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--transforms", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="lazy", help=argparse.SUPPRESS)
-    parser.add_argument("--cache-bytes", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--disk-cache", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(run_mode(args)))
-        return
+        return 0
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-loader-"))
-    print(f"generating {args.images} JPEGs of {WIDTH}x{HEIGHT} in {workdir} ...", flush=True)
-    lazy_set = make_dataset(workdir, args.images)
-    fit_set = make_dataset(workdir, args.fit_images)
-    decoded = args.images * WIDTH * HEIGHT * 3
-    cache_bytes = decoded // 10
-    runs: dict[str, list[dict]] = {"full": [], "lazy": [], "disk": []}
-    for _ in range(args.repeats):  # interleaved, best of each: the machine may be shared
-        runs["full"].append(_measure(fit_set, "full", args))
-        runs["lazy"].append(_measure(lazy_set, "lazy", args, cache_bytes=cache_bytes))
-        for _ in range(2):  # the first pass fills the disk cache, the second reads it
-            disk_run = _measure(
-                lazy_set, "lazy", args, cache_bytes=cache_bytes, disk_cache=workdir / "npy"
-            )
-        runs["disk"].append(disk_run)
-    full, lazy, disk = (max(runs[k], key=lambda r: r["rays_per_s"]) for k in runs)
-
-    def line(name: str, r: dict) -> str:
-        return (
-            f"{name:<34} {r['rays_per_s'] / 1e6:5.2f} M rays/s ({r['rays_per_cpu_s'] / 1e6:5.2f} M"
-            f" per CPU-s)  peak RSS {r['peak_rss_mb']:4.0f} MB"
-            f" (+{r['peak_above_baseline_mb']:.0f} MB over baseline; pool {r['pool_images']} images"
-            f" = {r['pool_mb']:.0f} MB)"
-        )
-
+    print(f"{args.images} JPEGs of {args.width}x{args.height} in {args.workdir} ...", flush=True)
+    transforms = make_dataset(args.workdir, args.images, args.width, args.height)
+    decoded = args.images * args.width * args.height * 3
     print(
-        f"{args.rays} rays/batch, refresh every {args.refresh_every} steps, {args.workers} "
-        f"decode threads, {args.threads} torch thread(s), {args.steps} timed steps after "
-        f"{args.warmup} warm-up; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+        f"decoded {decoded / 2**30:.1f} GiB; lazy cache {args.cache_bytes / 2**30:.2f} GiB; "
+        f"{args.rays} rays/batch, {args.threads} torch thread(s)",
+        flush=True,
     )
-    print(line(f"full-load ({args.fit_images} images)", full))
-    print(line(f"lazy ({args.images} imgs, cache {cache_bytes / 2**20:.0f} MB)", lazy))
-    print(line("lazy + disk cache (2nd pass)", disk))
-    print(f"decoded dataset {decoded / 2**20:.0f} MB; cache budget {cache_bytes / 2**20:.0f} MB")
-    for name, run in (("lazy", lazy), ("lazy+disk", disk)):
-        print(
-            f"ratio {name} / full-load: {run['rays_per_s'] / full['rays_per_s']:.2f} wall, "
-            f"{run['rays_per_cpu_s'] / full['rays_per_cpu_s']:.2f} per CPU-second"
-        )
+    full = _measure(transforms, "full", args)
+    lazy = _measure(transforms, "lazy", args)
+    missed = report(full, lazy, args.images)
+    for miss in missed:
+        print(f"target missed: {miss}")
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -202,7 +202,7 @@ def test_parser_downscale_reads_images_n_and_rescales(tmp_path: Path) -> None:
 
 def test_batch_contents_match_the_images(tmp_path: Path) -> None:
     dataset = parse_dataset(make_dataset(tmp_path))
-    with RayLoader(dataset, rays_per_batch=256, pool_images=3, refresh_every=2) as loader:
+    with RayLoader(dataset, rays_per_batch=256, pool_images=3, swap_rate=0.5) as loader:
         assert loader._pixels.dtype == np.uint8  # never float32 in the pool
         for batch in batches(loader, 6):
             assert batch["origins"].dtype == torch.float32 and batch["origins"].shape == (256, 3)
@@ -225,27 +225,48 @@ def test_batch_contents_match_the_images(tmp_path: Path) -> None:
             assert set(batch["image_index"].tolist()) <= set(dataset.indices("train").tolist())
 
 
-def test_lazy_equals_eager_for_the_same_seed(tmp_path: Path) -> None:
+def test_lazy_equals_eager_when_the_split_fits(tmp_path: Path) -> None:
+    """A split that fits the budget is held whole: every batch draws from every image, exactly
+    as the full-load (nerfstudio-style) mode, whatever the worker count or disk cache."""
     dataset = parse_dataset(make_dataset(tmp_path, count=12))
-    options = dict(rays_per_batch=128, pool_images=4, refresh_every=3, refresh_images=2)
-    with RayLoader(dataset, mode="full", seed=3, **options) as eager:
-        expected = batches(eager, 20)
-    with RayLoader(dataset, mode="lazy", seed=3, workers=1, **options) as lazy:
-        assert lazy.pool_images == 4
-        assert_same_batches(batches(lazy, 20), expected)
+    image_bytes = 20 * 16 * 3
+    with RayLoader(dataset, mode="full", seed=3, rays_per_batch=128) as eager:
+        expected = batches(eager, 12)
+    assert len({i for b in expected for i in b["image_index"].tolist()}) == 11  # all of train
     cache = tmp_path / "cache"
-    for _ in range(2):  # first run fills the disk cache, the second reads it
+    for workers, disk in ((1, None), (3, cache), (2, cache)):  # fills, then reads, the cache
         with RayLoader(
-            dataset, mode="lazy", seed=3, workers=3, disk_cache=cache, **options
-        ) as lazy:
-            assert_same_batches(batches(lazy, 20), expected)
+            dataset, seed=3, rays_per_batch=128, cache_bytes=11 * image_bytes, workers=workers,
+            disk_cache=disk,
+        ) as lazy:  # fmt: skip
+            assert lazy.plan.resident and lazy.pool_images == 11
+            assert_same_batches(batches(lazy, 12), expected)
     assert len(list(cache.glob("*.npy"))) == len(dataset.indices("train"))
-    # resuming at a step gives what an uninterrupted run gives
-    with RayLoader(dataset, mode="lazy", seed=3, **options) as resumed:
-        resumed.load_state_dict({"step": 13})
-        assert_same_batches(batches(resumed, 7), expected[13:])
-    with RayLoader(dataset, mode="full", seed=4, **options) as other:
+    with RayLoader(dataset, mode="full", seed=4, rays_per_batch=128) as other:
         assert not torch.equal(other.next_batch()["pixels"], expected[0]["pixels"])
+
+
+def test_fixed_swap_rate_streams_deterministically_and_resumes(tmp_path: Path) -> None:
+    """With a numeric swap_rate the pool at step t is a function of the step: batches do not
+    depend on the worker count or on timing, and a resumed loader continues the same stream."""
+    dataset = parse_dataset(make_dataset(tmp_path, count=12))
+    options = dict(rays_per_batch=128, cache_bytes=6 * 20 * 16 * 3, swap_rate=1.5, seed=3)
+    with RayLoader(dataset, workers=1, **options) as straight:
+        assert (straight.plan.pool_images, straight.plan.staging) == (3, 3)
+        expected = batches(straight, 20)
+        state = None
+    with RayLoader(dataset, workers=3, disk_cache=tmp_path / "npy", **options) as other:
+        first = batches(other, 13)
+        state = other.state_dict()
+    assert_same_batches(first, expected[:13])
+    with RayLoader(dataset, workers=2, **options) as resumed:
+        resumed.load_state_dict(state)
+        assert_same_batches(batches(resumed, 7), expected[13:])
+        coverage = resumed.coverage()
+    # 3 + floor(19 * 1.5) = 31 stream positions entered: 2 passes of the 11 training images
+    assert coverage.steps == 20 and coverage.passes == 2
+    assert coverage.images_seen == 11 and coverage.pool_visits.min() >= 2
+    assert coverage.rays.sum() == 20 * 128  # counters survive the resume
 
 
 def test_fisheye_every_valid_pixel_reachable_none_outside(tmp_path: Path) -> None:
@@ -258,7 +279,7 @@ def test_fisheye_every_valid_pixel_reachable_none_outside(tmp_path: Path) -> Non
     valid = valid_pixel_mask(dataset.cameras[0])
     assert 0 < valid.sum() < valid.size
     hits = np.zeros((len(dataset), *valid.shape), dtype=np.int64)
-    with RayLoader(dataset, rays_per_batch=2048, pool_images=2, refresh_every=1) as loader:
+    with RayLoader(dataset, rays_per_batch=2048, pool_images=2, swap_rate=1) as loader:
         for batch in batches(loader, 12):
             index = batch["image_index"].numpy()
             rows, cols = batch["pixels"].numpy().T
@@ -274,7 +295,7 @@ def test_fisheye_every_valid_pixel_reachable_none_outside(tmp_path: Path) -> Non
 def test_masks_exclude_pixels_and_eval_reports_them(tmp_path: Path) -> None:
     dataset = parse_dataset(make_dataset(tmp_path, count=4, masks=True))
     assert dataset.has_masks
-    with RayLoader(dataset, rays_per_batch=1024, pool_images=2, refresh_every=1) as loader:
+    with RayLoader(dataset, rays_per_batch=1024, pool_images=2, swap_rate=1) as loader:
         pixels = torch.cat([b["pixels"] for b in batches(loader, 4)]).numpy()
     masked = (pixels[:, 0] < 8) & (pixels[:, 1] < 20 // 3)
     assert not masked.any()
@@ -313,7 +334,7 @@ def test_eval_images_in_row_chunks(tmp_path: Path) -> None:
 def test_exr_pool_is_float16_and_batches_are_linear(tmp_path: Path) -> None:
     dataset = parse_dataset(make_dataset(tmp_path, exr=True))
     assert dataset.is_hdr
-    with RayLoader(dataset, rays_per_batch=512, pool_images=2, refresh_every=2) as loader:
+    with RayLoader(dataset, rays_per_batch=512, pool_images=2, swap_rate=0.5) as loader:
         assert loader._pixels.dtype == np.float16
         batch = loader.next_batch()
     index, (row, col) = int(batch["image_index"][0]), batch["pixels"][0].tolist()
@@ -325,21 +346,24 @@ def test_exr_pool_is_float16_and_batches_are_linear(tmp_path: Path) -> None:
 
 
 def test_pool_plan_respects_the_budget(tmp_path: Path) -> None:
-    plan = plan_pool(
-        100, 1000, pool_images=32, refresh_every=8, refresh_images=None, cache_bytes=10_500
-    )
-    assert plan.slots * 1000 <= 10_500 and plan.pool_images >= 1 and plan.refresh_images >= 1
-    everything = plan_pool(
-        10, 1000, pool_images=4, refresh_every=8, refresh_images=None, cache_bytes=20_000
-    )
-    assert everything.pool_images == 10 and everything.refresh_images == 0
+    plan = plan_pool(100, 1000, cache_bytes=10_500)
+    assert plan.slots * 1000 <= 10_500 and (plan.pool_images, plan.staging) == (7, 3)
+    capped = plan_pool(100, 1000, cache_bytes=10_500, pool_images=4)
+    assert (capped.pool_images, capped.staging) == (4, 3)
+    everything = plan_pool(10, 1000, pool_images=4, cache_bytes=20_000)
+    assert everything.resident and everything.pool_images == 10
+    unbounded = plan_pool(10, 1000, pool_images=4, cache_bytes=None)
+    assert (unbounded.pool_images, unbounded.staging) == (4, 3)
     with pytest.raises(UsageError, match="cache budget"):
-        plan_pool(100, 1000, pool_images=4, refresh_every=8, refresh_images=None, cache_bytes=1500)
+        plan_pool(100, 1000, cache_bytes=1500)
     dataset = parse_dataset(make_dataset(tmp_path, count=10))
     image_bytes = 20 * 16 * 3
     with RayLoader(dataset, cache_bytes=5 * image_bytes, rays_per_batch=64) as loader:
         assert loader.pool_bytes <= 5 * image_bytes
         loader.next_batch()
+    for bad in ("fast", 0, -1.0, float("nan")):
+        with pytest.raises(UsageError, match="swap_rate"):
+            RayLoader(dataset, swap_rate=bad)
 
 
 def test_read_image_into_decodes_in_place(tmp_path: Path) -> None:
@@ -412,7 +436,7 @@ _MEMORY_SCRIPT = textwrap.dedent(
     def peak_above_baseline(**options):
         open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM)
         baseline = status("VmRSS")
-        with RayLoader(dataset, rays_per_batch=4096, refresh_every=1, **options) as loader:
+        with RayLoader(dataset, rays_per_batch=4096, swap_rate=1.0, **options) as loader:
             seen = set()
             for _ in range(40):
                 seen.update(loader.next_batch()["image_index"].tolist())

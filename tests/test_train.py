@@ -103,7 +103,9 @@ def test_resume_equals_straight_run(v2_capture: Path, tmp_path: Path) -> None:
     from trainer_adapter.trainer import train
 
     data = v2_capture / "images-jpeg-1k"
-    small = {"train_num_rays_per_batch": 64, "refresh_every": 2, "pool_images": 4}
+    # a cache of 8 of the 28 training images: the pool streams (5 images, 1.5 swapped per step),
+    # and the loader's state in the checkpoint resumes the stream where it stopped
+    small = {"train_num_rays_per_batch": 64, "swap_rate": 1.5, "cache_bytes": 8 * 50 * 75 * 3}
     n = 4
     common = dict(preset="tiny", device="cpu", overrides=small)
     straight = train(data, max_steps=2 * n, output_dir=tmp_path / "a", timestamp="s", **common)
@@ -125,6 +127,12 @@ def test_resume_equals_straight_run(v2_capture: Path, tmp_path: Path) -> None:
     fields_a, fields_b = a["optimizers"]["fields"], b["optimizers"]["fields"]
     assert fields_a["state"][0]["step"] == fields_b["state"][0]["step"]
     assert a["schedulers"]["fields"]["last_epoch"] == b["schedulers"]["fields"]["last_epoch"]
+    # the same stream position and coverage counters, over the whole run
+    assert a["loader"]["head"] == b["loader"]["head"] == 5 + int(1.5 * (2 * n - 1))
+    assert a["loader"]["rays"] == b["loader"]["rays"] and sum(a["loader"]["rays"]) == 2 * n * 64
+    assert straight.coverage.passes == resumed.coverage.passes == 0
+    coverage = json.loads((resumed.run_dir / "coverage.json").read_text())
+    assert coverage["steps"] == 2 * n and coverage["images"] == 28
 
 
 def test_checkpoints_layout_keep_latest_and_weights_only(v2_capture: Path, tmp_path: Path) -> None:
@@ -155,7 +163,7 @@ def test_checkpoints_layout_keep_latest_and_weights_only(v2_capture: Path, tmp_p
     names = sorted(p.name for p in (result.run_dir / "nerfstudio_models").iterdir())
     assert names == ["step-000000002.ckpt", "step-000000004.ckpt"]
     state = torch.load(result.run_dir / "nerfstudio_models" / names[-1], weights_only=True)
-    assert set(state) == {"step", "pipeline", "optimizers", "schedulers", "scalers"}
+    assert set(state) == {"step", "pipeline", "optimizers", "schedulers", "scalers", "loader"}
     transforms = json.loads((result.run_dir / "dataparser_transforms.json").read_text())
     assert len(transforms["transform"]) == 3 and transforms["scale"] > 0
     config = json.loads((result.run_dir / "config.json").read_text())

@@ -91,12 +91,16 @@ class TrainConfig:
     cpu_autocast_bf16: bool = False
     #: torch.compile the hash encodings (same maths, fused kernels; compiling costs minutes)
     compile_encodings: bool = False
-    # loader
-    pool_images: int = 64
-    refresh_every: int = 500
+    # loader (docs/loader.md): every pass streams all training images through the pool
+    #: cap on the images sampled from at once (None: as many as cache_bytes holds)
+    pool_images: int | None = None
+    #: "auto": each step the pool takes every image decoded since the last one; a number:
+    #: images entering the pool per step (batches independent of timing: exact resume)
+    swap_rate: str | float = "auto"
     cache_bytes: int = 2 << 30
     loader_mode: Literal["lazy", "full"] = "lazy"
-    workers: int = 2
+    #: decode threads (None: two, always leaving one core to the training loop)
+    workers: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -151,8 +155,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_num_rays_per_chunk": 4096,
         "steps_per_save": 500,
         "mixed_precision": False,
-        "pool_images": 32,
-        "refresh_every": 200,
     },
 }
 

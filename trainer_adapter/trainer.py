@@ -3,12 +3,14 @@
 Run layout (as nerfstudio): ``<output_dir>/<capture>/<preset>/<timestamp>/`` with ``config.json``
 (the resolved :class:`TrainConfig` plus run facts), ``dataparser_transforms.json`` and
 ``nerfstudio_models/step-%09d.ckpt`` (atomic, the latest ``keep_checkpoints`` kept). A checkpoint
-is ``{step, pipeline, optimizers, schedulers, scalers}`` of tensors and primitive containers only,
+is ``{step, pipeline, optimizers, schedulers, scalers, loader}`` of tensors and primitive containers only,
 so it loads with ``torch.load(weights_only=True)``.
 
-Determinism: step ``k`` seeds the global RNG with ``(seed + rank, k)`` and the loader yields the
-same batch for the same seed and batch number, so ``N`` steps + save + resume + ``N`` steps equals
-``2N`` straight steps on CPU.
+Determinism: step ``k`` seeds the global RNG with ``(seed + rank, k)`` and the loader's state
+(stream position, coverage counters) rides in the checkpoint; with a fixed ``swap_rate`` the
+loader yields the same batch for the same seed and batch number, so ``N`` steps + save + resume
++ ``N`` steps equals ``2N`` straight steps on CPU (the default ``"auto"`` rate follows the decode
+speed, see docs/loader.md). Every run writes ``coverage.json``: what the batches covered.
 
 DDP: launched by ``torchrun`` (``WORLD_SIZE`` > 1); nccl on CUDA, gloo elsewhere; every rank
 samples its own full batch (seed ``42 + rank``), gradients are averaged, only rank 0 writes.
@@ -36,6 +38,7 @@ from torch import nn
 from eyeful_tools.errors import InputFormatError, MissingFileError, UsageError
 from eyeful_tools.fsio import atomic_stream, atomic_write_json, clean_stale_temps, read_json
 from trainer_adapter import device as devices
+from trainer_adapter.data.coverage import Coverage
 from trainer_adapter.hdr import run_tonemapper
 from trainer_adapter.model.nerfacto import NerfactoModel
 from trainer_adapter.presets import TrainConfig, make_config
@@ -151,8 +154,10 @@ def save_checkpoint(
     optimizers: Optimizers,
     scaler: torch.amp.GradScaler,
     keep: int,
+    loader_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``step-%09d.ckpt`` atomically, then delete all but the latest ``keep``."""
+    """Write ``step-%09d.ckpt`` atomically, then delete all but the latest ``keep``; the
+    loader's state (stream position, coverage counters) rides along for resume."""
     folder = checkpoint_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step-{step:09d}.ckpt"
@@ -163,6 +168,8 @@ def save_checkpoint(
         "schedulers": {k: s.state_dict() for k, s in optimizers.schedulers.items()},
         "scalers": scaler.state_dict(),
     }
+    if loader_state is not None:
+        state["loader"] = loader_state
     with atomic_stream(path) as handle:  # a full disk is an OSError naming the file
         torch.save(state, handle)
     others = _checkpoints(folder)
@@ -248,6 +255,8 @@ class TrainResult:
     last_step: int
     checkpoint: Path | None
     stats: dict[str, float]
+    #: what the batches covered (also in ``coverage.json``); None only for runs with no step
+    coverage: Coverage | None = None
 
 
 def train(
@@ -398,14 +407,14 @@ def train(
         "train",
         rays_per_batch=config.train_num_rays_per_batch,
         pool_images=config.pool_images,
-        refresh_every=config.refresh_every,
+        swap_rate=config.swap_rate,
         cache_bytes=config.cache_bytes,
         workers=config.workers,
         mode=config.loader_mode,
         seed=config.seed + rank,
         device=torch_device,
     )
-    _skip_batches(loader, start_step)
+    _skip_batches(loader, start_step, (resume_state or {}).get("loader"))
     tonemap = run_tonemapper(hdr)
 
     model.train()
@@ -449,6 +458,7 @@ def train(
                         "psnr": -10.0 * math.log10(max(mse, 1e-10)),
                         "rays_per_sec": rate,
                         "step_seconds": (now - window_tic) / steps_done,
+                        **loader.coverage().progress_stats(),
                     }
                     window_first, window_tic = step + 1, now
                 if report is not None:
@@ -456,13 +466,18 @@ def train(
                 if step > start_step and step % config.steps_per_save == 0:
                     saving = time.perf_counter()
                     checkpoint = save_checkpoint(
-                        run_dir, step, model, optimizers, scaler, config.keep_checkpoints
-                    )
+                        run_dir, step, model, optimizers, scaler, config.keep_checkpoints,
+                        loader_state=loader.state_dict(),
+                    )  # fmt: skip
                     window_tic += time.perf_counter() - saving  # rays/s leaves saves out
         if rank == 0 and last_step >= start_step:
             checkpoint = save_checkpoint(
-                run_dir, last_step, model, optimizers, scaler, config.keep_checkpoints
-            )
+                run_dir, last_step, model, optimizers, scaler, config.keep_checkpoints,
+                loader_state=loader.state_dict(),
+            )  # fmt: skip
+        coverage = loader.coverage()
+        if rank == 0:  # what the run trained on (docs/loader.md): never a silent subset
+            atomic_write_json(run_dir / "coverage.json", coverage.to_json())
     finally:
         loader.close()
         if world > 1 and dist.is_initialized():
@@ -471,7 +486,13 @@ def train(
     if timed_seconds > 0:  # every timed step weighs the same, whatever its window
         stats["mean_rays_per_sec"] = timed_rays / timed_seconds
     stats["peak_memory_mb"] = devices.peak_memory_bytes(torch_device) / 2**20
-    return TrainResult(run_dir=run_dir, last_step=last_step, checkpoint=checkpoint, stats=stats)
+    return TrainResult(
+        run_dir=run_dir,
+        last_step=last_step,
+        checkpoint=checkpoint,
+        stats=stats,
+        coverage=coverage,
+    )
 
 
 def _log_due(step: int, start_step: int, config: TrainConfig) -> bool:
@@ -484,8 +505,11 @@ def _log_due(step: int, start_step: int, config: TrainConfig) -> bool:
     )
 
 
-def _skip_batches(loader: Any, count: int) -> None:
-    """Advance a freshly built loader to batch ``count`` (resume reproduces the batch stream)."""
+def _skip_batches(loader: Any, count: int, state: dict[str, Any] | None = None) -> None:
+    """Advance a freshly built loader to batch ``count``, with its saved state when the
+    checkpoint has one (pool, stream position, coverage counters)."""
     if count <= 0:
         return
-    loader.load_state_dict({"step": count, "seed": loader.seed})
+    if state is None or int(state.get("step", -1)) != count:
+        state = {"step": count, "seed": loader.seed}
+    loader.load_state_dict(state)

@@ -64,6 +64,7 @@ def train_command(
     need_torch()
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from trainer_adapter.data.coverage import progress_text
     from trainer_adapter.data.parser import check_options
     from trainer_adapter.presets import make_config
     from trainer_adapter.trainer import train
@@ -83,10 +84,11 @@ def train_command(
         TextColumn("{task.completed}/{task.total}"),
         TextColumn("loss {task.fields[loss]:.4f} psnr {task.fields[psnr]:.2f}"),
         TextColumn("{task.fields[rays]:.0f} rays/s"),
+        TextColumn("{task.fields[coverage]}"),
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("train", total=None, loss=0.0, psnr=0.0, rays=0.0)
+        task = progress.add_task("train", total=None, loss=0.0, psnr=0.0, rays=0.0, coverage="")
 
         def report(step: int, total: int, stats: dict[str, float]) -> None:
             progress.update(
@@ -96,6 +98,7 @@ def train_command(
                 loss=stats["loss"],
                 psnr=stats["psnr"],
                 rays=stats["rays_per_sec"],
+                coverage=progress_text(stats),
             )
 
         result = train(
@@ -118,6 +121,7 @@ def train_command(
         f"trained to step {result.last_step} in {result.run_dir} "
         f"(train psnr {stats.get('psnr', float('nan')):.2f} dB, "
         f"{stats.get('mean_rays_per_sec', stats.get('rays_per_sec', 0.0)):.0f} rays/s)"
+        + (f"; {result.coverage.summary()}" if result.coverage is not None else "")
     )
 
 

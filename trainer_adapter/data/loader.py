@@ -1,15 +1,27 @@
 """A batched, lazy ray loader whose memory is bounded by a budget, not by the dataset size.
 
-nerfstudio keeps every training image decoded as float32 (127 GB for ``apartment`` at 2K).
-Here each batch draws rays from a *pool* of K decoded images held as uint8 (JPEG) or float16
-(EXR). The pool is a window sliding over a stream of image indices (a fresh seeded permutation
-of the split per epoch): every ``refresh_every`` steps it advances by M images (the M oldest
-leave, the next M arrive). Background threads decode the images that will arrive next into
-free slots of a ring buffer of K + M·prefetch slots, so decoding overlaps training.
+nerfstudio keeps every training image decoded as float32 (127 GB for ``apartment`` at 2K) and
+draws every batch from all of them. Here, when the split does not fit ``cache_bytes``, each
+batch draws rays from a *pool* of K decoded images held as uint8 (JPEG) or float16 (EXR), and
+the whole capture streams through the pool: the stream is one fresh seeded permutation of the
+split per pass, and the pool is the window ``[head - K, head)`` of it. Background threads decode
+the S positions after ``head`` into the free slots of a ring of K + S slots; advancing ``head``
+by m swaps the m oldest images out and the m decoded ones in, so every pass puts every training
+image in the pool, whatever the budget.
 
-Determinism: the pool contents at step t and the rays of step t are functions of
-(seed, t, split, K, M, R) and of the pixel data only, never of timing; ``mode="full"`` (all
-images decoded up front, nerfstudio-style) follows the same schedule, so lazy == eager.
+How fast ``head`` moves (``swap_rate``):
+
+- ``"auto"`` (default): before every batch, every image decoded since the last batch enters the
+  pool (the ready prefix of the staging slots). The pool turns over as fast as the workers
+  decode and a step never waits for a decode; which images a batch mixes then depends on
+  timing, so batches are not reproducible from run to run.
+- a number r: ``head = K + floor(step * r)`` (r at most S), a pure function of the step. The
+  batches then depend on (seed, step, split, plan, r) and the pixels only, never on timing or
+  worker count, so N steps + resume + N steps equals 2N steps; a step waits when decoding falls
+  behind (counted in the coverage report).
+
+When the split fits the budget, every image is decoded once and every batch draws from all of
+them, exactly as ``mode="full"`` (nerfstudio-style) does, so the two give the same batches.
 
 Valid pixels only: a ray's image is a uniform pool position; its pixel is uniform inside the
 image's valid region (the fisheye crop circle around the principal point, and the mask when
@@ -21,17 +33,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 import torch
 
 from eyeful_tools.errors import InputFormatError, SplitError, UsageError
 from trainer_adapter.data.cache import DiskCache
+from trainer_adapter.data.coverage import Coverage
 from trainer_adapter.data.images import (  # noqa: F401 - re-exported: part of the loader API
     EvalImage,
     decode_into,
@@ -48,10 +61,30 @@ from trainer_adapter.data.rays import (
     pack_cameras,
     valid_pixel_mask,
 )
+from trainer_adapter.data.schedule import (
+    ImageStream,
+    PoolPlan,
+    SwapRate,
+    advance_head,
+    check_swap_rate,
+    default_workers,
+    plan_pool,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RayBatch", "RayLoader", "EvalImage", "iter_eval_images", "plan_pool", "PoolPlan"]
+__all__ = [
+    "Coverage",
+    "EvalImage",
+    "ImageStream",
+    "PoolPlan",
+    "RayBatch",
+    "RayLoader",
+    "SwapRate",
+    "advance_head",
+    "iter_eval_images",
+    "plan_pool",
+]
 
 _MAX_REJECTION_ROUNDS = 200
 
@@ -67,105 +100,37 @@ class RayBatch(TypedDict, total=False):
 
 
 # ---------------------------------------------------------------------------------------------
-# The schedule (pure functions of the seed and the step).
-
-
-@dataclass(frozen=True)
-class PoolPlan:
-    """Pool size K, images replaced per refresh M (0: all images fit, no refresh), slots."""
-
-    pool_images: int
-    refresh_images: int
-    refresh_every: int
-    prefetch_refreshes: int
-    bytes_per_image: int
-
-    @property
-    def slots(self) -> int:
-        return self.pool_images + self.refresh_images * self.prefetch_refreshes
-
-    @property
-    def pool_bytes(self) -> int:
-        return self.slots * self.bytes_per_image
-
-
-def plan_pool(
-    num_images: int,
-    bytes_per_image: int,
-    *,
-    pool_images: int,
-    refresh_every: int,
-    refresh_images: int | None,
-    cache_bytes: int | None,
-    prefetch_refreshes: int = 1,
-) -> PoolPlan:
-    """Fit the pool (K active + M·prefetch staging slots) into ``cache_bytes``."""
-    if pool_images < 1 or refresh_every < 1 or prefetch_refreshes < 1:
-        raise UsageError(None, "pool_images, refresh_every and prefetch must be at least 1")
-    max_slots = None if cache_bytes is None else int(cache_bytes // bytes_per_image)
-    if max_slots is not None and max_slots >= num_images:
-        pool_images = max(pool_images, num_images)  # everything fits the budget: keep it all
-    if pool_images >= num_images and (max_slots is None or max_slots >= num_images):
-        return PoolPlan(num_images, 0, refresh_every, prefetch_refreshes, bytes_per_image)
-    k = min(pool_images, num_images - 1)
-    m = refresh_images if refresh_images is not None else max(1, k // 8)
-    m = max(1, min(m, k))
-    if max_slots is not None:
-        if max_slots < 2:
-            raise UsageError(
-                None,
-                f"cache budget of {cache_bytes} bytes holds fewer than 2 decoded images "
-                f"({bytes_per_image} bytes each); raise --cache-bytes",
-            )
-        if k + m * prefetch_refreshes > max_slots:
-            m = max(1, min(m, max_slots // (4 * prefetch_refreshes)))
-            k = max(1, min(k, max_slots - m * prefetch_refreshes))
-            if k + m * prefetch_refreshes > max_slots:
-                prefetch_refreshes = 1
-                k = max_slots - m
-    return PoolPlan(k, m, refresh_every, prefetch_refreshes, bytes_per_image)
-
-
-class ImageStream:
-    """Position j -> dataset index: epoch j // n is a seeded permutation of the split."""
-
-    def __init__(self, indices: np.ndarray, seed: int) -> None:
-        self.indices = np.asarray(indices, dtype=np.int64)
-        self.seed = seed
-        self._epochs: dict[int, np.ndarray] = {}
-
-    def _epoch(self, epoch: int) -> np.ndarray:
-        if epoch not in self._epochs:
-            if len(self._epochs) > 4:
-                self._epochs.pop(min(self._epochs))
-            rng = np.random.default_rng([self.seed, 1, epoch])
-            self._epochs[epoch] = self.indices[rng.permutation(len(self.indices))]
-        return self._epochs[epoch]
-
-    def __getitem__(self, positions: range) -> np.ndarray:
-        n = len(self.indices)
-        return np.array([self._epoch(j // n)[j % n] for j in positions], dtype=np.int64)
-
-
-# ---------------------------------------------------------------------------------------------
 # The loader.
 
 
+def _timed_decode(
+    dataset: ParsedDataset,
+    index: int,
+    pixels_out: np.ndarray,
+    mask_out: np.ndarray | None,
+    disk_cache: DiskCache | None,
+) -> float:
+    """:func:`decode_into` on a worker thread; returns its wall-clock seconds."""
+    tic = time.perf_counter()
+    decode_into(dataset, index, pixels_out, mask_out, disk_cache)
+    return time.perf_counter() - tic
+
+
 class RayLoader:
-    """Batches of rays from one split, drawn from a bounded pool of decoded images.
+    """Batches of rays from one split, drawn from a bounded pool that the capture streams through.
 
     Args:
         dataset: from :func:`trainer_adapter.data.parser.parse_dataset`.
         split: "train", "val" or "test".
         rays_per_batch: B.
-        pool_images: K, images held decoded and sampled from at once.
-        refresh_every: R, steps between pool refreshes.
-        refresh_images: M, images swapped per refresh (default K // 8, at least 1).
-        cache_bytes: bound on the decoded pool (slots x image bytes); shrinks K and M to fit.
-        workers: decoding threads (OpenCV and OpenEXR release the GIL).
+        pool_images: cap on K, the images sampled from at once (default: all the budget holds).
+        swap_rate: ``"auto"`` or images entering the pool per step (see the module docstring).
+        cache_bytes: bound on the decoded slots (pool + staging); None: no bound.
+        workers: decoding threads (OpenCV and OpenEXR release the GIL); default
+            :func:`default_workers`.
         mode: "lazy" (the pool) or "full" (every image of the split decoded up front).
-        seed: the batches are a function of the seed only.
-        disk_cache: folder of decoded ``.npy`` copies, reused across refreshes and runs.
+        seed: the stream order and the rays are functions of the seed.
+        disk_cache: folder of decoded ``.npy`` copies, reused across passes and runs.
         device: where the batch tensors (and the ray maths) go.
     """
 
@@ -175,16 +140,14 @@ class RayLoader:
         split: str = "train",
         *,
         rays_per_batch: int = 4096,
-        pool_images: int = 32,
-        refresh_every: int = 64,
-        refresh_images: int | None = None,
+        pool_images: int | None = None,
+        swap_rate: SwapRate = "auto",
         cache_bytes: int | None = None,
-        workers: int = 2,
+        workers: int | None = None,
         mode: Literal["lazy", "full"] = "lazy",
         seed: int = 0,
         disk_cache: str | Path | None = None,
         device: torch.device | str = "cpu",
-        prefetch_refreshes: int = 1,
     ) -> None:
         if mode not in ("lazy", "full"):
             raise UsageError(None, f"mode must be 'lazy' or 'full', got {mode!r}")
@@ -198,9 +161,11 @@ class RayLoader:
         self.rays_per_batch = int(rays_per_batch)
         self.mode = mode
         self.seed = int(seed)
+        self.swap_rate = check_swap_rate(swap_rate)
         self.device = torch.device(device)
         self.disk_cache = None if disk_cache is None else DiskCache(disk_cache)
         self.dtype = pixel_dtype(dataset)
+        workers = default_workers() if workers is None else max(1, int(workers))
         self._max_hw = (
             max(dataset.cameras[i].height_px for i in self.indices),
             max(dataset.cameras[i].width_px for i in self.indices),
@@ -209,14 +174,12 @@ class RayLoader:
         bytes_per_image = self._max_hw[0] * self._max_hw[1] * (3 * self.dtype.itemsize)
         if self._has_masks:
             bytes_per_image += self._max_hw[0] * self._max_hw[1]
+        count = len(self.indices)
         self.plan = plan_pool(
-            len(self.indices),
+            count,
             bytes_per_image,
-            pool_images=pool_images,
-            refresh_every=refresh_every,
-            refresh_images=refresh_images,
-            cache_bytes=cache_bytes,
-            prefetch_refreshes=prefetch_refreshes,
+            cache_bytes=None if mode == "full" else cache_bytes,
+            pool_images=None if mode == "full" else pool_images,
         )
         self._stream = ImageStream(self.indices, self.seed)
         self._region = _SamplingRegions(dataset)
@@ -227,19 +190,31 @@ class RayLoader:
         self._world_from_cam = torch.as_tensor(  # [N, 3, 4]: gathering per ray moves less
             dataset.world_from_cam[:, :3], dtype=self._ray_dtype, device=self.device
         )
-        self._executor = ThreadPoolExecutor(max(1, workers), thread_name_prefix="ray-decode")
-        self._futures: dict[int, Future[None]] = {}
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="ray-decode")
+        self._futures: dict[int, Future[float]] = {}
         self._closed = False
         self._step = 0
-        self._refresh = -1
-        slots = len(self.indices) if mode == "full" else self.plan.slots
+        self._head: int | None = None  # None: the pool is (re)filled before the next batch
+        self._resumed_head: int | None = None
         height, width = self._max_hw
-        self._pixels = np.zeros((slots, height, width, 3), dtype=self.dtype)
-        self._masks = np.ones((slots, height, width), dtype=bool) if self._has_masks else None
-        self._row_of = {int(index): row for row, index in enumerate(self.indices)}
+        self._pixels = np.zeros((self.plan.slots, height, width, 3), dtype=self.dtype)
+        self._masks = (
+            np.ones((self.plan.slots, height, width), dtype=bool) if self._has_masks else None
+        )
+        self._row_of = np.full(len(dataset), -1, dtype=np.int64)  # dataset index -> split row
+        self._row_of[self.indices] = np.arange(count)
+        self._pool_index = self.indices  # [K] dataset index of each pool position
+        self._pool_slots = np.arange(count)  # [K] slot of each pool position
+        # coverage counters (kept in the state dict, so a resumed run reports the whole run)
+        self._rays = np.zeros(count, dtype=np.int64)
+        self._visits = np.zeros(count, dtype=np.int64)
+        self._wait_s = self._fill_s = self._decode_s = self._wall_s = 0.0
+        self._decoded = 0
+        self._clock: float | None = None
+        self._names: tuple[str, ...] | None = None
         if mode == "full":
             try:
-                self._load_all()
+                self._fill_resident()
             except BaseException:
                 self.close()
                 raise
@@ -259,25 +234,78 @@ class RayLoader:
     def step(self) -> int:
         return self._step
 
-    def state_dict(self) -> dict[str, int]:
-        return {"step": self._step, "seed": self.seed}
+    def state_dict(self) -> dict[str, Any]:
+        """Plain numbers and lists (checkpoints load with ``weights_only=True``)."""
+        return {
+            "step": self._step,
+            "seed": self.seed,
+            "head": self._head if self._head is not None else self._resumed_head,
+            "rays": self._rays.tolist(),
+            "pool_visits": self._visits.tolist(),
+            "decode_wait_s": self._wait_s,
+            "fill_s": self._fill_s,
+            "decode_s": self._decode_s,
+            "decoded": self._decoded,
+            "wall_s": self._wall_s,
+        }
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Resume at a step: the next batch is the one an uninterrupted run would give."""
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume at a step, with the pool and stream position the state was taken at: with a
+        fixed ``swap_rate`` the next batch is the one an uninterrupted run would give."""
         self._drain()
         self._step = int(state["step"])
-        self._refresh = -1
+        head = state.get("head")
+        self._resumed_head = None if head is None else int(head)
+        if len(state.get("rays", ())) == len(self.indices):
+            self._rays = np.asarray(state["rays"], dtype=np.int64)
+            self._visits = np.asarray(state["pool_visits"], dtype=np.int64)
+            self._wait_s = float(state.get("decode_wait_s", 0.0))
+            self._fill_s = float(state.get("fill_s", 0.0))
+            self._decode_s = float(state.get("decode_s", 0.0))
+            self._decoded = int(state.get("decoded", 0))
+            self._wall_s = float(state.get("wall_s", 0.0))
 
     def next_batch(self) -> RayBatch:
         if self._closed:
             raise RuntimeError("RayLoader is closed")
-        step = self._step
-        refresh = step // self.plan.refresh_every if self.plan.refresh_images else 0
-        if refresh != self._refresh:
-            self._enter_refresh(refresh)
-        batch = self._sample(step)
+        now = time.perf_counter()
+        if self._clock is None:
+            self._clock = now
+        if not self.plan.resident:
+            self._advance(self._step)
+        elif self._head is None:
+            self._fill_resident()
+        batch = self._sample(self._step)
         self._step += 1
+        self._wall_s += time.perf_counter() - self._clock
+        self._clock = time.perf_counter()
         return batch
+
+    def coverage(self) -> Coverage:
+        """What the batches so far covered (see :mod:`trainer_adapter.data.coverage`)."""
+        count = len(self.indices)
+        head = self.plan.pool_images if self._head is None else self._head
+        swapped = 0 if self.plan.resident else head - self.plan.pool_images
+        if self._names is None:
+            root = self.dataset.transforms_path.parent
+            self._names = tuple(
+                str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+                for p in (self.dataset.image_paths[i] for i in self.indices)
+            )
+        return Coverage(
+            names=self._names,
+            rays=self._rays.copy(),
+            pool_visits=self._visits.copy(),
+            pool_images=self.plan.pool_images,
+            resident=self.plan.resident,
+            passes=0 if self.plan.resident else head // count,
+            steps=self._step,
+            decode_wait_s=self._wait_s,
+            fill_s=self._fill_s,
+            wall_s=self._wall_s,
+            decode_ms=1000.0 * self._decode_s / self._decoded if self._decoded else None,
+            swap_per_step=swapped / max(self._step, 1),
+        )
 
     def __iter__(self) -> Iterator[RayBatch]:
         return self
@@ -304,34 +332,59 @@ class RayLoader:
 
     # -- pool management ------------------------------------------------------------------------
 
-    def _window(self, refresh: int) -> range:
-        start = refresh * self.plan.refresh_images
-        return range(start, start + self.plan.pool_images)
+    def _advance(self, step: int) -> None:
+        """Move the window to where ``step`` wants it (see :func:`advance_head`)."""
+        if self._head is None:
+            self._fill(step)
+            return
+        head = advance_head(self._head, step, self.plan, self.swap_rate, self._ready)
+        if head > self._head:
+            self._take(range(self._head, head))
+            self._set_head(head, entered=self._head)
 
-    def _slot_of_position(self, position: int) -> int:
-        return position % self.plan.slots
+    def _ready(self, position: int) -> bool:
+        future = self._futures.get(position)
+        return future is not None and future.done()
 
-    def _enter_refresh(self, refresh: int) -> None:
-        """Make the window of ``refresh`` resident (lazy) and queue the next images' decodes."""
-        window = self._window(refresh)
-        images = self._stream[window]
-        if self.mode == "full":
-            self._pool_slots = np.array([self._row_of[int(i)] for i in images], dtype=np.int64)
+    def _fill(self, step: int) -> None:
+        """Decode the window (and queue the staging) for a fresh or resumed loader."""
+        start = self.plan.pool_images
+        if self.swap_rate != "auto":
+            head = advance_head(start, step, self.plan, self.swap_rate, self._ready)
         else:
-            ahead = range(
-                window.start, window.stop + self.plan.refresh_images * self.plan.prefetch_refreshes
-            )
-            for position in list(self._futures):  # positions now behind the window
-                if position < window.start:
-                    self._futures.pop(position)
-            for position in ahead:
-                if position not in self._futures:
-                    self._submit(position)
-            for position in window:
-                self._futures[position].result()  # re-raises decode errors here
-            self._pool_slots = np.array([self._slot_of_position(p) for p in window], dtype=np.int64)
-        self._window_images = images
-        self._refresh = refresh
+            head = max(start, self._resumed_head or start)
+        tic = time.perf_counter()
+        for position in range(head - start, head + self.plan.staging):
+            self._submit(position)
+        self._take(range(head - start, head))
+        self._fill_s += time.perf_counter() - tic
+        # after a resume, only the positions past the saved window are new to the pool
+        entered = head - start if self._resumed_head is None else self._resumed_head
+        self._resumed_head = None
+        self._set_head(head, entered=entered)
+
+    def _take(self, positions: range) -> None:
+        """Wait for the decodes of ``positions`` (re-raising their errors)."""
+        tic = time.perf_counter()
+        for position in positions:
+            if position not in self._futures:
+                self._submit(position)
+            self._decode_s += self._futures.pop(position).result()
+            self._decoded += 1
+        self._wait_s += time.perf_counter() - tic
+
+    def _set_head(self, head: int, *, entered: int) -> None:
+        """The pool is now ``[head - K, head)``, positions from ``entered`` on new to it; queue
+        decodes for the freed staging slots."""
+        window = range(head - self.plan.pool_images, head)
+        new = range(max(entered, window.start), head)
+        np.add.at(self._visits, self._row_of[self._stream[new]], 1)
+        self._pool_index = self._stream[window]
+        self._pool_slots = np.arange(window.start, window.stop) % self.plan.slots
+        self._head = head
+        for position in range(head, head + self.plan.staging):
+            if position not in self._futures:
+                self._submit(position)
 
     def _drain(self) -> None:
         """Wait for every queued decode (a slot must never have two writers) and forget them."""
@@ -339,21 +392,25 @@ class RayLoader:
             future.cancel()
         wait(list(self._futures.values()))
         self._futures.clear()
+        if not self.plan.resident:
+            self._head = None
 
     def _submit(self, position: int) -> None:
         index = int(self._stream[range(position, position + 1)][0])
-        slot = self._slot_of_position(position)
+        slot = position % self.plan.slots
         masks = None if self._masks is None else self._masks[slot]
         if masks is not None:
             masks[...] = True
         self._futures[position] = self._executor.submit(
-            decode_into, self.dataset, index, self._pixels[slot], masks, self.disk_cache
+            _timed_decode, self.dataset, index, self._pixels[slot], masks, self.disk_cache
         )
 
-    def _load_all(self) -> None:
+    def _fill_resident(self) -> None:
+        """Decode every image of the split into its own slot (the split fits, or mode full)."""
+        tic = time.perf_counter()
         futures = [
             self._executor.submit(
-                decode_into,
+                _timed_decode,
                 self.dataset,
                 int(index),
                 self._pixels[row],
@@ -363,18 +420,25 @@ class RayLoader:
             for row, index in enumerate(self.indices)
         ]
         for future in futures:
-            future.result()
+            self._decode_s += future.result()
+            self._decoded += 1
+        if self.mode == "lazy":
+            self._wait_s += time.perf_counter() - tic
+            self._fill_s += time.perf_counter() - tic
+        self._visits = np.maximum(self._visits, 1)
+        self._head = len(self.indices)
 
     # -- sampling -------------------------------------------------------------------------------
 
     def _sample(self, step: int) -> RayBatch:
         rng = np.random.default_rng([self.seed, 2, step])
         count = self.rays_per_batch
-        position = rng.integers(0, len(self._window_images), count)
-        image = self._window_images[position]
+        position = rng.integers(0, len(self._pool_index), count)
+        image = self._pool_index[position]
         slot = self._pool_slots[position]
         rows, cols = self._region.sample(rng, image, slot, self._masks)
         rgb = to_float_rgb(self._pixels[slot, rows, cols])
+        self._rays += np.bincount(self._row_of[image], minlength=len(self._rays))
         pixels = np.stack([rows, cols], axis=-1)  # [B, 2] (row, col)
         uv = pixels[:, ::-1] + 0.5  # [B, 2] (u, v) pixel centres, exact in float32
         on_device = torch.from_numpy(image).to(self.device)
