@@ -205,19 +205,22 @@ class RayLoader:
         self._row_of[self.indices] = np.arange(count)
         self._pool_index = self.indices  # [K] dataset index of each pool position
         self._pool_slots = np.arange(count)  # [K] slot of each pool position
-        # coverage counters (kept in the state dict, so a resumed run reports the whole run)
-        self._rays = np.zeros(count, dtype=np.int64)
-        self._visits = np.zeros(count, dtype=np.int64)
-        self._wait_s = self._fill_s = self._decode_s = self._wall_s = 0.0
-        self._decoded = 0
-        self._clock: float | None = None
-        self._names: tuple[str, ...] | None = None
+        self._start_counters(count)
         if mode == "full":
             try:
                 self._fill_resident()
             except BaseException:
                 self.close()
                 raise
+
+    def _start_counters(self, count: int) -> None:
+        """Coverage counters (in the state dict, so a resumed run reports the whole run)."""
+        self._rays = np.zeros(count, dtype=np.int64)  # [n] rays drawn per split image
+        self._visits = np.zeros(count, dtype=np.int64)  # [n] entries into the pool
+        self._wait_s = self._fill_s = self._decode_s = self._wall_s = 0.0
+        self._decoded = 0
+        self._clock: float | None = None
+        self._names: tuple[str, ...] | None = None
 
     # -- public ---------------------------------------------------------------------------------
 
