@@ -2,9 +2,9 @@
 
 Run layout (as nerfstudio): ``<output_dir>/<capture>/<preset>/<timestamp>/`` with ``config.json``
 (the resolved :class:`TrainConfig` plus run facts), ``dataparser_transforms.json`` and
-``nerfstudio_models/step-%09d.ckpt`` (atomic, the latest ``keep_checkpoints`` kept). A checkpoint
-is ``{step, pipeline, optimizers, schedulers, scalers, loader}`` of tensors and primitive containers only,
-so it loads with ``torch.load(weights_only=True)``.
+``nerfstudio_models/step-%09d.ckpt`` (atomic, the latest ``keep_checkpoints`` kept), plus
+``coverage.json``. A checkpoint is ``{step, pipeline, optimizers, schedulers, scalers, loader}``
+of tensors and primitive containers only, so it loads with ``torch.load(weights_only=True)``.
 
 Determinism: step ``k`` seeds the global RNG with ``(seed + rank, k)`` and the loader's state
 (stream position, coverage counters) rides in the checkpoint; with a fixed ``swap_rate`` the
