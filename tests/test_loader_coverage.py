@@ -154,9 +154,11 @@ def test_auto_rate_resume_restores_the_pool_and_counters(tmp_path: Path) -> None
 @pytest.mark.slow
 def test_a_tenth_of_the_cache_costs_no_held_out_quality(tmp_path: Path) -> None:
     """320 synthetic images (280 train, 40 held out) at test size: the tiny preset trained with
-    a cache of 10% of the decoded training images is within 0.3 dB of held-out PSNR of full
-    load at the same step count. The fixed swap rate (2 images per step, half of what the
-    staging slots allow) keeps the test independent of timing."""
+    a cache of 10% of the decoded training images loses no more than 0.3 dB of held-out PSNR
+    against full load at the same step count. The fixed swap rate (2 images per step, half of
+    what the staging slots allow) keeps the test independent of timing. 500 steps: at 200,
+    two full-load runs with seeds 42 and 43 differed by 0.6 dB, at 500 by 0.03 dB. Measured
+    (seed 42; 43): full 24.23 (24.26) dB, lazy 24.79 (24.70) dB."""
     from eyeful_tools.convert import convert_capture
     from eyeful_tools.synth import synthesize
     from trainer_adapter.evaluate import evaluate
@@ -186,7 +188,7 @@ def test_a_tenth_of_the_cache_costs_no_held_out_quality(tmp_path: Path) -> None:
             psnr[name] = evaluate(run.run_dir, device="cpu", max_images=8).results["psnr"]
     finally:
         torch.set_num_threads(threads)
-    assert abs(psnr["lazy"] - psnr["full"]) <= 0.3, psnr
+    assert psnr["lazy"] >= psnr["full"] - 0.3, psnr
 
 
-QUALITY_STEPS = 200
+QUALITY_STEPS = 500
