@@ -1,8 +1,9 @@
-"""``eyeful import auto``: each capture is recognised by what it holds and imported as its own
-command would import it."""
+"""``eyeful import auto`` and the importer table: each capture is recognised by what it holds
+and imported as its own command would import it; when nothing matches, every importer says why."""
 
 from __future__ import annotations
 
+import inspect
 import shutil
 from pathlib import Path
 
@@ -10,10 +11,13 @@ import ios_fixtures as fx
 import numpy as np
 import pytest
 
-from eyeful_tools.cli import main
+from eyeful_tools import importers
+from eyeful_tools.cli import load_commands, main
+from eyeful_tools.cli._app import import_app
 from eyeful_tools.errors import InputFormatError
 from eyeful_tools.imageio import write_image
-from eyeful_tools.import_detect import ImportFormat, detect_format
+from eyeful_tools.importer import Detection, Option, Row
+from eyeful_tools.importers import IMPORTERS, detect
 
 N_VIEWS = 4
 
@@ -46,16 +50,16 @@ def test_phone_exports_are_told_apart(tmp_path: Path, views) -> None:
     app = fx.write_nerfcapture_folder(tmp_path / "nc_app", views["nerfcapture"], flavour="app")
     ngp = fx.write_nerfcapture_folder(tmp_path / "nc_ngp", views["nerfcapture"], flavour="ngp")
     expected = {
-        record3d: ImportFormat.RECORD3D,
-        r3d: ImportFormat.RECORD3D,
-        polycam: ImportFormat.POLYCAM,
-        polycam_zip: ImportFormat.POLYCAM,
-        stray: ImportFormat.STRAY,
-        stray_zip: ImportFormat.STRAY,
-        app: ImportFormat.NERFCAPTURE,
-        ngp: ImportFormat.NERFCAPTURE,
+        record3d: "record3d",
+        r3d: "record3d",
+        polycam: "polycam",
+        polycam_zip: "polycam",
+        stray: "stray",
+        stray_zip: "stray",
+        app: "nerfcapture",
+        ngp: "nerfcapture",
     }
-    assert {path: detect_format(path) for path in expected} == expected
+    assert {path: detect(path).name for path in expected} == expected
 
 
 def test_videos_photos_models_and_datasets(tmp_path: Path, synth_v2: Path) -> None:
@@ -68,10 +72,10 @@ def test_videos_photos_models_and_datasets(tmp_path: Path, synth_v2: Path) -> No
     model.mkdir(parents=True)
     for name in ("cameras.txt", "images.txt", "points3D.txt"):
         (model / name).write_text("# empty\n")
-    assert detect_format(video) is ImportFormat.VIDEO
-    assert detect_format(photos) is ImportFormat.IMAGES
-    assert detect_format(tmp_path / "project") is ImportFormat.COLMAP
-    assert detect_format(_converted(synth_v2, tmp_path)) is ImportFormat.NERFSTUDIO
+    assert detect(video).name == "video"
+    assert detect(photos).name == "images"
+    assert detect(tmp_path / "project").name == "colmap"
+    assert detect(_converted(synth_v2, tmp_path)).name == "nerfstudio"
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "readme.txt").write_text("hello")
     exr = tmp_path / "hdr"  # photos SfM cannot read (it takes JPEG and PNG) are not photos here
@@ -79,7 +83,7 @@ def test_videos_photos_models_and_datasets(tmp_path: Path, synth_v2: Path) -> No
         write_image(exr / f"{i}.exr", np.ones((8, 8, 3), np.float32))
     for folder in ("notes", "hdr"):
         with pytest.raises(InputFormatError, match="cannot tell what captured this"):
-            detect_format(tmp_path / folder)
+            detect(tmp_path / folder)
 
 
 def test_cli_auto_imports_like_the_named_command(tmp_path: Path, views, capsys) -> None:
@@ -121,3 +125,77 @@ def test_cli_auto_keeps_a_non_empty_out_for_photos_too(tmp_path: Path, capsys) -
         "output folder already holds transforms.json (pass --overwrite)" in capsys.readouterr().err
     )
     assert (out / "transforms.json").read_text() == "{}"
+
+
+#: what ``import auto`` says of a folder of notes and one photo: every importer's reason
+DECLINED = (
+    "cannot tell what captured this ("
+    "record3d: no metadata.json beside rgb/, nor an .r3d's metadata beside rgbd/; "
+    "polycam: no keyframes/ folder; stray: no odometry.csv; nerfcapture: no transforms.json; "
+    "nerfstudio: no transforms.json; "
+    "colmap: no cameras, images and points3D (.bin or .txt) in one folder; "
+    "video: not a video file (.mp4, .mov, .m4v, .avi, .mkv, .webm); "
+    "images: 1 photos (.jpg, .jpeg, .png), fewer than 3)"
+)
+
+
+def test_cli_auto_says_why_each_importer_declined(tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("hello")
+    write_image(folder / "cover.jpg", np.zeros((8, 8, 3), np.uint8))
+    assert main(["import", "auto", str(folder), "--out", str(tmp_path / "o")]) == 1
+    assert capsys.readouterr().err == f"error: {folder}: {DECLINED}\n"
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_file_that_is_no_archive_is_declined_by_every_importer(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    with pytest.raises(InputFormatError) as caught:
+        detect(notes)
+    reasons = caught.value.reason.removeprefix("cannot tell what captured this (").split("; ")
+    assert [r.split(":")[0] for r in reasons] == [i.name for i in IMPORTERS]
+    assert all("not a folder or zip archive" in r for r in reasons[:6])
+    assert "\n" not in caught.value.reason
+
+
+def test_import_commands_are_made_from_the_table() -> None:
+    load_commands(["importers"])
+    commands = {info.name: info.callback for info in import_app.registered_commands}
+    runnable = [importer for importer in IMPORTERS if importer.runs]
+    assert list(commands) == [importer.name for importer in runnable] + ["auto"]
+    for importer in runnable:
+        parameters = inspect.signature(commands[importer.name]).parameters
+        assert list(parameters) == [importer.source_name, *(o.name for o in importer.options)]
+        flags = [parameters[o.name].default.param_decls[0] for o in importer.options]
+        assert flags == [o.flags for o in importer.options]
+
+
+def test_auto_walks_the_table(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A new format is one row: auto detects it, runs it and reports its reason."""
+    seen: list[tuple[Path, dict]] = []
+
+    def run(source: Path, values, progress) -> str:
+        seen.append((source, dict(values)))
+        return "1 frame"
+
+    row = Row(
+        "notes",
+        "Import notes.",
+        "A folder of notes.",
+        (Option("out", "--out", Path, ..., "Out."), Option("tidy", "--tidy", bool, True, "Tidy.")),
+        lambda probe: Detection(probe.path.name == "notes", "not called notes"),
+        run,
+        progress="none",
+    )
+    monkeypatch.setattr(importers, "IMPORTERS", (row,))
+    notes, other = tmp_path / "notes", tmp_path / "other"
+    notes.mkdir()
+    other.mkdir()
+    assert main(["import", "auto", str(notes), "--out", str(tmp_path / "o")]) == 0
+    assert capsys.readouterr().err == "import auto (notes): 1 frame\n"
+    assert seen == [(notes, {"out": tmp_path / "o", "tidy": True})]
+    assert main(["import", "auto", str(other), "--out", str(tmp_path / "o")]) == 1
+    expected = f"error: {other}: cannot tell what captured this (notes: not called notes)\n"
+    assert capsys.readouterr().err == expected

@@ -27,7 +27,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "convert": ("convert",),
     "split": ("split",),
     "downscale": ("downscale",),
-    "import": ("import_ios", "colmap"),
+    "import": ("importers",),
     "export": ("colmap",),
     "train": ("train",),
     "eval": ("train",),
