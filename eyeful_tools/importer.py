@@ -8,6 +8,7 @@ Typer objects, so the library stays free of the CLI.
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 from eyeful_tools.archive import Source
-from eyeful_tools.errors import InputFormatError, UsageError
+from eyeful_tools.errors import UsageError
 
 Progress = Callable[[str, int, int], None]
 Values = Mapping[str, Any]
@@ -48,16 +49,20 @@ class Option:
 
 
 class Probe:
-    """The input under test, opened once for every importer's :meth:`Importer.detect`."""
+    """The input under test, opened once for every importer's :meth:`Importer.detect`.
+
+    A file that is no zip archive (a video, a stray document) leaves ``source`` None and says
+    why in ``unreadable``; a zip that cannot be read or is unsafe raises, as its reader would.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.source: Source | None = None
-        self.unreadable = ""  # why it is neither a folder nor an archive
-        try:
+        self.unreadable = ""
+        if path.is_file() and not zipfile.is_zipfile(path):
+            self.unreadable = "not a folder or a zip archive"
+        else:
             self.source = Source(path)
-        except InputFormatError as error:
-            self.unreadable = error.reason
 
     def close(self) -> None:
         if self.source is not None:

@@ -287,7 +287,7 @@ def _on_source(test: Callable[[Source], Detection]) -> Callable[[Probe], Detecti
 
     def detect(probe: Probe) -> Detection:
         if probe.source is None:
-            return Detection(False, f"not a folder or zip archive ({probe.unreadable})")
+            return Detection(False, probe.unreadable)
         return test(probe.source)
 
     return detect
