@@ -26,7 +26,7 @@ def label_stages(model: torch.nn.Module | None = None) -> None:
     """Mark our stages with the names ``bench/ns_peer.py`` gives nerfstudio's."""
     from trainer_adapter.data import loader
     from trainer_adapter.model import encodings, nerfacto
-    from trainer_adapter.trainer import Optimizers
+    from trainer_adapter.optim import Optimizers
 
     marks: list[tuple[Any, str, str]] = [
         (loader.RayLoader, "next_batch", "loader"),

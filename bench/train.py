@@ -30,7 +30,7 @@ import torch
 
 from trainer_adapter import device as devices
 from trainer_adapter.model.nerfacto import NerfactoModel
-from trainer_adapter.presets import make_config
+from trainer_adapter.presets import make_options
 from trainer_adapter.trainer import make_optimizers
 
 VARIANTS: dict[str, dict[str, object]] = {
@@ -53,10 +53,11 @@ class _Stepper:
     def __init__(self, preset: str, variant: str, rays: int) -> None:
         torch.manual_seed(0)
         self.cpu = torch.device("cpu")
-        config = make_config(preset, implementation="torch", **VARIANTS[variant])
-        self.model = NerfactoModel(config, num_train_images=16).train()
-        self.optimizers = make_optimizers(self.model, config, self.cpu)
-        self.amp = devices.autocast_dtype(self.cpu, False, cpu_bf16=config.cpu_autocast_bf16)
+        options = make_options(preset, implementation="torch", **VARIANTS[variant])
+        self.model = NerfactoModel(options.model, num_train_images=16).train()
+        self.optimizers = make_optimizers(self.model, options.optim, self.cpu)
+        cpu_bf16 = options.optim.cpu_autocast_bf16
+        self.amp = devices.autocast_dtype(self.cpu, False, cpu_bf16=cpu_bf16)
         self.scaler = devices.grad_scaler(self.cpu, self.amp)
         self.rays = rays
         self.count = 0

@@ -47,6 +47,11 @@ class UsageError(EyefulError):
     """Options that contradict each other or name things that do not exist."""
 
 
+class TrainingError(EyefulError):
+    """A training run that cannot go on without being wrong or losing work (a loss that stays
+    non-finite, a checkpoint that cannot be written)."""
+
+
 def field_error(error: Any, path: str | Path | None, what: str = "") -> InputFormatError:
     """A pydantic ``ValidationError`` as one line naming its first bad field
     (``field frames.3.fl_x: ...``), optionally prefixed by what the file is."""

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from trainer_adapter.model.inference import chunk_rays, inference_bytes_per_ray
-from trainer_adapter.presets import make_config
+from trainer_adapter.presets import make_options
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -58,17 +58,17 @@ def _run(script: str, *args: str, data_limit: int | None = None) -> dict:
 
 
 def test_chunk_rays_follow_the_budget_and_the_presets() -> None:
-    nerfacto, big, tiny = (make_config(p) for p in ("nerfacto", "nerfacto-big", "tiny"))
-    per_ray = {name: inference_bytes_per_ray(c) for name, c in [("n", nerfacto), ("b", big)]}
-    assert per_ray["b"] > per_ray["n"] > inference_bytes_per_ray(tiny)
+    nerfacto, big, tiny = (make_options(p) for p in ("nerfacto", "nerfacto-big", "tiny"))
+    per_ray = {name: inference_bytes_per_ray(o.model) for name, o in [("n", nerfacto), ("b", big)]}
+    assert per_ray["b"] > per_ray["n"] > inference_bytes_per_ray(tiny.model)
     budget = 256 << 20
     assert chunk_rays(big, budget) < chunk_rays(nerfacto, budget)  # bigger model, fewer rays
-    for config in (nerfacto, big, tiny):
-        rays = chunk_rays(config, budget)
-        assert rays * inference_bytes_per_ray(config) <= budget
-        assert rays <= config.train_num_rays_per_batch  # never more than a training batch
+    for options in (nerfacto, big, tiny):
+        rays = chunk_rays(options, budget)
+        assert rays * inference_bytes_per_ray(options.model) <= budget
+        assert rays <= options.loader.train_num_rays_per_batch  # never more than a training batch
     # nerfstudio's 32768-ray chunk was ~14 GB on the torch path; the default is 1 GiB
-    assert chunk_rays(nerfacto) * inference_bytes_per_ray(nerfacto) <= 1 << 30
+    assert chunk_rays(nerfacto) * inference_bytes_per_ray(nerfacto.model) <= 1 << 30
     assert chunk_rays(nerfacto, 1) == 1
 
 
@@ -76,9 +76,9 @@ _CHUNK_SCRIPT = """
 import json, sys, torch
 from trainer_adapter.model.inference import inference_bytes_per_ray
 from trainer_adapter.model.nerfacto import NerfactoModel
-from trainer_adapter.presets import make_config
+from trainer_adapter.presets import make_options
 
-config = make_config(sys.argv[1], implementation="torch")
+config = make_options(sys.argv[1], implementation="torch").model
 model = NerfactoModel(config, 4).eval()
 rays = int(sys.argv[2])
 torch.manual_seed(0)

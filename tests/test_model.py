@@ -25,7 +25,7 @@ from trainer_adapter.model.sampling import (
     spacing_to_euclidean,
     uniform_spacing_bins,
 )
-from trainer_adapter.presets import PRESETS, make_config
+from trainer_adapter.presets import PRESETS, make_options
 
 PRIMES = (1, 2654435761, 805459861)
 
@@ -231,13 +231,14 @@ def test_camera_optimizer_identity_at_zero() -> None:
 
 
 def test_presets_are_faithful_and_model_builds() -> None:
-    cfg = make_config("nerfacto")
-    assert cfg.average_init_density == 0.01 and cfg.lr_decay_steps == 200_000
+    options = make_options("nerfacto")
+    cfg, optim = options.model, options.optim
+    assert cfg.average_init_density == 0.01 and optim.lr_decay_steps == 200_000
     assert cfg.num_proposal_samples_per_ray == (256, 96) and cfg.num_nerf_samples_per_ray == 48
-    assert cfg.eps == 1e-15 and cfg.distortion_loss_mult == 0.002
+    assert optim.eps == 1e-15 and cfg.distortion_loss_mult == 0.002
     assert set(PRESETS) == {"tiny", "nerfacto", "nerfacto-big"}
     torch.manual_seed(4)
-    model = NerfactoModel(make_config("tiny"), num_train_images=3).train()
+    model = NerfactoModel(make_options("tiny").model, num_train_images=3).train()
     origins = torch.zeros(8, 3)
     dirs = torch.nn.functional.normalize(torch.randn(8, 3), dim=-1)
     out = model(origins, dirs, torch.zeros(8, dtype=torch.long), step=0)
@@ -255,7 +256,7 @@ def test_proposal_update_counter_survives_checkpoint_round_trip() -> None:
     """The schedule counts on the host; the saved buffer follows it, and loading a state
     replaces the host count (a resumed run updates the proposal nets on the same steps)."""
     torch.manual_seed(5)
-    model = NerfactoModel(make_config("tiny"), num_train_images=2).train()
+    model = NerfactoModel(make_options("tiny").model, num_train_images=2).train()
     origins = torch.zeros(4, 3)
     dirs = torch.nn.functional.normalize(torch.randn(4, 3), dim=-1)
     index = torch.zeros(4, dtype=torch.long)
@@ -264,7 +265,7 @@ def test_proposal_update_counter_survives_checkpoint_round_trip() -> None:
     saved = {k: v.clone() for k, v in model.state_dict().items()}
     assert int(saved["steps_since_update"]) == model._host_steps_since_update > 0
 
-    other = NerfactoModel(make_config("tiny"), num_train_images=2).train()
+    other = NerfactoModel(make_options("tiny").model, num_train_images=2).train()
     for step in range(11):  # a different count of its own, then the checkpoint's
         other(origins, dirs, index, step=step)
     assert other._host_steps_since_update != model._host_steps_since_update

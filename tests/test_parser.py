@@ -348,9 +348,10 @@ def test_cli_train_stores_the_options_and_eval_uses_them(
     assert rc == 0, capsys.readouterr().err
     run_dir = next((out / "ring" / "tiny").iterdir())
     config = json.loads((run_dir / "config.json").read_text())
-    assert (config["orientation"], config["center"]) == ("pca", "focus")
-    assert (config["eval_mode"], config["eval_interval"]) == ("interval", 4)
-    assert config["num_train_images"] == 9  # 12 images, 0, 4 and 8 held out
+    stored = config["options"]["data"]
+    assert (stored["orientation"], stored["center"]) == ("pca", "focus")
+    assert (stored["eval_mode"], stored["eval_interval"]) == ("interval", 4)
+    assert config["facts"]["num_train_images"] == 9  # 12 images, 0, 4 and 8 held out
     saved = json.loads((run_dir / "dataparser_transforms.json").read_text())
     expected = parse_dataset(data, orientation="pca", center="focus")
     np.testing.assert_allclose(
@@ -367,10 +368,16 @@ def test_cli_train_stores_the_options_and_eval_uses_them(
     assert main(["eval", str(run_dir), "--output", str(metrics), "--device", "cpu"]) == 0
     assert json.loads(metrics.read_text())["num_images"] == 3
 
-    # a run written before these keys existed evaluates with the old defaults
-    for key in ("orientation", "center", "eval_mode", "eval_interval"):
-        del config[key]
-    (run_dir / "config.json").write_text(json.dumps(config))
+    # a run written in the old flat layout, before these keys existed, evaluates with the
+    # defaults it was trained with
+    legacy = {
+        "preset": "tiny",
+        "data": stored["data"],
+        "downscale": 1,
+        "num_train_images": 9,
+        "config": {k: v for g in ("model", "optim") for k, v in config["options"][g].items()},
+    }
+    (run_dir / "config.json").write_text(json.dumps(legacy))
     old = load_run(run_dir, device="cpu")
     default = parse_dataset(data)
     np.testing.assert_allclose(old.dataset.dataparser_transform, default.dataparser_transform)
@@ -406,8 +413,9 @@ def test_resume_keeps_the_runs_dataparser_options(tmp_path: Path) -> None:
     second = train(data, preset="tiny", max_steps=2, output_dir=tmp_path / "out", device="cpu",
                    timestamp="b", load_dir=first.run_dir, overrides=small)  # fmt: skip
     config = json.loads((second.run_dir / "config.json").read_text())
-    assert (config["orientation"], config["center"]) == ("vertical", "none")
-    assert (config["eval_mode"], config["eval_interval"], config["num_train_images"]) == (
+    stored = config["options"]["data"]
+    assert (stored["orientation"], stored["center"]) == ("vertical", "none")
+    assert (stored["eval_mode"], stored["eval_interval"], config["facts"]["num_train_images"]) == (
         "interval", 5, 9,  # 12 images, 0, 5 and 10 held out
     )  # fmt: skip
     assert second.last_step == 1

@@ -86,7 +86,7 @@ def test_tiny_learns_held_out_views(
     )
     before = evaluate(untrained.run_dir, device="cpu", max_images=EVAL_IMAGES).results["psnr"]
     after = evaluate(trained.run_dir, device="cpu", max_images=EVAL_IMAGES).results["psnr"]
-    meta = json.loads((trained.run_dir / "config.json").read_text())
+    meta = json.loads((trained.run_dir / "config.json").read_text())["facts"]
     assert meta["is_hdr"] == (folder == "images-2k")
     oracle = _constant_oracle_psnr(data, meta["hdr"])
     assert after > before + 2.0, (before, after)
@@ -163,11 +163,15 @@ def test_checkpoints_layout_keep_latest_and_weights_only(v2_capture: Path, tmp_p
     names = sorted(p.name for p in (result.run_dir / "nerfstudio_models").iterdir())
     assert names == ["step-000000002.ckpt", "step-000000004.ckpt"]
     state = torch.load(result.run_dir / "nerfstudio_models" / names[-1], weights_only=True)
-    assert set(state) == {"step", "pipeline", "optimizers", "schedulers", "scalers", "loader"}
+    keys = {"step", "pipeline", "optimizers", "schedulers", "scalers", "loader", "hash_grid"}
+    assert set(state) == keys
+    assert state["hash_grid"] == "torch"  # tinycudann does not import here
     transforms = json.loads((result.run_dir / "dataparser_transforms.json").read_text())
     assert len(transforms["transform"]) == 3 and transforms["scale"] > 0
     config = json.loads((result.run_dir / "config.json").read_text())
-    assert config["config"]["average_init_density"] == 0.01 and config["preset"] == "tiny"
+    options = config["options"]
+    assert options["model"]["average_init_density"] == 0.01 and options["preset"] == "tiny"
+    assert config["facts"]["hash_grid"] == "torch"
 
 
 def test_downscale_trains_and_evaluates_on_images_n(v2_capture: Path, tmp_path: Path) -> None:
@@ -188,7 +192,8 @@ def test_downscale_trains_and_evaluates_on_images_n(v2_capture: Path, tmp_path: 
         downscale=2,
         overrides={"train_num_rays_per_batch": 32},
     )
-    assert json.loads((result.run_dir / "config.json").read_text())["downscale"] == 2
+    config = json.loads((result.run_dir / "config.json").read_text())
+    assert config["options"]["data"]["downscale"] == 2
     run = load_run(result.run_dir, device="cpu")
     full = json.loads((data / "transforms.json").read_text())["frames"][0]
     assert run.dataset.image_paths[0].parent.name == "images_2"
@@ -211,7 +216,7 @@ def test_ddp_two_gloo_processes(v2_capture: Path, tmp_path: Path) -> None:
     checkpoints = list(tmp_path.glob("synth-v2/tiny/*/nerfstudio_models/*.ckpt"))
     assert [c.name for c in checkpoints] == ["step-000000002.ckpt"]
     config = json.loads((checkpoints[0].parent.parent / "config.json").read_text())
-    assert config["world_size"] == 2
+    assert config["facts"]["world_size"] == 2
 
 
 def test_cli_train_eval_render(
@@ -270,7 +275,7 @@ def test_cli_errors(v2_capture: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     assert err.startswith("error: --preset: unknown preset 'huge'") and not any(tmp_path.iterdir())
     run = tmp_path / "run"
     (run / "nerfstudio_models").mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps({"config": {}, "data": str(data)}))
+    (run / "config.json").write_text(json.dumps({"options": {"data": {"data": str(data)}}}))
     bad = run / "nerfstudio_models" / "step-000000001.ckpt"
     bad.write_bytes(b"not a checkpoint")
     assert main(["eval", str(run)]) == 1

@@ -26,18 +26,18 @@ import torch
 from eyeful_tools.fsio import atomic_write_json
 from eyeful_tools.imageio import write_image
 from trainer_adapter import device as devices
-from trainer_adapter.hdr import run_tonemapper
-from trainer_adapter.model.inference import chunk_rays
-from trainer_adapter.model.nerfacto import NerfactoModel
-from trainer_adapter.presets import TrainConfig
-from trainer_adapter.trainer import (
+from trainer_adapter.checkpoints import (
     CHECKPOINT_DIR,
-    dataparser_options,
+    implementation_for,
     latest_checkpoint,
     load_checkpoint,
     load_model_state,
-    read_run_config,
 )
+from trainer_adapter.hdr import run_tonemapper
+from trainer_adapter.model.inference import chunk_rays
+from trainer_adapter.model.nerfacto import NerfactoModel
+from trainer_adapter.options import ModelOptions, TrainOptions
+from trainer_adapter.runs import read_run_config, run_facts, run_options
 
 LPIPS_NOTE = (
     "lpips is null: LPIPS-alex needs AlexNet backbone weights that cannot be downloaded or "
@@ -52,8 +52,8 @@ TILE_PIXELS = 1 << 16
 @dataclass
 class LoadedRun:
     run_dir: Path
-    meta: dict[str, Any]
-    config: TrainConfig
+    meta: dict[str, Any]  # the run's facts (is_hdr, hdr, num_train_images, hash_grid, ...)
+    options: TrainOptions
     model: NerfactoModel
     dataset: Any  # trainer_adapter.data.parser.ParsedDataset
     checkpoint: Path
@@ -61,46 +61,45 @@ class LoadedRun:
     device: torch.device
     chunk_rays: int  # rays per render chunk (a memory budget; see model.inference)
 
+    @property
+    def config(self) -> ModelOptions:
+        return self.options.model
+
 
 def load_run(
     run_dir: str | Path, device: str = "auto", *, chunk_bytes: int | None = None
 ) -> LoadedRun:
     """Rebuild the model of a run from ``config.json`` and its latest checkpoint (eval mode),
-    with the rays per render chunk that fit ``chunk_bytes`` (see :func:`chunk_rays`)."""
+    with the hash grid the checkpoint holds and the rays per render chunk that fit
+    ``chunk_bytes`` (see :func:`chunk_rays`)."""
     from trainer_adapter.data.parser import parse_dataset
 
     run_dir = Path(run_dir)
     meta = read_run_config(run_dir)
     if run_dir.name == CHECKPOINT_DIR:
         run_dir = run_dir.parent
-    config = TrainConfig.from_dict(meta["config"])
+    options, facts = run_options(meta), run_facts(meta)
     checkpoint = latest_checkpoint(run_dir)
     state = load_checkpoint(checkpoint, mmap=True)  # the optimizer state is never paged in
+    options.model.implementation = implementation_for(state, checkpoint)
     torch_device = devices.resolve_device(device)
-    orientation, center, eval_mode, eval_interval = dataparser_options(meta)
-    dataset = parse_dataset(  # the normalised world and split the run was trained with
-        meta["data"],
-        downscale=int(meta.get("downscale", 1)),
-        orientation=orientation,
-        center=center,
-        eval_mode=eval_mode,
-        eval_interval=eval_interval,
-    )
-    model = NerfactoModel(config, int(meta["num_train_images"]))
+    # the normalised world and split the run was trained with
+    dataset = parse_dataset(options.data.data, **options.data.parser_kwargs())
+    model = NerfactoModel(options.model, int(facts["num_train_images"]))
     load_model_state(model, state, checkpoint)
     step = int(state["step"])
     del state
     model.to(torch_device).eval()
     return LoadedRun(
         run_dir,
-        meta,
-        config,
+        facts,
+        options,
         model,
         dataset,
         checkpoint,
         step,
         torch_device,
-        chunk_rays(config, chunk_bytes),
+        chunk_rays(options, chunk_bytes),
     )
 
 

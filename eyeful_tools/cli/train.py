@@ -7,6 +7,7 @@ load without torch.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -14,10 +15,10 @@ from eyeful_tools.cli._app import app, console, need_torch, summary
 from eyeful_tools.errors import UsageError
 
 
-def _downscale_option(text: str) -> int | str:
+def _downscale_option(text: str | None) -> int | str | None:
     """``--downscale``: ``auto`` or an integer (the range is checked with the other options)."""
-    if text.strip().lower() == "auto":
-        return "auto"
+    if text is None or text.strip().lower() == "auto":
+        return None if text is None else "auto"
     try:
         return int(text)
     except ValueError:
@@ -29,66 +30,87 @@ def _downscale_option(text: str) -> int | str:
 @app.command("train")
 def train_command(
     data: Path = typer.Argument(..., help="A dataset folder (with transforms.json) or the file."),
-    preset: str = typer.Option("nerfacto", help="tiny | nerfacto | nerfacto-big"),
-    max_steps: int | None = typer.Option(None, help="Total steps (default: the preset's)."),
-    output_dir: Path = typer.Option(
-        Path("outputs"), help="Runs go to DIR/<capture>/<preset>/<time>/"
+    preset: str | None = typer.Option(
+        None, help="tiny | nerfacto | nerfacto-big (default nerfacto; with --load-dir the run's)."
     ),
-    load_dir: Path | None = typer.Option(None, help="Resume from this run (or its checkpoints)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | xpu | mps"),
+    max_steps: int | None = typer.Option(
+        None, help="Total steps (default: the preset's). With --load-dir, more extends the run."
+    ),
+    output_dir: Path | None = typer.Option(
+        None, help="Runs go to DIR/<capture>/<preset>/<time>/ (default outputs)."
+    ),
+    load_dir: Path | None = typer.Option(
+        None, help="Resume this run (or its checkpoints) with its preset, data and options."
+    ),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda | xpu | mps"),
     cache_bytes: int | None = typer.Option(None, help="Bound on decoded training images, bytes."),
-    downscale: str = typer.Option(
-        "auto",
-        help="N: train on images_N/ (from eyeful downscale); auto: as ns-train, the copies that "
-        "bring the largest side to <= 1600 px when they exist. Eval and render follow.",
+    downscale: str | None = typer.Option(
+        None,
+        help="N: train on images_N/ (from eyeful downscale); auto (default): as ns-train, the "
+        "copies that bring the largest side to <= 1600 px when they exist. Eval and render follow.",
     ),
-    orientation: str = typer.Option(
-        "up", help="up | pca | vertical | none: how the world is rotated (as nerfstudio)."
+    orientation: str | None = typer.Option(
+        None, help="up | pca | vertical | none: how the world is rotated (as nerfstudio)."
     ),
-    center: str = typer.Option("poses", help="poses | focus | none: what goes to the origin."),
-    eval_mode: str = typer.Option(
-        "fraction",
+    center: str | None = typer.Option(None, help="poses | focus | none: what goes to the origin."),
+    eval_mode: str | None = typer.Option(
+        None,
         help="fraction | filename | interval | all: the split when transforms.json lists none.",
     ),
-    eval_interval: int = typer.Option(8, help="--eval-mode interval: every Nth image is held out."),
+    eval_interval: int | None = typer.Option(
+        None, help="--eval-mode interval: every Nth image is held out (default 8)."
+    ),
 ) -> None:
     """Train Nerfacto on a converted capture; writes config, dataparser transforms, checkpoints.
 
-    The dataparser options are nerfstudio's and are stored with the run, so eval and render
-    use the same normalised world and split.
+    Options left out take the preset's values (see docs/train.md); the dataparser options are
+    nerfstudio's. All are stored with the run, so eval, render and --load-dir use them.
 
     Example: eyeful train data/eyefultower/riverview/images-jpeg-2k --preset tiny --max-steps 500
 
     Example: eyeful train ns-data/poster --orientation vertical --eval-mode interval
     """
     need_torch()
+    from trainer_adapter.runs import resolve_options
+
+    settings = {
+        "max_steps": max_steps,
+        "output_dir": None if output_dir is None else str(output_dir),
+        "device": device,
+        "cache_bytes": cache_bytes,
+        "downscale": _downscale_option(downscale),
+        "orientation": orientation,
+        "center": center,
+        "eval_mode": eval_mode,
+        "eval_interval": eval_interval,
+    }
+    # bad options and resume mismatches fail here, before anything is shown or written
+    options, checkpoint = resolve_options(data, preset=preset, load_dir=load_dir, settings=settings)
+    result = _train_with_progress(options, checkpoint)
+    stats = result.stats
+    summary(
+        f"trained to step {result.last_step} in {result.run_dir} "
+        f"(train psnr {stats.get('psnr', float('nan')):.2f} dB, "
+        f"{stats.get('mean_rays_per_sec', stats.get('rays_per_sec', 0.0)):.0f} rays/s)"
+    )
+
+
+def _train_with_progress(options: Any, checkpoint: Path | None) -> Any:
+    """Train under a rich progress bar."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from trainer_adapter.data.coverage import progress_text
-    from trainer_adapter.data.parser import check_options
-    from trainer_adapter.presets import make_config
-    from trainer_adapter.trainer import train
+    from trainer_adapter.trainer import run_training
 
-    make_config(preset)  # an unknown preset fails before anything is shown or written
-    downscale_factor = _downscale_option(downscale)
-    check_options(
-        downscale=downscale_factor,
-        orientation=orientation,
-        center=center,
-        eval_mode=eval_mode,
-        eval_interval=eval_interval,
-    )
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TextColumn("loss {task.fields[loss]:.4f} psnr {task.fields[psnr]:.2f}"),
         TextColumn("{task.fields[rays]:.0f} rays/s"),
-        TextColumn("{task.fields[coverage]}"),
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("train", total=None, loss=0.0, psnr=0.0, rays=0.0, coverage="")
+        task = progress.add_task("train", total=None, loss=0.0, psnr=0.0, rays=0.0)
 
         def report(step: int, total: int, stats: dict[str, float]) -> None:
             progress.update(
@@ -98,31 +120,9 @@ def train_command(
                 loss=stats["loss"],
                 psnr=stats["psnr"],
                 rays=stats["rays_per_sec"],
-                coverage=progress_text(stats),
             )
 
-        result = train(
-            data,
-            preset=preset,
-            max_steps=max_steps,
-            output_dir=output_dir,
-            load_dir=load_dir,
-            device=device,
-            cache_bytes=cache_bytes,
-            downscale=downscale_factor,
-            orientation=orientation,
-            center=center,
-            eval_mode=eval_mode,
-            eval_interval=eval_interval,
-            report=report,
-        )
-    stats = result.stats
-    summary(
-        f"trained to step {result.last_step} in {result.run_dir} "
-        f"(train psnr {stats.get('psnr', float('nan')):.2f} dB, "
-        f"{stats.get('mean_rays_per_sec', stats.get('rays_per_sec', 0.0)):.0f} rays/s)"
-        + (f"; {result.coverage.summary()}" if result.coverage is not None else "")
-    )
+        return run_training(options, checkpoint, report=report)
 
 
 @app.command("eval")

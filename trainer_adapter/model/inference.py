@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainer_adapter.presets import TrainConfig
+from trainer_adapter.options import ModelOptions, TrainOptions
 
 #: default working-set budget of one eval / render chunk, bytes
 DEFAULT_CHUNK_BYTES = 1 << 30
@@ -48,7 +48,7 @@ def _proposal_stage(samples: int, args: dict[str, Any]) -> int:
     )
 
 
-def inference_bytes_per_ray(config: TrainConfig) -> int:
+def inference_bytes_per_ray(config: ModelOptions) -> int:
     """Upper bound of the peak bytes one ray costs in an inference chunk (the widest stage)."""
     stages = [
         _proposal_stage(samples, args)
@@ -67,10 +67,10 @@ def inference_bytes_per_ray(config: TrainConfig) -> int:
     return max(stages)
 
 
-def chunk_rays(config: TrainConfig, budget_bytes: int | None = None) -> int:
+def chunk_rays(options: TrainOptions, budget_bytes: int | None = None) -> int:
     """Rays per eval / render chunk: what fits ``budget_bytes`` (default 1 GiB), at most a
     training batch and at most the run's ``eval_num_rays_per_chunk``; at least 1."""
     budget = DEFAULT_CHUNK_BYTES if budget_bytes is None else int(budget_bytes)
-    fits = budget // inference_bytes_per_ray(config)
-    cap = min(config.eval_num_rays_per_chunk, config.train_num_rays_per_batch)
+    fits = budget // inference_bytes_per_ray(options.model)
+    cap = min(options.model.eval_num_rays_per_chunk, options.loader.train_num_rays_per_batch)
     return max(1, min(fits, cap))

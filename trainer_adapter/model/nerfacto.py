@@ -27,7 +27,7 @@ from trainer_adapter.model.sampling import (
     spacing_to_euclidean,
     uniform_spacing_bins,
 )
-from trainer_adapter.presets import TrainConfig
+from trainer_adapter.options import ModelOptions
 
 
 def _forget_host_steps(module: NerfactoModel, _incompatible_keys: object) -> None:
@@ -39,7 +39,7 @@ class NerfactoModel(nn.Module):
     steps_since_update: torch.Tensor  # a buffer, declared for the type checker
     _host_steps_since_update: int | None
 
-    def __init__(self, config: TrainConfig, num_train_images: int) -> None:
+    def __init__(self, config: ModelOptions, num_train_images: int) -> None:
         super().__init__()
         self.config = config
         impl = config.implementation
