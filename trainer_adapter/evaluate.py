@@ -1,8 +1,9 @@
 """``eyeful eval``: render a split of a trained run and compute ``ns-eval``'s metrics.
 
-Per image: PSNR (data range 1) over the valid pixels, SSIM as torchmetrics computes it
-(Gaussian 11x11, sigma 1.5, k1 0.01, k2 0.03, data range = the larger value range of the two
-images, valid-window average), timing of render + metrics (``num_rays_per_sec = H W / seconds``,
+Per image: PSNR (data range 1) and SSIM over the valid pixels (fisheye circle, masks); SSIM as
+torchmetrics computes it (Gaussian 11x11, sigma 1.5, k1 0.01, k2 0.03, data range = the larger
+value range of the two images, reflect padding), with window statistics restricted to valid
+pixels where a mask applies, timing of render + metrics (``num_rays_per_sec = H W / seconds``,
 ``fps = 1 / seconds``). Aggregated as ``torch.std_mean`` (unbiased ``_std``). HDR datasets are
 compared in the tonemapped space the model trains in. LPIPS needs AlexNet weights that cannot be
 fetched or verified offline here, so ``lpips`` is ``null`` with a note.
@@ -154,6 +155,7 @@ def _blur_valid(planes: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
 def ssim(
     pred: torch.Tensor,
     gt: torch.Tensor,
+    valid: torch.Tensor | None = None,
     *,
     kernel_size: int = 11,
     sigma: float = 1.5,
@@ -161,30 +163,71 @@ def ssim(
     k2: float = 0.03,
     data_range: float | None = None,
 ) -> float:
-    """SSIM of ``[H, W, C]`` images, as ``torchmetrics.functional.structural_similarity_index_measure``
-    with its defaults (reflect padding + crop is the same as averaging over valid windows).
+    """SSIM of ``[H, W, C]`` images over the valid pixels of an optional ``[H, W]`` mask.
+
+    Without a mask: ``torchmetrics.functional.structural_similarity_index_measure`` with its
+    defaults (torchmetrics >= 1.3 reflect-pads the images and averages the SSIM map over every
+    pixel). With a mask (fisheye circle, masked pixels), each window's means, variances and
+    covariance are Gaussian-weighted over its valid pixels only (weights renormalised; the mask
+    is reflect-padded with the images), and the map is averaged over the valid pixels, so the
+    blank area outside counts neither as perfect agreement nor in any statistic.
 
     float64 like torchmetrics, but in bands of output rows (each with its ``kernel_size - 1``
-    rows of context), so the memory is ~``TILE_PIXELS`` pixels' worth whatever the image size:
-    over a whole 8K image the float64 statistics alone were ~12 GB."""
-    if data_range is None:  # in float64 from the extremes: no full-image copies
-        data_range = max(float(pred.max()) - float(pred.min()), float(gt.max()) - float(gt.min()))
+    rows of reflected context), so the memory is ~``TILE_PIXELS`` pixels' worth whatever the
+    image size: over a whole 8K image the float64 statistics alone were ~12 GB."""
+    if data_range is None:
+        data_range = _value_range(pred, gt, valid)
     height, width = pred.shape[:2]
-    out_rows = max(1, height - kernel_size + 1)
+    pad = kernel_size // 2
+    if min(height, width) <= pad:  # as torchmetrics' reflect padding
+        raise ValueError(f"SSIM needs images of at least {pad + 1}x{pad + 1} pixels")
+    columns = _reflected(-pad, width + pad, width, pred.device)
     step = max(2 * (kernel_size - 1), _band_rows(width))  # context rows are at most 1/3
     taps = _gaussian_taps(kernel_size, sigma)
     total, count = 0.0, 0
-    for start in range(0, out_rows, step):
-        stop = min(out_rows, start + step) + kernel_size - 1
-        value = _ssim_map(pred[start:stop], gt[start:stop], taps, data_range, k1, k2)
+    for start in range(0, height, step):
+        stop = min(height, start + step)
+        rows = _reflected(start - pad, stop + pad, height, pred.device)
+
+        def band(image: torch.Tensor, rows: torch.Tensor = rows) -> torch.Tensor:
+            return image.index_select(0, rows).index_select(1, columns)
+
+        mask = None if valid is None else band(valid)
+        value = _ssim_map(band(pred), band(gt), mask, taps, data_range, k1, k2)  # [C, n, W]
+        if valid is not None:
+            value = value[:, valid[start:stop].to(value.device).bool()]
         total += float(value.sum())
         count += value.numel()
-    return total / count
+    return total / count if count else math.nan
+
+
+def _reflected(start: int, stop: int, size: int, device: torch.device) -> torch.Tensor:
+    """Indices ``start .. stop - 1`` reflected into ``0 .. size - 1`` (``F.pad``'s "reflect":
+    -1 -> 1, size -> size - 2)."""
+    index = torch.arange(start, stop, device=device).abs()
+    return torch.where(index >= size, 2 * (size - 1) - index, index)
+
+
+def _value_range(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor | None) -> float:
+    """torchmetrics' data range: the larger value range of the two images (over the valid
+    pixels), found a band at a time without full-image copies."""
+    lows, highs = [math.inf, math.inf], [-math.inf, -math.inf]
+    step = _band_rows(pred.shape[1])
+    for start in range(0, pred.shape[0], step):
+        for i, image in enumerate((pred, gt)):
+            values = image[start : start + step]
+            if valid is not None:
+                values = values[valid[start : start + step].bool()]
+            if values.numel():
+                lows[i] = min(lows[i], float(values.min()))
+                highs[i] = max(highs[i], float(values.max()))
+    return max(highs[0] - lows[0], highs[1] - lows[1])
 
 
 def _ssim_map(
     pred: torch.Tensor,  # [h, W, C]
     gt: torch.Tensor,  # [h, W, C]
+    mask: torch.Tensor | None,  # [h, W] valid pixels, or None for all
     taps: torch.Tensor,  # [k] float64
     data_range: float,
     k1: float,
@@ -201,8 +244,16 @@ def _ssim_map(
     torch.mul(y, y, out=stack[3])
     torch.mul(x, y, out=stack[4])
     del x, y
-    mu_x, mu_y, e_xx, e_yy, e_xy = _blur_valid(stack, taps.to(work))
+    taps = taps.to(work)
+    if mask is not None:
+        weights = mask.to(work, torch.float64)
+        stack.mul_(weights)
+        weights = _blur_valid(weights[None], taps)[0].clamp_min_(1e-12)  # valid share per window
+    blurred = _blur_valid(stack, taps)
     del stack
+    if mask is not None:
+        blurred.div_(weights)
+    mu_x, mu_y, e_xx, e_yy, e_xy = blurred
     c1 = (k1 * data_range) ** 2
     c2 = (k2 * data_range) ** 2
     var_x = (e_xx - mu_x**2).clamp_min(0)
@@ -303,7 +354,7 @@ def score_image(
     valid = item.valid.bool()
     pred.mul_(valid[..., None])
     gt = ground_truth(item, tonemap)
-    metrics = {"psnr": psnr(pred, gt, valid), "ssim": ssim(pred, gt)}
+    metrics = {"psnr": psnr(pred, gt, valid), "ssim": ssim(pred, gt, valid)}
     del gt
     return metrics, side_by_side(item, tonemap, pred)
 
