@@ -122,14 +122,25 @@ def _disk_errors(folder: Path, needed: int) -> Iterator[None]:
     """A full, read-only or over-quota disk as one line naming the folder and the bytes needed."""
     try:
         yield
-    except OSError as error:
-        if error.errno not in _DISK_ERRORS:
+    except (OSError, RuntimeError) as error:
+        code = _disk_errno(error)
+        if code is None:
             raise
-        what = "is read-only" if error.errno == errno.EROFS else "has too little free space"
+        what = "is read-only" if code == errno.EROFS else "has too little free space"
         raise TrainingError(
             folder,
             f"{what} for the checkpoint ({needed} bytes needed); the previous checkpoint is kept",
         ) from error
+
+
+def _disk_errno(error: BaseException | None) -> int | None:
+    """The disk errno behind an error: torch's zip writer turns an ENOSPC while it closes the
+    file into ``RuntimeError('unexpected pos ...')``, with the OSError as its context."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in _DISK_ERRORS:
+            return error.errno
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _write_durably(path: Path, state: dict[str, Any]) -> None:

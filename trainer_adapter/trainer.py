@@ -375,7 +375,8 @@ class Trainer:
             self.stats = meter.read(step, losses["loss"], losses["rgb_loss"])
         if self.report is not None:
             self.report(step, max_steps, self.stats)
-        if step > self.start_step and step % self.options.runtime.steps_per_save == 0:
+        save_due = step > self.start_step and step % self.options.runtime.steps_per_save == 0
+        if save_due and self.guard.streak == 0:  # never in a run of non-finite steps
             saving = time.perf_counter()
             self.save(step)
             meter.pause(time.perf_counter() - saving)
