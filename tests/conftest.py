@@ -52,3 +52,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = (
             f"parity test skipped in CI ({CI_ENV} or {REQUIRE_PEER_ENV} set): {reason}"
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# torch tests: one intra-op thread (use with pytest.mark.usefixtures("one_torch_thread"))
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread: on a shared 2-core runner, OpenMP threads spinning against other
+    processes made the training tests 5x slower (measured); one thread loses little when idle."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

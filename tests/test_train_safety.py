@@ -20,13 +20,7 @@ from eyeful_tools.errors import InputFormatError, TrainingError
 SMALL = {"train_num_rays_per_batch": 32, "pool_images": 4, "refresh_every": 4}
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """One intra-op thread on the shared 2-core runner (see tests/test_train.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
