@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test lint bench schema clean
+.PHONY: install demo test lint bench schema clean gpu-wheels gpu-check
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,20 @@ bench: install
 
 schema: install
 	$(VENV)/bin/eyeful schema
+
+# On a machine with pip access: the dependencies a CUDA machine lacks, as wheels in .whl/.
+WHEEL_PLATFORMS := manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 \
+	manylinux2014_x86_64 manylinux1_x86_64
+gpu-wheels:
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp $(addprefix --platform ,$(WHEEL_PLATFORMS)) -d .whl \
+		-r bench/gpu_wheels.txt
+
+# On a CUDA machine (no package index needed): gpu tests, nerfacto 2,000 steps fp16, eval,
+# resume, DDP; prints steps/s, rays/s, peak memory, held-out PSNR and the hash grid that ran.
+# GPU_CHECK_DEVICE=cpu make gpu-check is a dry run of the same steps on the CPU.
+gpu-check:
+	bash bench/gpu_check.sh
 
 clean:
 	rm -rf demo_run .pytest_cache

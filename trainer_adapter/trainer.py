@@ -16,7 +16,7 @@ counts once the scale is below 1). ``nonfinite_patience`` such steps in a row st
 :class:`TrainingError` naming the first of them; the checkpoints already written stay, and no
 checkpoint holding NaN is ever written.
 
-DDP: launched by ``torchrun`` (``WORLD_SIZE`` > 1); nccl on CUDA, gloo elsewhere; every rank
+DDP: launched by ``torchrun`` (even with one process); nccl on CUDA, gloo elsewhere; every rank
 samples its own full batch (seed ``42 + rank``), gradients are averaged, the non-finite verdict
 is agreed by all ranks, only rank 0 writes.
 """
@@ -66,11 +66,14 @@ log = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 
 
-def _dist_env() -> tuple[int, int, int]:
+def _dist_env() -> tuple[bool, int, int, int]:
+    """(launched by torchrun, world size, rank, local rank). Under torchrun the run is DDP even
+    with one process, so one GPU exercises the same path as eight."""
+    distributed = "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    return world, rank, local
+    return distributed, world, rank, local
 
 
 @dataclass
@@ -165,7 +168,7 @@ class Trainer:
         self.options = options
         self.resume_from = resume_from
         self.report = report
-        self.world, self.rank, local_rank = _dist_env()
+        self.distributed, self.world, self.rank, local_rank = _dist_env()
         self.device = devices.resolve_device(options.runtime.device, local_rank)
         self.start_step = 0
         self.last_step = -1
@@ -176,10 +179,10 @@ class Trainer:
 
     def setup(self) -> None:
         """Process group, dataset, model, optimizers, resume state, run folder, loader."""
-        if self.world > 1 and not dist.is_initialized():
+        if self.distributed and not dist.is_initialized():
             devices.set_device(self.device)
             dist.init_process_group(backend=devices.distributed_backend(self.device))
-        if self.world > 1:
+        if self.distributed:
             self.options.model.sparse_grad = False  # sparse gradients do not all-reduce on nccl
         self._setup_data()
         state = load_checkpoint(self.resume_from) if self.resume_from is not None else None
@@ -227,7 +230,7 @@ class Trainer:
         )
         self.scaler = devices.grad_scaler(self.device, self.amp_dtype)
         self.ddp_model: nn.Module = self.model
-        if self.world > 1:
+        if self.distributed:
             index = [self.device.index] if self.device.type in ("cuda", "xpu") else None
             self.ddp_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=index, find_unused_parameters=True
@@ -338,7 +341,7 @@ class Trainer:
         if not self.scaler.is_enabled():
             ok = ok & gradients_finite(self.model).to(ok.device)
         flag = ok.to(torch.float32)
-        if self.world > 1:
+        if self.distributed:
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return bool(flag > 0)
 
@@ -386,7 +389,7 @@ class Trainer:
         loader = getattr(self, "loader", None)
         if loader is not None:
             loader.close()
-        if self.world > 1 and dist.is_initialized():
+        if self.distributed and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
 
