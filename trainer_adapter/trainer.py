@@ -185,11 +185,12 @@ class Trainer:
         if self.distributed:
             self.options.model.sparse_grad = False  # sparse gradients do not all-reduce on nccl
         self._setup_data()
-        state = load_checkpoint(self.resume_from) if self.resume_from is not None else None
-        if state is not None and self.resume_from is not None:
+        if self.resume_from is None:
+            self._setup_model()
+        else:  # the model is built with the hash grid the checkpoint holds
+            state = load_checkpoint(self.resume_from)
             self.options.model.implementation = implementation_for(state, self.resume_from)
-        self._setup_model()
-        if state is not None and self.resume_from is not None:
+            self._setup_model()
             self.load(state, self.resume_from)
         self._setup_run_dir()
         self._setup_loader()
