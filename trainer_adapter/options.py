@@ -251,7 +251,8 @@ _LEGACY_DATA_DEFAULTS = {"downscale": 1, "orientation": "up", "center": "poses",
 def options_from_legacy(meta: dict[str, Any]) -> TrainOptions:
     """The options of a run whose ``config.json`` has the old flat layout (runs from before a
     key existed get the default they were trained with: full-size images, nerfstudio's split)."""
-    flat = {_LEGACY_RENAMES.get(k, k): v for k, v in dict(meta.get("config") or {}).items()}
+    old = dict(meta.get("config") or {})
+    flat: dict[str, Any] = {_LEGACY_RENAMES.get(str(k), str(k)): v for k, v in old.items()}
     flat = {k: v for k, v in flat.items() if k in GROUP_OF}
     for key, default in _LEGACY_DATA_DEFAULTS.items():
         flat[key] = meta.get(key, default)

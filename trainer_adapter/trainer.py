@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -268,7 +268,7 @@ class Trainer:
             refresh_every=loader.refresh_every,
             cache_bytes=loader.cache_bytes,
             workers=loader.workers,
-            mode=loader.loader_mode,
+            mode=loader.loader_mode,  # type: ignore[arg-type]  # checked by RayLoader
             seed=self.options.runtime.seed + self.rank,
             device=self.device,
         )
@@ -324,7 +324,7 @@ class Trainer:
         with devices.autocast(self.device, self.amp_dtype):
             outputs = self.ddp_model(origins, directions, image_index, step=step)
             losses = self.model.loss_dict(outputs, gt)
-            loss = sum(losses.values())
+            loss = cast(torch.Tensor, sum(losses.values()))
         self.scaler.scale(loss).backward()
         finite = self._finite(loss)
         if finite:
