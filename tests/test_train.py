@@ -312,3 +312,36 @@ def test_metrics_psnr_ssim() -> None:
     results = aggregate([{"psnr": 10.0, "lpips": None}, {"psnr": 12.0, "lpips": None}])
     assert results["psnr"] == 11.0 and results["psnr_std"] == pytest.approx(2**0.5)
     assert results["lpips"] is None
+
+
+def test_trainer_object_setup_step_save_load_evaluate(v2_capture: Path, tmp_path: Path) -> None:
+    """The pieces ``train()`` is made of, used one by one (the API a new loop builds on)."""
+    import math
+
+    from trainer_adapter.checkpoints import load_checkpoint
+    from trainer_adapter.runs import resolve_options
+    from trainer_adapter.trainer import Trainer
+
+    options, _ = resolve_options(
+        v2_capture / "images-jpeg-1k",
+        preset="tiny",
+        settings={"device": "cpu", "output_dir": tmp_path, "train_num_rays_per_batch": 32},
+    )
+    assert options.model.num_levels == 12 and options.loader.train_num_rays_per_batch == 32
+    trainer = Trainer(options)
+    trainer.setup()
+    try:
+        losses = trainer.train_step(0)
+        assert set(losses) == {"rgb_loss", "interlevel_loss", "distortion_loss", "loss"}
+        path = trainer.save(0)
+    finally:
+        trainer.close()
+    other = Trainer(options)
+    other.setup()
+    other.close()
+    other.load(load_checkpoint(path), path)
+    assert other.start_step == 1
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(value, other.model.state_dict()[key]), key
+    results = trainer.evaluate(max_images=1).results
+    assert math.isfinite(results["psnr"])

@@ -23,6 +23,7 @@ is agreed by all ranks, only rank 0 writes.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -165,7 +166,7 @@ class Trainer:
         resume_from: Path | None = None,
         report: ProgressFn | None = None,
     ) -> None:
-        self.options = options
+        self.options = copy.deepcopy(options)  # setup() resolves it (paths, downscale, grid)
         self.resume_from = resume_from
         self.report = report
         self.distributed, self.world, self.rank, local_rank = _dist_env()
