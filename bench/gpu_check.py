@@ -150,8 +150,9 @@ def _ddp(plan: Plan, facts: dict[str, Any]) -> None:
     if proc.returncode != 0:
         raise RuntimeError(f"torchrun exit {proc.returncode}:\n{proc.stderr[-3000:]}")
     config = json.loads(next(out.glob("*/*/*/config.json")).read_text())
-    if config["facts"]["world_size"] != procs:
-        raise RuntimeError(f"world size {config['facts']['world_size']}, expected {procs}")
+    facts_ddp = config["facts"]
+    if not facts_ddp["distributed"] or facts_ddp["world_size"] != procs:
+        raise RuntimeError(f"expected DDP over {procs} process(es), the run found {facts_ddp}")
     print(f"  {procs} process(es), {plan.ddp_steps} steps")
 
 

@@ -208,7 +208,7 @@ def test_ddp_two_gloo_processes(v2_capture: Path, tmp_path: Path) -> None:
     checkpoints = list(tmp_path.glob("synth-v2/tiny/*/nerfstudio_models/*.ckpt"))
     assert [c.name for c in checkpoints] == ["step-000000002.ckpt"]
     config = json.loads((checkpoints[0].parent.parent / "config.json").read_text())
-    assert config["facts"]["world_size"] == 2
+    assert config["facts"]["world_size"] == 2 and config["facts"]["distributed"]
 
 
 def test_cli_train_eval_render(

@@ -251,6 +251,7 @@ class Trainer:
             "hdr": self.hdr,
             "num_train_images": self.num_train_images,
             "world_size": self.world,
+            "distributed": self.distributed,
             "hash_grid": hash_grid_of(self.model),
             "resumed_from": str(self.resume_from) if self.resume_from else None,
         }
