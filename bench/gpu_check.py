@@ -182,7 +182,7 @@ def run_check(plan: Plan) -> int:
             print(f"[{name}]", flush=True)
             try:
                 step(plan, facts)
-            except Exception as error:  # noqa: BLE001 - every failure is reported the same way
+            except Exception as error:  # every failure is reported the same way
                 print(f"FAIL {name}: {error.__class__.__name__}: {error}", flush=True)
                 return 1
             print(f"  ok in {time.perf_counter() - tic:.1f} s", flush=True)

@@ -16,6 +16,7 @@ import torch
 
 from eyeful_tools.cli import main
 from eyeful_tools.errors import InputFormatError, TrainingError
+from trainer_adapter.trainer import TrainResult
 
 SMALL = {"train_num_rays_per_batch": 32, "pool_images": 4, "refresh_every": 4}
 
@@ -33,7 +34,7 @@ def data(synth_v2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy / "images-jpeg-1k"
 
 
-def _train(data: Path, out: Path, steps: int, **settings: object):  # noqa: ANN202
+def _train(data: Path, out: Path, steps: int, **settings: object) -> TrainResult:
     from trainer_adapter.trainer import train
 
     options = {**SMALL, "steps_per_save": 2, "keep_checkpoints": 10, **settings}

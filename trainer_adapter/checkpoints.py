@@ -178,7 +178,7 @@ def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:
     state (twice the weights) is never read into memory."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as error:
+    except Exception as error:  # any unpickling failure is a bad checkpoint
         raise InputFormatError(
             path, f"not a loadable checkpoint ({error.__class__.__name__})"
         ) from error

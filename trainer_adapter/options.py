@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import Any
+from typing import Any, Literal
 
 from eyeful_tools.errors import UsageError
 
@@ -139,7 +139,7 @@ class LoaderOptions:
     pool_images: int = 64
     refresh_every: int = 500
     cache_bytes: int = 2 << 30
-    loader_mode: str = "lazy"
+    loader_mode: Literal["lazy", "full"] = "lazy"
     workers: int = 2
 
 

@@ -270,7 +270,7 @@ class Trainer:
             refresh_every=loader.refresh_every,
             cache_bytes=loader.cache_bytes,
             workers=loader.workers,
-            mode=loader.loader_mode,  # type: ignore[arg-type]  # checked by RayLoader
+            mode=loader.loader_mode,
             seed=self.options.runtime.seed + self.rank,
             device=self.device,
         )
