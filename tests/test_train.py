@@ -163,7 +163,7 @@ def test_checkpoints_layout_keep_latest_and_weights_only(v2_capture: Path, tmp_p
     config = json.loads((result.run_dir / "config.json").read_text())
     options = config["options"]
     assert options["model"]["average_init_density"] == 0.01 and options["preset"] == "tiny"
-    assert config["facts"]["hash_grid"] == "torch"
+    assert config["facts"]["hash_grid"] == options["model"]["implementation"] == "torch"
 
 
 def test_downscale_trains_and_evaluates_on_images_n(v2_capture: Path, tmp_path: Path) -> None:

@@ -243,6 +243,8 @@ class Trainer:
         self.options.runtime.timestamp = stamp
         self.run_dir = run_dir_for(self.options, stamp)
         self.guard = NonFiniteGuard(self.options.optim.nonfinite_patience, self.run_dir)
+        # config.json says what ran ("tcnn" asks for tiny-cuda-nn only where it imports)
+        self.options.model.implementation = hash_grid_of(self.model)
         if self.rank != 0:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
