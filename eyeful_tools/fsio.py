@@ -334,20 +334,40 @@ class _KeptWriteError:
 
 
 @contextlib.contextmanager
-def atomic_stream(path: str | Path) -> Iterator[Any]:
+def atomic_stream(path: str | Path, *, durable: bool = False) -> Iterator[Any]:
     """A binary file written atomically, for writers that report a failed write as their own
     error (``torch.save`` raises a RuntimeError with no errno on a full disk): the OSError
-    behind it is raised instead, naming ``path``."""
+    behind it is raised instead, naming ``path``.
+
+    ``durable``: the file is fsynced before the rename and its folder after it, so a power cut
+    leaves the old file or the complete new one (checkpoints, which take hours to redo)."""
     path = Path(path)
     fd, tmp = _temp_file_beside(path, None)
     with _replacing(tmp, path), open(fd, "wb") as handle:
         stream = _KeptWriteError(handle)
         try:
             yield stream
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         except Exception as error:
             if stream.error is not None and stream.error is not error:
                 raise stream.error from error
             raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make a rename or new entry in ``folder`` durable (a no-op where folders cannot be
+    opened, as on Windows)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:

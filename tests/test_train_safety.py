@@ -124,11 +124,12 @@ def test_a_checkpoint_with_nan_is_never_written(tmp_path: Path) -> None:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[tuple[Path, int] | None]:
-    """A 20 MiB tmpfs (room for one 13 MiB tiny checkpoint, not two) where this process may mount one
+    """An 88 MiB tmpfs (room for one 14 MiB tiny checkpoint and the 64 MiB reserve that
+    ``fsio.require_free_space`` keeps, not for two checkpoints) where this process may mount one
     (root on Linux), else ``None``."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    size = 20 << 20
+    size = 88 << 20
     command = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)]
     try:
         mounted = subprocess.run(command, capture_output=True, timeout=30).returncode == 0
@@ -177,16 +178,20 @@ def test_a_full_disk_keeps_the_previous_checkpoint(
         return
     # the write itself failing (the space check passed): torch's zip writer reports the ENOSPC
     # as 'unexpected pos'; the user still gets the one line
-    import trainer_adapter.checkpoints as checkpoints
+    import eyeful_tools.fsio as fsio
 
-    shutil.rmtree(out / "synth-v2")  # the disk is empty again
+    shutil.rmtree(out / "synth-v2")  # the disk is empty again, then filled to 20 MiB free
+    with open(out / "filler", "wb") as handle:
+        for _ in range((shutil.disk_usage(out).free >> 20) - 20):
+            handle.write(bytes(1 << 20))
     roomy = shutil.disk_usage(tmp_path)._replace(free=1 << 40)
-    monkeypatch.setattr(checkpoints.shutil, "disk_usage", lambda _: roomy)
+    monkeypatch.setattr(fsio.shutil, "disk_usage", lambda _: roomy)
     with pytest.raises(TrainingError, match="too little free space") as caught:
         _train(data, out, 6, keep_checkpoints=1, timestamp="write")
     folder = out / "synth-v2" / "tiny" / "write" / "nerfstudio_models"
     assert sorted(p.name for p in folder.iterdir()) == ["step-000000002.ckpt"]
-    assert checkpoints._disk_errno(caught.value.__cause__) == errno.ENOSPC  # the real ENOSPC
+    cause = caught.value.__cause__
+    assert isinstance(cause, OSError) and cause.errno == errno.ENOSPC  # the real one
 
 
 def test_a_read_only_disk_is_one_line(

@@ -4,9 +4,10 @@ A checkpoint is ``nerfstudio_models/step-%09d.ckpt`` holding ``{step, pipeline, 
 schedulers, scalers, hash_grid}`` of tensors and primitive containers only, so it loads with
 ``torch.load(weights_only=True)``.
 
-Writing: the free space is checked first; the file is written beside its final name, fsynced,
-renamed into place and its folder fsynced, and only then are older checkpoints deleted, so a
-full disk, a read-only folder or a crash leaves the previous checkpoint as it was.
+Writing: the free space is checked first (``fsio.require_free_space``: the checkpoint's size plus
+a reserve); the file is written beside its final name, fsynced, renamed into place and its
+folder fsynced (``fsio.atomic_stream(durable=True)``), and only then are older checkpoints
+deleted, so a full disk, a read-only folder or a crash leaves the previous checkpoint as it was.
 
 ``hash_grid`` records which hash grid ran: ``"torch"`` (nerfstudio's torch hashing) or ``"tcnn"``
 (tiny-cuda-nn's ``HashGrid``). The two store different grids, not two layouts of one grid:
@@ -20,11 +21,8 @@ checkpoint always loads with the torch grid, also where tinycudann imports.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ import torch
 from torch import nn
 
 from eyeful_tools.errors import InputFormatError, MissingFileError, TrainingError
+from eyeful_tools.fsio import atomic_stream, require_free_space
 
 CHECKPOINT_DIR = "nerfstudio_models"
 _CKPT_RE = re.compile(r"step-(\d+)\.ckpt$")
@@ -105,69 +104,23 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int) 
             folder, f"step {step}: the {bad} hold NaN or inf; no checkpoint written"
         )
     needed = sum(t.nbytes for t in _tensors(state)) + _SAVE_OVERHEAD_BYTES
-    with _disk_errors(folder, needed):
-        folder.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(folder).free
-        if free < needed:
-            raise OSError(errno.ENOSPC, "free space below the checkpoint's size")
-        _write_durably(path, state)
-    others = checkpoints_in(folder)
-    for old in others[: max(len(others) - max(keep, 1), 0)]:
-        old.unlink(missing_ok=True)
-    return path
-
-
-@contextlib.contextmanager
-def _disk_errors(folder: Path, needed: int) -> Iterator[None]:
-    """A full, read-only or over-quota disk as one line naming the folder and the bytes needed."""
     try:
-        yield
-    except (OSError, RuntimeError) as error:
-        code = _disk_errno(error)
-        if code is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        require_free_space(folder, needed, "the checkpoint")
+        with atomic_stream(path, durable=True) as handle:  # a full disk: OSError, not RuntimeError
+            torch.save(state, handle)
+    except OSError as error:
+        if error.errno not in _DISK_ERRORS:
             raise
-        what = "is read-only" if code == errno.EROFS else "has too little free space"
+        what = "is read-only" if error.errno == errno.EROFS else "has too little free space"
         raise TrainingError(
             folder,
             f"{what} for the checkpoint ({needed} bytes needed); the previous checkpoint is kept",
         ) from error
-
-
-def _disk_errno(error: BaseException | None) -> int | None:
-    """The disk errno behind an error: torch's zip writer turns an ENOSPC while it closes the
-    file into ``RuntimeError('unexpected pos ...')``, with the OSError as its context."""
-    while error is not None:
-        if isinstance(error, OSError) and error.errno in _DISK_ERRORS:
-            return error.errno
-        error = error.__cause__ or error.__context__
-    return None
-
-
-def _write_durably(path: Path, state: dict[str, Any]) -> None:
-    """Temp file beside ``path``, fsync, rename, fsync the folder (so the rename survives a
-    power cut). A failure removes the temp file. ``torch.save`` is given a file object: given a
-    path, a full disk surfaces as its zip writer's 'unexpected pos' instead of ENOSPC."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    if not hasattr(os, "O_DIRECTORY"):  # Windows: folders cannot be opened
-        return
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    others = checkpoints_in(folder)
+    for old in others[: max(len(others) - max(keep, 1), 0)]:
+        old.unlink(missing_ok=True)
+    return path
 
 
 def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:

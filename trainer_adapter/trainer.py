@@ -39,9 +39,11 @@ import torch.distributed as dist
 from torch import nn
 
 from eyeful_tools.errors import TrainingError, UsageError
+from eyeful_tools.fsio import clean_stale_temps
 from trainer_adapter import device as devices
 from trainer_adapter.checkpoints import (  # noqa: F401 - re-exported: the trainer's API
     CHECKPOINT_DIR,
+    checkpoint_dir,
     hash_grid_of,
     implementation_for,
     latest_checkpoint,
@@ -239,14 +241,18 @@ class Trainer:
             )
 
     def _setup_run_dir(self) -> None:
+        # the folder's name only: config.json stays the same for the same run (a killed and
+        # re-run run writes identical files)
         stamp = self.options.runtime.timestamp or datetime.now().strftime("%Y-%m-%d_%H%M%S")
-        self.options.runtime.timestamp = stamp
         self.run_dir = run_dir_for(self.options, stamp)
         self.guard = NonFiniteGuard(self.options.optim.nonfinite_patience, self.run_dir)
         # config.json says what ran ("tcnn" asks for tiny-cuda-nn only where it imports)
         self.options.model.implementation = hash_grid_of(self.model)
         if self.rank != 0:
             return
+        for earlier in self.run_dir.parent.glob("*/"):  # temp files of killed runs (safety.md)
+            clean_stale_temps(earlier)
+            clean_stale_temps(checkpoint_dir(earlier))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         facts = {
             "is_hdr": bool(self.dataset.is_hdr),
