@@ -345,7 +345,7 @@ def side_by_side(
 
 def score_image(
     item: Any, pred: torch.Tensor, tonemap: Callable[[torch.Tensor], torch.Tensor]
-) -> tuple[dict[str, float], np.ndarray]:
+) -> tuple[dict[str, Any], np.ndarray]:
     """PSNR and SSIM of a render against its image (both black outside the valid region), and
     the ground truth | render picture. ``pred`` is masked in place.
 
