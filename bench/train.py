@@ -30,8 +30,8 @@ import torch
 
 from trainer_adapter import device as devices
 from trainer_adapter.model.nerfacto import NerfactoModel
+from trainer_adapter.optim import make_optimizers
 from trainer_adapter.presets import make_options
-from trainer_adapter.trainer import make_optimizers
 
 VARIANTS: dict[str, dict[str, object]] = {
     "before": {"fused_gather": False, "fused_adam": False, "sparse_grad": False},
