@@ -17,7 +17,7 @@ from trainer_adapter.data.coverage import Coverage, progress_text
 from trainer_adapter.data.loader import RayLoader
 from trainer_adapter.data.parser import parse_dataset
 from trainer_adapter.data.schedule import ImageStream, advance_head, plan_pool
-from trainer_adapter.presets import make_config
+from trainer_adapter.presets import make_options
 
 #: an EyefulTower 2K JPEG decoded as uint8 (1368 x 2048 x 3)
 BYTES_2K = 1368 * 2048 * 3
@@ -29,11 +29,12 @@ def simulate(
     """The nerfacto preset's pool schedule over ``num_images`` 2K images, no decoding: the
     workers finish ``decoded_per_step`` staged images per step. Returns the coverage and, per
     completed pass, the images that entered the pool while that pass streamed."""
-    config = make_config("nerfacto")
+    options = make_options("nerfacto")
+    loader = options.loader
     plan = plan_pool(
-        num_images, BYTES_2K, cache_bytes=config.cache_bytes, pool_images=config.pool_images
+        num_images, BYTES_2K, cache_bytes=loader.cache_bytes, pool_images=loader.pool_images
     )
-    stream = ImageStream(np.arange(num_images), seed=config.seed)
+    stream = ImageStream(np.arange(num_images), seed=options.runtime.seed)
     rng = np.random.default_rng(0)
     rays = np.zeros(num_images, dtype=np.int64)
     visits = np.zeros(num_images, dtype=np.int64)
@@ -56,7 +57,7 @@ def simulate(
         if new_head != head:
             head = new_head
             window = stream[range(head - plan.pool_images, head)]
-        picks = window[rng.integers(0, plan.pool_images, config.train_num_rays_per_batch)]
+        picks = window[rng.integers(0, plan.pool_images, loader.train_num_rays_per_batch)]
         rays += np.bincount(picks, minlength=num_images)
     coverage = Coverage(
         names=tuple(str(i) for i in range(num_images)),

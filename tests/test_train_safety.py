@@ -18,7 +18,7 @@ from eyeful_tools.cli import main
 from eyeful_tools.errors import InputFormatError, TrainingError
 from trainer_adapter.trainer import TrainResult
 
-SMALL = {"train_num_rays_per_batch": 32, "pool_images": 4, "refresh_every": 4}
+SMALL = {"train_num_rays_per_batch": 32, "pool_images": 4}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -175,6 +175,8 @@ def ssim(
     float64 like torchmetrics, but in bands of output rows (each with its ``kernel_size - 1``
     rows of reflected context), so the memory is ~``TILE_PIXELS`` pixels' worth whatever the
     image size: over a whole 8K image the float64 statistics alone were ~12 GB."""
+    if valid is not None and bool(valid.all()):
+        valid = None  # every pixel valid: the plain (cheaper) path, the same value
     if data_range is None:
         data_range = _value_range(pred, gt, valid)
     height, width = pred.shape[:2]

@@ -133,14 +133,19 @@ class OptimOptions:
 
 @dataclass
 class LoaderOptions:
-    """The lazy ray loader (docs/loader.md)."""
+    """The lazy ray loader (docs/loader.md): every pass streams all training images through
+    the pool."""
 
     train_num_rays_per_batch: int = 4096
-    pool_images: int = 64
-    refresh_every: int = 500
+    #: cap on the images sampled from at once (None: as many as cache_bytes holds)
+    pool_images: int | None = None
+    #: "auto": each step the pool takes every image decoded since the last one; a number:
+    #: images entering the pool per step (batches independent of timing: exact resume)
+    swap_rate: str | float = "auto"
     cache_bytes: int = 2 << 30
     loader_mode: Literal["lazy", "full"] = "lazy"
-    workers: int = 2
+    #: decode threads (None: two, always leaving one core to the training loop)
+    workers: int | None = None
 
 
 @dataclass

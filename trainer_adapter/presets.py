@@ -51,8 +51,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_num_rays_per_chunk": 4096,
         "steps_per_save": 500,
         "mixed_precision": False,
-        "pool_images": 32,
-        "refresh_every": 200,
     },
 }
 

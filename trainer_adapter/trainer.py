@@ -6,9 +6,11 @@ options are :class:`~trainer_adapter.options.TrainOptions`; run folders and resu
 :mod:`trainer_adapter.runs`, checkpoints in :mod:`trainer_adapter.checkpoints`, optimizers in
 :mod:`trainer_adapter.optim`.
 
-Determinism: step ``k`` seeds the global RNG with ``(seed + rank, k)`` and the loader yields the
-same batch for the same seed and batch number, so ``N`` steps + save + resume + ``N`` steps equals
-``2N`` straight steps on CPU.
+Determinism: step ``k`` seeds the global RNG with ``(seed + rank, k)`` and the loader's state
+(stream position, coverage counters) rides in the checkpoint; with a fixed ``swap_rate`` the
+loader yields the same batch for the same seed and batch number, so ``N`` steps + save + resume
++ ``N`` steps equals ``2N`` straight steps on CPU (the default ``"auto"`` rate follows the decode
+speed, see docs/loader.md). Every run writes ``coverage.json``: what the batches covered.
 
 Non-finite guard: a step whose loss or gradients are not finite does not update the weights
 (under fp16 the grad scaler already skips overflowing steps and lowers its scale; that only
@@ -39,7 +41,7 @@ import torch.distributed as dist
 from torch import nn
 
 from eyeful_tools.errors import TrainingError, UsageError
-from eyeful_tools.fsio import clean_stale_temps
+from eyeful_tools.fsio import atomic_write_json, clean_stale_temps
 from trainer_adapter import device as devices
 from trainer_adapter.checkpoints import (  # noqa: F401 - re-exported: the trainer's API
     CHECKPOINT_DIR,
@@ -51,6 +53,7 @@ from trainer_adapter.checkpoints import (  # noqa: F401 - re-exported: the train
     load_model_state,
     save_checkpoint,
 )
+from trainer_adapter.data.coverage import Coverage
 from trainer_adapter.hdr import run_tonemapper
 from trainer_adapter.model.nerfacto import NerfactoModel
 from trainer_adapter.optim import gradients_finite, make_optimizers
@@ -85,6 +88,8 @@ class TrainResult:
     last_step: int
     checkpoint: Path | None
     stats: dict[str, float]
+    #: what the batches covered (also in ``coverage.json``); None only for runs with no step
+    coverage: Coverage | None = None
 
 
 class NonFiniteGuard:
@@ -177,6 +182,8 @@ class Trainer:
         self.last_step = -1
         self.checkpoint: Path | None = None
         self.stats: dict[str, float] = {}
+        self.coverage: Coverage | None = None
+        self._resumed_loader_state: dict[str, Any] | None = None
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -275,15 +282,18 @@ class Trainer:
             "train",
             rays_per_batch=loader.train_num_rays_per_batch,
             pool_images=loader.pool_images,
-            refresh_every=loader.refresh_every,
+            swap_rate=loader.swap_rate,
             cache_bytes=loader.cache_bytes,
             workers=loader.workers,
             mode=loader.loader_mode,
             seed=self.options.runtime.seed + self.rank,
             device=self.device,
         )
-        if self.start_step > 0:  # resume reproduces the batch stream
-            self.loader.load_state_dict({"step": self.start_step, "seed": self.loader.seed})
+        if self.start_step > 0:  # resume continues the stream (pool, position, coverage)
+            state = self._resumed_loader_state
+            if state is None or int(state.get("step", -1)) != self.start_step:
+                state = {"step": self.start_step, "seed": self.loader.seed}
+            self.loader.load_state_dict(state)
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -294,6 +304,7 @@ class Trainer:
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.optimizers.schedulers.items()},
             "scalers": self.scaler.state_dict(),
+            "loader": self.loader.state_dict(),  # stream position, coverage counters
             "hash_grid": hash_grid_of(self.model),
         }
 
@@ -315,6 +326,7 @@ class Trainer:
                 scheduler.load_state_dict(state["schedulers"][name])
         if state.get("scalers"):
             self.scaler.load_state_dict(state["scalers"])
+        self._resumed_loader_state = state.get("loader")  # applied when the loader is built
         self.start_step = int(state["step"]) + 1
         self.last_step = self.start_step - 1
         log.info("resuming from %s at step %d", path, self.start_step)
@@ -374,12 +386,15 @@ class Trainer:
                     self._after_step(step, losses, meter)
             if self.rank == 0 and self.last_step >= self.start_step:
                 self.save(self.last_step)
+            self.coverage = self.loader.coverage()
+            if self.rank == 0:  # what the run trained on (docs/loader.md): never a silent subset
+                atomic_write_json(self.run_dir / "coverage.json", self.coverage.to_json())
         finally:
             self.close()
         if (mean := meter.mean_rays_per_sec()) is not None:
             self.stats["mean_rays_per_sec"] = mean
         self.stats["peak_memory_mb"] = devices.peak_memory_bytes(self.device) / 2**20
-        return TrainResult(self.run_dir, self.last_step, self.checkpoint, self.stats)
+        return TrainResult(self.run_dir, self.last_step, self.checkpoint, self.stats, self.coverage)
 
     def _after_step(self, step: int, losses: dict[str, torch.Tensor], meter: RateMeter) -> None:
         """Rank 0: progress, and a checkpoint every ``steps_per_save`` steps."""
@@ -387,6 +402,7 @@ class Trainer:
         if meter.due(step, max_steps - 1):
             devices.synchronize(self.device)
             self.stats = meter.read(step, losses["loss"], losses["rgb_loss"])
+            self.stats.update(self.loader.coverage().progress_stats())
         if self.report is not None:
             self.report(step, max_steps, self.stats)
         save_due = step > self.start_step and step % self.options.runtime.steps_per_save == 0

@@ -92,6 +92,7 @@ def train_command(
         f"trained to step {result.last_step} in {result.run_dir} "
         f"(train psnr {stats.get('psnr', float('nan')):.2f} dB, "
         f"{stats.get('mean_rays_per_sec', stats.get('rays_per_sec', 0.0)):.0f} rays/s)"
+        + (f"; {result.coverage.summary()}" if result.coverage is not None else "")
     )
 
 
@@ -99,6 +100,7 @@ def _train_with_progress(options: Any, checkpoint: Path | None) -> Any:
     """Train under a rich progress bar."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from trainer_adapter.data.coverage import progress_text
     from trainer_adapter.trainer import run_training
 
     columns = (
@@ -107,10 +109,11 @@ def _train_with_progress(options: Any, checkpoint: Path | None) -> Any:
         TextColumn("{task.completed}/{task.total}"),
         TextColumn("loss {task.fields[loss]:.4f} psnr {task.fields[psnr]:.2f}"),
         TextColumn("{task.fields[rays]:.0f} rays/s"),
+        TextColumn("{task.fields[coverage]}"),
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("train", total=None, loss=0.0, psnr=0.0, rays=0.0)
+        task = progress.add_task("train", total=None, loss=0.0, psnr=0.0, rays=0.0, coverage="")
 
         def report(step: int, total: int, stats: dict[str, float]) -> None:
             progress.update(
@@ -120,6 +123,7 @@ def _train_with_progress(options: Any, checkpoint: Path | None) -> Any:
                 loss=stats["loss"],
                 psnr=stats["psnr"],
                 rays=stats["rays_per_sec"],
+                coverage=progress_text(stats),
             )
 
         return run_training(options, checkpoint, report=report)
