@@ -59,6 +59,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "eyeful_tools.importers",
             "eyeful_tools.locals3",
             "eyeful_tools.schema",
+            "eyeful_tools.view.*",
         ),
     ),
     ("trainer", ("trainer_adapter.*",)),

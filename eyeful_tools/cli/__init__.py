@@ -33,6 +33,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "eval": ("train",),
     "render": ("train",),
     "demo": ("demo",),
+    "view": ("view",),
 }
 
 

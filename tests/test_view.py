@@ -1,0 +1,245 @@
+"""``eyeful view``: what it reads, the CLI, and the viewer in a real (headless) Chromium.
+
+The browser is Debian's ``chromium`` (``make install`` puts it there), driven by Playwright
+with ``executable_path``; Playwright's own browser downloads are never used. Without chromium
+the browser test is skipped with a reason, except under ``CI``, where that is a failure.
+Set ``EYEFUL_VIEW_SCREENSHOT=docs/images/view.png`` (``make screenshot``) to keep its picture.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eyeful_tools.cli import main
+from eyeful_tools.convert import convert_capture
+from eyeful_tools.errors import MissingFileError
+from eyeful_tools.transforms import read_transforms
+from eyeful_tools.view.content import find_transforms, load_content, run_normalisation
+from eyeful_tools.view.server import SPLIT_COLORS, start_viewer, thumbnail
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium")
+#: software WebGL (SwiftShader): the CI machine has no GPU
+CHROMIUM_ARGS = ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
+VIEWPORT = {"width": 800, "height": 600}
+
+
+def _converted(capture: Path, tmp: Path) -> Path:
+    copy = tmp / capture.name
+    shutil.copytree(capture, copy)
+    convert_capture(copy, resolutions=["jpeg_1k"])
+    return copy
+
+
+@pytest.fixture(scope="module")
+def capture_v2(synth_v2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _converted(synth_v2, tmp_path_factory.mktemp("view"))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_cameras_splits_and_held_out_camera(capture_v2: Path) -> None:
+    transforms_path = find_transforms(capture_v2)  # a capture folder: its converted folder
+    assert transforms_path == capture_v2 / "images-jpeg-1k" / "transforms.json"
+    transforms = read_transforms(transforms_path)
+    content = load_content(transforms_path)
+    assert len(content.cameras) == len(transforms.frames)
+    test_names = set(transforms.test_filenames or ())
+    assert test_names
+    for view in content.cameras:
+        assert view.split == ("test" if view.file_path in test_names else "train")
+        assert view.held_out == (view.camera_id == "17")  # the v2 rig's held-out camera
+    positions = {v.rig_position for v in content.cameras}
+    assert len(positions) * 8 == len(content.cameras)  # 8 cameras per rig position
+    # the capture's own world is y-up: its +y is the transforms world's +z
+    assert np.allclose(content.transforms_from_capture[:3, :3] @ [0, 1, 0], [0, 0, 1])
+
+
+def test_fisheye_thumbnails_show_the_image_circle(synth_v1: Path, tmp_path: Path) -> None:
+    content = load_content(find_transforms(_converted(synth_v1, tmp_path)))
+    view = content.cameras[0]
+    assert view.camera.is_fisheye
+    drawn = thumbnail(view)
+    plain = thumbnail(view.__class__(**{**view.__dict__, "camera": _pinhole(view.camera)}))
+    assert drawn is not None and plain is not None
+    yellow = (drawn[..., 0] > 200) & (drawn[..., 1] > 180) & (drawn[..., 2] < 80)
+    assert yellow.sum() > 2 * min(drawn.shape[:2])  # a circle, not a dot
+    assert not ((plain[..., 0] > 200) & (plain[..., 1] > 180) & (plain[..., 2] < 80)).any()
+
+
+def _pinhole(camera):
+    from dataclasses import replace
+
+    from eyeful_tools.cameras import CameraModel
+
+    return replace(camera, model=CameraModel.OPENCV, fisheye_crop_radius_px=None)
+
+
+def test_run_folder_uses_its_data_and_dataparser_transforms(
+    capture_v2: Path, tmp_path: Path
+) -> None:
+    data = capture_v2 / "images-jpeg-1k"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"config": {}, "data": str(data)}))
+    transform = [[0.0, -1.0, 0.0, 0.5], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, -1.0]]
+    dataparser = {"transform": transform, "scale": 0.5}
+    dataparser["eyeful"] = {
+        "transforms_json_to_normalised": transform,
+        "transforms_json_scale": 0.5,
+    }
+    (run / "dataparser_transforms.json").write_text(json.dumps(dataparser))
+    assert find_transforms(run) == data / "transforms.json"
+    matrix = run_normalisation(run)
+    assert np.allclose(matrix[:3], 0.5 * np.asarray(transform))
+    with pytest.raises(MissingFileError):
+        find_transforms(tmp_path / "nowhere")
+    with pytest.raises(MissingFileError, match="eyeful convert"):
+        find_transforms(_empty_folder(tmp_path))
+
+
+def _empty_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    return folder
+
+
+def test_missing_extra_is_one_line(
+    capture_v2: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "viser", None)  # as if not installed
+    assert main(["view", str(capture_v2)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "eyeful[view]" in err
+
+
+def test_cli_serves_on_localhost_and_prints_the_url(capture_v2: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-c", "from eyeful_tools.cli import entry_point; entry_point()"]
+    process = subprocess.Popen(
+        [*command, "view", str(capture_v2 / "images-jpeg-1k"), "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline(), process.stdout.readline()]
+        assert f"open http://127.0.0.1:{port} " in lines[1], lines
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=30) as response:
+            assert response.status == 200 and b"<html" in response.read()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+# ---------------------------------------------------------------------------------------------
+# The viewer in a real browser.
+
+
+def _chromium() -> str:
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing on CI: `make install` installs Debian's chromium")
+        pytest.skip("no chromium on PATH (`make install` installs Debian's chromium)")
+    return CHROMIUM
+
+
+def _settled_screenshot(page, server, path: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """(page screenshot, canvas render) once the client has drawn what the server sent: a
+    render requested through viser's API comes back only after the browser processed the
+    scene. The render has no GUI panel, so its colours are the scene's alone."""
+    import cv2
+
+    page.goto(f"http://127.0.0.1:{server.get_port()}")
+    page.wait_for_selector("canvas")
+    while not server.get_clients():
+        page.wait_for_timeout(100)
+    (client,) = server.get_clients().values()
+    client.flush()
+    rendered = client.get_render(height=300, width=400, timeout=60)
+    png = page.screenshot(path=path)
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    return image[..., ::-1], np.asarray(rendered)[..., :3]  # RGB
+
+
+def _near(image: np.ndarray, color: tuple[int, int, int], degrees: int = 10) -> int:
+    """Pixels of ``color``'s hue (lines are anti-aliased, so lighter): the frustums' blue and
+    red are told from the axes' pure blue and red by hue."""
+    import cv2
+
+    hsv = cv2.cvtColor(np.ascontiguousarray(image, np.uint8), cv2.COLOR_RGB2HSV).astype(int)
+    hue = int(cv2.cvtColor(np.uint8([[color]]), cv2.COLOR_RGB2HSV)[0, 0, 0])
+    distance = np.abs(hsv[..., 0] - hue)
+    distance = np.minimum(distance, 180 - distance)  # OpenCV hue: 0..179, 2 degrees a step
+    return int(((distance <= degrees // 2) & (hsv[..., 1] > 80)).sum())
+
+
+def test_viewer_in_a_browser(capture_v2: Path, tmp_path: Path) -> None:
+    import viser
+    from playwright.sync_api import sync_playwright
+
+    content = load_content(find_transforms(capture_v2))
+    viewer = start_viewer(content, port=_free_port())
+    empty = viser.ViserServer(host="127.0.0.1", port=_free_port(), verbose=False)
+    empty.scene.set_up_direction("+z")
+    try:
+        assert viewer.server.get_host() == "127.0.0.1"  # not exposed unless --host says so
+        # the scene API: one frustum per frame, coloured by its split
+        assert len(viewer.frustums) == len(content.cameras)
+        for name, handle in viewer.frustums.items():
+            assert tuple(handle.color) == SPLIT_COLORS[viewer.cameras[name].split]
+        assert {v.split for v in viewer.cameras.values()} == {"train", "test"}
+        keep = os.environ.get("EYEFUL_VIEW_SCREENSHOT")
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport=VIEWPORT)
+            shot, render = _settled_screenshot(page, viewer.server, Path(keep) if keep else None)
+            blank, blank_render = _settled_screenshot(
+                browser.new_page(viewport=VIEWPORT), empty, None
+            )
+            browser.close()
+    finally:
+        viewer.stop()
+        empty.stop()
+    assert shot.shape == blank.shape and render.shape == blank_render.shape == (300, 400, 3)
+    assert shot.std() > 10 and render.std() > 10  # not blank
+    changed = (np.abs(shot.astype(int) - blank.astype(int)).max(axis=-1) > 30).mean()
+    assert changed > 0.03, changed  # the frustums and their images are drawn
+    for split, least in (("train", 200), ("test", 20)):  # thin lines: counts in pixels
+        color = SPLIT_COLORS[split]
+        counts = (_near(render, color), _near(blank_render, color))
+        assert counts[0] > least + 10 * counts[1], (split, counts)
+
+
+def test_clicking_a_camera_shows_its_image_and_details(capture_v2: Path) -> None:
+    content = load_content(find_transforms(capture_v2))
+    viewer = start_viewer(content, port=_free_port())
+    try:
+        name, view = next((n, v) for n, v in viewer.cameras.items() if v.held_out)
+        before = viewer.details.content
+        viewer.show(name)
+        text = viewer.details.content
+    finally:
+        viewer.stop()
+    assert text != before
+    camera = view.camera
+    for part in (view.file_path, "split: val+test (held-out camera)", f"fx={camera.fx:.2f}"):
+        assert part in text, (part, text)
+    assert f"{camera.width_px}x{camera.height_px}" in text
