@@ -4,17 +4,30 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test lint bench schema clean gpu-wheels gpu-check
+.PHONY: install chromium demo test lint bench schema screenshot clean gpu-wheels gpu-check
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[train,test,demo]"
+	$(PY) -m pip install -q -e ".[train,test,demo,view]"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) chromium
+
+# The browser test of `eyeful view` drives Debian's chromium (Playwright's own browser downloads
+# are never used). Installed when missing; on CI a machine without it is an error, not a skip.
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get install -y -q chromium >/dev/null || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; \
+	elif [ -n "$$CI" ]; then \
+		echo "error: chromium is missing and apt-get (as root) is not available" >&2; exit 1; \
+	else \
+		echo "note: chromium not installed (needs apt-get as root): the browser test of eyeful view will be skipped" >&2; \
+	fi
 
 demo: install
 	$(VENV)/bin/eyeful demo --workdir demo_run
@@ -45,6 +58,10 @@ gpu-wheels:
 # GPU_CHECK_DEVICE=cpu make gpu-check is a dry run of the same steps on the CPU.
 gpu-check:
 	bash bench/gpu_check.sh
+
+# the README's picture of `eyeful view` on the synthetic capture, from the browser test
+screenshot: install
+	EYEFUL_VIEW_SCREENSHOT=docs/images/view.png $(PY) -m pytest -q tests/test_view.py -k browser
 
 clean:
 	rm -rf demo_run .pytest_cache

@@ -32,6 +32,8 @@ CHROMIUM = shutil.which("chromium")
 #: software WebGL (SwiftShader): the CI machine has no GPU
 CHROMIUM_ARGS = ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
 VIEWPORT = {"width": 800, "height": 600}
+#: viser's "software WebGL" notice, which says nothing about the scene
+HIDE_NOTIFICATIONS = ".mantine-Notifications-root { display: none !important; }"
 
 
 def _converted(capture: Path, tmp: Path) -> Path:
@@ -169,6 +171,7 @@ def _settled_screenshot(page, server, path: Path | None) -> tuple[np.ndarray, np
 
     page.goto(f"http://127.0.0.1:{server.get_port()}")
     page.wait_for_selector("canvas")
+    page.add_style_tag(content=HIDE_NOTIFICATIONS)
     while not server.get_clients():
         page.wait_for_timeout(100)
     (client,) = server.get_clients().values()
@@ -195,7 +198,11 @@ def test_viewer_in_a_browser(capture_v2: Path, tmp_path: Path) -> None:
     import viser
     from playwright.sync_api import sync_playwright
 
-    content = load_content(find_transforms(capture_v2))
+    from trainer_adapter.data.parser import parse_dataset  # what `eyeful view` does for a dataset
+
+    transforms_path = find_transforms(capture_v2)
+    normalised = parse_dataset(transforms_path).normalised_from_transforms_world()
+    content = load_content(transforms_path, normalised)
     viewer = start_viewer(content, port=_free_port())
     empty = viser.ViserServer(host="127.0.0.1", port=_free_port(), verbose=False)
     empty.scene.set_up_direction("+z")
@@ -243,3 +250,13 @@ def test_clicking_a_camera_shows_its_image_and_details(capture_v2: Path) -> None
     for part in (view.file_path, "split: val+test (held-out camera)", f"fx={camera.fx:.2f}"):
         assert part in text, (part, text)
     assert f"{camera.width_px}x{camera.height_px}" in text
+
+
+def test_no_chromium_on_ci_is_a_failure_not_a_skip(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="make install"):
+        _chromium()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        _chromium()
