@@ -24,7 +24,7 @@ from eyeful_tools.cli import main
 from eyeful_tools.convert import convert_capture
 from eyeful_tools.errors import MissingFileError
 from eyeful_tools.transforms import read_transforms
-from eyeful_tools.view.content import find_transforms, load_content, run_normalisation
+from eyeful_tools.view.content import find_transforms, load_content, read_points, run_normalisation
 from eyeful_tools.view.server import SPLIT_COLORS, start_viewer, thumbnail
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -260,3 +260,52 @@ def test_no_chromium_on_ci_is_a_failure_not_a_skip(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception):
         _chromium()
+
+
+def test_points_from_the_ply_file_or_the_capture_mesh(capture_v2: Path, tmp_path: Path) -> None:
+    import trimesh
+
+    capture = tmp_path / "capture"
+    shutil.copytree(capture_v2, capture)
+    transforms_path = capture / "images-jpeg-1k" / "transforms.json"
+    assert load_content(transforms_path).points is None  # nothing to show
+    # the EyefulTower mesh: vertices in the capture's own (y-up) world
+    vertices = np.array([[0.0, 1.0, 0.0], [1.0, 2.0, 3.0], [-1.0, 0.5, 2.0]])
+    trimesh.Trimesh(vertices, [[0, 1, 2]], process=False).export(capture / "mesh.obj")
+    content = load_content(transforms_path)
+    moved = vertices @ content.transforms_from_capture[:3, :3].T
+    assert content.points_source == capture / "mesh.obj"
+    assert np.allclose(np.sort(content.points, axis=0), np.sort(moved, axis=0), atol=1e-6)
+    # a point cloud named by the file (already in its world) wins, colours kept, subsampled
+    rng = np.random.default_rng(1)
+    cloud = rng.normal(size=(500, 3))
+    colors = rng.integers(0, 255, size=(500, 4), dtype=np.uint8)
+    trimesh.PointCloud(cloud, colors=colors).export(transforms_path.parent / "sparse_pc.ply")
+    data = json.loads(transforms_path.read_text())
+    transforms_path.write_text(json.dumps({**data, "ply_file_path": "sparse_pc.ply"}))
+    content = load_content(transforms_path)
+    assert content.points_source == transforms_path.parent / "sparse_pc.ply"
+    assert content.points is not None and content.point_colors is not None
+    assert content.points.shape == (500, 3) and (content.point_colors == colors[:, :3]).all()
+    few, few_colors = read_points(transforms_path.parent / "sparse_pc.ply", limit=100)
+    assert few.shape == (100, 3) and few_colors.shape == (100, 3)
+    assert np.isin(few[:, 0], cloud[:, 0].astype(np.float32)).all()
+
+
+def test_an_unreadable_image_is_drawn_empty_and_a_click_says_why(
+    capture_v2: Path, tmp_path: Path
+) -> None:
+    content = load_content(find_transforms(capture_v2))
+    broken = content.cameras[0].__class__(
+        **{**content.cameras[0].__dict__, "image_path": tmp_path / "gone.jpg"}
+    )
+    content.cameras[0] = broken
+    assert thumbnail(broken) is None
+    viewer = start_viewer(content, port=_free_port())
+    try:
+        name = next(n for n, v in viewer.cameras.items() if v is broken)
+        viewer.show(name)
+        text = viewer.details.content
+    finally:
+        viewer.stop()
+    assert "image unreadable" in text and "gone.jpg" in text

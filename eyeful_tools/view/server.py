@@ -126,13 +126,12 @@ def _add_frustum(server: Any, viser: Any, name: str, view: ViewCamera, size: flo
 
 
 def thumbnail(view: ViewCamera, longest: int = THUMBNAIL_PX) -> np.ndarray | None:
-    """A small sRGB uint8 copy of the image (``None`` when it cannot be read), with the fisheye
-    image circle drawn on fisheye cameras."""
+    """A small sRGB uint8 copy of the image (``None`` when it cannot be read: the frustum is
+    drawn empty and a click says why), with the fisheye image circle on fisheye cameras."""
     try:
-        pixels = read_image(view.image_path)
+        pixels = to_display(read_image(view.image_path))
     except (EyefulError, OSError):
         return None
-    pixels = to_display(pixels)
     height, width = pixels.shape[:2]
     factor = min(1.0, longest / max(height, width))
     small = cv2.resize(pixels, (max(1, round(width * factor)), max(1, round(height * factor))))
@@ -225,13 +224,22 @@ def _add_panel(server: Any, content: ViewContent) -> tuple[Any, Callable[[ViewCa
     image = server.gui.add_image(np.zeros((8, 8, 3), np.uint8), label="image", visible=False)
 
     def show(view: ViewCamera) -> None:
-        text.content = camera_details(view)
         pixels = thumbnail(view, longest=512)
+        problem = "" if pixels is not None else f"  \n**image unreadable**: {_read_problem(view)}"
+        text.content = camera_details(view) + problem
+        image.visible = pixels is not None
         if pixels is not None:
             image.image = pixels
-            image.visible = True
 
     return text, show
+
+
+def _read_problem(view: ViewCamera) -> str:
+    try:
+        read_image(view.image_path)
+    except (EyefulError, OSError) as error:
+        return error.one_line() if isinstance(error, EyefulError) else str(error)
+    return "unknown"
 
 
 def camera_details(view: ViewCamera) -> str:
