@@ -194,6 +194,45 @@ def _near(image: np.ndarray, color: tuple[int, int, int], degrees: int = 10) -> 
     return int(((distance <= degrees // 2) & (hsv[..., 1] > 80)).sum())
 
 
+def _click_a_camera(page, viewer):
+    """Click, in the page, the images of frustums (the ones farthest on screen from the others
+    first, in the left half: the panel is on the right) until the panel changes; return the
+    camera the panel shows and the page's text. Which camera is hit depends on what is drawn
+    in front, so only that some camera's details reach the page is checked."""
+    import viser.transforms as vtf
+
+    (client,) = viewer.server.get_clients().values()
+    camera = client.camera
+    rotation = vtf.SO3(np.asarray(camera.wxyz)).as_matrix()  # OpenCV axes, as the frustums
+    focal = VIEWPORT["height"] / 2 / np.tan(camera.fov / 2)
+    names = list(viewer.cameras)
+    centres = np.stack(
+        [
+            v.world_from_cam[:3] @ [0.0, 0.0, viewer.frustum_depth, 1.0]
+            for v in viewer.cameras.values()
+        ]
+    )  # the images' centres
+    local = (centres - camera.position) @ rotation
+    screen = focal * local[:, :2] / local[:, 2:] + [VIEWPORT["width"] / 2, VIEWPORT["height"] / 2]
+    gaps = np.linalg.norm(screen[:, None] - screen[None], axis=-1) + np.eye(len(screen)) * 1e9
+    usable = (screen[:, 0] > 0) & (screen[:, 0] < 0.55 * VIEWPORT["width"])
+    usable &= (screen[:, 1] > 0.1 * VIEWPORT["height"]) & (screen[:, 1] < 0.9 * VIEWPORT["height"])
+    before = viewer.details.content
+    for target in np.argsort(np.where(usable, -gaps.min(axis=1), np.inf))[:8]:
+        page.mouse.click(*screen[target])
+        for _ in range(30):  # the click travels to the server and back
+            if viewer.details.content != before:
+                shown = next(
+                    n
+                    for n in names
+                    if f"**{viewer.cameras[n].file_path}**" in viewer.details.content
+                )
+                page.get_by_text(viewer.cameras[shown].file_path, exact=True).wait_for()
+                return shown, page.inner_text("body")
+            page.wait_for_timeout(100)
+    pytest.fail(f"no click on a frustum changed the panel ({screen.round().tolist()})")
+
+
 def test_viewer_in_a_browser(capture_v2: Path, tmp_path: Path) -> None:
     import viser
     from playwright.sync_api import sync_playwright
@@ -218,6 +257,7 @@ def test_viewer_in_a_browser(capture_v2: Path, tmp_path: Path) -> None:
             browser = playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
             page = browser.new_page(viewport=VIEWPORT)
             shot, render = _settled_screenshot(page, viewer.server, Path(keep) if keep else None)
+            shown, panel = _click_a_camera(page, viewer)
             blank, blank_render = _settled_screenshot(
                 browser.new_page(viewport=VIEWPORT), empty, None
             )
@@ -229,6 +269,10 @@ def test_viewer_in_a_browser(capture_v2: Path, tmp_path: Path) -> None:
     assert shot.std() > 10 and render.std() > 10  # not blank
     changed = (np.abs(shot.astype(int) - blank.astype(int)).max(axis=-1) > 30).mean()
     assert changed > 0.03, changed  # the frustums and their images are drawn
+    # a real click in the page shows the camera drawn there: its file, split and intrinsics
+    view = viewer.cameras[shown]
+    for part in (view.file_path, "split: ", f"fx={view.camera.fx:.2f}"):
+        assert part in panel, (part, panel)
     for split, least in (("train", 200), ("test", 20)):  # thin lines: counts in pixels
         color = SPLIT_COLORS[split]
         counts = (_near(render, color), _near(blank_render, color))

@@ -28,6 +28,7 @@ SPLIT_COLORS: dict[str, tuple[int, int, int]] = {
 THUMBNAIL_PX = 160  # longest side of a frustum's image
 FISHEYE_CIRCLE_COLOR = (255, 220, 0)
 DEFAULT_PORT = 8080
+VIEW_FOV_DEG = 50.0  # the browser's vertical field of view
 
 
 class MissingExtraError(UnsupportedError):
@@ -52,6 +53,7 @@ class Viewer:
     frustums: dict[str, Any] = field(default_factory=dict)  # scene name -> frustum handle
     cameras: dict[str, ViewCamera] = field(default_factory=dict)  # scene name -> camera
     details: Any = None  # the panel's markdown handle that a click fills
+    frustum_depth: float = 0.0  # world units from a camera's centre to its image
 
     def show(self, name: str) -> None:
         """What clicking the frustum ``name`` does: its image and details in the panel."""
@@ -80,7 +82,7 @@ def start_viewer(content: ViewContent, host: str = "127.0.0.1", port: int = DEFA
     _add_frames(server, content)
     _add_scene(server, content)
     viewer.details, viewer.show_view = _add_panel(server, content)
-    size = frustum_size(content)
+    size = viewer.frustum_depth = frustum_size(content)
     server.on_client_connect(lambda client: frame_cameras(client, content))
     for index, view in enumerate(content.cameras):
         name = f"/cameras/position_{view.rig_position}/{view.camera_id or index}_{index}"
@@ -97,7 +99,8 @@ def frame_cameras(client: Any, content: ViewContent) -> None:
     middle = centres.mean(axis=0)
     reach = max(float(np.max(np.linalg.norm(centres - middle, axis=1))), 0.5)
     client.camera.up_direction = (0.0, 0.0, 1.0)
-    client.camera.position = middle + reach * np.array([1.6, -1.6, 1.4])
+    client.camera.fov = np.radians(VIEW_FOV_DEG)  # set, so the server's copy is the browser's
+    client.camera.position = middle + reach * np.array([2.0, -2.0, 1.6])
     client.camera.look_at = middle
 
 
