@@ -353,3 +353,27 @@ def test_an_unreadable_image_is_drawn_empty_and_a_click_says_why(
     finally:
         viewer.stop()
     assert "image unreadable" in text and "gone.jpg" in text
+
+
+def test_big_jpeg_thumbnails_are_decoded_small_with_the_circle_in_place(
+    synth_v1: Path, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    import cv2
+
+    from eyeful_tools.cameras import rescale_camera
+    from eyeful_tools.imageio import write_image
+
+    view = load_content(find_transforms(_converted(synth_v1, tmp_path))).cameras[0]
+    small = thumbnail(view)
+    camera = rescale_camera(view.camera, 1600, 2400)  # 32x the pixels: decoded at 1/8
+    big = tmp_path / "big.jpg"
+    write_image(big, cv2.resize(small, (1600, 2400), interpolation=cv2.INTER_NEAREST))
+    drawn = thumbnail(replace(view, image_path=big, camera=camera))
+    assert drawn is not None and max(drawn.shape[:2]) == 160
+    yellow = (drawn[..., 0] > 200) & (drawn[..., 1] > 180) & (drawn[..., 2] < 80)
+    rows, cols = np.nonzero(yellow)
+    centre = np.array([camera.cy, camera.cx]) * drawn.shape[1] / camera.width_px
+    radius = np.hypot(rows - centre[0], cols - centre[1])
+    assert len(radius) > 100 and radius.std() < 2.0  # one circle around the principal point
