@@ -21,8 +21,8 @@ install: $(STAMP) chromium
 chromium:
 	@if command -v chromium >/dev/null 2>&1; then :; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-		apt-get install -y -q chromium >/dev/null || \
-		{ apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || \
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
 	elif [ -n "$$CI" ]; then \
 		echo "error: chromium is missing and apt-get (as root) is not available" >&2; exit 1; \
 	else \
