@@ -238,18 +238,16 @@ class RayLoader:
         return self._step
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain numbers and lists (checkpoints load with ``weights_only=True``)."""
+        """Plain numbers and lists (checkpoints load with ``weights_only=True``).
+
+        State only, no measurements: the timings (decode wait, decode time, wall time) count
+        from the start of this process, so the same run writes byte-identical checkpoints."""
         return {
             "step": self._step,
             "seed": self.seed,
             "head": self._head if self._head is not None else self._resumed_head,
             "rays": self._rays.tolist(),
             "pool_visits": self._visits.tolist(),
-            "decode_wait_s": self._wait_s,
-            "fill_s": self._fill_s,
-            "decode_s": self._decode_s,
-            "decoded": self._decoded,
-            "wall_s": self._wall_s,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -262,11 +260,6 @@ class RayLoader:
         if len(state.get("rays", ())) == len(self.indices):
             self._rays = np.asarray(state["rays"], dtype=np.int64)
             self._visits = np.asarray(state["pool_visits"], dtype=np.int64)
-            self._wait_s = float(state.get("decode_wait_s", 0.0))
-            self._fill_s = float(state.get("fill_s", 0.0))
-            self._decode_s = float(state.get("decode_s", 0.0))
-            self._decoded = int(state.get("decoded", 0))
-            self._wall_s = float(state.get("wall_s", 0.0))
 
     def next_batch(self) -> RayBatch:
         if self._closed:
