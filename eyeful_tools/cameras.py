@@ -42,7 +42,9 @@ class CameraModel(str, Enum):
     PINHOLE = "PINHOLE"
     OPENCV = "OPENCV"
     OPENCV_FISHEYE = "OPENCV_FISHEYE"
-    EQUIRECTANGULAR = "EQUIRECTANGULAR"  # reserved: readers may tag it, geometry refuses it
+    #: nerfstudio's: longitude ``pi (u - cx) / fx``, polar angle from up ``pi/2 + pi (v - cy) / fy``
+    #: (``fx = W / 2``, ``fy = H`` for the full sphere); rendering only, training refuses it
+    EQUIRECTANGULAR = "EQUIRECTANGULAR"
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,30 @@ DISTORTION_NAMES: tuple[str, ...] = ("k1", "k2", "k3", "k4", "p1", "p2")
 NO_DISTORTION: tuple[float, ...] = (0.0,) * 6
 
 
+class StereoRig(str, Enum):
+    """How a stereo panorama's eyes sit (nerfstudio 1.1.5's ``VR180_L/R`` and
+    ``OMNIDIRECTIONALSTEREO_L/R``)."""
+
+    #: both eyes at a fixed +-IPD/2 along the camera's x axis
+    VR180 = "vr180"
+    #: omnidirectional stereo: each column's eye on a circle of radius IPD/2, perpendicular to
+    #: that column's horizontal direction, so every viewing direction has its own baseline
+    ODS = "ods"
+
+
+@dataclass(frozen=True)
+class StereoEye:
+    """One eye of a stereo rig. ``side``: -1 left, +1 right; ``ipd`` in world units."""
+
+    rig: StereoRig
+    side: int
+    ipd: float
+
+    def __post_init__(self) -> None:
+        if self.side not in (-1, 1) or not (math.isfinite(self.ipd) and self.ipd >= 0):
+            raise ValueError(f"a stereo eye needs side -1 or +1 and ipd >= 0, got {self}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Camera:
     """Intrinsics of one image, at the size of the image on disk.
@@ -87,6 +113,8 @@ class Camera:
     cy: float
     distortion: tuple[float, ...] = NO_DISTORTION
     fisheye_crop_radius_px: float | None = None
+    #: one eye of a stereo panorama (VR180, ODS): ray origins leave the pose's centre
+    eye: StereoEye | None = None
 
     def __post_init__(self) -> None:
         if len(self.distortion) != 6:
@@ -478,7 +506,7 @@ def rotate_image_quarter_turns(
 
 def _coefficients(camera: Camera) -> tuple[float, ...]:
     if camera.model is CameraModel.EQUIRECTANGULAR:
-        raise NotImplementedError("EQUIRECTANGULAR cameras are reserved, not supported yet")
+        raise NotImplementedError("EQUIRECTANGULAR cameras have no lens distortion model")
     return camera.distortion if camera.spec.is_distorted else NO_DISTORTION
 
 
@@ -540,9 +568,13 @@ def undistort(
 def project(camera: Camera, points_in_cam: np.ndarray) -> np.ndarray:
     """Pixels (corner origin) of 3D points in OpenCV camera coordinates. [..., 3] -> [..., 2]
 
-    Pinhole models need Z > 0 (others give inf/nan); fisheye works up to 180 degrees.
+    Pinhole models need Z > 0 (others give inf/nan); fisheye works up to 180 degrees. A stereo
+    eye projects from its own origin (:func:`eye_origins`); ODS points must lie outside the
+    eye circle.
     """
     points = np.asarray(points_in_cam, dtype=np.float64)
+    if camera.model is CameraModel.EQUIRECTANGULAR:
+        return _project_equirectangular(camera, points)
     x, y, z = points[..., 0], points[..., 1], points[..., 2]
     if camera.is_fisheye:
         radius = np.hypot(x, y)
@@ -562,12 +594,16 @@ def project(camera: Camera, points_in_cam: np.ndarray) -> np.ndarray:
 
 
 def unproject(camera: Camera, pixels: np.ndarray) -> np.ndarray:
-    """Unit ray directions (OpenCV camera axes) for pixels (corner origin). [..., 2] -> [..., 3]"""
+    """Unit ray directions (OpenCV camera axes) for pixels (corner origin). [..., 2] -> [..., 3]
+
+    Rays start at :func:`eye_origins` (the camera centre unless the camera is a stereo eye)."""
     pixels = np.asarray(pixels, dtype=np.float64)
     distorted = np.stack(
         [(pixels[..., 0] - camera.cx) / camera.fx, (pixels[..., 1] - camera.cy) / camera.fy],
         axis=-1,
     )
+    if camera.model is CameraModel.EQUIRECTANGULAR:
+        return equirectangular_directions(distorted)
     plane = undistort(distorted, _coefficients(camera))
     if camera.is_fisheye:
         theta = np.linalg.norm(plane, axis=-1)
@@ -611,3 +647,160 @@ def fisheye_image_circle_px(camera: Camera, max_angle_deg: float = 90.0) -> floa
     circle = theta_d * (camera.fx + camera.fy) / 2.0
     border = min(camera.cx, camera.cy, camera.width_px - camera.cx, camera.height_px - camera.cy)
     return float(min(circle, border))
+
+
+# ---------------------------------------------------------------------------------------------
+# Panoramas and stereo eyes (rendering), as nerfstudio 1.1.5 defines them (cameras.py,
+# ``generate_rays``; camera_paths.py, ``get_path_from_json``; scripts/render.py).
+
+
+def equirectangular_directions(plane: np.ndarray) -> np.ndarray:
+    """Unit directions (OpenCV camera axes) of equirectangular normalised coordinates
+    ``((u - cx) / fx, (v - cy) / fy)``: longitude ``pi x`` (0 straight ahead, positive to the
+    right), polar angle ``pi (1/2 + y)`` from up, so the top row looks up. nerfstudio's formula,
+    with its OpenGL axes flipped to OpenCV. [..., 2] -> [..., 3]"""
+    longitude = np.pi * plane[..., 0]
+    polar = np.pi * (0.5 + plane[..., 1])
+    sin_polar = np.sin(polar)
+    return np.stack(
+        [np.sin(longitude) * sin_polar, -np.cos(polar), np.cos(longitude) * sin_polar], axis=-1
+    )
+
+
+def eye_origins(camera: Camera, pixels: np.ndarray) -> np.ndarray:
+    """Ray origins (OpenCV camera axes) of pixels [..., 2] -> [..., 3]: the camera centre, or for
+    a stereo eye with half-baseline ``h = side * ipd / 2``: VR180 ``(h, 0, 0)``; ODS
+    ``h (cos L, 0, -sin L)`` with L the pixel's longitude, the point of the eye circle whose
+    tangent is the column's viewing direction (right eye to the right of it)."""
+    pixels = np.asarray(pixels, dtype=np.float64)
+    origins = np.zeros((*pixels.shape[:-1], 3))
+    eye = camera.eye
+    if eye is None:
+        return origins
+    half = eye.side * eye.ipd / 2.0
+    if eye.rig is StereoRig.VR180:
+        origins[..., 0] = half
+        return origins
+    longitude = np.pi * (pixels[..., 0] - camera.cx) / camera.fx
+    origins[..., 0] = half * np.cos(longitude)
+    origins[..., 2] = -half * np.sin(longitude)
+    return origins
+
+
+def _project_equirectangular(camera: Camera, points: np.ndarray) -> np.ndarray:
+    """:func:`project` for EQUIRECTANGULAR cameras, eyes included (ODS: the longitude whose
+    tangent ray from the eye circle passes through the point; it must lie outside the circle)."""
+    eye = camera.eye
+    if eye is not None and eye.rig is StereoRig.VR180:
+        points = points - eye_origins(camera, points[..., :2])  # a fixed eye
+    longitude = np.arctan2(points[..., 0], points[..., 2])
+    if eye is not None and eye.rig is StereoRig.ODS:
+        radius = np.hypot(points[..., 0], points[..., 2])
+        longitude = longitude - np.arcsin(eye.side * eye.ipd / 2.0 / radius)
+        longitude = np.mod(longitude + np.pi, 2.0 * np.pi) - np.pi
+        u = camera.cx + camera.fx * longitude / np.pi
+        points = points - eye_origins(camera, np.stack([u, np.zeros_like(u)], axis=-1))
+    polar = np.arctan2(np.hypot(points[..., 0], points[..., 2]), -points[..., 1])
+    return np.stack(
+        [camera.cx + camera.fx * longitude / np.pi, camera.cy + camera.fy * (polar / np.pi - 0.5)],
+        axis=-1,
+    )
+
+
+class RenderCameraType(str, Enum):
+    """``eyeful render --camera-type``: nerfstudio's render camera types."""
+
+    PERSPECTIVE = "perspective"
+    FISHEYE = "fisheye"
+    EQUIRECTANGULAR = "equirectangular"
+    VR180 = "vr180"
+    ODS = "ods"
+
+
+#: ``camera_type`` strings of nerfstudio camera paths (read case-insensitively): the viewer
+#: writes perspective, fisheye, equirectangular; the Blender add-on perspective and
+#: equirectangular; ns-render also reads omnidirectional (ODS) and vr180. A file without the
+#: key is perspective.
+CAMERA_PATH_TYPES: dict[str, RenderCameraType] = {
+    "perspective": RenderCameraType.PERSPECTIVE,
+    "fisheye": RenderCameraType.FISHEYE,
+    "equirectangular": RenderCameraType.EQUIRECTANGULAR,
+    "omnidirectional": RenderCameraType.ODS,
+    "ods": RenderCameraType.ODS,
+    "vr180": RenderCameraType.VR180,
+}
+
+_STEREO_RIGS = {RenderCameraType.VR180: StereoRig.VR180, RenderCameraType.ODS: StereoRig.ODS}
+
+
+class StereoLayout(str, Enum):
+    """How the two eyes of a stereo render share one frame (left eye first)."""
+
+    TOP_BOTTOM = "top-bottom"  # left on top
+    SIDE_BY_SIDE = "side-by-side"  # left on the left
+
+
+#: the layouts ns-render writes: ODS stacked vertically (``vstack``, left on top), VR180 side
+#: by side (``hstack``, left on the left)
+DEFAULT_STEREO_LAYOUT: dict[RenderCameraType, StereoLayout] = {
+    RenderCameraType.ODS: StereoLayout.TOP_BOTTOM,
+    RenderCameraType.VR180: StereoLayout.SIDE_BY_SIDE,
+}
+
+
+def camera_from_vertical_fov(
+    model: CameraModel, width_px: int, height_px: int, fov_deg: float
+) -> Camera:
+    """A camera with vertical field of view ``fov_deg`` and the principal point at the centre:
+    ``focal = H / 2 / tan(fov / 2)`` (nerfstudio's ``three_js_perspective_camera_focal_length``,
+    also for its equidistant fisheye)."""
+    focal = height_px / 2.0 / math.tan(math.radians(fov_deg) / 2.0)
+    return Camera(
+        model=model,
+        width_px=width_px,
+        height_px=height_px,
+        fx=focal,
+        fy=focal,
+        cx=width_px / 2.0,
+        cy=height_px / 2.0,
+    )
+
+
+def render_eyes(
+    kind: RenderCameraType, width_px: int, height_px: int, fov_deg: float, ipd: float = 0.0
+) -> list[Camera]:
+    """The camera of each eye of one render frame, ``width_px x height_px`` per eye: one for mono
+    types, left then right for VR180 and ODS (``ipd`` in world units).
+
+    Perspective and fisheye (equidistant) use ``fov_deg``; panoramas ignore it, as nerfstudio
+    does: equirectangular and ODS span 360 x 180 degrees (``fx = W/2``, ``fy = H``), VR180
+    180 x 180 (nerfstudio writes ``fx = W/2`` and halves the longitude in its formula; the
+    same camera here has ``fx = W``).
+    """
+    kind = RenderCameraType(kind)
+    if kind in (RenderCameraType.PERSPECTIVE, RenderCameraType.FISHEYE):
+        model = (
+            CameraModel.PINHOLE
+            if kind is RenderCameraType.PERSPECTIVE
+            else CameraModel.OPENCV_FISHEYE
+        )
+        return [camera_from_vertical_fov(model, width_px, height_px, fov_deg)]
+    panorama = Camera(
+        model=CameraModel.EQUIRECTANGULAR,
+        width_px=width_px,
+        height_px=height_px,
+        fx=width_px if kind is RenderCameraType.VR180 else width_px / 2.0,
+        fy=float(height_px),
+        cx=width_px / 2.0,
+        cy=height_px / 2.0,
+    )
+    rig = _STEREO_RIGS.get(kind)
+    if rig is None:
+        return [panorama]
+    return [replace(panorama, eye=StereoEye(rig, side, ipd)) for side in (-1, 1)]
+
+
+def stack_eyes(images: Sequence[np.ndarray], layout: StereoLayout) -> np.ndarray:
+    """One frame from the eyes' images [H, W, C] (left first): top/bottom or side by side."""
+    axis = 0 if StereoLayout(layout) is StereoLayout.TOP_BOTTOM else 1
+    return np.concatenate(list(images), axis=axis)

@@ -254,6 +254,62 @@ def test_cli_train_eval_render(
     rc = main(["render", str(run_dir), "--output", str(orbit), "--frames", "2", "--device", "cpu",
                "--width", "32", "--height", "24"])  # fmt: skip
     assert rc == 0 and orbit.stat().st_size > 0
+    _render_panoramas(run_dir, path, tmp_path, capsys)
+
+
+def _render_panoramas(
+    run_dir: Path, path: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--camera-type`` and the camera path's ``camera_type`` (issue 19): an equirectangular
+    orbit video; an ODS path as PNG frames, left eye on top with the IPD in the run's scale;
+    VR180 side by side; an unknown camera_type and an existing output refused in one line."""
+    import cv2
+    import numpy as np
+
+    import trainer_adapter.render as render
+    from eyeful_tools.cameras import RenderCameraType, StereoLayout
+    from eyeful_tools.imageio import read_image
+    from trainer_adapter.evaluate import load_run
+
+    cpu = ["--device", "cpu"]
+    equi = tmp_path / "equi.mp4"
+    rc = main(["render", str(run_dir), "--camera-type", "equirectangular", "--output", str(equi),
+               "--frames", "1", "--width", "32", "--height", "16", *cpu])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    capture = cv2.VideoCapture(str(equi))
+    size = (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    assert size == (32, 16) and int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 1
+    capture.release()
+    path_file = tmp_path / "ods_path.json"
+    path_file.write_text(json.dumps({**path, "camera_type": "omnidirectional"}))
+    frames_dir = tmp_path / "ods"
+    ods = ["render", str(run_dir), "--camera-path", str(path_file), "--output", str(frames_dir),
+           "--ipd", "0.5", *cpu]  # fmt: skip
+    assert main(ods) == 0, capsys.readouterr().err
+    frames = sorted(frames_dir.iterdir())
+    assert [f.name for f in frames] == ["00000.png", "00001.png"]
+    run = load_run(run_dir, "cpu")
+    ipd = 0.5 * run.dataset.dataparser_scale
+    left, right = render.render_eyes(RenderCameraType.ODS, 16, 12, 60.0, ipd)
+    pose = render.read_camera_path(path_file).poses[1]
+    expected = [
+        render.render_frame(run, [eye], pose, StereoLayout.TOP_BOTTOM) for eye in (left, right)
+    ]
+    np.testing.assert_array_equal(read_image(frames[1]), np.concatenate(expected, axis=0))
+    capsys.readouterr()
+    assert main(ods) == 1  # the frames folder exists
+    assert capsys.readouterr().err.strip() == (
+        f"error: {frames_dir}: already exists (pass --overwrite to replace it)"
+    )
+    assert main([*ods[:2], "--camera-type", "vr180", *ods[2:], "--overwrite"]) == 0
+    assert read_image(sorted(frames_dir.iterdir())[0]).shape == (12, 32, 3)  # left | right
+    path_file.write_text(json.dumps({**path, "camera_type": "cubemap"}))
+    capsys.readouterr()
+    assert main([*ods, "--overwrite"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"error: {path_file}: camera_type 'cubemap' is not one of perspective, fisheye, "
+        "equirectangular, omnidirectional, ods, vr180"
+    )
 
 
 def test_cli_errors(v2_capture: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,66 +1,113 @@
-"""``eyeful render``: a video along a nerfstudio camera path, or an orbit.
+"""``eyeful render``: frames along a nerfstudio camera path, or an orbit, as a video or PNGs.
 
 Camera-path JSON is what nerfstudio's viewer and Blender add-on export: ``render_width``,
-``render_height``, ``fps``, and ``camera_path`` entries with ``camera_to_world`` (16 numbers,
-row-major, OpenGL camera axes, in the normalised world of ``dataparser_transforms.json``) and
-``fov`` (vertical, degrees). ``focal = H / 2 / tan(fov / 2)``, principal point at the centre.
+``render_height``, ``fps``, ``camera_type`` and ``camera_path`` entries with ``camera_to_world``
+(16 numbers, row-major, OpenGL camera axes, in the normalised world of
+``dataparser_transforms.json``) and ``fov`` (vertical, degrees; panoramas ignore it). Camera
+types, their intrinsics and the stereo layouts are nerfstudio's (``eyeful_tools.cameras``,
+:func:`~eyeful_tools.cameras.render_eyes`); the stereo eyes' IPD is given in metres and scaled
+into the normalised world here.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from eyeful_tools.cameras import Camera, CameraModel, opencv_from_opengl_pose
+from eyeful_tools.cameras import (
+    CAMERA_PATH_TYPES,
+    DEFAULT_STEREO_LAYOUT,
+    Camera,
+    CameraModel,
+    RenderCameraType,
+    StereoLayout,
+    camera_from_vertical_fov,
+    opencv_from_opengl_pose,
+    render_eyes,
+    stack_eyes,
+)
 from eyeful_tools.errors import InputFormatError, UsageError
-from eyeful_tools.fsio import atomic_path, read_json
-from trainer_adapter.evaluate import load_run, render_image, to_uint8
+from eyeful_tools.fsio import atomic_dir, atomic_path, read_json, refuse_overlap
+from eyeful_tools.imageio import write_image
+from trainer_adapter.evaluate import LoadedRun, load_run, render_image, to_uint8
+
+#: nerfstudio's default interpupillary distance, metres
+DEFAULT_IPD_M = 0.064
+#: frame size of an orbit per camera type (per eye for stereo), width x height
+ORBIT_SIZE_PX: dict[RenderCameraType, tuple[int, int]] = {
+    RenderCameraType.PERSPECTIVE: (320, 240),
+    RenderCameraType.FISHEYE: (320, 240),
+    RenderCameraType.EQUIRECTANGULAR: (512, 256),
+    RenderCameraType.ODS: (512, 256),
+    RenderCameraType.VR180: (256, 256),
+}
+VIDEO_SUFFIXES = (".mp4", ".avi")
+_NAMES = ", ".join(CAMERA_PATH_TYPES)
 
 
-def read_camera_path(path: str | Path) -> tuple[list[Camera], np.ndarray, float]:
-    """Cameras, ``world_from_cam`` ``[N, 4, 4]`` (OpenCV axes, normalised world) and fps."""
+@dataclass(frozen=True)
+class CameraPath:
+    """Frames to render: one pose (``[N, 4, 4]``, OpenCV axes, normalised world) and vertical
+    field of view per frame, one camera type and size (per eye) for all."""
+
+    kind: RenderCameraType
+    width: int
+    height: int
+    poses: np.ndarray
+    fovs_deg: list[float]
+    fps: float
+
+
+def camera_type(name: str, where: str | Path) -> RenderCameraType:
+    """A ``camera_type`` string (nerfstudio's names, any case), refused when unknown."""
+    kind = CAMERA_PATH_TYPES.get(name.strip().lower()) if isinstance(name, str) else None
+    if kind is None:
+        raise InputFormatError(where, f"camera_type {name!r} is not one of {_NAMES}")
+    return kind
+
+
+def read_camera_path(path: str | Path) -> CameraPath:
+    """A nerfstudio camera path file; ``camera_type`` defaults to perspective, as in nerfstudio."""
     path = Path(path)
     data = read_json(path, "camera path file")
     try:
         width, height = int(data["render_width"]), int(data["render_height"])
         fps = float(data.get("fps", 24))
         entries = data["camera_path"]
-    except (KeyError, TypeError, ValueError) as error:
+        kind = camera_type(data.get("camera_type", "perspective"), path)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise InputFormatError(path, f"not a nerfstudio camera path ({error})") from None
     if not isinstance(entries, list) or not entries:
         raise InputFormatError(path, "camera_path is empty")
     if width < 1 or height < 1:
         raise InputFormatError(path, "render_width and render_height must be positive")
-    cameras, poses = [], []
+    panorama = kind not in (RenderCameraType.PERSPECTIVE, RenderCameraType.FISHEYE)
+    fovs, poses = [], []
     for i, entry in enumerate(entries):
         try:
             matrix = np.asarray(entry["camera_to_world"], dtype=np.float64).reshape(4, 4)
-            fov_deg = float(entry["fov"])
+            fov_deg = float(entry["fov"] if not panorama or "fov" in entry else 90.0)
         except (KeyError, TypeError, ValueError):
             raise InputFormatError(
                 path, f"camera_path[{i}] needs camera_to_world (16 numbers) and fov"
             ) from None
         if not np.isfinite(matrix).all() or not 0 < fov_deg < 180:
             raise InputFormatError(path, f"camera_path[{i}] has a non-finite pose or bad fov")
-        cameras.append(pinhole(width, height, fov_deg))
+        fovs.append(fov_deg)
         poses.append(opencv_from_opengl_pose(matrix))
-    return cameras, np.stack(poses), fps
+    return CameraPath(kind, width, height, np.stack(poses), fovs, fps)
 
 
 def pinhole(width: int, height: int, fov_deg: float) -> Camera:
-    focal = height / 2.0 / math.tan(math.radians(fov_deg) / 2.0)
-    return Camera(
-        model=CameraModel.PINHOLE,
-        width_px=width,
-        height_px=height,
-        fx=focal,
-        fy=focal,
-        cx=width / 2.0,
-        cy=height / 2.0,
-    )
+    """A pinhole of vertical field of view ``fov_deg``, centred (nerfstudio's viewer camera)."""
+    return camera_from_vertical_fov(CameraModel.PINHOLE, width, height, fov_deg)
 
 
 def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
@@ -75,11 +122,10 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
     return pose
 
 
-def orbit_path(
-    world_from_cam: np.ndarray, frames: int = 60, width: int = 320, height: int = 240
-) -> tuple[list[Camera], np.ndarray]:
-    """A circle around the scene centre (the normalised world's origin, z up) at the cameras'
-    mean distance and height, looking at the centre."""
+def orbit_poses(world_from_cam: np.ndarray, frames: int = 60) -> np.ndarray:
+    """[frames, 4, 4]: a circle around the scene centre (the normalised world's origin, z up)
+    at the cameras' mean distance and height, looking at the centre (level: panoramas stay
+    upright)."""
     centers = world_from_cam[:, :3, 3]
     radius = float(np.linalg.norm(centers[:, :2], axis=1).mean()) or 0.5
     height_z = float(centers[:, 2].mean())
@@ -92,7 +138,50 @@ def orbit_path(
         if np.linalg.norm(eye - target) < 1e-6:
             eye = eye + np.array([0.5, 0.0, 0.0])
         poses.append(look_at(eye, target, up))
-    return [pinhole(width, height, 60.0)] * frames, np.stack(poses)
+    return np.stack(poses)
+
+
+@contextlib.contextmanager
+def frame_sink(output: Path, fps: float, size: tuple[int, int]) -> Iterator[Callable]:
+    """Yield ``write(frame)`` for uint8 RGB frames of ``size`` (w, h): an mp4/avi video, or
+    ``00000.png``... in a folder (nerfstudio's ``--output-format images``), both written beside
+    the output and renamed into place only when every frame is there."""
+    if output.suffix.lower() not in VIDEO_SUFFIXES:
+        with atomic_dir(output) as build:
+            count = itertools.count()
+            yield lambda frame: write_image(build / f"{next(count):05d}.png", frame)
+        return
+    fourcc = cv2.VideoWriter.fourcc(*("mp4v" if output.suffix.lower() == ".mp4" else "MJPG"))
+    with atomic_path(output) as tmp:
+        writer = cv2.VideoWriter(str(tmp), fourcc, fps, size)
+        if not writer.isOpened():
+            raise UsageError(output, "OpenCV cannot write this video format here")
+        try:
+            yield lambda frame: writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        finally:
+            writer.release()
+
+
+def render_frame(
+    run: LoadedRun, eyes: list[Camera], pose: np.ndarray, layout: StereoLayout
+) -> np.ndarray:
+    """One uint8 frame: each eye rendered through the float32 ray path, stacked."""
+    from trainer_adapter.data.images import camera_ray_chunks
+
+    images = []
+    for camera in eyes:
+        chunk_rows = max(1, run.chunk_rays // camera.width_px)
+        chunks = camera_ray_chunks(camera, pose, chunk_rows=chunk_rows, device=run.device)
+        images.append(to_uint8(render_image(run, chunks, camera.height_px, camera.width_px)))
+    return stack_eyes(images, layout)
+
+
+def _check_output(output: Path, inputs: list[Path], overwrite: bool) -> None:
+    if output.suffix and output.suffix.lower() not in VIDEO_SUFFIXES:
+        raise UsageError(output, "the output must be a .mp4 or .avi video, or a folder (no suffix)")
+    refuse_overlap(output, inputs)
+    if (output.exists() or output.is_symlink()) and not overwrite:
+        raise UsageError(output, "already exists (pass --overwrite to replace it)")
 
 
 def render_video(
@@ -100,43 +189,43 @@ def render_video(
     output: str | Path,
     *,
     camera_path: str | Path | None = None,
+    camera_type: RenderCameraType | str | None = None,
+    ipd_m: float = DEFAULT_IPD_M,
+    stereo_layout: StereoLayout | str | None = None,
+    overwrite: bool = False,
     device: str = "auto",
     frames: int = 60,
     fps: float = 24.0,
-    orbit_size_px: tuple[int, int] = (320, 240),
+    orbit_size_px: tuple[int, int] | None = None,
     chunk_bytes: int | None = None,
 ) -> tuple[Path, int]:
-    """Render the path (or an orbit) to an mp4 (written atomically); returns (path, frames).
+    """Render the path (or an orbit) to a video or a folder of PNGs; returns (path, frames).
 
-    Frames are rendered one at a time, ``chunk_rays`` rays at once (a ``chunk_bytes`` budget,
-    default 1 GiB, and at most a training batch)."""
-    from trainer_adapter.data.images import camera_ray_chunks
-
-    output = Path(output)
-    if output.suffix.lower() not in (".mp4", ".avi"):
-        raise UsageError(output, "the output must be a .mp4 (or .avi) file")
+    ``camera_type`` overrides the path's; ``ipd_m`` is in metres of the capture (transforms.json
+    world), scaled by the run's dataparser scale into the normalised world. Frames are rendered
+    one eye at a time, ``chunk_rays`` rays at once (a ``chunk_bytes`` budget)."""
+    output, run_dir = Path(output), Path(run_dir)
+    inputs = [run_dir / "config.json", run_dir / "nerfstudio_models"]
+    _check_output(output, inputs + ([Path(camera_path)] if camera_path else []), overwrite)
+    if not (math.isfinite(ipd_m) and ipd_m >= 0):
+        raise UsageError("--ipd", f"must be a distance >= 0 in metres, got {ipd_m}")
+    kind = None if camera_type is None else RenderCameraType(camera_type)
+    path = None if camera_path is None else read_camera_path(camera_path)
     run = load_run(run_dir, device, chunk_bytes=chunk_bytes)
-    if camera_path is not None:
-        cameras, poses, fps = read_camera_path(camera_path)
-    else:
-        width, height = orbit_size_px
+    if path is None:
+        kind = kind or RenderCameraType.PERSPECTIVE
+        width, height = orbit_size_px or ORBIT_SIZE_PX[kind]
         if width < 1 or height < 1 or frames < 1:
             raise UsageError(output, "orbit frames, width and height must be positive")
-        cameras, poses = orbit_path(run.dataset.world_from_cam, frames, width, height)
-    width, height = cameras[0].width_px, cameras[0].height_px
-    chunk_rows = max(1, run.chunk_rays // width)
-    fourcc = cv2.VideoWriter.fourcc(*("mp4v" if output.suffix.lower() == ".mp4" else "MJPG"))
-    with atomic_path(output) as tmp:
-        writer = cv2.VideoWriter(str(tmp), fourcc, fps, (width, height))
-        if not writer.isOpened():
-            raise UsageError(output, "OpenCV cannot write this video format here")
-        try:
-            for camera, pose in zip(cameras, poses, strict=True):
-                if (camera.width_px, camera.height_px) != (width, height):
-                    raise InputFormatError(output, "all frames must have the same size")
-                chunks = camera_ray_chunks(camera, pose, chunk_rows=chunk_rows, device=run.device)
-                frame = to_uint8(render_image(run, chunks, height, width))
-                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-        finally:
-            writer.release()
-    return output, len(cameras)
+        poses = orbit_poses(run.dataset.world_from_cam, frames)
+        path = CameraPath(kind, width, height, poses, [60.0] * frames, fps)
+    kind = kind or path.kind
+    layout = StereoLayout(stereo_layout or DEFAULT_STEREO_LAYOUT.get(kind, StereoLayout.TOP_BOTTOM))
+    ipd = ipd_m * run.dataset.dataparser_scale
+    eyes = render_eyes(kind, path.width, path.height, path.fovs_deg[0], ipd)
+    size = stack_eyes([np.zeros((path.height, path.width, 1))] * len(eyes), layout).shape[1::-1]
+    with frame_sink(output, path.fps, (int(size[0]), int(size[1]))) as write:
+        for pose, fov in zip(path.poses, path.fovs_deg, strict=True):
+            eyes = render_eyes(kind, path.width, path.height, fov, ipd)
+            write(render_frame(run, eyes, pose, layout))
+    return output, len(path.poses)

@@ -157,32 +157,75 @@ def eval_command(
 @app.command("render")
 def render_command(
     run_dir: Path = typer.Argument(..., help="A training run folder (with config.json)."),
-    output: Path = typer.Option(..., help="The video file to write (.mp4)."),
-    camera_path: Path | None = typer.Option(
-        None, help="nerfstudio camera path JSON (default: orbit)."
+    output: Path = typer.Option(
+        ..., help="A video (.mp4, .avi) or a folder (no suffix) for 00000.png, 00001.png, ..."
     ),
+    camera_path: Path | None = typer.Option(
+        None, help="nerfstudio camera path JSON (viewer or Blender add-on; default: an orbit)."
+    ),
+    camera_type: str | None = typer.Option(
+        None,
+        help="perspective | fisheye | equirectangular | vr180 | ods (default: the camera "
+        "path's camera_type, else perspective).",
+    ),
+    ipd: float = typer.Option(
+        0.064, help="Eye distance of vr180 and ods in metres of the capture (nerfstudio's 64 mm)."
+    ),
+    stereo_layout: str | None = typer.Option(
+        None,
+        help="top-bottom | side-by-side: how the eyes share a frame, left first (default as "
+        "ns-render: ods top-bottom, vr180 side-by-side).",
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     frames: int = typer.Option(60, help="Orbit frames (without --camera-path)."),
-    width: int = typer.Option(320, help="Orbit frame width in pixels."),
-    height: int = typer.Option(240, help="Orbit frame height in pixels."),
+    width: int | None = typer.Option(
+        None, help="Orbit frame width per eye (default 320; 512 for panoramas, 256 for vr180)."
+    ),
+    height: int | None = typer.Option(
+        None, help="Orbit frame height per eye (default 240; 256 for panoramas and vr180)."
+    ),
     device: str = typer.Option("auto", help="auto | cpu | cuda | xpu | mps"),
     chunk_bytes: int | None = typer.Option(
         None, help="Memory budget of one render chunk, bytes (default 1 GiB; at most a batch)."
     ),
 ) -> None:
-    """Render a video along a nerfstudio camera path, or an orbit around the scene.
+    """Render a nerfstudio camera path, or an orbit around the scene, to a video or PNG frames.
 
-    Example: eyeful render outputs/riverview/tiny/2026-01-01_120000 --output orbit.mp4
+    Example: eyeful render outputs/riverview/tiny/2026-01-01_120000 --camera-type ods
+    --output ods.mp4
     """
     need_torch()
-    from trainer_adapter.render import render_video
+    from eyeful_tools.cameras import RenderCameraType, StereoLayout
+    from trainer_adapter.render import ORBIT_SIZE_PX, render_video
 
+    kind = _choice("--camera-type", camera_type, RenderCameraType)
+    layout = _choice("--stereo-layout", stereo_layout, StereoLayout)
+    size = None
+    if width is not None or height is not None:
+        default = ORBIT_SIZE_PX[kind or RenderCameraType.PERSPECTIVE]
+        size = (width or default[0], height or default[1])
     path, count = render_video(
         run_dir,
         output,
         camera_path=camera_path,
+        camera_type=kind,
+        ipd_m=ipd,
+        stereo_layout=layout,
+        overwrite=overwrite,
         device=device,
         frames=frames,
-        orbit_size_px=(width, height),
+        orbit_size_px=size,
         chunk_bytes=chunk_bytes,
     )
     summary(f"rendered {count} frames -> {path}")
+
+
+def _choice(flag: str, value: str | None, choices: type[Any]) -> Any:
+    """``value`` as a member of the enum ``choices`` (None stays None), or a one-line error."""
+    if value is None:
+        return None
+    try:
+        return choices(value.strip().lower())
+    except ValueError:
+        names = ", ".join(member.value for member in choices)
+        raise UsageError(flag, f"{value!r} is not one of {names}") from None

@@ -4,7 +4,9 @@ The maths mirrors :mod:`eyeful_tools.cameras` (``unproject``/``undistort``) exac
 in torch so it runs on the training device: normalise with (fx, fy, cx, cy), invert the
 [k1 k2 k3 k4 p1 p2] distortion with Newton's method (analytic 2x2 Jacobian), then a pinhole ray
 (x, y, 1) or, for OPENCV_FISHEYE, the equidistant ray (x sin(t)/t, y sin(t)/t, cos t) with
-t = |(x, y)|. Directions are in OpenCV camera axes and rotated to the world by the OpenCV
+t = |(x, y)|, or for EQUIRECTANGULAR (rendering) the panorama direction of longitude pi x and polar
+angle pi (1/2 + y). Stereo eyes (VR180, ODS) move each ray's origin off the camera centre
+(``cameras.eye_origins``). Directions are in OpenCV camera axes and rotated to the world by the OpenCV
 ``world_from_cam``; a world-space direction is the same vector whichever camera-axis convention
 (OpenCV or nerfstudio's OpenGL) the pose is written in, so no axis flip is needed here.
 
@@ -13,13 +15,14 @@ Pixel coordinates are corner-origin: the centre of pixel (row i, col j) is (u, v
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from eyeful_tools.cameras import Camera, CameraModel
+from eyeful_tools.cameras import Camera, CameraModel, StereoRig
 
 #: Newton iterations at most (3-4 suffice for real lenses: convergence is quadratic)
 MAX_ITERATIONS = 40
@@ -30,7 +33,10 @@ MAX_ITERATIONS = 40
 RAY_DTYPE = torch.float32
 
 
-_COLUMNS = ("fx", "fy", "cx", "cy", "k1", "k2", "k3", "k4", "p1", "p2", "fisheye")
+_COLUMNS = (
+    *("fx", "fy", "cx", "cy", "k1", "k2", "k3", "k4", "p1", "p2"),
+    *("fisheye", "equirectangular", "eye_half_baseline", "ods"),
+)
 
 
 @dataclass(frozen=True)
@@ -38,14 +44,18 @@ class CameraTensors:
     """Per-image intrinsics packed in one float table (row i = image i), so gathering one camera
     per ray is a single indexing op. Units: pixels.
 
-    Columns: fx fy cx cy k1 k2 k3 k4 p1 p2 (zero for PINHOLE), is-fisheye (0/1). ``may_distort`` and
-    ``may_fisheye`` are known at packing time, so the ray maths skips what no camera needs
-    without a device sync.
+    Columns: fx fy cx cy k1 k2 k3 k4 p1 p2 (zero for PINHOLE), is-fisheye (0/1),
+    is-equirectangular (0/1), the stereo eye's signed half-baseline ``side * ipd / 2`` (0 without
+    an eye) and is-ODS (0/1: the eye circles; else the eye is a fixed VR180 offset). The ``may_*``
+    flags are known at packing time, so the ray maths skips what no camera needs without a device
+    sync.
     """
 
-    table: torch.Tensor  # [N, 11]
+    table: torch.Tensor  # [N, 14]
     may_distort: bool = True
     may_fisheye: bool = True
+    may_equirectangular: bool = False
+    may_stereo: bool = False
 
     def __len__(self) -> int:
         return int(self.table.shape[0])
@@ -54,32 +64,46 @@ class CameraTensors:
         """Gather the intrinsics of some images (e.g. one per ray)."""
         if isinstance(index, int):
             index = slice(index, index + 1)
-        return CameraTensors(self.table[index], self.may_distort, self.may_fisheye)
+        return dataclasses.replace(self, table=self.table[index])
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> CameraTensors:
-        return CameraTensors(self.table.to(device, dtype), self.may_distort, self.may_fisheye)
+        return dataclasses.replace(self, table=self.table.to(device, dtype))
 
     fx = property(lambda self: self.table[:, 0])  # [N]
     is_fisheye = property(lambda self: self.table[:, 10] > 0.5)  # [N] bool
+    is_equirectangular = property(lambda self: self.table[:, 11] > 0.5)  # [N] bool
+    eye_half_baseline = property(lambda self: self.table[:, 12])  # [N]
+    is_ods = property(lambda self: self.table[:, 13] > 0.5)  # [N] bool
 
 
 def pack_cameras(
-    cameras: Sequence[Camera], *, device: torch.device | str = "cpu", dtype=torch.float64
+    cameras: Sequence[Camera],
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float64,
 ) -> CameraTensors:
     """Pack canonical cameras into :class:`CameraTensors` on ``device``."""
     rows = []
     for camera in cameras:
-        if camera.model is CameraModel.EQUIRECTANGULAR:
-            raise NotImplementedError("EQUIRECTANGULAR cameras are reserved, not supported yet")
-        distortion = (0.0,) * 6 if camera.model is CameraModel.PINHOLE else camera.distortion
+        spec = camera.spec
+        distortion = camera.distortion if spec.is_distorted else (0.0,) * 6
+        eye = camera.eye
         rows.append(
-            (camera.fx, camera.fy, camera.cx, camera.cy, *distortion, float(camera.is_fisheye))
+            (
+                *(camera.fx, camera.fy, camera.cx, camera.cy, *distortion),
+                float(spec.is_fisheye),
+                float(camera.model is CameraModel.EQUIRECTANGULAR),
+                0.0 if eye is None else eye.side * eye.ipd / 2.0,
+                float(eye is not None and eye.rig is StereoRig.ODS),
+            )
         )
     table = torch.as_tensor(np.asarray(rows, dtype=np.float64).reshape(-1, len(_COLUMNS)))
     return CameraTensors(
         table.to(device=device, dtype=dtype),
         may_distort=bool(np.any(table[:, 4:10].numpy() != 0)),
         may_fisheye=any(camera.is_fisheye for camera in cameras),
+        may_equirectangular=bool(np.any(table[:, 11].numpy() > 0.5)),
+        may_stereo=any(camera.eye is not None for camera in cameras),
     )
 
 
@@ -158,6 +182,15 @@ def camera_directions(intrinsics: CameraTensors, pixels_uv: torch.Tensor) -> tor
         )
         fisheye = torch.cat([plane * sin_over_theta[:, None], torch.cos(theta)[:, None]], dim=-1)
         directions = torch.where(intrinsics.is_fisheye[:, None], fisheye, pinhole)
+    if intrinsics.may_equirectangular:
+        longitude = torch.pi * plane[:, 0]
+        polar = torch.pi * (0.5 + plane[:, 1])
+        sin_polar = torch.sin(polar)
+        panorama = torch.stack(
+            [torch.sin(longitude) * sin_polar, -torch.cos(polar), torch.cos(longitude) * sin_polar],
+            dim=-1,
+        )
+        directions = torch.where(intrinsics.is_equirectangular[:, None], panorama, directions)
     return directions / torch.linalg.vector_norm(directions, dim=-1, keepdim=True)
 
 
@@ -179,7 +212,23 @@ def camera_rays(
     directions = (rotation @ directions_cam[:, :, None])[:, :, 0]
     directions = directions / torch.linalg.vector_norm(directions, dim=-1, keepdim=True)
     origins = world_from_cam[:, :3, 3].to(directions.dtype)
+    if intrinsics.may_stereo:
+        offsets = eye_origins(intrinsics, pixels_uv.to(directions.dtype))
+        origins = origins + (rotation @ offsets[:, :, None])[:, :, 0]
     return origins, directions
+
+
+def eye_origins(intrinsics: CameraTensors, pixels_uv: torch.Tensor) -> torch.Tensor:
+    """Ray origins in OpenCV camera axes [B, 3], as ``cameras.eye_origins``: zero without an eye,
+    ``(h, 0, 0)`` for VR180 and ``h (cos L, 0, -sin L)`` for ODS (L: the pixel's longitude),
+    ``h = side * ipd / 2``."""
+    table = intrinsics.table
+    half = intrinsics.eye_half_baseline
+    longitude = torch.pi * (pixels_uv[:, 0] - table[:, 2]) / table[:, 0]
+    ods = intrinsics.is_ods
+    x = torch.where(ods, half * torch.cos(longitude), half)
+    z = torch.where(ods, -half * torch.sin(longitude), torch.zeros_like(half))
+    return torch.stack([x, torch.zeros_like(x), z], dim=-1)
 
 
 def pixel_rays(
