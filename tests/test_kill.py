@@ -3,9 +3,10 @@ output must be byte-identical to an uninterrupted run's and no hidden leftovers 
 
 "Final output" is every file the command writes, hidden ones included (downscale's source
 record), compared byte for byte. For ``train`` it is the run folder (``config.json``,
-``dataparser_transforms.json``, the checkpoints): a re-run starts a new timestamped folder, so
-the newest one is compared with the uninterrupted run's; the killed run's own folder may stay
-(it is visible and named as a run), but must hold only complete files and no temps.
+``dataparser_transforms.json``, the checkpoints, ``curves.png``; not the measured timings):
+a re-run starts a new timestamped folder, so the newest one is compared with the uninterrupted
+run's; the killed run's own folder may stay (it is visible and named as a run), but must hold
+only complete files and no temps.
 
 Only the parent is killed: pool workers must die with it (procpool), not be reaped by us.
 """
@@ -178,7 +179,17 @@ def _newest_run(root: Path) -> dict[str, bytes]:
 TIMINGS = ("decode_ms_per_image", "decode_wait_s", "fill_s", "wall_s")
 
 
+#: the training curves' raw logs: wall-clock stamps and measured speeds in every line or event
+#: (and the host and pid in the event file's name) are observations too. Their steps and losses
+#: are still compared, through curves.png, which plots only those.
+def _is_observation_log(key: str) -> bool:
+    return key == "metrics.jsonl" or key.startswith("events.out.tfevents.")
+
+
 def _without_timings(tree: dict[str, bytes]) -> dict[str, bytes]:
+    logs = [key for key in tree if _is_observation_log(key)]
+    assert len(logs) == 2, logs  # metrics.jsonl and one event file
+    tree = {key: value for key, value in tree.items() if key not in logs}
     report = tree.get("coverage.json")
     if report is not None:
         coverage = json.loads(report)

@@ -161,6 +161,13 @@ class RuntimeOptions:
     #: loss, PSNR and rays/s are read back (a device sync) every this many steps, as nerfstudio
     steps_per_log: int = 10
     keep_checkpoints: int = 1
+    #: training curves in the run folder: TensorBoard events, metrics.jsonl, curves.png
+    curves: bool = True
+    #: a held-out view (render | ground truth) is added to the curves every this many steps
+    #: (0: never; it is rendered at a log step, and its time is left out of rays/s)
+    steps_per_eval_image: int = 500
+    #: the eval image is rendered with its longest side at most this many pixels
+    eval_image_max_px: int = 800
 
 
 GROUPS: dict[str, type] = {

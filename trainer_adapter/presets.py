@@ -50,6 +50,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "camera_optimizer": "off",
         "eval_num_rays_per_chunk": 4096,
         "steps_per_save": 500,
+        "steps_per_eval_image": 0,  # renders cost seconds a view on CPU; turn on when wanted
         "mixed_precision": False,
     },
 }

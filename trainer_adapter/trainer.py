@@ -21,6 +21,10 @@ checkpoint holding NaN is ever written.
 DDP: launched by ``torchrun`` (even with one process); nccl on CUDA, gloo elsewhere; every rank
 samples its own full batch (seed ``42 + rank``), gradients are averaged, the non-finite verdict
 is agreed by all ranks, only rank 0 writes.
+
+Observers (:class:`~trainer_adapter.observers.TrainObserver`) see the stats at the log cadence
+and the end of the run, on rank 0: the run's curves (:mod:`trainer_adapter.curves`, on unless
+``runtime.curves`` is off) are one, so the loop writes no log files itself.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -56,6 +60,7 @@ from trainer_adapter.checkpoints import (  # noqa: F401 - re-exported: the train
 from trainer_adapter.data.coverage import Coverage
 from trainer_adapter.hdr import run_tonemapper
 from trainer_adapter.model.nerfacto import NerfactoModel
+from trainer_adapter.observers import TrainObserver, end_all
 from trainer_adapter.optim import gradients_finite, make_optimizers
 from trainer_adapter.options import TrainOptions
 from trainer_adapter.runs import (  # noqa: F401 - re-exported: the trainer's API
@@ -67,8 +72,9 @@ from trainer_adapter.runs import (  # noqa: F401 - re-exported: the trainer's AP
 
 log = logging.getLogger(__name__)
 
-#: ``report(step, max_steps, stats)`` is called after every step on rank 0; ``stats`` (loss,
-#: psnr, rays_per_sec, step_seconds) are refreshed every ``steps_per_log`` steps
+#: ``report(step, max_steps, stats)`` is called after every step on rank 0; ``stats`` (loss and
+#: its terms, psnr, rays_per_sec, step_seconds, learning rates, coverage) are refreshed every
+#: ``steps_per_log`` steps, when the observers (:mod:`trainer_adapter.observers`) see them
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 
 
@@ -172,10 +178,14 @@ class Trainer:
         *,
         resume_from: Path | None = None,
         report: ProgressFn | None = None,
+        observers: Sequence[TrainObserver] = (),
     ) -> None:
         self.options = copy.deepcopy(options)  # setup() resolves it (paths, downscale, grid)
         self.resume_from = resume_from
         self.report = report
+        #: called on rank 0 at the log cadence and at the end (setup() adds the run's curves)
+        self.observers: list[TrainObserver] = list(observers)
+        self._observers_ended = False
         self.distributed, self.world, self.rank, local_rank = _dist_env()
         self.device = devices.resolve_device(options.runtime.device, local_rank)
         self.start_step = 0
@@ -204,6 +214,10 @@ class Trainer:
             self.load(state, self.resume_from)
         self._setup_run_dir()
         self._setup_loader()
+        if self.rank == 0 and self.options.runtime.curves:
+            from trainer_adapter.curves import CurvesWriter
+
+            self.observers.insert(0, CurvesWriter(self))
 
     def _setup_data(self) -> None:
         from trainer_adapter.data.parser import parse_dataset, resolve_downscale
@@ -376,6 +390,7 @@ class Trainer:
         meter = RateMeter(rays, self.start_step, self.options.runtime.steps_per_log)
         started = time.perf_counter()
         self.model.train()
+        failed = True
         try:
             for step in range(self.start_step, max_steps):
                 if time_budget_s is not None and time.perf_counter() - started > time_budget_s:
@@ -389,8 +404,9 @@ class Trainer:
             self.coverage = self.loader.coverage()
             if self.rank == 0:  # what the run trained on (docs/loader.md): never a silent subset
                 atomic_write_json(self.run_dir / "coverage.json", self.coverage.to_json())
+            failed = False
         finally:
-            self.close()
+            self.close(failed=failed)
         if (mean := meter.mean_rays_per_sec()) is not None:
             self.stats["mean_rays_per_sec"] = mean
         self.stats["peak_memory_mb"] = devices.peak_memory_bytes(self.device) / 2**20
@@ -402,7 +418,14 @@ class Trainer:
         if meter.due(step, max_steps - 1):
             devices.synchronize(self.device)
             self.stats = meter.read(step, losses["loss"], losses["rgb_loss"])
+            self.stats.update(self._loss_terms(losses))
+            self.stats.update(self.learning_rates())
             self.stats.update(self.loader.coverage().progress_stats())
+            if self.observers:
+                watching = time.perf_counter()
+                for observer in self.observers:
+                    observer.on_step(self, step, self.stats)
+                meter.pause(time.perf_counter() - watching)  # eval images are not training
         if self.report is not None:
             self.report(step, max_steps, self.stats)
         save_due = step > self.start_step and step % self.options.runtime.steps_per_save == 0
@@ -411,8 +434,34 @@ class Trainer:
             self.save(step)
             meter.pause(time.perf_counter() - saving)
 
-    def close(self) -> None:
-        """Stop the loader's workers and leave the process group."""
+    @staticmethod
+    def _loss_terms(losses: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Every loss term but the total (read by :class:`RateMeter`), in one device read."""
+        names = [name for name in losses if name != "loss"]
+        if not names:
+            return {}
+        values = torch.stack([losses[n].detach().float() for n in names]).cpu().tolist()
+        return dict(zip(names, values, strict=True))
+
+    def learning_rates(self) -> dict[str, float]:
+        """``lr_<optimizer>`` (``lr_<optimizer>_<i>`` past its first param group); host values."""
+        rates = {}
+        for name, optimizer in self.optimizers.optimizers.items():
+            for i, group in enumerate(optimizer.param_groups):
+                rates[f"lr_{name}" + (f"_{i}" if i else "")] = float(group["lr"])
+        return rates
+
+    def close(self, *, failed: bool = True) -> None:
+        """End the observers (rank 0, once), stop the loader's workers and leave the process
+        group. ``failed``: the run did not finish, so an observer's error is only logged."""
+        try:
+            if self.rank == 0 and not self._observers_ended:
+                self._observers_ended = True
+                end_all(self.observers, self, failed=failed)
+        finally:
+            self._close_loader_and_group()
+
+    def _close_loader_and_group(self) -> None:
         loader = getattr(self, "loader", None)
         if loader is not None:
             loader.close()
@@ -434,6 +483,7 @@ def train(
     preset: str | None = None,
     load_dir: str | Path | None = None,
     report: ProgressFn | None = None,
+    observers: Sequence[TrainObserver] = (),
     time_budget_s: float | None = None,
     overrides: dict[str, Any] | None = None,
     **settings: Any,
@@ -447,7 +497,9 @@ def train(
     options, checkpoint = resolve_options(
         data, preset=preset, load_dir=load_dir, settings={**(overrides or {}), **settings}
     )
-    return run_training(options, checkpoint, report=report, time_budget_s=time_budget_s)
+    return run_training(
+        options, checkpoint, report=report, observers=observers, time_budget_s=time_budget_s
+    )
 
 
 def run_training(
@@ -455,10 +507,12 @@ def run_training(
     resume_from: Path | None = None,
     *,
     report: ProgressFn | None = None,
+    observers: Sequence[TrainObserver] = (),
     time_budget_s: float | None = None,
 ) -> TrainResult:
-    """Set up a :class:`Trainer` and train it (the loader is closed whatever happens)."""
-    trainer = Trainer(options, resume_from=resume_from, report=report)
+    """Set up a :class:`Trainer` and train it (the loader is closed and the observers ended
+    whatever happens)."""
+    trainer = Trainer(options, resume_from=resume_from, report=report, observers=observers)
     try:
         trainer.setup()
     except BaseException:

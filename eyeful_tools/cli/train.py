@@ -60,6 +60,16 @@ def train_command(
     eval_interval: int | None = typer.Option(
         None, help="--eval-mode interval: every Nth image is held out (default 8)."
     ),
+    curves: bool | None = typer.Option(
+        None,
+        "--curves/--no-curves",
+        help="TensorBoard events, metrics.jsonl and curves.png in the run folder (default on).",
+    ),
+    steps_per_eval_image: int | None = typer.Option(
+        None,
+        help="Add a held-out view (ground truth | render) to the curves every N steps "
+        "(0: never; default 500, tiny 0).",
+    ),
 ) -> None:
     """Train Nerfacto on a converted capture; writes config, dataparser transforms, checkpoints.
 
@@ -83,6 +93,8 @@ def train_command(
         "center": center,
         "eval_mode": eval_mode,
         "eval_interval": eval_interval,
+        "curves": curves,
+        "steps_per_eval_image": steps_per_eval_image,
     }
     # bad options and resume mismatches fail here, before anything is shown or written
     options, checkpoint = resolve_options(data, preset=preset, load_dir=load_dir, settings=settings)
