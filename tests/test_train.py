@@ -209,6 +209,10 @@ def test_ddp_two_gloo_processes(v2_capture: Path, tmp_path: Path) -> None:
     assert [c.name for c in checkpoints] == ["step-000000002.ckpt"]
     config = json.loads((checkpoints[0].parent.parent / "config.json").read_text())
     assert config["facts"]["world_size"] == 2 and config["facts"]["distributed"]
+    run_dir = checkpoints[0].parent.parent  # only rank 0 writes the curves
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").open()]
+    assert steps == [0, 2]  # the first and the last step (steps_per_log 10)
 
 
 def test_cli_train_eval_render(
