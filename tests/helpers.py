@@ -74,3 +74,32 @@ def traced_points(
     origins, directions, valid = pixel_rays(camera, world_from_cam, pixels)
     radiance, distance = trace(origins, directions, seed=seed)
     return origins + distance[:, None] * directions, radiance, valid
+
+
+def spherical_payload(path: Path) -> bytes | None:
+    """The XML of the Spherical Video V1 ``uuid`` box in ``moov/trak``, or None (a plain walk
+    of 32-bit mp4 box headers, independent of the writer)."""
+    data = path.read_bytes()
+
+    def children(start: int, end: int) -> dict[bytes, tuple[int, int]]:
+        found: dict[bytes, tuple[int, int]] = {}
+        offset = start
+        while offset + 8 <= end:
+            size, kind = (
+                int.from_bytes(data[offset : offset + 4], "big"),
+                data[offset + 4 : offset + 8],
+            )
+            size = int.from_bytes(data[offset + 8 : offset + 16], "big") if size == 1 else size
+            found.setdefault(kind, (offset, offset + size))
+            offset += size
+        assert offset == end, "boxes do not tile their parent"
+        return found
+
+    moov = children(0, len(data))[b"moov"]
+    trak = children(moov[0] + 8, moov[1])[b"trak"]
+    uuid = children(trak[0] + 8, trak[1]).get(b"uuid")
+    if uuid is None or data[uuid[0] + 8 : uuid[0] + 24] != bytes.fromhex(
+        "ffcc8263f8554a938814587a02521fdd"
+    ):
+        return None
+    return data[uuid[0] + 24 : uuid[1]]

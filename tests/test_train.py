@@ -269,6 +269,7 @@ def _render_panoramas(
     VR180 side by side; an unknown camera_type and an existing output refused in one line."""
     import cv2
     import numpy as np
+    from helpers import spherical_payload
 
     import trainer_adapter.render as render
     from eyeful_tools.cameras import RenderCameraType, StereoLayout
@@ -284,6 +285,8 @@ def _render_panoramas(
     size = (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
     assert size == (32, 16) and int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 1
     capture.release()
+    payload = spherical_payload(equi)  # 360-degree video metadata, as ns-render adds
+    assert payload is not None and b"equirectangular" in payload and b"StereoMode" not in payload
     path_file = tmp_path / "ods_path.json"
     path_file.write_text(json.dumps({**path, "camera_type": "omnidirectional"}))
     frames_dir = tmp_path / "ods"

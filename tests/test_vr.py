@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import spherical_payload
 from peer import PEER_PY, needs_peer
 
 from eyeful_tools import cameras
@@ -24,6 +25,8 @@ from eyeful_tools.cameras import (
     render_eyes,
     stack_eyes,
 )
+from eyeful_tools.errors import InputFormatError
+from eyeful_tools.spherical_mp4 import insert_spherical_metadata, spherical_xml
 from eyeful_tools.synth import scene
 from trainer_adapter.data.images import camera_ray_chunks
 from trainer_adapter.data.rays import RAY_DTYPE, camera_rays, pack_cameras
@@ -225,7 +228,6 @@ def test_render_eyes_and_layouts_follow_nerfstudio() -> None:
 def test_camera_path_types(tmp_path: Path) -> None:
     """nerfstudio's camera_type strings (viewer, Blender add-on, ns-render), any case; none is
     perspective; an unknown one is refused naming the file."""
-    from eyeful_tools.errors import InputFormatError
     from trainer_adapter.render import read_camera_path
 
     entry = {"camera_to_world": np.eye(4).ravel().tolist(), "fov": 50}
@@ -294,3 +296,28 @@ def test_panoramas_equal_nerfstudio_generate_rays() -> None:
         origins, directions = _rays(camera, pose, uv)
         np.testing.assert_allclose(origins, theirs[name][0], atol=1e-6, err_msg=name)
         np.testing.assert_allclose(directions, theirs[name][1], atol=1e-6, err_msg=name)
+
+
+def test_spherical_metadata_goes_into_the_mp4_and_it_still_plays(tmp_path: Path) -> None:
+    import cv2
+
+    video = tmp_path / "ods.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"mp4v"), 10, (16, 16))
+    for value in (0, 200):
+        writer.write(np.full((16, 16, 3), value, dtype=np.uint8))
+    writer.release()
+    assert spherical_payload(video) is None
+    insert_spherical_metadata(video, "top-bottom")
+    payload = spherical_payload(video)
+    assert payload is not None and payload == spherical_xml("top-bottom")
+    assert b"<GSpherical:StereoMode>top-bottom</GSpherical:StereoMode>" in payload
+    assert b"<GSpherical:ProjectionType>equirectangular</GSpherical:ProjectionType>" in payload
+    capture = cv2.VideoCapture(str(video))
+    frames = [capture.read()[1] for _ in range(2)]
+    capture.release()
+    assert [int(f.mean() > 100) for f in frames] == [0, 1]  # the samples still decode
+    text = tmp_path / "not.mp4"
+    text.write_bytes(b"not a video at all")
+    with pytest.raises(InputFormatError, match="not an mp4"):
+        insert_spherical_metadata(text)
+    assert text.read_bytes() == b"not a video at all"

@@ -36,6 +36,7 @@ from eyeful_tools.cameras import (
 from eyeful_tools.errors import InputFormatError, UsageError
 from eyeful_tools.fsio import atomic_dir, atomic_path, read_json, refuse_overlap
 from eyeful_tools.imageio import write_image
+from eyeful_tools.spherical_mp4 import insert_spherical_metadata
 from trainer_adapter.evaluate import LoadedRun, load_run, render_image, to_uint8
 
 #: nerfstudio's default interpupillary distance, metres
@@ -142,10 +143,13 @@ def orbit_poses(world_from_cam: np.ndarray, frames: int = 60) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def frame_sink(output: Path, fps: float, size: tuple[int, int]) -> Iterator[Callable]:
+def frame_sink(
+    output: Path, fps: float, size: tuple[int, int], spherical: str | None = None
+) -> Iterator[Callable]:
     """Yield ``write(frame)`` for uint8 RGB frames of ``size`` (w, h): an mp4/avi video, or
     ``00000.png``... in a folder (nerfstudio's ``--output-format images``), both written beside
-    the output and renamed into place only when every frame is there."""
+    the output and renamed into place only when every frame is there. ``spherical`` (``mono``
+    or a stereo mode) adds 360-degree video metadata to an mp4."""
     if output.suffix.lower() not in VIDEO_SUFFIXES:
         with atomic_dir(output) as build:
             count = itertools.count()
@@ -160,6 +164,8 @@ def frame_sink(output: Path, fps: float, size: tuple[int, int]) -> Iterator[Call
             yield lambda frame: writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         finally:
             writer.release()
+        if spherical is not None and output.suffix.lower() == ".mp4":
+            insert_spherical_metadata(tmp, None if spherical == "mono" else spherical)
 
 
 def render_frame(
@@ -174,6 +180,17 @@ def render_frame(
         chunks = camera_ray_chunks(camera, pose, chunk_rows=chunk_rows, device=run.device)
         images.append(to_uint8(render_image(run, chunks, camera.height_px, camera.width_px)))
     return stack_eyes(images, layout)
+
+
+def spherical_mode(kind: RenderCameraType, layout: StereoLayout) -> str | None:
+    """The 360-degree metadata of an mp4 (Spherical Video V1 ``StereoMode``, or ``mono``):
+    ns-render's for equirectangular, and the eyes' layout for ODS (ns-render's ffmpeg stacking
+    drops it); None for VR180 (it needs V2 metadata, not written) and flat cameras."""
+    if kind is RenderCameraType.EQUIRECTANGULAR:
+        return "mono"
+    if kind is RenderCameraType.ODS:
+        return "top-bottom" if layout is StereoLayout.TOP_BOTTOM else "left-right"
+    return None
 
 
 def _check_output(output: Path, inputs: list[Path], overwrite: bool) -> None:
@@ -224,7 +241,8 @@ def render_video(
     ipd = ipd_m * run.dataset.dataparser_scale
     eyes = render_eyes(kind, path.width, path.height, path.fovs_deg[0], ipd)
     size = stack_eyes([np.zeros((path.height, path.width, 1))] * len(eyes), layout).shape[1::-1]
-    with frame_sink(output, path.fps, (int(size[0]), int(size[1]))) as write:
+    spherical = spherical_mode(kind, layout)
+    with frame_sink(output, path.fps, (int(size[0]), int(size[1])), spherical) as write:
         for pose, fov in zip(path.poses, path.fovs_deg, strict=True):
             eyes = render_eyes(kind, path.width, path.height, fov, ipd)
             write(render_frame(run, eyes, pose, layout))
