@@ -176,3 +176,16 @@ def test_curves_off_and_observers_ended_on_failure(data: Path, tmp_path: Path) -
     run_dir = next((tmp_path / data.parent.name / "tiny").iterdir())
     assert not list(run_dir.glob("events.out.tfevents.*"))
     assert not (run_dir / "metrics.jsonl").exists() and not (run_dir / "curves.png").exists()
+
+
+def test_a_negative_eval_image_cadence_is_refused(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from eyeful_tools.cli import main
+
+    args = ["train", str(data), "--preset", "tiny", "--output-dir", str(tmp_path / "out"),
+            "--steps-per-eval-image", "-1"]  # fmt: skip
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --steps-per-eval-image: must be 0 (off) or more, got -1"
+    assert not (tmp_path / "out").exists()

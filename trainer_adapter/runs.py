@@ -103,6 +103,15 @@ def resolve_options(
     check_options(**options.data.parser_kwargs())
     if options.optim.max_steps < 1:
         raise UsageError("--max-steps", f"must be at least 1, got {options.optim.max_steps}")
+    runtime = options.runtime
+    if runtime.steps_per_eval_image < 0:
+        raise UsageError(
+            "--steps-per-eval-image", f"must be 0 (off) or more, got {runtime.steps_per_eval_image}"
+        )
+    if runtime.eval_image_max_px < 1:
+        raise UsageError(
+            "eval_image_max_px", f"must be at least 1, got {runtime.eval_image_max_px}"
+        )
     return options, checkpoint
 
 
