@@ -27,6 +27,7 @@ import OpenEXR
 import simplejpeg
 
 from eyeful_tools.errors import InputFormatError, MissingFileError
+from eyeful_tools.exr_layout import TRUNCATED, check_exr_layout
 from eyeful_tools.fsio import atomic_path, atomic_write_bytes
 from eyeful_tools.image_limits import check_image_size
 
@@ -238,6 +239,7 @@ def _read_exr(path: Path) -> np.ndarray:
     """RGB (or the single channel) of an EXR, HALF or FLOAT only; a truncated file fails here
     (OpenEXR reads the header and then finds no pixels)."""
     check_image_size(path, *_exr_size(path))
+    check_exr_layout(path)  # before OpenEXR, which prints its own lines for a truncated file
     try:
         exr = OpenEXR.File(str(path))
     except Exception as error:  # OpenEXR raises plain RuntimeError/OSError/ValueError
@@ -245,7 +247,7 @@ def _read_exr(path: Path) -> np.ndarray:
     try:
         channels = exr.channels()
     except Exception as error:  # the header read, the pixels did not: "file has 0 parts"
-        raise InputFormatError(path, "cannot read EXR pixels (truncated or corrupt)") from error
+        raise InputFormatError(path, TRUNCATED) from error
     for name, channel in channels.items():
         if channel.pixels is None or channel.pixels.dtype.kind != "f":
             kind = "no pixels" if channel.pixels is None else channel.pixels.dtype.name

@@ -5,8 +5,11 @@ nerfstudio's fraction crop radius (issues #15 and #16)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -165,11 +168,30 @@ def test_exr_with_uint_channels_or_truncated_is_refused_in_train(
     )
     shutil.copy(capture / "images-2k" / read_transforms(data).frames[-1].file_path, image)
     _truncate(image)
-    assert main(args) == 1
-    assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"error: {image}: cannot read EXR pixels (truncated or corrupt)"
-    )  # OpenEXR itself prints a warning line first
+    # a subprocess: OpenEXR prints from C++ past Python's streams, which capsys cannot see
+    run = subprocess.run(
+        [sys.executable, "-c", "from eyeful_tools.cli import entry_point; entry_point()", *args],
+        capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1", "COLUMNS": "300"},
+    )  # fmt: skip
+    assert run.returncode == 1
+    assert run.stderr == f"error: {image}: cannot read EXR pixels (truncated or corrupt)\n"
+    assert "Warning" not in run.stdout
     assert not (tmp_path / "runs").exists()
+
+
+def test_exr_cut_anywhere_is_one_quiet_error(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Every cut of an EXR is refused by eyeful's own check, with nothing printed by OpenEXR."""
+    whole = tmp_path / "whole.exr"
+    imageio.write_image(whole, np.random.default_rng(0).random((40, 24, 3), np.float32))
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.exr"
+    for end in range(0, len(data), 37):
+        cut.write_bytes(data[:end])
+        with pytest.raises(InputFormatError):
+            imageio.read_image(cut)
+    assert capfd.readouterr() == ("", "")
 
 
 # ---------------------------------------------------------------------------------------------

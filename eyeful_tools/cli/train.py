@@ -124,7 +124,11 @@ def _train_with_progress(options: Any, checkpoint: Path | None) -> Any:
         TextColumn("{task.fields[coverage]}"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=True) as progress:
+    # off when stderr is not a terminal: a transient bar would leave a blank line before the
+    # one-line error of a failed run
+    with Progress(
+        *columns, console=console, transient=True, disable=not console.is_terminal
+    ) as progress:
         task = progress.add_task("train", total=None, loss=0.0, psnr=0.0, rays=0.0, coverage="")
 
         def report(step: int, total: int, stats: dict[str, float]) -> None:
