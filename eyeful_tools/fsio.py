@@ -63,6 +63,11 @@ _OLD_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.(?:tmp|old)[^/]*$")
 _swept: set[str] = set()
 
 
+def is_temp_name(name: str) -> bool:
+    """True for the hidden temp and build names eyeful writes (this version's or older)."""
+    return bool(_TEMP_NAME.match(name) or _OLD_TEMP_NAME.match(name))
+
+
 def _temp_prefix(path: Path) -> str:
     return f".{path.name}.{_HOST_TAG}-{os.getpid()}."
 

@@ -17,6 +17,7 @@ from lxml import etree
 from eyeful_tools import cameras
 from eyeful_tools.cameras import Camera, CameraModel
 from eyeful_tools.cli import main
+from eyeful_tools.errors import UsageError
 from eyeful_tools.imageio import image_size, read_image
 from eyeful_tools.synth import example_capture, synthesize, trace
 from eyeful_tools.synth.render import srgb_from_linear
@@ -402,3 +403,42 @@ def test_rerun_replaces_an_earlier_capture_and_refuses_foreign_folders(tmp_path,
     err = capsys.readouterr().err
     assert err.strip() == f"error: {foreign}: folder is not empty and holds no synthetic capture"
     assert [p.name for p in foreign.iterdir()] == ["keep.txt"]
+
+
+def test_a_full_disk_leaves_no_partial_capture(tmp_path: Path) -> None:
+    """A real failing write half way (RLIMIT_FSIZE: writes past 2 KB fail with EFBIG, as a full
+    disk fails them with ENOSPC): one line, and neither a partial new capture nor a damaged
+    earlier one under the final name."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+
+    fresh, earlier = tmp_path / "fresh", tmp_path / "earlier"
+    synthesize(earlier, rig="v1", positions=1, size=(16, 24))
+    before = _tree_bytes(earlier)
+    for out in (fresh, earlier):
+        run = subprocess.run(
+            [sys.executable, "-c", "from eyeful_tools.cli import entry_point; entry_point()",
+             "synth", str(out), "--positions", "2", "--size", "64x96"],
+            preexec_fn=limit, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert run.returncode == 1, run.stderr
+        assert run.stderr.startswith(f"error: {out}/") and run.stderr.count("\n") == 1, run.stderr
+        assert run.stderr.endswith(": File too large\n"), run.stderr
+    assert not fresh.exists()
+    assert _tree_bytes(earlier) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["earlier"]  # no build folder left
+
+
+def test_an_earlier_capture_holding_other_files_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "cap"
+    synthesize(out, rig="v2", positions=1, size=(16, 24))
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="holds notes.txt besides the synthetic capture"):
+        synthesize(out, rig="v2", positions=1, size=(16, 24))
+    assert (out / "notes.txt").read_text() == "mine"

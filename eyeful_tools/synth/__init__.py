@@ -23,7 +23,7 @@ import numpy as np
 
 from eyeful_tools.cameras import Camera, invert_rigid, rescale_camera
 from eyeful_tools.errors import UsageError
-from eyeful_tools.fsio import atomic_write_json, atomic_write_text
+from eyeful_tools.fsio import atomic_dir, atomic_write_json, atomic_write_text, is_temp_name
 from eyeful_tools.imageio import write_image
 from eyeful_tools.synth.render import pixel_rays, render, srgb_from_linear
 from eyeful_tools.synth.rig import (
@@ -149,12 +149,41 @@ def synthesize(
     sizes = folder_sizes(size)
     camera = full_camera(definition)
     images = plan_images(definition, positions, seed)
+    _check_out_dir(out_dir)
+    # built beside and swapped in whole: a full disk or a kill never leaves a partial capture
+    # (or a mix of an old and a new one) under the final name
+    with atomic_dir(out_dir) as build:
+        _write_capture(build, definition, camera, images, sizes, positions, seed, supersample,
+                       jobs, progress)  # fmt: skip
+    log.info("wrote %d images per folder to %s", len(images), out_dir)
+    return SynthResult(
+        out_dir=out_dir,
+        rig=definition.name,
+        positions=positions,
+        seed=seed,
+        camera_ids=definition.camera_ids,
+        image_count=len(images),
+        folder_sizes=sizes,
+    )
+
+
+def _write_capture(
+    out_dir: Path,
+    definition: RigDefinition,
+    camera: Camera,
+    images: list[SynthImage],
+    sizes: dict[str, tuple[int, int]],
+    positions: int,
+    seed: int,
+    supersample: int,
+    jobs: int | None,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Render every image and write the calibration files into ``out_dir``."""
     chunk = default_chunk_transform()
     sensor_ids = {camera_id: int(camera_id) for camera_id in definition.camera_ids}
     xml_ids = {f"{i.camera_id}@{i.frame_id}": index for index, i in enumerate(images)}
     rig_poses = {c.camera_id: rig_from_cam(c) for c in definition.cameras}
-
-    _prepare_out_dir(out_dir)
     total = len(images)
     # numpy releases the GIL in the big array operations, so threads overlap well; every image
     # is independent, so the output does not depend on the number of workers
@@ -186,30 +215,34 @@ def synthesize(
         _ground_truth(definition, camera, images, sizes, positions, seed, chunk, rig_poses),
         indent=1,
     )
-    log.info("wrote %d images per folder to %s", total, out_dir)
-    return SynthResult(
-        out_dir=out_dir,
-        rig=definition.name,
-        positions=positions,
-        seed=seed,
-        camera_ids=definition.camera_ids,
-        image_count=total,
-        folder_sizes=sizes,
-    )
 
 
-def _prepare_out_dir(out_dir: Path) -> None:
-    """Create ``out_dir``; refuse a non-empty folder that is not an earlier synthetic capture,
-    and clear the image folders of an earlier one so no stale images (other rig, more positions)
-    survive next to the new calibration files."""
+#: what synth writes at the top of its folder (the image folders and the calibration files)
+_OWN_NAMES = frozenset(
+    {FOLDER_2K_JPEG, FOLDER_1K_JPEG, FOLDER_2K_EXR, "cameras.json", "cameras.xml", "splits.json",
+     "ground_truth.json"}
+)  # fmt: skip
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Refuse a file, a non-empty folder that is not an earlier synthetic capture, and an
+    earlier capture holding anything synth did not write (the rebuild replaces the folder
+    whole, so that would be lost)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(out_dir, "exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not (out_dir / "ground_truth.json").is_file():
-            raise UsageError(out_dir, "folder is not empty and holds no synthetic capture")
-        for folder in (FOLDER_2K_JPEG, FOLDER_1K_JPEG, FOLDER_2K_EXR):
-            shutil.rmtree(out_dir / folder, ignore_errors=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if not (out_dir / "ground_truth.json").is_file():
+        raise UsageError(out_dir, "folder is not empty and holds no synthetic capture")
+    foreign = sorted(
+        p.name for p in out_dir.iterdir() if p.name not in _OWN_NAMES and not is_temp_name(p.name)
+    )
+    if foreign:
+        raise UsageError(
+            out_dir,
+            f"holds {', '.join(foreign[:3])} besides the synthetic capture, which rebuilding "
+            "it would delete; move it or choose another folder",
+        )
 
 
 def _render_image(
