@@ -18,6 +18,7 @@ the root. A zip is untrusted input, so:
 from __future__ import annotations
 
 import lzma
+import os
 import posixpath
 import zipfile
 import zlib
@@ -59,6 +60,8 @@ class ArchiveLimits:
 
     max_member_bytes: int = 4096 * MIB
     max_ratio: float = 100.0
+    #: what all members together may unpack to (many members each under the limits)
+    max_total_bytes: int = 65536 * MIB
     #: members this small may have any ratio (a megabyte of zeros harms nobody)
     ratio_floor_bytes: int = MIB
 
@@ -76,6 +79,26 @@ class ArchiveLimits:
                 f"archive member unpacks to {_mib(size)} from {_mib(packed)} (ratio "
                 f"{size / max(packed, 1):.0f}, over the limit of {self.max_ratio:g}: a zip bomb?"
                 "; raise it with --max-ratio)",
+            )
+
+    def check_total(self, archive: zipfile.ZipFile, where: Path) -> None:
+        """Refuse an archive whose members together unpack to more than ``max_total_bytes``."""
+        total = sum(info.file_size for info in archive.infolist())
+        if total > self.max_total_bytes:
+            raise LimitError(
+                where,
+                f"archive unpacks to {_mib(total)} in all, over the {_mib(self.max_total_bytes)} "
+                "limit (raise it with --max-total-mb)",
+            )
+
+    def check_file(self, path: Path, size: int) -> None:
+        """Refuse a file in a source folder that would be read whole into memory and is over
+        ``max_member_bytes`` (a 1.5 GiB "image")."""
+        if size > self.max_member_bytes:
+            raise LimitError(
+                path,
+                f"file is {_mib(size)}, over the {_mib(self.max_member_bytes)} limit for files "
+                "read whole (raise it with --max-member-mb)",
             )
 
 
@@ -100,6 +123,11 @@ class Source:
             self._set_names([name for name in found if (self.path / name).is_file()])
             return
         self._zip = _open_zip(self.path)
+        try:
+            limits.check_total(self._zip, self.path)
+        except LimitError:
+            self._zip.close()
+            raise
         self._set_names([info.filename for info in self._zip.infolist() if not info.is_dir()])
 
     def _set_names(self, names: list[str]) -> None:
@@ -135,7 +163,19 @@ class Source:
             raise MissingFileError(self.display(name), "file not found")
         if self._zip is not None:
             return b"".join(self._chunks(name))
-        return (self.path / name).read_bytes()
+        path = self.path / name
+        with open(path, "rb") as handle:
+            self.limits.check_file(path, os.fstat(handle.fileno()).st_size)
+            return handle.read()
+
+    def member_size(self, name: str) -> int:
+        """The unpacked size of a member or file (0 for one made on demand), for free-space
+        checks before writing."""
+        if name in self._virtual or not self.exists(name):
+            return 0
+        if self._zip is not None:
+            return self._zip.getinfo(name).file_size
+        return (self.path / name).stat().st_size
 
     def copy_to(self, name: str, handle: Any) -> None:
         """Stream a member into an open binary file (a video can be gigabytes: no full read)."""

@@ -81,7 +81,16 @@ MAX_MEMBER_MB = Option(
     "--max-member-mb",
     int,
     ArchiveLimits().max_member_bytes // MIB,
-    "Refuse a zip member that unpacks to more than this many MiB.",
+    "Refuse a zip member that unpacks to more than this many MiB (and a file in a source "
+    "folder that is read whole, such as an image or JSON file).",
+    min=1,
+)
+MAX_TOTAL_MB = Option(
+    "max_total_mb",
+    "--max-total-mb",
+    int,
+    ArchiveLimits().max_total_bytes // MIB,
+    "Refuse a zip whose members together unpack to more than this many MiB.",
     min=1,
 )
 MAX_RATIO = Option(
@@ -93,7 +102,7 @@ MAX_RATIO = Option(
     "size (a zip bomb).",
     min=1.0,
 )
-ARCHIVE = (MAX_MEMBER_MB, MAX_RATIO)
+ARCHIVE = (MAX_MEMBER_MB, MAX_RATIO, MAX_TOTAL_MB)
 #: what ``import auto`` takes; each importer gets these and its own defaults for the rest
 AUTO_OPTIONS = (
     PHONE_OUT,
@@ -174,7 +183,9 @@ def phone_options(values: Values) -> ImportOptions:
     """The shared pipeline's options from a phone command's values."""
     return ImportOptions(
         archive_limits=ArchiveLimits(
-            max_member_bytes=values["max_member_mb"] * MIB, max_ratio=values["max_ratio"]
+            max_member_bytes=values["max_member_mb"] * MIB,
+            max_ratio=values["max_ratio"],
+            max_total_bytes=values["max_total_mb"] * MIB,
         ),
         crop_border_px=values.get("crop_border", 0),
         max_frames=values["max_frames"],

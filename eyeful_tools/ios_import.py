@@ -52,7 +52,7 @@ from eyeful_tools.cameras import (
     rotate_image_quarter_turns,
 )
 from eyeful_tools.errors import InputFormatError, UsageError
-from eyeful_tools.fsio import atomic_dir, atomic_path, check_output_folder
+from eyeful_tools.fsio import atomic_dir, atomic_path, check_output_folder, require_free_space
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +234,7 @@ def _import(
     turns = _quarter_turns(options.rotate, [capture.frames[i].world_from_cam for i in selected])
     if turns:
         report.notes.append(f"images turned {_ROTATION_WORDS[turns]} ({options.rotate})")
+    _check_free_space(capture, [(i, sizes[i]) for i in selected], out_dir, options)
     with atomic_dir(out_dir) as build:
         canonical = _write_frames(capture, frames, build, options, turns, report, progress)
         scene = Scene(frames=tuple(canonical), world_up=WorldUp.Y_UP, name=out_dir.name)
@@ -249,6 +250,25 @@ def _import(
         transforms.write_transforms(build / "transforms.json", written)
     report.kept = len(canonical)
     return report
+
+
+def _check_free_space(
+    capture: IosCapture,
+    selected: Sequence[tuple[int, tuple[int, int]]],
+    out_dir: Path,
+    options: ImportOptions,
+) -> None:
+    """Refuse an import that cannot fit before writing any of it, as download does: the
+    images' bytes (from the archive's headers or the files; nothing for hard links) plus about
+    one byte a pixel for each 16-bit depth PNG."""
+    source, needed = capture.source, 0
+    for index, (width, height) in selected:
+        frame = capture.frames[index]
+        if not (options.link and source.local_path(frame.image) is not None):
+            needed += source.member_size(frame.image)
+        if options.depth and frame.depth is not None:
+            needed += width * height
+    require_free_space(out_dir, needed, f"importing {len(selected)} frames")
 
 
 def skipped_note(what: str, names: Sequence[str], shown: int = 5) -> str:

@@ -15,6 +15,7 @@ from helpers import ground_truth, gt_camera, random_pose
 from eyeful_tools import cameras, downscale, imageio, transforms
 from eyeful_tools.cameras import Camera, CameraModel, Frame, Scene, WorldUp
 from eyeful_tools.cli import main
+from eyeful_tools.errors import InputFormatError
 
 DISTORTION = (-0.08, 0.015, 0.0, 0.0, 0.0004, -0.0003)
 # a 3D point per camera (OpenCV camera axes, metres) that lands off-centre in the image
@@ -217,6 +218,33 @@ def test_a_source_replaced_with_an_older_mtime_is_redone(tmp_path: Path) -> None
     assert again.written == 1 and again.up_to_date == 1
     assert imageio.read_image(copy).mean() == pytest.approx(200, abs=2)
     assert downscale.downscale(path, [2], jobs=1).written == 0  # and now it is recorded
+
+
+def test_a_run_failing_half_way_records_no_output_it_did_not_write(tmp_path: Path) -> None:
+    """Both sources replaced, the second one corrupt (its header passes, its pixels do not):
+    the run fails after writing the first one's copies. The staleness record may keep its old
+    claims, never the new identities, so the next run redoes what was not written."""
+    path = _dataset(tmp_path, [(64, 96), (64, 96)])
+    downscale.downscale(path, [2], jobs=1)
+    state_before = (tmp_path / downscale.STATE_FILE).read_bytes()
+    first, second = (tmp_path / f.file_path for f in transforms.read_transforms(path).frames)
+    for source, value in ((first, 60), (second, 200)):
+        imageio.write_image(source, np.full((96, 64, 3), value, np.uint8))
+    good = second.read_bytes()
+    second.write_bytes(good[: len(good) // 2])
+    with pytest.raises(InputFormatError):
+        downscale.downscale(path, [2], jobs=1)
+    assert (tmp_path / downscale.STATE_FILE).read_bytes() == state_before
+    assert imageio.read_image(tmp_path / "images_2" / second.name).mean() != pytest.approx(
+        200, abs=20
+    )  # the old copy, complete, still marked as made from the old source
+    second.write_bytes(good)
+    again = downscale.downscale(path, [2], jobs=1)
+    assert again.written >= 1
+    for source, value in ((first, 60), (second, 200)):
+        copy = imageio.read_image(tmp_path / "images_2" / source.name)
+        assert copy.mean() == pytest.approx(value, abs=2)
+    assert downscale.downscale(path, [2], jobs=1).written == 0
 
 
 def test_basename_collision_is_refused_and_nothing_written(tmp_path: Path, capsys) -> None:

@@ -313,6 +313,28 @@ def test_deleted_images_with_kept_poses_import_the_rest(tmp_path: Path, r3d_view
     _check_poses_and_intrinsics(tmp_path / "out", r3d_views, [0, 1, 2, 3, 5], per_frame=False)
 
 
+@pytest.mark.parametrize("drop", [None, 3])
+def test_an_export_numbered_from_1_maps_image_i_to_pose_i_minus_1(
+    tmp_path: Path, r3d_views, drop: int | None
+) -> None:
+    """Images 1..N for N poses: image 1 is pose 0 (by number it was pose 1, and the last image
+    had none: every frame one pose off), also with an image missing in between."""
+    source = fx.write_record3d_folder(tmp_path / "exr", r3d_views)
+    for index in reversed(range(N_VIEWS)):
+        for folder, suffix in (("rgb", "jpg"), ("depth", "exr")):
+            (source / folder / f"{index}.{suffix}").rename(
+                source / folder / f"{index + 1}.{suffix}"
+            )
+    if drop is not None:
+        (source / "rgb" / f"{drop + 1}.jpg").unlink()
+    report = import_record3d(source, tmp_path / "out")
+    assert "images numbered from 1" in report.one_line()
+    kept = [i for i in range(N_VIEWS) if i != drop]
+    _check_poses_and_intrinsics(tmp_path / "out", r3d_views, kept, per_frame=False)
+    tf = read_transforms(tmp_path / "out" / "transforms.json")
+    assert [f.file_path for f in tf.frames] == [f"images/frame_{i + 1:05d}.jpg" for i in kept]
+
+
 def test_images_without_any_pose_are_refused(tmp_path: Path, capsys, r3d_views) -> None:
     source = fx.write_record3d_folder(tmp_path / "exr", r3d_views)
     meta = json.loads((source / "metadata.json").read_text())
@@ -745,3 +767,63 @@ def test_link_follows_relative_symlinks_instead_of_linking_them(
     linked = tmp_path / "out" / "images" / f"{stamp}.jpg"
     assert not linked.is_symlink() and linked.stat().st_ino == target.stat().st_ino
     assert linked.read_bytes() == polycam_views[0].jpeg
+
+
+def test_total_unpacked_size_of_an_archive_is_limited_with_an_override(
+    tmp_path: Path, capsys, polycam_views
+) -> None:
+    """Many members each under the member and ratio limits still add up: the sum of what the
+    archive's headers say is refused before anything is unpacked."""
+    image = _first("corrected_images", "jpg")
+    padded = polycam_views[0].jpeg + np.random.default_rng(0).bytes(3 << 20)  # incompressible
+    archive = _polycam_zip(tmp_path, polycam_views, **{image: padded})
+    out = tmp_path / "out"
+    assert main(["import", "polycam", str(archive), "--out", str(out), "--max-total-mb", "2"]) == 1
+    line = _error_line(capsys)
+    assert line.startswith(f"error: {archive}: archive unpacks to 3.")
+    assert line.endswith("MiB in all, over the 2.0 MiB limit (raise it with --max-total-mb)")
+    assert not out.exists()
+    assert main(["import", "polycam", str(archive), "--out", str(out), "--max-total-mb", "8"]) == 0
+
+
+def test_a_huge_file_in_a_source_folder_is_refused_before_it_is_read(
+    tmp_path: Path, capsys, polycam_views
+) -> None:
+    """Folders get the member limit too for files read whole (images, JSON): a 5 MiB "image"
+    under --max-member-mb 4 is one line naming the file, not a 5 MiB read."""
+    folder = fx.write_polycam_folder(tmp_path / "pc", polycam_views)
+    image = folder / _first("corrected_images", "jpg")
+    image.write_bytes(polycam_views[0].jpeg + bytes(5 << 20))
+    out = tmp_path / "out"
+    args = ["import", "polycam", str(folder), "--out", str(out), "--max-member-mb", "4"]
+    assert main(args) == 1
+    assert _error_line(capsys) == (
+        f"error: {image}: file is 5.0 MiB, over the 4.0 MiB limit for files read whole (raise "
+        "it with --max-member-mb)"
+    )
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("app", ["record3d", "polycam"])
+def test_free_space_is_checked_before_an_ios_import_writes(
+    tmp_path: Path, capsys, monkeypatch, app: str, r3d_views, polycam_views
+) -> None:
+    """Sizes are known from the archive's headers or the files: an import that cannot fit is
+    one ENOSPC line before anything is written (it used to fail half way)."""
+    import shutil
+
+    from eyeful_tools import fsio
+
+    if app == "record3d":
+        source = fx.write_record3d_folder(tmp_path / "r3d", r3d_views)
+    else:
+        source = _polycam_zip(tmp_path, polycam_views)
+    real = shutil.disk_usage
+    monkeypatch.setattr(
+        fsio.shutil, "disk_usage", lambda p: real(p)._replace(free=fsio.FREE_SPACE_RESERVE_BYTES)
+    )
+    out = tmp_path / "out"
+    assert main(["import", app, str(source), "--out", str(out)]) == 1
+    line = _error_line(capsys)
+    assert line.startswith(f"error: {out}: not enough free space: importing {N_VIEWS} frames ")
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -16,7 +16,8 @@ column-major 3x3 for the first frame; ``perFrameIntrinsicCoeffs`` (N x ``[fx, fy
 exports) wins where present; a ``K`` whose last row is not ``0 0 1`` (written row-major) is
 refused. Poses, ``K`` and the stored JPEGs share the portrait image frame, so images are used as
 stored and nothing is rotated; an image whose size is the transpose of the metadata's is refused
-rather than guessed at. Pose ``i`` belongs to image ``<i>.jpg``, always by number: images whose
+rather than guessed at. Pose ``i`` belongs to image ``<i>.jpg`` (``<i+1>.jpg`` in an export numbered from 1: no
+image 0 and one numbered N for N poses), always by number: images whose
 numbers skip (some were deleted) keep their own poses, and the frames that have both an image
 and a pose are imported; the others are listed in the summary.
 """
@@ -98,17 +99,16 @@ def _read(source: Source) -> IosCapture:
     intrinsics = _intrinsics(meta, len(poses), where)
     size = _size(meta, where)
     notes = [f"ignored {len(ignored)} non-numbered images"] if ignored else []
-    images = _pair_with_poses(images, len(poses), where, image_dir.removeprefix(prefix), notes)
+    paired = _pair_with_poses(images, len(poses), where, image_dir.removeprefix(prefix), notes)
     depth_ok = True
-    if kind == "r3d" and any(source.exists(f"{image_dir}{n}.depth") for n, _ in images):
+    if kind == "r3d" and any(source.exists(f"{image_dir}{n}.depth") for n, _, _ in paired):
         depth_ok = lzfse_available()
         if not depth_ok:
             notes.append("depth skipped: install the optional 'lzfse' package to decode .r3d depth")
     no_depth_size = meta.get("dw") in (None, 0) or meta.get("dh") in (None, 0)  # old exports
     depth_size = DEFAULT_DEPTH_SIZE_PX if no_depth_size else _size(meta, where, ("dw", "dh"))
     frames = []
-    for number, image in images:
-        index = number
+    for number, index, image in paired:
         if kind == "exr":
             depth = f"{prefix}depth/{number}.exr"
             depth_kind, confidence = DEPTH_EXR_M, None
@@ -136,20 +136,26 @@ def _read(source: Source) -> IosCapture:
 
 def _pair_with_poses(
     images: list[tuple[int, str]], count: int, where: str, image_dir: str, notes: list[str]
-) -> list[tuple[int, str]]:
-    """The images that have a pose (pose ``i`` is image ``<i>.jpg``); the rest, and the poses
+) -> list[tuple[int, int, str]]:
+    """``(number, pose index, member)`` of the images that have a pose (pose ``i`` is image
+    ``<i>.jpg``, or ``<i+1>.jpg`` in an export numbered from 1); the rest, and the poses
     without an image, are listed in ``notes``. Matching by order instead put every image after
     a gap on its neighbour's pose."""
-    paired = [(number, name) for number, name in images if number < count]
+    numbers = {number for number, _ in images}
+    # numbered from 1: no image 0, and the last is numbered ``count`` (no pose in a 0-based one)
+    first = 1 if 0 not in numbers and max(numbers) == count else 0
+    if first:
+        notes.append(f"images numbered from 1: image <i> has pose i-1 of {count}")
+    paired = [(n, n - first, name) for n, name in images if first <= n < count + first]
     if not paired:
         raise InputFormatError(
             where, f"{count} poses but none of the images in {image_dir} is numbered below {count}"
         )
-    unposed = [name.rsplit("/", 1)[-1] for number, name in images if number >= count]
+    unposed = [name.rsplit("/", 1)[-1] for n, name in images if not first <= n < count + first]
     if unposed:
         notes.append(skipped_note("images without a pose", unposed))
-    numbers = {number for number, _ in paired}
-    without_image = [str(i) for i in range(count) if i not in numbers]
+    posed = {index for _, index, _ in paired}
+    without_image = [str(i + first) for i in range(count) if i not in posed]
     if without_image:
         notes.append(skipped_note("poses without an image", without_image))
     return paired
