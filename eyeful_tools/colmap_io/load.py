@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from eyeful_tools import cameras, split, transforms
 from eyeful_tools.cameras import Camera, CameraModel, Frame, Scene, WorldUp, natural_key
+from eyeful_tools.colmap_io.binary_check import check_binary_model
 from eyeful_tools.colmap_io.export import SIDECAR_NAME, Sidecar, SidecarImage, image_name
 from eyeful_tools.colmap_io.models import camera_from_colmap, matrix_from_rigid3d
 from eyeful_tools.errors import (
@@ -75,6 +76,7 @@ def read_reconstruction(sparse_dir: str | Path) -> tuple[pycolmap.Reconstruction
     name, camera and frame are looked up here, where the error can still name the model.
     """
     model_dir = find_model_dir(sparse_dir)
+    check_binary_model(model_dir)  # pycolmap loops for minutes on a damaged binary file
     try:
         reconstruction = pycolmap.Reconstruction(str(model_dir))
         for image_id in reconstruction.reg_image_ids():
