@@ -82,8 +82,8 @@ def _temp_file_beside(path: Path, suffix: str | None) -> tuple[int, Path]:
             suffix=f".tmp{suffix if suffix is not None else path.suffix}",
             dir=path.parent,
         )
-    except OSError as error:
-        raise naming(error, path) from error
+    except OSError as error:  # names the temp file, which means nothing to the user
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from error
     if hasattr(os, "fchmod"):  # not on Windows before Python 3.13
         os.fchmod(fd, FILE_MODE)
     return fd, Path(tmp_name)
@@ -202,7 +202,10 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     _sweep_once(path.parent)
     finish_swap(path)
-    build = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
+    try:
+        build = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
+    except OSError as error:  # named after the build folder, which means nothing to the user
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from error
     os.chmod(build, DIR_MODE)  # mkdtemp makes it 0700
     try:
         yield build

@@ -16,7 +16,9 @@ float32 linear radiance for EXR. Every write is atomic.
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 import struct
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -288,7 +290,21 @@ def _write_exr(path: Path, image: np.ndarray) -> None:
     channels = {"RGB": np.ascontiguousarray(image)} if image.ndim == 3 else {"Y": image}
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
     with atomic_path(path) as tmp:
-        OpenEXR.File(header, channels).write(str(tmp))
+        try:
+            OpenEXR.File(header, channels).write(str(tmp))
+        except RuntimeError as error:  # OpenEXR reports a full disk as a RuntimeError
+            raise os_error_from_message(error, path) from error
+
+
+def os_error_from_message(error: Exception, path: Path) -> OSError:
+    """The ``OSError`` behind a library's own error whose message quotes ``strerror`` (OpenEXR
+    writes "... No space left on device."), naming ``path``; EIO where none is quoted."""
+    message = str(error)
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EIO):
+        if os.strerror(code) in message:
+            return OSError(code, os.strerror(code), str(path))
+    return OSError(errno.EIO, f"cannot write ({message.splitlines()[0] if message else error})",
+                   str(path))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

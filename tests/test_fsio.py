@@ -256,6 +256,49 @@ def test_os_errors_are_one_line(dataset: Path, tmp_path: Path, monkeypatch, caps
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "command", ["convert", "split", "downscale", "export", "synth", "train", "import"]
+)
+def test_a_read_only_output_names_the_output_not_a_temp(
+    dataset: Path, tmp_path: Path, monkeypatch, capsys, command: str
+) -> None:
+    """On a read-only file system the first thing that fails is creating the temp file or build
+    folder, whose name (``.transforms.json.<host>-<pid>.<random>.tmp.json``) means nothing to
+    the user: the line names the output instead."""
+    import tempfile
+
+    import ios_fixtures as fx
+
+    from eyeful_tools.cli import main
+
+    argv = {
+        **_commands(dataset, tmp_path),
+        "train": ["train", str(dataset), "--preset", "tiny", "--max-steps", "1", "--device",
+                  "cpu", "--output-dir", str(tmp_path / "runs")],
+        "import": ["import", "polycam", str(fx.write_polycam_folder(tmp_path / "pc",
+                   fx.make_views(fx.POLYCAM_CAMERA, 3, fx.POLYCAM_DEPTH_SIZE_PX))),
+                   "--out", str(tmp_path / "imported")],
+    }[command]  # fmt: skip
+    real = {name: getattr(tempfile, name) for name in ("mkstemp", "mkdtemp")}
+
+    def read_only(name: str):
+        def create(*args, prefix: str = "", suffix: str = "", dir: str = "", **kwargs):
+            if str(dir).startswith(str(tmp_path)):
+                temp = os.path.join(dir, f"{prefix}abcd1234{suffix}")
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), temp)
+            return real[name](*args, prefix=prefix, suffix=suffix, dir=dir, **kwargs)
+
+        return create
+
+    capsys.readouterr()
+    for name in real:
+        monkeypatch.setattr(tempfile, name, read_only(name))
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: {tmp_path}"), err
+    assert err.endswith(": Read-only file system") and ".tmp" not in err, err
+
+
 @pytest.mark.parametrize("command", ["downscale", "train"])
 def test_a_full_disk_is_one_line(dataset: Path, tmp_path: Path, command: str) -> None:
     """A real failing write in a subprocess (RLIMIT_FSIZE: writes past 1 KB fail with EFBIG,
@@ -425,3 +468,23 @@ def test_temps_of_older_versions_are_reported_not_removed(tmp_path: Path, caplog
     with caplog.at_level("WARNING", logger="eyeful_tools.fsio"):
         assert fsio.clean_stale_temps(tmp_path) == []
     assert ".out.k2j4h5g6.old" in caplog.text and legacy.is_dir()
+
+
+def test_an_exr_write_on_a_full_disk_is_an_os_error_naming_the_file(tmp_path: Path) -> None:
+    """OpenEXR reports a failed write as a RuntimeError quoting strerror (synth on a full disk
+    ended in a traceback): it becomes the OSError behind it, naming the final file. A real
+    failing write: RLIMIT_FSIZE makes writes past 1 KB fail with EFBIG."""
+    script = (
+        "import resource, signal, numpy as np\n"
+        "from eyeful_tools.imageio import write_image\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))\n"
+        "try:\n"
+        f"    write_image({str(tmp_path / 'x.exr')!r}, np.random.rand(64, 64, 3))\n"
+        "except OSError as error:\n"
+        "    print(error.errno, error.filename)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert run.stdout.split() == [str(errno.EFBIG), str(tmp_path / "x.exr")], run.stderr
+    assert os.listdir(tmp_path) == []
