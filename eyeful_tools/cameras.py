@@ -25,9 +25,11 @@ OpenCV's ``cv2.fisheye`` model; with k4 = 0 the pinhole case is OpenCV's Brown m
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -54,7 +56,7 @@ class CameraModelSpec:
 
     model: CameraModel
     is_fisheye: bool
-    #: whether the model has distortion (PINHOLE ignores ``Camera.distortion``)
+    #: whether the model has distortion (a PINHOLE camera has none: :func:`model_for`)
     is_distorted: bool
 
 
@@ -121,8 +123,9 @@ class Camera:
             raise ValueError(
                 f"distortion needs 6 values (k1 k2 k3 k4 p1 p2), got {self.distortion}"
             )
-        object.__setattr__(self, "model", CameraModel(self.model))
-        object.__setattr__(self, "distortion", tuple(float(v) for v in self.distortion))
+        distortion = tuple(float(v) for v in self.distortion)
+        object.__setattr__(self, "model", model_for(CameraModel(self.model), distortion))
+        object.__setattr__(self, "distortion", distortion)
 
     @property
     def spec(self) -> CameraModelSpec:
@@ -138,6 +141,17 @@ class Camera:
     def intrinsic_matrix(self) -> np.ndarray:
         """3x3 K, row-major, corner-origin pixel coordinates."""
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+
+def model_for(model: CameraModel, distortion: Sequence[float]) -> CameraModel:
+    """PINHOLE carries no distortion: a pinhole with non-zero coefficients is an OPENCV camera.
+
+    nerfstudio applies ``k1..p2`` whatever ``camera_model`` says, so a PINHOLE written with its
+    distortion and read back would move its pixels; as OPENCV it projects the same everywhere.
+    """
+    if model is CameraModel.PINHOLE and any(distortion):
+        return CameraModel.OPENCV
+    return model
 
 
 def common_camera_model(models: Iterable[CameraModel]) -> CameraModel | None:
@@ -441,26 +455,54 @@ def first_bad_pose(world_from_cam: np.ndarray) -> tuple[int, str] | None:
 # Intrinsics.
 
 
-def rescale_camera(camera: Camera, width_px: int, height_px: int) -> Camera:
-    """The same camera at another image size, scaling x and y separately.
+#: the intrinsics :func:`rescale_intrinsics` scales, and the axis each scales with ("r": the
+#: mean of the two, for the fisheye crop radius)
+INTRINSIC_AXES: dict[str, str] = {
+    "fx": "x",
+    "cx": "x",
+    "fy": "y",
+    "cy": "y",
+    "fisheye_crop_radius_px": "r",
+}
 
-    EyefulTower's downscaled sizes are not exact fractions of the full size (1368/5784 vs
-    2048/8660), so a single scale would be off by up to a pixel at the border. With corner-origin
-    pixel coordinates the principal point scales like the focal length. The fisheye crop radius
-    scales with the mean of the two factors.
+
+def rescale_intrinsics(
+    values: Mapping[str, float], size_px: tuple[int, int], new_size_px: tuple[int, int]
+) -> dict[str, float]:
+    """Intrinsics (any of :data:`INTRINSIC_AXES`) of an image of ``size_px`` (w, h), at
+    ``new_size_px``: the one place intrinsics are rescaled.
+
+    x and y scale separately: EyefulTower's downscaled sizes are not exact fractions of the full
+    size (1368/5784 vs 2048/8660), so a single scale would be off by up to a pixel at the
+    border. With corner-origin pixel coordinates the principal point scales like the focal
+    length. The fisheye crop radius scales with the mean of the two factors.
     """
-    scale_x = width_px / camera.width_px
-    scale_y = height_px / camera.height_px
-    radius = camera.fisheye_crop_radius_px
+    scale_x = new_size_px[0] / size_px[0]
+    scale_y = new_size_px[1] / size_px[1]
+
+    def scaled(name: str, value: float) -> float:
+        axis = INTRINSIC_AXES[name]
+        if axis == "r":
+            return value * (scale_x + scale_y) / 2
+        return value * (scale_x if axis == "x" else scale_y)
+
+    return {name: scaled(name, value) for name, value in values.items()}
+
+
+def rescale_camera(camera: Camera, width_px: int, height_px: int) -> Camera:
+    """The same camera at another image size (:func:`rescale_intrinsics`)."""
+    values = {name: getattr(camera, name) for name in INTRINSIC_AXES}
+    values = {name: value for name, value in values.items() if value is not None}
+    scaled = rescale_intrinsics(values, (camera.width_px, camera.height_px), (width_px, height_px))
     return replace(
         camera,
         width_px=int(width_px),
         height_px=int(height_px),
-        fx=camera.fx * scale_x,
-        fy=camera.fy * scale_y,
-        cx=camera.cx * scale_x,
-        cy=camera.cy * scale_y,
-        fisheye_crop_radius_px=None if radius is None else radius * (scale_x + scale_y) / 2,
+        fx=scaled["fx"],
+        fy=scaled["fy"],
+        cx=scaled["cx"],
+        cy=scaled["cy"],
+        fisheye_crop_radius_px=scaled.get("fisheye_crop_radius_px"),
     )
 
 
@@ -804,3 +846,39 @@ def stack_eyes(images: Sequence[np.ndarray], layout: StereoLayout) -> np.ndarray
     """One frame from the eyes' images [H, W, C] (left first): top/bottom or side by side."""
     axis = 0 if StereoLayout(layout) is StereoLayout.TOP_BOTTOM else 1
     return np.concatenate(list(images), axis=axis)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layouts and rules nerfstudio's dataparser fixes (every module asks here).
+
+#: the folders of per-image files; each has factor-N copies in ``<folder>_N/``
+PER_IMAGE_FOLDERS = ("images", "masks", "depths")
+_DOWNSCALED_FOLDER = re.compile(r"^(?:images|masks|depths)_(\d+)$")
+#: nerfstudio's ``eval_interval``: with no other rule, every 8th image is held out
+EVAL_INTERVAL = 8
+
+
+def downscaled_folder(folder: str, factor: int) -> str:
+    """``images`` -> ``images_N``: where nerfstudio looks for factor-N copies, beside
+    ``transforms.json``."""
+    return f"{folder}_{int(factor)}"
+
+
+def downscaled_file(file_path: str, factor: int, folder: str = "images") -> str:
+    """nerfstudio's ``_get_fname``: ``<folder>_N/<basename>`` (sub-folders dropped) for factor
+    N > 1, the path itself for 1."""
+    if factor <= 1:
+        return file_path
+    return f"{downscaled_folder(folder, factor)}/{PurePosixPath(file_path).name}"
+
+
+def is_downscaled_folder(name: str) -> bool:
+    """Whether a folder name is one of nerfstudio's ``images_N``/``masks_N``/``depths_N``."""
+    return _DOWNSCALED_FOLDER.match(name) is not None
+
+
+def held_out_every(count: int, interval: int = EVAL_INTERVAL) -> np.ndarray:
+    """[count] bool: nerfstudio's eval-interval rule, image ``i`` (in the order given) held out
+    when ``i % interval == 0``; the rule for data with no split of its own."""
+    held: np.ndarray = np.arange(count) % int(interval) == 0
+    return held

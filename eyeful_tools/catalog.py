@@ -130,10 +130,19 @@ def expand(names: list[str] | tuple[str, ...], known: Mapping[str, object], what
     return result
 
 
-def rig_for_camera_ids(camera_ids: set[str]) -> Rig | None:
-    """Guess the rig from the camera folder names of a capture (v1: 0-8, v2: 10-31)."""
-    if camera_ids and camera_ids <= set(RIG_V1.camera_ids):
-        return RIG_V1
-    if camera_ids and camera_ids <= set(RIG_V2.camera_ids):
-        return RIG_V2
+def recognise(camera_ids: set[str], positions: int, images: int) -> Capture | None:
+    """The catalog capture a calibration belongs to, from what it holds, never from a folder
+    name: cameras of the capture's rig (its held-out camera among them), and exactly its number
+    of rig positions and images (EyefulTower's ``cameras.json`` lists every image). None for
+    anything else: a synthetic capture, a subset, generic data named like a rig's cameras."""
+    for capture in CAPTURES.values():
+        rig = capture.rig
+        # kitchen: which three v2 cameras it lacks is not published
+        cameras = RIG_V2.camera_ids if rig is RIG_V2_KITCHEN else rig.camera_ids
+        if (
+            camera_ids <= set(cameras)
+            and rig.holdout_camera in camera_ids
+            and (positions, images) == (capture.positions, capture.images)
+        ):
+            return capture
     return None

@@ -28,6 +28,7 @@ from eyeful_tools.cameras import (
     Frame,
     Scene,
     default_fisheye_crop_radius_px,
+    is_downscaled_folder,
     rescale_camera,
 )
 from eyeful_tools.errors import InputFormatError, MissingFileError, SplitError, UsageError
@@ -43,8 +44,6 @@ from eyeful_tools.transforms import (
 log = logging.getLogger(__name__)
 
 SOURCES = ("auto", "krt", "metashape")
-#: nerfstudio's downscaled copies live beside transforms.json; never match cameras to them
-_DERIVED_FOLDER_PREFIXES = ("images_", "masks_", "depths_")
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -140,6 +139,10 @@ def convert_capture(
 ) -> ConvertReport:
     """Convert a capture folder; writes ``<folder>/transforms.json`` and subsets per resolution.
 
+    EyefulTower's own rules (the per-capture fisheye crop fraction, the held-out camera) apply
+    only to a capture whose ``cameras.json`` matches its catalog entry
+    (:func:`krt.catalog_capture`), whatever the folder is called.
+
     ``source``: ``krt`` (``cameras.json``), ``metashape`` (``cameras.xml``) or ``auto`` (KRT when
     present). ``resolutions``: catalog names (``jpeg_2k``) or folder names; default (and
     ``all``) every resolution folder present, else ``images/``. ``images_dir``: one folder of
@@ -152,14 +155,16 @@ def convert_capture(
     source = _pick_source(capture_dir, source)
     folders = _image_folders(capture_dir, resolutions, images_dir)
     folder_name = capture_dir.resolve().name
-    capture = folder_name if folder_name in catalog.CAPTURES else None
-    fraction = krt.crop_fraction(capture)
     report = ConvertReport(capture_dir=capture_dir, source=source)
 
     calibration = capture_dir / ("cameras.json" if source == "krt" else "cameras.xml")
     if source == "krt":
-        scene = krt.read_krt(calibration, capture=capture)
+        scene = krt.read_krt(calibration)  # per folder, the radius is set from ``fraction``
+        known = krt.catalog_capture(scene)
     else:
+        known = _catalog_capture(capture_dir)
+    fraction = None if known is None else known.fisheye_crop_fraction
+    if source != "krt":
         document = metashape.parse_metashape(calibration, rig=rig, crop_fraction=fraction)
         scene = document.scene
         report.disabled = len(document.report.disabled)
@@ -183,11 +188,14 @@ def convert_capture(
             world_up=scene.world_up,
             name=folder_name,
         )
-        tf = scene_to_transforms(
-            matched, extra={"source": source, "images": folder.name}, source=calibration
-        )
+        extra = {"source": source, "images": folder.name}
+        if known is not None:
+            extra["catalog"] = known.name  # what split's catalog rules are for
+        tf = scene_to_transforms(matched, extra=extra, source=calibration)
         try:
-            tf, result.split_rule = split.official_split(tf, splits)
+            tf, result.split_rule = split.official_split(
+                tf, splits, rig=None if known is None else known.rig
+            )
         except SplitError as error:
             raise SplitError(splits_path if splits else folder, error.reason) from error
         tf.eyeful = {**(tf.eyeful or {}), "split": result.split_rule}
@@ -213,6 +221,13 @@ def convert_capture(
 
 # ---------------------------------------------------------------------------------------------
 # Inputs.
+
+
+def _catalog_capture(capture_dir: Path) -> catalog.Capture | None:
+    """The EyefulTower capture in ``capture_dir``, recognised by its ``cameras.json`` (the
+    catalog's crop radius and held-out camera apply to it only); None without one."""
+    path = capture_dir / "cameras.json"
+    return krt.catalog_capture(krt.read_krt(path)) if path.is_file() else None
 
 
 def _pick_source(capture_dir: Path, source: str) -> str:
@@ -276,7 +291,7 @@ def _index_images(folder: Path) -> list[str]:
             d
             for d in dirs
             if not d.startswith(".")
-            and not (relative_root == Path(".") and d.startswith(_DERIVED_FOLDER_PREFIXES))
+            and not (relative_root == Path(".") and is_downscaled_folder(d))  # copies
         )
         for name in files:
             if not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES):

@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from eyeful_tools import imageio
+from eyeful_tools import cameras, imageio
 from eyeful_tools.errors import (
     EyefulError,
     InputFormatError,
@@ -64,7 +63,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_FACTORS = (2, 4, 8)
 DEFAULT_JPEG_QUALITY = 95
-_DOWNSCALED_FOLDER = re.compile(r"^(images|masks|depths)_\d+$")
 
 
 class Kind(str, Enum):
@@ -138,7 +136,8 @@ def downscaled_transforms_path(transforms_path: Path, factor: int) -> Path:
 
 
 def output_folder(kind: Kind, factor: int) -> str:
-    return f"{kind.value}_{factor}"
+    """``images_N`` and its siblings (:func:`cameras.downscaled_folder`)."""
+    return cameras.downscaled_folder(kind.value, factor)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,7 +258,10 @@ def _frame_sources(
     for paths in frames:
         for path in paths.values():
             folder = path.parent
-            if _DOWNSCALED_FOLDER.match(folder.name) and folder.parent.resolve() == base.resolve():
+            if (
+                cameras.is_downscaled_folder(folder.name)
+                and folder.parent.resolve() == base.resolve()
+            ):
                 raise UsageError(
                     transforms_path,
                     f"lists {path.parent.name}/ files, which are already downscaled copies; "
@@ -370,7 +372,7 @@ def _plan_jobs(
         identity = source_identity(source.path, jpeg_quality)
         outputs = []
         for factor in factors:
-            key = f"{output_folder(source.kind, factor)}/{source.path.name}"
+            key = cameras.downscaled_file(source.path.name, factor, source.kind.value)
             size = scaled_size(*source.size_px, factor)
             planned[key] = identity
             if state.get(key) != identity or not _right_size(base / key, size):
@@ -427,37 +429,37 @@ def rescale_transforms(
     new = transforms.model_copy()
     new.frames = [item.model_copy() for item in transforms.frames]
     renamed: dict[str, str] = {}
-    scales: set[tuple[float, float, int, int]] = set()  # (scale_x, scale_y, w', h')
+    sizes: set[tuple[tuple[int, int], tuple[int, int]]] = set()  # (w, h) -> (w', h')
     for item, paths in zip(new.frames, frame_sources, strict=True):
-        width, height = size_of[resolve(paths[Kind.IMAGE])]
-        out_w, out_h = scaled_size(width, height, factor)
-        scale_x, scale_y = out_w / width, out_h / height
-        scales.add((scale_x, scale_y, out_w, out_h))
-        _rescale_fields(item, scale_x, scale_y, (out_w, out_h))
+        size = size_of[resolve(paths[Kind.IMAGE])]
+        new_size = scaled_size(*size, factor)
+        sizes.add((size, new_size))
+        _rescale_fields(item, size, new_size)
         if item.eyeful is not None and item.eyeful.fisheye_crop_radius is not None:
-            radius = item.eyeful.fisheye_crop_radius * (scale_x + scale_y) / 2
+            radius = _rescaled_radius(item.eyeful.fisheye_crop_radius, size, new_size)
             item.eyeful = item.eyeful.model_copy(update={"fisheye_crop_radius": radius})
-        new_path = f"{output_folder(Kind.IMAGE, factor)}/{paths[Kind.IMAGE].name}"
+        new_path = cameras.downscaled_file(paths[Kind.IMAGE].name, factor)
         renamed[item.file_path] = new_path
         item.file_path = new_path
         if item.mask_path:
-            item.mask_path = f"{output_folder(Kind.MASK, factor)}/{paths[Kind.MASK].name}"
+            item.mask_path = cameras.downscaled_file(paths[Kind.MASK].name, factor, Kind.MASK.value)
         if item.depth_file_path:
-            item.depth_file_path = f"{output_folder(Kind.DEPTH, factor)}/{paths[Kind.DEPTH].name}"
+            depth = paths[Kind.DEPTH].name
+            item.depth_file_path = cameras.downscaled_file(depth, factor, Kind.DEPTH.value)
 
     shared = [k for k in ("fl_x", "fl_y", "cx", "cy", "w", "h") if getattr(new, k) is not None]
     if shared:
-        if len(scales) > 1:
+        if len(sizes) > 1:
             raise InputFormatError(
                 transforms_path,
                 f"top-level {', '.join(shared)} but images of several sizes; "
                 "move the intrinsics into the frames",
             )
-        scale_x, scale_y, out_w, out_h = next(iter(scales))
-        _rescale_fields(new, scale_x, scale_y, (out_w, out_h))
+        _rescale_fields(new, *next(iter(sizes)))
     if new.fisheye_crop_radius is not None:
         # one radius for every frame: the smallest scaled one, as scene_to_transforms picks
-        new.fisheye_crop_radius *= min((sx + sy) / 2 for sx, sy, _, _ in scales)
+        radius = new.fisheye_crop_radius
+        new.fisheye_crop_radius = min(_rescaled_radius(radius, *pair) for pair in sizes)
 
     for key in SPLIT_KEYS:
         names = getattr(new, key)
@@ -465,10 +467,7 @@ def rescale_transforms(
             setattr(
                 new,
                 key,
-                [
-                    renamed.get(n, f"{output_folder(Kind.IMAGE, factor)}/{Path(n).name}")
-                    for n in names
-                ],
+                [renamed.get(n, cameras.downscaled_file(n, factor)) for n in names],
             )
     new.eyeful = {
         **(transforms.eyeful or {}),
@@ -477,16 +476,32 @@ def rescale_transforms(
     return new
 
 
-def _rescale_fields(model: Any, scale_x: float, scale_y: float, size_px: tuple[int, int]) -> None:
-    """Scale whichever of fl_x/cx (by x) and fl_y/cy (by y) are set; set w, h if they were."""
-    for key, scale in (("fl_x", scale_x), ("cx", scale_x), ("fl_y", scale_y), ("cy", scale_y)):
-        value = getattr(model, key)
-        if value is not None:
-            setattr(model, key, value * scale)
+#: transforms.json's names of the intrinsics :func:`cameras.rescale_intrinsics` scales
+_FIELDS = {"fl_x": "fx", "fl_y": "fy", "cx": "cx", "cy": "cy"}
+
+
+def _rescale_fields(model: Any, size_px: tuple[int, int], new_size_px: tuple[int, int]) -> None:
+    """Rescale whichever of fl_x, fl_y, cx, cy are set (:func:`cameras.rescale_intrinsics`);
+    set w, h if they were."""
+    values = {ours: getattr(model, key) for key, ours in _FIELDS.items()}
+    scaled = cameras.rescale_intrinsics(
+        {name: value for name, value in values.items() if value is not None}, size_px, new_size_px
+    )
+    for key, ours in _FIELDS.items():
+        if ours in scaled:
+            setattr(model, key, scaled[ours])
     if model.w is not None:
-        model.w = size_px[0]
+        model.w = new_size_px[0]
     if model.h is not None:
-        model.h = size_px[1]
+        model.h = new_size_px[1]
+
+
+def _rescaled_radius(
+    radius: float, size_px: tuple[int, int], new_size_px: tuple[int, int]
+) -> float:
+    """A fisheye crop radius (pixels) at the new size (:func:`cameras.rescale_intrinsics`)."""
+    key = "fisheye_crop_radius_px"
+    return cameras.rescale_intrinsics({key: radius}, size_px, new_size_px)[key]
 
 
 # ---------------------------------------------------------------------------------------------

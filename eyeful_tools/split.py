@@ -11,9 +11,13 @@ Rules (``shared/reference/eyeful.md`` §6, §8.3-8.4, §9):
   ``train_filenames`` = its train list, ``val_filenames`` = ``test_filenames`` = its test list
   (the held-out camera), so both training-time eval and ``ns-eval`` see it. nerfstudio writes an
   empty ``test_filenames``, which makes ``ns-eval`` evaluate nothing.
-* Without a splits file: the cameras named, else the catalog's held-out camera of the rig
-  ("17" on v2, "5" on v1), else nerfstudio's ``eval_interval`` rule (every 8th image, index
-  ``i % 8 == 0``) as a last resort. The rule used is returned so commands can state it.
+* Without a splits file: the cameras named, else, for an EyefulTower capture only (one
+  :mod:`eyeful_tools.convert` recognised by its ``cameras.json`` and catalog entry, recorded as
+  ``eyeful.catalog``), the catalog's held-out camera of its rig ("17" on v2, "5" on v1), else
+  nerfstudio's ``eval_interval`` rule (:func:`eyeful_tools.cameras.held_out_every`: every 8th
+  image by file name, from the first). No rig is ever guessed from camera ids: generic data
+  (phone, COLMAP, SfM imports) named like a rig's cameras gets the every-8th rule. The rule
+  used is returned so commands can state it.
 * Subsets: nerfstudio's ``round(linspace(0, N-1, n))`` over the sorted frames (``by="image"``), or
   whole rig positions (``by="position"``) so every subset keeps every camera height. Split lists
   are intersected with the kept frames and the held-out set is never emptied.
@@ -30,7 +34,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from eyeful_tools import catalog
-from eyeful_tools.cameras import natural_key
+from eyeful_tools.cameras import EVAL_INTERVAL, held_out_every, natural_key
 from eyeful_tools.errors import InputFormatError, SplitError, UsageError, field_error
 from eyeful_tools.eyeful_formats import SplitsFile
 from eyeful_tools.fsio import read_json
@@ -44,7 +48,6 @@ from eyeful_tools.transforms import (
     write_transforms,
 )
 
-EVAL_INTERVAL = 8
 ALLOW_EMPTY_HINT = "; pass --allow-empty-eval to train on every frame"
 #: nerfstudio's subset files: name -> number of frames ("half" = N // 2)
 SUBSETS: dict[str, int | Literal["half"]] = {
@@ -111,9 +114,9 @@ def official_split(
     """Fill ``train/val/test_filenames``; returns the new file and the rule used, in words.
 
     Precedence: ``splits`` (a parsed ``splits.json``), else ``holdout_cameras``, else the
-    catalog hold-out camera of ``rig`` (guessed from the camera ids when ``None``), else every
-    8th image. Giving both ``splits`` and ``holdout_cameras`` is a usage error. An empty
-    held-out set is refused unless ``allow_empty_eval``.
+    catalog hold-out camera of ``rig`` (given only for a recognised EyefulTower capture: see
+    :func:`catalog_rig`), else every 8th image. Giving both ``splits`` and ``holdout_cameras``
+    is a usage error. An empty held-out set is refused unless ``allow_empty_eval``.
     """
     holdout_cameras = [str(c) for c in holdout_cameras]
     if not tf.frames:
@@ -133,22 +136,31 @@ def official_split(
             )
         held = [c in holdout_cameras for c in cameras]
         rule = f"held-out camera(s) {', '.join(holdout_cameras)} (as requested)"
+    elif rig is not None and rig.holdout_camera in known:
+        held = [c == rig.holdout_camera for c in cameras]
+        rule = f"catalog held-out camera {rig.holdout_camera} (rig {rig.name})"
     else:
-        rig = rig or catalog.rig_for_camera_ids(set(known))
-        if rig is not None and rig.holdout_camera in known:
-            held = [c == rig.holdout_camera for c in cameras]
-            rule = f"catalog held-out camera {rig.holdout_camera} (rig {rig.name})"
-        else:
-            order = sorted(range(len(tf.frames)), key=lambda i: tf.frames[i].file_path)
-            held = [False] * len(tf.frames)
-            for rank, index in enumerate(order):
-                held[index] = rank % EVAL_INTERVAL == 0
-            rule = f"every {EVAL_INTERVAL}th image (nerfstudio's eval-interval rule; no rig known)"
+        order = sorted(range(len(tf.frames)), key=lambda i: tf.frames[i].file_path)
+        held = [False] * len(tf.frames)
+        for index, is_held in zip(order, held_out_every(len(order)), strict=True):
+            held[index] = bool(is_held)
+        rule = (
+            f"every {EVAL_INTERVAL}th image (nerfstudio's eval-interval rule; "
+            "not a catalog capture)"
+        )
     if not any(held) and not allow_empty_eval:
         raise SplitError(None, f"the held-out set is empty ({rule})")
     if all(held):
         raise SplitError(None, f"every frame is held out, nothing left to train on ({rule})")
     return _with_lists(tf, held), rule
+
+
+def catalog_rig(tf: TransformsFile) -> catalog.Rig | None:
+    """The rig of the EyefulTower capture ``tf`` was converted from, when the converter
+    recognised one (``eyeful.catalog``); None for everything else."""
+    name = (tf.eyeful or {}).get("catalog")
+    capture = catalog.CAPTURES.get(name) if isinstance(name, str) else None
+    return None if capture is None else capture.rig
 
 
 def _held_from_splits(
@@ -353,7 +365,9 @@ def split_transforms_file(
         result = _with_lists(tf, [f.file_path in held for f in tf.frames])
         rule = "existing val/test lists kept (no splits.json found)"
     else:
-        result, rule = official_split(tf, None, holdout_cameras, allow_empty_eval=True)
+        result, rule = official_split(
+            tf, None, holdout_cameras, rig=catalog_rig(tf), allow_empty_eval=True
+        )
     result.eyeful = {**(result.eyeful or {}), "split": rule}
     if count is not None:
         result = subsample(result, count, by=by, seed=seed)

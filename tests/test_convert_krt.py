@@ -9,6 +9,7 @@ input and compared. The synthetic capture (``synth_v1``/``synth_v2``) is the gro
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -90,12 +91,13 @@ def make_krt_capture(
     (root / "splits.json").write_text(json.dumps(splits))
     for folder, (width, height) in folders.items():
         ext = "exr" if folder in ("images-2k", "images-1k") else "jpg"
-        for entry in entries:
-            pixels = np.full((height, width, 3), 0.5 if ext == "exr" else 128, np.float32)
-            write_image(
-                root / folder / f"{entry['cameraId']}.{ext}",
-                pixels.astype(np.float32 if ext == "exr" else np.uint8),
-            )
+        pixels = np.full((height, width, 3), 0.5 if ext == "exr" else 128, np.float32)
+        first = root / folder / f"{entries[0]['cameraId']}.{ext}"
+        write_image(first, pixels.astype(np.float32 if ext == "exr" else np.uint8))
+        for entry in entries[1:]:  # the same blank image: encoded once
+            target = root / folder / f"{entry['cameraId']}.{ext}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(first, target)
     return entries
 
 
@@ -179,13 +181,20 @@ def test_projection_through_written_file_matches_krt(tmp_path: Path) -> None:
         np.testing.assert_allclose(cameras.project(frame.camera, in_cam[:3]), expected, atol=1e-9)
 
 
+#: a v1 capture matching office1a's catalog entry: 85 rig positions of cameras 0..8 (765 images)
+OFFICE1A = {"model": "Fisheye", "cams": tuple(str(c) for c in range(9)), "holdout": "5"}
+
+
 def test_fisheye_keeps_k4_and_writes_crop_radius_in_pixels(tmp_path: Path) -> None:
-    capture = tmp_path / "office1a"  # a v1 capture: nerfstudio's fraction 0.43
-    entries = make_krt_capture(capture, model="Fisheye", cams=("4", "5", "6"), holdout="5")
-    convert_capture(capture)
+    # recognised by its cameras.json (office1a's rig, positions and images), not by its name
+    capture = tmp_path / "my-scan"
+    entries = make_krt_capture(capture, positions=85, **OFFICE1A)
+    report = convert_capture(capture)
     tf = read_transforms(capture / "images-jpeg-1k" / "transforms.json")
     assert tf.camera_model.value == "OPENCV_FISHEYE"
-    assert tf.fisheye_crop_radius == pytest.approx(0.43 * 100 / 2)
+    assert tf.fisheye_crop_radius == pytest.approx(0.43 * 100 / 2)  # nerfstudio's 0.43, in px
+    assert tf.eyeful["catalog"] == "office1a"
+    assert "held-out camera 5" in report.folders[0].split_rule
     d = entries[0]["distortion"]  # [k1, k2, k3, k4, t1, t2, p1, p2]
     frame = next(f for f in tf.frames if f.file_path == entries[0]["cameraId"] + ".jpg")
     assert (frame.k1, frame.k2, frame.k3, frame.k4, frame.p1, frame.p2) == (
@@ -196,10 +205,12 @@ def test_fisheye_keeps_k4_and_writes_crop_radius_in_pixels(tmp_path: Path) -> No
         d[6],
         d[7],
     )
-    unknown = tmp_path / "not_a_catalog_capture"
-    make_krt_capture(unknown, model="Fisheye", cams=("4", "5", "6"), holdout="5")
+    # a folder named like a catalog capture whose cameras.json is not it: no catalog rule
+    unknown = tmp_path / "office1a"
+    make_krt_capture(unknown, positions=3, **OFFICE1A)
     convert_capture(unknown)
     other = read_transforms(unknown / "images-jpeg-1k" / "transforms.json")
+    assert "catalog" not in other.eyeful
     # outside the catalog: the lens's own image circle (90 degrees off-axis), inside the image
     circles = [fisheye_image_circle_px(f.camera) for f in transforms_to_scene(other).frames]
     assert other.fisheye_crop_radius == pytest.approx(min(circles))
@@ -358,14 +369,8 @@ def test_same_numbers_as_nerfstudio_itself(tmp_path: Path) -> None:
     pin_entries = make_krt_capture(
         pinhole, full=FULL, folders={"images-jpeg-1k": (684, 1024)}, positions=2, holdout="13"
     )
-    fish_entries = make_krt_capture(
-        fisheye,
-        model="Fisheye",
-        full=FULL,
-        folders={"images-jpeg-1k": (684, 1024)},
-        cams=("4", "5", "6"),
-        holdout="5",
-        positions=2,
+    fish_entries = make_krt_capture(  # office1a's catalog entry: 85 positions of 9 cameras
+        fisheye, full=FULL, folders={"images-jpeg-1k": (684, 1024)}, positions=85, **OFFICE1A
     )
     convert_capture(pinhole)
     convert_capture(fisheye)

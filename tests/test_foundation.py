@@ -29,21 +29,89 @@ AXIS_PATTERNS = [
 ]
 
 
-def test_axis_conventions_live_in_one_module() -> None:
-    offenders = []
+#: intrinsics scaled by a ratio of image sizes (cameras.rescale_intrinsics does it)
+RESCALE_PATTERNS = [
+    re.compile(r"\b(scale_[xy]|[xy]_scale)\b\s*[*/]|[*/]=?\s*\(?\s*(scale_[xy]|[xy]_scale)\b"),
+    re.compile(r"\*\s*\(\s*\w*(w|h|width|height)\w*\s*/\s*\w*(w|h|width|height)\w*\s*\)"),
+]
+#: nerfstudio's every-8th held-out rule (cameras.held_out_every)
+EVERY_8TH_PATTERNS = [
+    re.compile(r"%\s*(8|EVAL_INTERVAL|eval_interval)\b"),
+    re.compile(r"\[\s*\w*\s*::\s*(8|EVAL_INTERVAL|eval_interval)\s*\]"),
+    re.compile(r"\bEVAL_INTERVAL\s*=\s*\d"),
+]
+#: the images_N folder layout (cameras.downscaled_folder, downscaled_file, is_downscaled_folder)
+LAYOUT_PATTERNS = [
+    re.compile(r"(images|masks|depths)_\{"),
+    re.compile(r"[\"'](images|masks|depths)_[\"'(\\]"),
+    re.compile(r"\(images\|masks\|depths\)_"),
+    re.compile(r"\{\s*(kind|folder|name)\b[\w.]*\s*\}_\{"),
+]
+CONVENTIONS = {
+    "axis flips/permutations": AXIS_PATTERNS,
+    "intrinsics rescaling": RESCALE_PATTERNS,
+    "the every-8th rule": EVERY_8TH_PATTERNS,
+    "the images_N layout": LAYOUT_PATTERNS,
+}
+
+
+def offenders(patterns: list[re.Pattern[str]]) -> list[str]:
+    found = []
     for path in SOURCES:
         if path == CONVENTIONS_MODULE:
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
-            if any(p.search(line) for p in AXIS_PATTERNS):
-                offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
-    assert not offenders, "axis flips/permutations outside cameras.py:\n" + "\n".join(offenders)
+            if any(p.search(line) for p in patterns):
+                found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    return found
 
 
-def test_the_grep_catches_a_flip() -> None:
-    """The rule above must be able to fail."""
-    samples = ["c2w[:, 1:3] *= -1", "m = m[[2, 0, 1, 3], :]", "np.diag([1, -1, -1, 1])"]
-    assert all(any(p.search(s) for p in AXIS_PATTERNS) for s in samples)
+@pytest.mark.parametrize("what", CONVENTIONS)
+def test_conventions_live_in_one_module(what: str) -> None:
+    found = offenders(CONVENTIONS[what])
+    assert not found, f"{what} outside cameras.py:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize(
+    ("what", "samples"),
+    [
+        (
+            "axis flips/permutations",
+            ["c2w[:, 1:3] *= -1", "m = m[[2, 0, 1, 3], :]", "np.diag([1, -1, -1, 1])"],
+        ),
+        (
+            "intrinsics rescaling",
+            [
+                "item.fl_x = value * scale_x",
+                "cx=camera.cx * x_scale,",
+                "fx = fx * (new_w / width)",
+                "fl_y *= scale_y",
+            ],
+        ),
+        (
+            "the every-8th rule",
+            [
+                "held = every % eval_interval == 0",
+                "held[index] = rank % 8 == 0",
+                "val = names[::8]",
+                "EVAL_INTERVAL = 8",
+            ],
+        ),
+        (
+            "the images_N layout",
+            [
+                'base / f"images_{factor}" / name',
+                'return f"{kind.value}_{factor}"',
+                're.compile(r"^(images|masks|depths)_\\d+$")',
+                'd.startswith(("images_", "masks_"))',
+            ],
+        ),
+    ],
+)
+def test_the_grep_catches_each_convention(what: str, samples: list[str]) -> None:
+    """The rules above must be able to fail: each sample re-derives a convention."""
+    missed = [s for s in samples if not any(p.search(s) for p in CONVENTIONS[what])]
+    assert not missed, f"{what}: not caught: {missed}"
 
 
 def test_data_tools_never_import_torch() -> None:

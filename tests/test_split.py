@@ -13,13 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ground_truth
+from helpers import ground_truth, random_pose
 
-from eyeful_tools import split
+from eyeful_tools import catalog, split
+from eyeful_tools.cameras import Camera, CameraModel, Frame, Scene, WorldUp
 from eyeful_tools.cli import main
 from eyeful_tools.convert import convert_capture
 from eyeful_tools.errors import InputFormatError, SplitError, UsageError
-from eyeful_tools.transforms import read_transforms
+from eyeful_tools.transforms import read_transforms, scene_to_transforms, write_transforms
+
+CAMERA = Camera(model=CameraModel.OPENCV, width_px=8, height_px=6, fx=5, fy=5, cx=4, cy=3)
 
 
 @pytest.fixture(scope="module")
@@ -65,15 +68,14 @@ def test_official_split_puts_held_out_camera_in_val_and_test(converted: Path) ->
 
 def test_holdout_rules_without_a_splits_file(converted: Path) -> None:
     tf = read_transforms(converted / "images-jpeg-1k" / "transforms.json")
-    by_catalog, rule = split.official_split(tf, None)
+    by_catalog, rule = split.official_split(tf, None, rig=catalog.RIG_V2)
     assert set(_cameras(by_catalog.val_filenames)) == {"17"} and "rig v2" in rule
     chosen, rule = split.official_split(tf, None, holdout_cameras=["11", "14"])
     assert set(_cameras(chosen.val_filenames)) == {"11", "14"} and "as requested" in rule
-    # unknown camera folders: nerfstudio's every-8th rule, said out loud
-    renamed = tf.model_copy(deep=True)
-    for frame in renamed.frames:
-        frame.eyeful.camera_id = "cam" + frame.eyeful.camera_id
-    every8, rule = split.official_split(renamed, None)
+    # the synthetic capture is no catalog capture, whatever its camera folders are called:
+    # nerfstudio's every-8th rule, said out loud
+    assert split.catalog_rig(tf) is None
+    every8, rule = split.official_split(tf, None)
     names = sorted(f.file_path for f in tf.frames)
     assert sorted(every8.val_filenames) == names[::8] and "every 8th image" in rule
     with pytest.raises(SplitError, match=r"unknown camera id\(s\) 99; cameras are 10, 11, "):
@@ -84,7 +86,7 @@ def test_holdout_rules_without_a_splits_file(converted: Path) -> None:
 
 def test_subsample_by_image_is_nerfstudios_even_pick(converted: Path) -> None:
     tf, _ = split.official_split(
-        read_transforms(converted / "images-jpeg-1k" / "transforms.json"), None
+        read_transforms(converted / "images-jpeg-1k" / "transforms.json"), None, rig=catalog.RIG_V2
     )
     subset = split.subsample(tf, 10)
     indices = np.round(np.linspace(0, len(tf.frames) - 1, 10)).astype(int)
@@ -99,7 +101,7 @@ def test_subsample_by_image_is_nerfstudios_even_pick(converted: Path) -> None:
 def test_subsample_by_position_keeps_whole_positions(converted: Path) -> None:
     truth = _truth(converted)
     tf, _ = split.official_split(
-        read_transforms(converted / "images-jpeg-1k" / "transforms.json"), None
+        read_transforms(converted / "images-jpeg-1k" / "transforms.json"), None, rig=catalog.RIG_V2
     )
     cameras_per_position = len(truth["camera_ids"])
     subset = split.subsample(tf, 2 * cameras_per_position, by="position")
@@ -201,3 +203,31 @@ def test_empty_val_and_test_are_refused_unless_asked_for(
     assert tf.val_filenames == tf.test_filenames == []
     assert len(tf.train_filenames) == len(tf.frames) > 0
     capsys.readouterr()
+
+
+def test_generic_cameras_named_like_a_rig_get_the_every_8th_rule(tmp_path: Path) -> None:
+    """Six generic cameras "0".."5" (camera 5 is v1's held-out one) are no EyefulTower rig: no
+    catalog rule is guessed from their ids, by the library or by the command."""
+    scene = Scene(
+        frames=tuple(
+            Frame(
+                image_path=f"{cam}/{cam}_{i:03d}.jpg",
+                camera=CAMERA,
+                world_from_cam=random_pose(10 * cam + i),
+                camera_id=str(cam),
+            )
+            for cam in range(6)
+            for i in range(4)
+        ),
+        world_up=WorldUp.Z_UP,
+    )
+    tf = scene_to_transforms(scene)
+    result, rule = split.official_split(tf, None)
+    names = sorted(f.file_path for f in tf.frames)
+    assert sorted(result.val_filenames) == names[::8]
+    assert "every 8th image" in rule and "held-out camera" not in rule
+    for name in names:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    write_transforms(tmp_path / "transforms.json", tf)
+    assert "every 8th image" in split.split_transforms_file(tmp_path / "transforms.json")

@@ -150,6 +150,35 @@ def test_top_level_intrinsics_override_per_frame() -> None:
     assert camera.distortion == (0.5, 0.0, 0.0, 0.0, 0.0, 0.0)  # shared distortion: top-level only
 
 
+@pytest.mark.parametrize("with_opencv", [False, True], ids=["alone", "beside-opencv"])
+def test_a_pinhole_with_distortion_keeps_its_pixels_through_a_write(
+    tmp_path: Path, with_opencv: bool
+) -> None:
+    """PINHOLE carries no distortion: one given coefficients is an OPENCV camera (nerfstudio
+    applies k1..p2 whatever camera_model says), so pixel (47.00, 34.00) sees the same ray after
+    a write and a read; as a PINHOLE its distortion used to be ignored, then applied once
+    written beside OPENCV cameras, moving it to (47.39, 34.26)."""
+    pinhole = Camera(
+        model=CameraModel.PINHOLE, width_px=96, height_px=72, fx=60.0, fy=61.0, cx=48.2,
+        cy=35.9, distortion=(-0.2, 0.05, 0.0, 0.0, 0.002, -0.001),
+    )  # fmt: skip
+    assert pinhole.model is CameraModel.OPENCV and pinhole.distortion[0] == -0.2
+    plain = Camera(**{**pinhole.__dict__, "model": CameraModel.PINHOLE, "distortion": (0.0,) * 6})
+    assert plain.model is CameraModel.PINHOLE
+    scene = _scene()
+    frames = [scene.frames[0].with_(camera=pinhole), scene.frames[1].with_(camera=plain)]
+    if with_opencv:
+        frames.append(scene.frames[2].with_(camera=Camera(**{**CAMERA.__dict__})))
+    path = transforms.write_transforms(
+        tmp_path / "transforms.json", transforms.scene_to_transforms(Scene(frames=tuple(frames)))
+    )
+    back = transforms.transforms_to_scene(transforms.read_transforms(path))
+    pixel = np.array([47.0, 34.0])
+    for before, after in zip(frames, back.frames, strict=True):
+        ray = cameras.unproject(before.camera, pixel)
+        np.testing.assert_allclose(cameras.project(after.camera, ray), pixel, atol=1e-9)
+
+
 def test_mixed_models_refused() -> None:
     scene = _scene()
     fisheye = Camera(**{**CAMERA.__dict__, "model": CameraModel.OPENCV_FISHEYE})

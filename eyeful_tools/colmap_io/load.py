@@ -287,8 +287,9 @@ def import_reconstruction(
         reconstruction, image_path_of=paths.__getitem__, sidecar=sidecar, name=name, where=where
     )
     transforms_file = transforms.scene_to_transforms(scene, extra=extra)
-    if sidecar is None:  # the catalog's held-out camera for EyefulTower names, else every 8th
+    if sidecar is None:  # no catalog capture: nerfstudio's every 8th image
         transforms_file, rule = split.official_split(transforms_file, None)
+        transforms_file.eyeful = {**(transforms_file.eyeful or {}), "split": rule}
         log.info("splits: %s", rule)
     if sidecar is not None and sidecar.applied_transform is not None:
         # the same z-up world as the exported transforms: keep its map back to the capture

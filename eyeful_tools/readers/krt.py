@@ -51,23 +51,13 @@ DISTORTION_MODELS = {
 }
 
 
-def crop_fraction(capture: str | None) -> float | None:
-    """nerfstudio's per-capture fisheye crop fraction (of half the image size).
-
-    ``None`` for captures outside the catalog: the crop is then the lens's own image circle
-    (:func:`~eyeful_tools.cameras.fisheye_image_circle_px`), not nerfstudio's blanket 0.45, which
-    would throw away most of a full-circle fisheye.
-    """
-    known = catalog.CAPTURES.get(capture or "")
-    if known is not None and known.fisheye_crop_fraction is not None:
-        return known.fisheye_crop_fraction
-    return None
-
-
-def capture_name_for(path: Path) -> str | None:
-    """The EyefulTower capture a ``cameras.json`` belongs to, from its folder name."""
-    name = path.resolve().parent.name
-    return name if name in catalog.CAPTURES else None
+def catalog_capture(scene: Scene) -> catalog.Capture | None:
+    """The EyefulTower capture a ``cameras.json`` is, recognised by what it holds (its cameras,
+    rig positions and images against the catalog entry), never by its folder's name; None for
+    any other capture (synthetic ones included), which the catalog's rules do not apply to."""
+    camera_ids = {f.camera_id for f in scene.frames if f.camera_id is not None}
+    positions = {f.rig_position_id for f in scene.frames if f.rig_position_id is not None}
+    return catalog.recognise(camera_ids, len(positions), len(scene.frames))
 
 
 def camera_folder(camera_id: str) -> str | None:
@@ -75,19 +65,22 @@ def camera_folder(camera_id: str) -> str | None:
     return camera_id.split("/")[0] if "/" in camera_id else None
 
 
-def read_krt(path: str | Path, capture: str | None = None) -> Scene:
+def read_krt(path: str | Path, crop_fraction: float | None = None) -> Scene:
     """Parse ``cameras.json``; full-resolution cameras, ``world_from_cam`` in the y-up world.
 
-    ``capture`` picks the fisheye crop fraction (default: the folder name if it is a known
-    capture). Errors name the file and the entry.
+    The fisheye crop radius is ``crop_fraction`` of half the image size (nerfstudio's
+    per-capture value, :attr:`catalog.Capture.fisheye_crop_fraction` of the capture
+    :func:`catalog_capture` recognises), else the lens's own image circle from the calibration
+    (:func:`~eyeful_tools.cameras.fisheye_image_circle_px`), not nerfstudio's blanket 0.45,
+    which would throw away most of a full-circle fisheye. The scene is named after the catalog
+    capture it is, if any. Errors name the file and the entry.
     """
     path = Path(path)
     data = read_json(path, "cameras.json")
     entries = data.get("KRT") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries:
         raise InputFormatError(path, 'expected {"KRT": [...]} with at least one camera')
-    capture = capture or capture_name_for(path)
-    fraction = crop_fraction(capture)
+    fraction = crop_fraction
 
     models = {str(e.get("distortionModel")) for e in entries if isinstance(e, dict)}
     if len(models) > 1:
@@ -111,7 +104,9 @@ def read_krt(path: str | Path, capture: str | None = None) -> Scene:
             path,
             dropped_terms,
         )
-    return Scene(frames=tuple(frames), world_up=WorldUp.Y_UP, name=capture)
+    scene = Scene(frames=tuple(frames), world_up=WorldUp.Y_UP)
+    known = catalog_capture(scene)
+    return scene if known is None else replace(scene, name=known.name)
 
 
 def _frame(path: Path, index: int, entry: Any, fraction: float | None) -> tuple[Frame, int]:

@@ -60,7 +60,7 @@ TRAIN_SPLIT_FRACTION = 0.9
 MAX_AUTO_RESOLUTION = 1600
 AUTO_DOWNSCALE = "auto"
 #: nerfstudio's ``eval_interval`` default for the ``interval`` rule
-EVAL_INTERVAL = 8
+EVAL_INTERVAL = cameras.EVAL_INTERVAL
 #: ``vertical``: nerfstudio's threshold on the second singular value of the stacked camera x
 #: axes, as an RMS cosine (cos 80 deg); below it the rig is degenerate and ``up`` is projected
 VERTICAL_DEGENERATE_COSINE = 0.17
@@ -314,7 +314,7 @@ def _positive_int(value: object) -> bool:
 def _resolve(base: Path, file_path: str, downscale: int, folder: str) -> Path:
     """nerfstudio's ``_get_fname``: ``<base>/<folder>_N/<basename>`` when downscaled."""
     if downscale > 1:
-        return (base / f"{folder}_{downscale}" / Path(file_path).name).resolve()
+        return (base / cameras.downscaled_file(file_path, downscale, folder)).resolve()
     path = Path(file_path)
     return path if path.is_absolute() else (base / path).resolve()
 
@@ -520,8 +520,9 @@ def eval_split(
 
     ``fraction``: ceil(0.9 N) evenly spaced train images (linspace, first and last included),
     the rest eval. ``filename``: basenames containing ``train`` are train, else those containing
-    ``eval`` are eval, any other name is an error. ``interval``: ``i % eval_interval == 0`` is
-    eval, the rest train. ``all``: every image in both.
+    ``eval`` are eval, any other name is an error. ``interval``: every ``eval_interval``-th
+    image from the first is eval (:func:`cameras.held_out_every`), the rest train. ``all``:
+    every image in both.
     """
     check_options(eval_mode=eval_mode, eval_interval=eval_interval)
     count = len(image_names)
@@ -546,7 +547,7 @@ def eval_split(
                 )
         return np.array(train_list, dtype=np.int64), np.array(eval_list, dtype=np.int64)
     if eval_mode == "interval":
-        held = every % eval_interval == 0
+        held = cameras.held_out_every(count, eval_interval)
         return every[~held], every[held]
     log.warning(  # "all"
         "eval mode all: every image is in train, val and test; with camera optimisation "
