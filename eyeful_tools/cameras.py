@@ -227,6 +227,9 @@ class Frame:
     depth_path: str | None = None
     color_space: str | None = None  # "srgb" (display-referred JPEG) or "linear" (HDR EXR)
     exposure: float | None = None
+    #: what a reader knows beyond the canonical frame, for the pipeline that reads it (a phone
+    #: frame's depth encoding and confidence map, the app's sharpness score); writers ignore it
+    extras: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         matrix = np.array(self.world_from_cam, dtype=np.float64)

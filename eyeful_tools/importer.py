@@ -2,7 +2,9 @@
 :data:`eyeful_tools.importers.IMPORTERS` provides, and the plain data it is made of.
 
 An importer declares its name, help and options as data (the CLI turns them into a command),
-says whether it reads an input and why (:class:`Detection`), and runs. Options are data, not
+says whether it reads an input and why (:class:`Detection`), reads it into a canonical
+:class:`~eyeful_tools.cameras.Scene` whose frames carry their extras (depth, confidence, the
+app's sharpness score) where the format has poses of its own, and runs. Options are data, not
 Typer objects, so the library stays free of the CLI.
 """
 
@@ -17,6 +19,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from eyeful_tools.archive import Source
 from eyeful_tools.errors import UsageError
+from eyeful_tools.ios_import import PhoneExport
 
 Progress = Callable[[str, int, int], None]
 Values = Mapping[str, Any]
@@ -111,7 +114,18 @@ class Importer(Protocol):
         """Whether it imports anything (a row may only recognise what needs no import)."""
         ...
 
+    @property
+    def reads(self) -> bool:
+        """Whether :meth:`read` works: the format holds poses (SfM makes its own by running)."""
+        ...
+
     def detect(self, probe: Probe) -> Detection: ...
+
+    def read(self, source: Path, values: Values) -> PhoneExport:
+        """The input as a canonical scene (``.scene``; ``Frame.extras`` hold each frame's depth
+        encoding, confidence map and app score) with the open export its members come from,
+        writing nothing; close ``.source`` when done (``run`` does)."""
+        ...
 
     def run(self, source: Path, values: Values, progress: Progress) -> str: ...
 
@@ -130,13 +144,23 @@ class Row:
     label: str = ""
     refusal: str | None = None
     source_name: str = "source"
+    reader: Callable[[Path, Values], PhoneExport] | None = None
 
     @property
     def runs(self) -> bool:
         return self.runner is not None
 
+    @property
+    def reads(self) -> bool:
+        return self.reader is not None
+
     def detect(self, probe: Probe) -> Detection:
         return self.detector(probe)
+
+    def read(self, source: Path, values: Values) -> PhoneExport:
+        if self.reader is None:
+            raise UsageError(source, f"{self.name} has no poses to read without running")
+        return self.reader(source, values)
 
     def run(self, source: Path, values: Values, progress: Progress) -> str:
         if self.runner is None:

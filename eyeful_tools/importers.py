@@ -32,7 +32,7 @@ from eyeful_tools.importer import (
     choice,
     defaults,
 )
-from eyeful_tools.ios_import import ImportOptions
+from eyeful_tools.ios_import import ImportOptions, PhoneExport, import_capture
 from eyeful_tools.readers import nerfcapture, polycam, record3d, stray
 
 #: a folder of at least this many photos (and nothing that names a format) is photos for SfM
@@ -179,14 +179,18 @@ SFM_TAIL = (MIN_REGISTERED, MAX_FEATURES, THREADS, SEED)
 # Running: the phone apps share the iOS pipeline, photos and video SfM.
 
 
+def _limits(values: Values) -> ArchiveLimits:
+    return ArchiveLimits(
+        max_member_bytes=values["max_member_mb"] * MIB,
+        max_ratio=values["max_ratio"],
+        max_total_bytes=values["max_total_mb"] * MIB,
+    )
+
+
 def phone_options(values: Values) -> ImportOptions:
     """The shared pipeline's options from a phone command's values."""
     return ImportOptions(
-        archive_limits=ArchiveLimits(
-            max_member_bytes=values["max_member_mb"] * MIB,
-            max_ratio=values["max_ratio"],
-            max_total_bytes=values["max_total_mb"] * MIB,
-        ),
+        archive_limits=_limits(values),
         crop_border_px=values.get("crop_border", 0),
         max_frames=values["max_frames"],
         blur_filter=parse_blur_filter(values["blur_filter"]),
@@ -197,28 +201,30 @@ def phone_options(values: Values) -> ImportOptions:
     )
 
 
-def _record3d(source: Path, values: Values, progress: Progress) -> str:
-    options = phone_options(values)
-    return record3d.import_record3d(source, values["out"], options, progress).one_line()
+def _read_record3d(source: Path, values: Values) -> PhoneExport:
+    return record3d.read_record3d(source, _limits(values))
 
 
-def _polycam(source: Path, values: Values, progress: Progress) -> str:
-    options = phone_options(values)
-    report = polycam.import_polycam(source, values["out"], options, progress, use_raw=values["raw"])
-    return report.one_line()
+def _read_polycam(source: Path, values: Values) -> PhoneExport:
+    return polycam.read_polycam(source, use_raw=values["raw"], limits=_limits(values))
 
 
-def _stray(source: Path, values: Values, progress: Progress) -> str:
-    options = phone_options(values)
-    report = stray.import_stray(
-        source, values["out"], options, progress, min_confidence=values["min_confidence"]
-    )
-    return report.one_line()
+def _read_stray(source: Path, values: Values) -> PhoneExport:
+    return stray.read_stray(source, min_confidence=values["min_confidence"], limits=_limits(values))
 
 
-def _nerfcapture(source: Path, values: Values, progress: Progress) -> str:
-    options = phone_options(values)
-    return nerfcapture.import_nerfcapture(source, values["out"], options, progress).one_line()
+def _read_nerfcapture(source: Path, values: Values) -> PhoneExport:
+    return nerfcapture.read_nerfcapture(source, _limits(values))
+
+
+def _phone(read: Callable[[Path, Values], PhoneExport]) -> Callable[[Path, Values, Progress], str]:
+    """A phone format's run: its reader's scene through the shared pipeline."""
+
+    def run(source: Path, values: Values, progress: Progress) -> str:
+        export = read(source, values)
+        return import_capture(export, values["out"], phone_options(values), progress).one_line()
+
+    return run
 
 
 def _sfm_options(values: Values, single_camera: bool) -> Any:
@@ -402,7 +408,8 @@ IMPORTERS: tuple[Importer, ...] = (
         "EXR+JPG export folder, or an .r3d file.",
         _PHONE,
         _detect_record3d,
-        _record3d,
+        _phone(_read_record3d),
+        reader=_read_record3d,
     ),
     Row(
         "polycam",
@@ -430,7 +437,8 @@ IMPORTERS: tuple[Importer, ...] = (
             ),
         ),
         _detect_polycam,
-        _polycam,
+        _phone(_read_polycam),
+        reader=_read_polycam,
     ),
     Row(
         "stray",
@@ -451,7 +459,8 @@ IMPORTERS: tuple[Importer, ...] = (
             ),
         ),
         _detect_stray,
-        _stray,
+        _phone(_read_stray),
+        reader=_read_stray,
     ),
     Row(
         "nerfcapture",
@@ -461,7 +470,8 @@ IMPORTERS: tuple[Importer, ...] = (
         "NeRFCapture offline export (.zip or folder), or nerfcapture2nerf.py --save_path output.",
         _PHONE,
         _transforms(nerfcapture_wanted=True),
-        _nerfcapture,
+        _phone(_read_nerfcapture),
+        reader=_read_nerfcapture,
     ),
     Row(
         "nerfstudio",

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from eyeful_tools import imageio
+from eyeful_tools.cameras import Frame
 from eyeful_tools.errors import EyefulError, InputFormatError, LimitError, MissingFileError
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ DEPTH_EXR_M = "exr_m"  # float32 metres, single channel EXR (Record3D "EXR + JPG
 DEPTH_LZFSE_M = "lzfse_m"  # LZFSE-compressed raw float32 metres (Record3D .r3d)
 DEPTH_PNG_MM = "png_mm"  # 16-bit PNG, millimetres (Polycam)
 DEPTH_PNG_SCALED = (
-    "png_scaled"  # 16-bit PNG, ``IosFrame.depth_scale_m`` metres a unit (NeRFCapture)
+    "png_scaled"  # 16-bit PNG, ``extras["depth_scale_m"]`` metres a unit (NeRFCapture)
 )
 CONF_LZFSE_U8 = "lzfse_u8"  # LZFSE-compressed raw uint8 {0, 1, 2} (Record3D .r3d)
 CONF_PNG_U8 = "png_u8"  # 8-bit PNG {0, 127, 255} (Polycam)
@@ -44,23 +45,6 @@ class Source(Protocol):
     def display(self, name: str) -> str: ...
 
 
-class DepthMaps(Protocol):
-    """The depth fields of a frame (:class:`eyeful_tools.ios_import.IosFrame` has them)."""
-
-    @property
-    def depth(self) -> str | None: ...
-    @property
-    def depth_kind(self) -> str | None: ...
-    @property
-    def depth_size_px(self) -> tuple[int, int] | None: ...
-    @property
-    def depth_scale_m(self) -> float | None: ...
-    @property
-    def confidence(self) -> str | None: ...
-    @property
-    def confidence_kind(self) -> str | None: ...
-
-
 def depth_mm_from_metres(depth_m: np.ndarray) -> np.ndarray:
     """uint16 millimetres from float metres; non-finite, <= 0 or beyond 65.535 m -> 0 (invalid)."""
     depth = np.asarray(depth_m, dtype=np.float64)
@@ -70,14 +54,16 @@ def depth_mm_from_metres(depth_m: np.ndarray) -> np.ndarray:
 
 
 def depth_mm(
-    source: Source, frame: DepthMaps, image_size: tuple[int, int], min_confidence: int = 0
+    source: Source, frame: Frame, image_size: tuple[int, int], min_confidence: int = 0
 ) -> np.ndarray | None:
-    """[H, W] uint16 millimetres at the image size (nearest), pixels whose confidence is below
-    ``min_confidence`` (the app's own scale) zeroed; None (logged) when it cannot be read."""
-    assert frame.depth is not None  # checked by the caller
+    """[H, W] uint16 millimetres at the image size (nearest) of ``frame.depth_path`` (encoded as
+    ``frame.extras`` says: ``depth_kind``, ``depth_size_px``, ``depth_scale_m``), pixels whose
+    ``confidence`` map is below ``min_confidence`` (the app's own scale) zeroed; None (logged)
+    when it cannot be read."""
+    assert frame.depth_path is not None  # checked by the caller
     try:
         depth = _read_depth(source, frame)
-        if frame.confidence is not None and min_confidence > 0:
+        if frame.extras.get("confidence") is not None and min_confidence > 0:
             confidence = _read_confidence(source, frame, depth.shape)
             depth = np.where(confidence >= min_confidence, depth, 0).astype(np.uint16)
     except LimitError:
@@ -90,34 +76,37 @@ def depth_mm(
     return depth
 
 
-def _read_depth(source: Source, frame: DepthMaps) -> np.ndarray:
-    name = frame.depth
+def _read_depth(source: Source, frame: Frame) -> np.ndarray:
+    name = frame.depth_path
     assert name is not None
     where = source.display(name)
-    if frame.depth_kind in (DEPTH_PNG_MM, DEPTH_PNG_SCALED):
+    kind = frame.extras.get("depth_kind")
+    if kind in (DEPTH_PNG_MM, DEPTH_PNG_SCALED):
         data = source.read_bytes(name)
         imageio.check_header(data, where)  # the pixel limit, before OpenCV allocates
         depth = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
         if depth is None or depth.ndim != 2:
             raise InputFormatError(where, "cannot decode depth PNG (expected 16-bit, one channel)")
-        if frame.depth_kind == DEPTH_PNG_SCALED:
-            if depth.dtype != np.uint16 or not frame.depth_scale_m:
+        if kind == DEPTH_PNG_SCALED:
+            scale = frame.extras.get("depth_scale_m")
+            if depth.dtype != np.uint16 or not scale:
                 raise InputFormatError(where, "expected a 16-bit one-channel depth PNG")
-            return depth_mm_from_metres(depth.astype(np.float64) * frame.depth_scale_m)
+            return depth_mm_from_metres(depth.astype(np.float64) * scale)
         return depth.astype(np.uint16)
-    if frame.depth_kind == DEPTH_EXR_M:
+    if kind == DEPTH_EXR_M:
         return depth_mm_from_metres(_read_exr_channel(source, name))
-    if frame.depth_kind == DEPTH_LZFSE_M:
+    if kind == DEPTH_LZFSE_M:
         raw = decompress_lzfse(source.read_bytes(name), where)
-        return depth_mm_from_metres(_raw_plane(raw, np.float32, frame.depth_size_px, where))
-    raise InputFormatError(where, f"unknown depth encoding {frame.depth_kind!r}")
+        size = frame.extras.get("depth_size_px")
+        return depth_mm_from_metres(_raw_plane(raw, np.float32, size, where))
+    raise InputFormatError(where, f"unknown depth encoding {kind!r}")
 
 
-def _read_confidence(source: Source, frame: DepthMaps, shape: tuple[int, ...]) -> np.ndarray:
-    name = frame.confidence
-    assert name is not None
+def _read_confidence(source: Source, frame: Frame, shape: tuple[int, ...]) -> np.ndarray:
+    name = frame.extras.get("confidence")
+    assert isinstance(name, str)
     where = source.display(name)
-    if frame.confidence_kind == CONF_PNG_U8:
+    if frame.extras.get("confidence_kind") == CONF_PNG_U8:
         data = source.read_bytes(name)
         imageio.check_header(data, where)
         conf = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE) if data else None

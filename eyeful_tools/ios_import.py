@@ -2,9 +2,11 @@
 
 Readers (:mod:`eyeful_tools.readers.record3d`, :mod:`eyeful_tools.readers.polycam`,
 :mod:`eyeful_tools.readers.stray`, :mod:`eyeful_tools.readers.nerfcapture`) parse an
-app's export into an :class:`IosCapture`: a list of :class:`IosFrame` with canonical poses
-(``world_from_cam``, OpenCV camera axes, the ARKit y-up world) and intrinsics for the image as
-stored. This module then, in order:
+app's export into a :class:`PhoneExport`: a canonical :class:`~eyeful_tools.cameras.Scene`
+(``world_from_cam`` with OpenCV camera axes in the ARKit y-up world, cameras for the images as
+stored, ``image_path`` and ``depth_path`` naming members of the export) whose frames carry
+their depth encoding, confidence map and the app's sharpness score in ``Frame.extras``
+(:func:`phone_frame`). This module then, in order:
 
 1. decodes images (a corrupt one is reported by name and skipped), scores sharpness when a blur
    filter is given (variance of the Laplacian, or the app's own score when every frame has one)
@@ -36,7 +38,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -65,39 +67,104 @@ _ASPECT_TOLERANCE = 0.01
 # ---------------------------------------------------------------------------------------------
 # What readers produce.
 
-
-@dataclass(frozen=True, eq=False)
-class IosFrame:
-    """One keyframe of an app export, before selection.
-
-    ``world_from_cam`` [4, 4]: OpenCV camera axes, the app's y-up world. ``intrinsics`` are
-    ``(fx, fy, cx, cy)`` in pixels (corner origin) for an image of ``size_px`` (w, h); ``None``
-    size means "read it from the image".
-    """
-
-    name: str  # output stem, unique within the capture
-    image: str  # member path in the source
-    intrinsics: tuple[float, float, float, float]
-    size_px: tuple[int, int] | None
-    world_from_cam: np.ndarray
-    depth: str | None = None
-    depth_kind: str | None = None
-    depth_size_px: tuple[int, int] | None = None  # raw (headerless) depth only
-    depth_scale_m: float | None = None  # metres per unit of a DEPTH_PNG_SCALED map
-    confidence: str | None = None
-    confidence_kind: str | None = None
-    app_score: float | None = None  # the app's own sharpness (Polycam blur_score)
+#: what a phone frame's ``Frame.extras`` may hold besides ``name`` (its output stem, unique
+#: within the export): the depth map's encoding (:mod:`eyeful_tools.ios_depth`), the confidence
+#: map beside it, and the app's own sharpness score (Polycam's ``blur_score``)
+PHONE_EXTRAS = (
+    "depth_kind",
+    "depth_size_px",  # raw (headerless) depth only
+    "depth_scale_m",  # metres per unit of a DEPTH_PNG_SCALED map
+    "confidence",
+    "confidence_kind",
+    "app_score",
+)
 
 
 @dataclass
-class IosCapture:
+class PhoneExport:
+    """An app's export as read: a canonical scene of its keyframes (before selection), the open
+    export its members come from, and what the summary reports."""
+
     app: str  # "record3d" | "polycam" | "stray" | "nerfcapture"
     source: Source
-    frames: list[IosFrame]
+    scene: Scene
     #: human-readable facts for the summary (e.g. "depth skipped: ...")
     notes: list[str] = field(default_factory=list)
     #: confidence at or above which depth pixels are kept (app's own scale)
     min_confidence: int = 0
+    #: images whose size the export does not give and that cannot be read: reported as corrupt
+    unreadable: list[str] = field(default_factory=list)
+
+    @property
+    def frames(self) -> tuple[Frame, ...]:
+        return self.scene.frames
+
+
+def phone_frame(
+    source: Source,
+    *,
+    name: str,
+    image: str,
+    intrinsics: tuple[float, float, float, float],
+    size_px: tuple[int, int] | None,
+    world_from_cam: np.ndarray,
+    depth: str | None = None,
+    **extras: Any,
+) -> Frame | None:
+    """A canonical frame of an export: ``image`` and ``depth`` are members of ``source``, the
+    camera (``intrinsics`` = fx, fy, cx, cy in pixels, corner origin) is for an image of
+    ``size_px`` (w, h), else of the stored image's own size. None when the export gives no
+    size and the image cannot be read (a corrupt image: the import reports it).
+    ``extras``: any of :data:`PHONE_EXTRAS`."""
+    unknown = set(extras) - set(PHONE_EXTRAS)
+    if unknown:
+        raise TypeError(f"unknown phone frame extras {sorted(unknown)}")
+    size = size_px or _stored_size(source, image)
+    if size is None:
+        return None
+    fx, fy, cx, cy = intrinsics
+    camera = Camera(
+        model=CameraModel.OPENCV, width_px=size[0], height_px=size[1], fx=fx, fy=fy, cx=cx, cy=cy
+    )
+    return Frame(
+        image_path=image,
+        camera=camera,
+        world_from_cam=world_from_cam,
+        depth_path=depth,
+        color_space="srgb",
+        extras={"name": name, **extras},
+    )
+
+
+def phone_export(
+    app: str,
+    source: Source,
+    frames: Sequence[tuple[str, Frame | None]],
+    notes: list[str],
+    min_confidence: int = 0,
+) -> PhoneExport:
+    """The export of ``(image member, frame or None)`` pairs from :func:`phone_frame`."""
+    return PhoneExport(
+        app=app,
+        source=source,
+        scene=Scene(frames=tuple(f for _, f in frames if f is not None), world_up=WorldUp.Y_UP),
+        notes=notes,
+        min_confidence=min_confidence,
+        unreadable=[image for image, f in frames if f is None],
+    )
+
+
+def _stored_size(source: Source, name: str) -> tuple[int, int] | None:
+    """(w, h) of a stored image, from its header (else by decoding); None when unreadable."""
+    try:
+        data = source.read_bytes(name)
+        size = imageio.header_size(data, source.display(name))
+    except (DamagedMemberError, InputFormatError):
+        return None
+    if size is not None:
+        return size
+    pixels = _decode_grey(source, name)
+    return None if pixels is None else (pixels.shape[1], pixels.shape[0])
 
 
 @dataclass(frozen=True)
@@ -165,10 +232,10 @@ Progress = Callable[[str, int, int], None]
 
 def read_capture(
     path: str | Path,
-    parse: Callable[[Source], IosCapture],
+    parse: Callable[[Source], PhoneExport],
     limits: ArchiveLimits = ArchiveLimits(),
-) -> IosCapture:
-    """``parse`` the export at ``path``; the capture owns the open :class:`Source` (closed by
+) -> PhoneExport:
+    """``parse`` the export at ``path``; the export owns the open :class:`Source` (closed by
     :func:`import_capture`), which is closed here if parsing fails."""
     source = Source(path, limits)
     try:
@@ -179,7 +246,7 @@ def read_capture(
 
 
 def import_capture(
-    capture: IosCapture,
+    capture: PhoneExport,
     out_dir: str | Path,
     options: ImportOptions = ImportOptions(),
     progress: Progress | None = None,
@@ -193,11 +260,11 @@ def import_capture(
 
 
 def _import(
-    capture: IosCapture, out_dir: str | Path, options: ImportOptions, progress: Progress | None
+    capture: PhoneExport, out_dir: str | Path, options: ImportOptions, progress: Progress | None
 ) -> ImportReport:
     out_dir = Path(out_dir)
     check_output_folder(out_dir, options.overwrite, inputs=[capture.source.path])
-    if not capture.frames:
+    if not capture.frames and not capture.unreadable:
         raise InputFormatError(capture.source.path, "no frames to import")
     if options.rotate not in (*ROTATIONS, "auto"):
         raise UsageError("--rotate", f"expected none, cw, ccw, 180 or auto, got {options.rotate!r}")
@@ -205,16 +272,18 @@ def _import(
         raise UsageError("--crop-border", f"must be >= 0, got {options.crop_border_px}")
     if options.max_frames is not None and options.max_frames < 1:
         raise UsageError("--max-frames", f"must be at least 1, got {options.max_frames}")
-    report = ImportReport(out_dir=out_dir, total=len(capture.frames), kept=0)
+    total = len(capture.frames) + len(capture.unreadable)
+    report = ImportReport(out_dir=out_dir, total=total, kept=0, corrupt=list(capture.unreadable))
     report.notes.extend(capture.notes)
     sizes: dict[int, tuple[int, int]] = {}
 
     def decode(index: int) -> np.ndarray | None:
         frame = capture.frames[index]
-        pixels = _decode_grey(capture.source, frame.image)
+        pixels = _decode_grey(capture.source, frame.image_path)
         if pixels is None:
-            log.warning("%s: cannot decode image; skipped", capture.source.display(frame.image))
-            report.corrupt.append(frame.image)
+            where = capture.source.display(frame.image_path)
+            log.warning("%s: cannot decode image; skipped", where)
+            report.corrupt.append(frame.image_path)
             return None
         sizes[index] = (pixels.shape[1], pixels.shape[0])
         return pixels
@@ -253,7 +322,7 @@ def _import(
 
 
 def _check_free_space(
-    capture: IosCapture,
+    capture: PhoneExport,
     selected: Sequence[tuple[int, tuple[int, int]]],
     out_dir: Path,
     options: ImportOptions,
@@ -264,9 +333,9 @@ def _check_free_space(
     source, needed = capture.source, 0
     for index, (width, height) in selected:
         frame = capture.frames[index]
-        if not (options.link and source.local_path(frame.image) is not None):
-            needed += source.member_size(frame.image)
-        if options.depth and frame.depth is not None:
+        if not (options.link and source.local_path(frame.image_path) is not None):
+            needed += source.member_size(frame.image_path)
+        if options.depth and frame.depth_path is not None:
             needed += width * height
     require_free_space(out_dir, needed, f"importing {len(selected)} frames")
 
@@ -290,14 +359,14 @@ def even_subsample(items: Sequence[T], max_count: int | None) -> list[T]:
 
 
 def _drop_blurry(
-    capture: IosCapture,
+    capture: PhoneExport,
     candidates: list[int],
     blur_filter: blur.BlurFilter,
     decode: Callable[[int], np.ndarray | None],
     report: ImportReport,
     progress: Progress | None,
 ) -> list[int]:
-    use_app = all(capture.frames[i].app_score is not None for i in candidates)
+    use_app = all(capture.frames[i].extras.get("app_score") is not None for i in candidates)
     if use_app:
         report.score_name = f"{capture.app} score {blur_filter.describe()}"
     else:
@@ -310,44 +379,35 @@ def _drop_blurry(
             progress("scoring sharpness", step + 1, len(candidates))
         if pixels is None:
             continue
-        app_score = capture.frames[index].app_score
+        app_score = capture.frames[index].extras.get("app_score")
         scores.append(
             float(app_score) if use_app and app_score is not None else blur.sharpness(pixels)
         )
         scored.append(index)
     keep = blur_filter.keep(scores)
     report.dropped_blurry = [
-        capture.frames[i].name for i, k in zip(scored, keep, strict=True) if not k
+        capture.frames[i].extras["name"] for i, k in zip(scored, keep, strict=True) if not k
     ]
     if report.dropped_blurry:
         log.info("dropped as blurry: %s", ", ".join(report.dropped_blurry))
     return [i for i, k in zip(scored, keep, strict=True) if k]
 
 
-def _camera_for(capture: IosCapture, frame: IosFrame, image_size: tuple[int, int]) -> Camera:
+def _camera_for(capture: PhoneExport, frame: Frame, image_size: tuple[int, int]) -> Camera:
     """Intrinsics for the image as stored; rescaled when the export's images were resized."""
-    fx, fy, cx, cy = frame.intrinsics
-    width, height = frame.size_px or image_size
-    if not (0 < cx < width and 0 < cy < height):
+    camera = frame.camera
+    width, height = camera.width_px, camera.height_px
+    if not (0 < camera.cx < width and 0 < camera.cy < height):
         raise InputFormatError(
-            capture.source.display(frame.image),
-            f"its camera's principal point ({cx:g}, {cy:g}) lies outside the {width}x{height}"
-            " image (intrinsics written row-major, or for another image size?)",
+            capture.source.display(frame.image_path),
+            f"its camera's principal point ({camera.cx:g}, {camera.cy:g}) lies outside the"
+            f" {width}x{height} image (intrinsics written row-major, or for another image size?)",
         )
-    camera = Camera(
-        model=CameraModel.OPENCV,
-        width_px=int(width),
-        height_px=int(height),
-        fx=fx,
-        fy=fy,
-        cx=cx,
-        cy=cy,
-    )
     if (width, height) == image_size:
         return camera
     if abs(width / height - image_size[0] / image_size[1]) > _ASPECT_TOLERANCE * width / height:
         raise InputFormatError(
-            capture.source.display(frame.image),
+            capture.source.display(frame.image_path),
             f"image is {image_size[0]}x{image_size[1]} but its camera says {width}x{height}"
             " (rotated after export?)",
         )
@@ -355,7 +415,7 @@ def _camera_for(capture: IosCapture, frame: IosFrame, image_size: tuple[int, int
 
 
 def _write_frames(
-    capture: IosCapture,
+    capture: PhoneExport,
     frames: list[tuple[int, Camera]],
     build: Path,
     options: ImportOptions,
@@ -367,24 +427,25 @@ def _write_frames(
     canonical = []
     for step, (index, stored_camera) in enumerate(frames):
         frame = capture.frames[index]
-        suffix = PurePosixPath(frame.image).suffix.lower() or ".jpg"
-        image_rel = f"images/{frame.name}{suffix}"
+        name = frame.extras["name"]
+        suffix = PurePosixPath(frame.image_path).suffix.lower() or ".jpg"
+        image_rel = f"images/{name}{suffix}"
         crop = options.crop_border_px
-        cropped = _crop_camera(stored_camera, crop, capture.source.display(frame.image))
+        cropped = _crop_camera(stored_camera, crop, capture.source.display(frame.image_path))
         camera, world_from_cam = rotate_image_quarter_turns(cropped, frame.world_from_cam, turns)
         if turns or crop:
-            image = _decode_colour(capture.source, frame.image)
+            image = _decode_colour(capture.source, frame.image_path)
             image = image[crop : image.shape[0] - crop, crop : image.shape[1] - crop]
             imageio.write_image(build / image_rel, np.rot90(image, turns))
         else:
-            _copy_member(capture.source, frame.image, build / image_rel, options.link)
+            _copy_member(capture.source, frame.image_path, build / image_rel, options.link)
         depth_rel = None
-        if options.depth and frame.depth is not None:
+        if options.depth and frame.depth_path is not None:
             size = (stored_camera.width_px, stored_camera.height_px)
             depth_mm = ios_depth.depth_mm(capture.source, frame, size, capture.min_confidence)
             if depth_mm is not None:
                 depth_mm = depth_mm[crop : size[1] - crop, crop : size[0] - crop]
-                depth_rel = f"depth/{frame.name}.png"
+                depth_rel = f"depth/{name}.png"
                 imageio.write_image(
                     build / depth_rel, np.ascontiguousarray(np.rot90(depth_mm, turns))
                 )

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from eyeful_tools import importers
+from eyeful_tools.cameras import Frame, Scene
 from eyeful_tools.cli import load_commands, main
 from eyeful_tools.cli._app import import_app
-from eyeful_tools.errors import InputFormatError
+from eyeful_tools.errors import InputFormatError, UsageError
 from eyeful_tools.imageio import write_image
-from eyeful_tools.importer import Detection, Option, Row
+from eyeful_tools.importer import Detection, Option, Row, defaults
 from eyeful_tools.importers import IMPORTERS, detect
 
 N_VIEWS = 4
@@ -199,3 +200,34 @@ def test_auto_walks_the_table(tmp_path: Path, monkeypatch, capsys) -> None:
     assert main(["import", "auto", str(other), "--out", str(tmp_path / "o")]) == 1
     expected = f"error: {other}: cannot tell what captured this (notes: not called notes)\n"
     assert capsys.readouterr().err == expected
+
+
+def test_phone_importers_read_into_the_canonical_scene(tmp_path: Path, views) -> None:
+    """Every importer with poses of its own reads into a cameras.Scene of cameras.Frame (no
+    second frame type): cameras for the stored images, the depth map and its encoding in the
+    frame's extras; SfM and the refusals have nothing to read without running."""
+    exports = {
+        "record3d": fx.write_r3d(tmp_path / "scan.r3d", views["record3d"]),
+        "polycam": fx.write_polycam_folder(tmp_path / "polycam", views["polycam"]),
+        "stray": fx.write_stray_folder(tmp_path / "stray", views["stray"]),
+        "nerfcapture": fx.write_nerfcapture_folder(
+            tmp_path / "nc", views["nerfcapture"], flavour="ngp"
+        ),
+    }
+    by_name = {importer.name: importer for importer in IMPORTERS}
+    assert {name for name, importer in by_name.items() if importer.reads} == set(exports)
+    for name, path in exports.items():
+        importer = by_name[name]
+        export = importer.read(path, {**defaults(importer), "out": tmp_path / "unused"})
+        try:
+            assert isinstance(export.scene, Scene) and len(export.scene.frames) == N_VIEWS
+            for frame, view in zip(export.scene.frames, views[name], strict=True):
+                assert type(frame) is Frame and frame.depth_path is not None
+                assert frame.extras["depth_kind"] and frame.extras["name"]
+                assert frame.camera.width_px > 0 and frame.camera.fx > 0
+                assert np.allclose(frame.world_from_cam[:3, 3], view.world_from_cam[:3, 3])
+        finally:
+            export.source.close()
+    assert not (tmp_path / "unused").exists()
+    with pytest.raises(UsageError, match="no poses to read"):
+        by_name["images"].read(tmp_path, {})

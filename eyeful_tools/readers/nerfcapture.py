@@ -1,4 +1,4 @@
-"""NeRFCapture exports (a folder or its zip) as an :class:`IosCapture`.
+"""NeRFCapture exports (a folder or its zip) as a canonical scene.
 
 Two producers write the same instant-ngp-style layout (``shared/reference/ios.md`` section 3):
 
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import posixpath
-from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -36,17 +35,19 @@ import numpy as np
 
 from eyeful_tools import cameras
 from eyeful_tools.archive import ArchiveLimits, DamagedMemberError
+from eyeful_tools.cameras import Frame
 from eyeful_tools.errors import InputFormatError, MissingFileError
 from eyeful_tools.imageio import JPEG_SUFFIXES
 from eyeful_tools.ios_depth import DEPTH_PNG_SCALED
 from eyeful_tools.ios_import import (
     ImportOptions,
     ImportReport,
-    IosCapture,
-    IosFrame,
+    PhoneExport,
     Progress,
     Source,
     import_capture,
+    phone_export,
+    phone_frame,
     read_capture,
 )
 
@@ -75,12 +76,12 @@ def png_format(data: bytes) -> tuple[int, str] | None:
     return data[24], _PNG_COLOUR_TYPES.get(data[25], f"colour type {data[25]}")
 
 
-def read_nerfcapture(path: str | Path, limits: ArchiveLimits = ArchiveLimits()) -> IosCapture:
+def read_nerfcapture(path: str | Path, limits: ArchiveLimits = ArchiveLimits()) -> PhoneExport:
     """Parse a NeRFCapture (or ``nerfcapture2nerf.py``) export without writing anything."""
     return read_capture(path, _read, limits)
 
 
-def _read(source: Source) -> IosCapture:
+def _read(source: Source) -> PhoneExport:
     prefix = find_prefix(source)
     if prefix is None:
         raise MissingFileError(
@@ -93,7 +94,7 @@ def _read(source: Source) -> IosCapture:
     if not isinstance(items, list) or not items:
         raise InputFormatError(where, "'frames' must be a non-empty list")
     scale = _depth_scale(manifest, where)
-    frames: list[IosFrame] = []
+    frames: list[tuple[str, Frame | None]] = []
     depth_members: list[str | None] = []
     for index, item in enumerate(items):
         what = f"frames[{index}]"
@@ -102,23 +103,23 @@ def _read(source: Source) -> IosCapture:
         image = _resolve_image(source, prefix, item.get("file_path"), where, what)
         depth = item.get("depth_path")
         depth_members.append(_member(prefix, depth) if isinstance(depth, str) and depth else None)
-        frames.append(
-            IosFrame(
-                name=f"frame_{index:05d}",
-                image=image,
-                intrinsics=_intrinsics(item, manifest, where, what),
-                size_px=_size(item, manifest, where, what),
-                world_from_cam=_pose(item.get("transform_matrix"), where, what),
-            )
+        frame = phone_frame(
+            source,
+            name=f"frame_{index:05d}",
+            image=image,
+            intrinsics=_intrinsics(item, manifest, where, what),
+            size_px=_size(item, manifest, where, what),
+            world_from_cam=_pose(item.get("transform_matrix"), where, what),
         )
+        frames.append((image, frame))
     notes: list[str] = []
     depth_ok = _check_depth(source, prefix, depth_members, scale, notes)
     if depth_ok and scale is not None:  # _check_depth says why not in the notes
         frames = [
-            _with_depth(source, frame, member, scale) if member else frame
-            for frame, member in zip(frames, depth_members, strict=True)
+            (image, _with_depth(source, frame, member, scale) if member and frame else frame)
+            for (image, frame), member in zip(frames, depth_members, strict=True)
         ]
-    return IosCapture(app="nerfcapture", source=source, frames=frames, notes=notes)
+    return phone_export("nerfcapture", source, frames, notes)
 
 
 def _member(prefix: str, file_path: str) -> str:
@@ -247,11 +248,12 @@ def _first_readable(source: Source, members: list[str]) -> tuple[str, bytes] | N
     return None
 
 
-def _with_depth(source: Source, frame: IosFrame, member: str, scale: float) -> IosFrame:
+def _with_depth(source: Source, frame: Frame, member: str, scale: float) -> Frame:
     """``frame`` with its 16-bit depth map, ``scale`` metres a unit (converted when read)."""
     if not source.exists(member):
         return frame
-    return replace(frame, depth=member, depth_kind=DEPTH_PNG_SCALED, depth_scale_m=scale)
+    extras = {**frame.extras, "depth_kind": DEPTH_PNG_SCALED, "depth_scale_m": scale}
+    return frame.with_(depth_path=member, extras=extras)
 
 
 def import_nerfcapture(

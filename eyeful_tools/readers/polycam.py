@@ -1,4 +1,4 @@
-"""Polycam "Raw Data" exports (a folder or its zip) as an :class:`IosCapture`.
+"""Polycam "Raw Data" exports (a folder or its zip) as a canonical scene.
 
 Layout (``shared/reference/ios.md`` section 2): ``keyframes/{images, cameras, corrected_images,
 corrected_cameras, depth, confidence}/<timestamp>.*``, at the archive root or under one top-level
@@ -30,11 +30,12 @@ from eyeful_tools.ios_depth import CONF_PNG_U8, DEPTH_PNG_MM
 from eyeful_tools.ios_import import (
     ImportOptions,
     ImportReport,
-    IosCapture,
-    IosFrame,
+    PhoneExport,
     Progress,
     Source,
     import_capture,
+    phone_export,
+    phone_frame,
     read_capture,
     skipped_note,
 )
@@ -62,7 +63,7 @@ def find_keyframes(source: Source) -> str | None:
 
 def read_polycam(
     path: str | Path, *, use_raw: bool = False, limits: ArchiveLimits = ArchiveLimits()
-) -> IosCapture:
+) -> PhoneExport:
     """Parse a Polycam raw-data export (folder or zip) without writing anything."""
     return read_capture(path, lambda source: _read(source, use_raw), limits)
 
@@ -76,7 +77,7 @@ def _files(source: Source, folder: str) -> dict[str, str]:
     return found
 
 
-def _read(source: Source, use_raw: bool) -> IosCapture:
+def _read(source: Source, use_raw: bool) -> PhoneExport:
     prefix = find_keyframes(source)
     if prefix is None:
         raise MissingFileError(source.path, "not a Polycam raw-data export (no keyframes/ folder)")
@@ -117,30 +118,28 @@ def _read(source: Source, use_raw: bool) -> IosCapture:
         if size is None and stem in raw_cameras and kind:
             size = _size(_load_camera(source, raw_cameras[stem]))
         score = values.get("blur_score")
-        frames.append(
-            IosFrame(
-                name=stem,
-                image=image_files[stem],
-                intrinsics=(
-                    float(values["fx"]),
-                    float(values["fy"]),
-                    float(values["cx"]),
-                    float(values["cy"]),
-                ),
-                size_px=size,
-                world_from_cam=world_from_cam_from_camera_json(values),
-                depth=depth_files.get(stem),
-                depth_kind=DEPTH_PNG_MM,
-                confidence=confidence_files.get(stem),
-                confidence_kind=CONF_PNG_U8,
-                app_score=float(score) if _is_number(score) else None,
-            )
+        frame = phone_frame(
+            source,
+            name=stem,
+            image=image_files[stem],
+            intrinsics=(
+                float(values["fx"]),
+                float(values["fy"]),
+                float(values["cx"]),
+                float(values["cy"]),
+            ),
+            size_px=size,
+            world_from_cam=world_from_cam_from_camera_json(values),
+            depth=depth_files.get(stem),
+            depth_kind=DEPTH_PNG_MM,
+            confidence=confidence_files.get(stem),
+            confidence_kind=CONF_PNG_U8,
+            app_score=float(score) if _is_number(score) else None,
         )
+        frames.append((image_files[stem], frame))
     if not depth_files:
         notes.append("no depth/ folder: imported without depth")
-    return IosCapture(
-        app="polycam", source=source, frames=frames, notes=notes, min_confidence=MIN_CONFIDENCE
-    )
+    return phone_export("polycam", source, frames, notes, MIN_CONFIDENCE)
 
 
 def _is_number(value: Any) -> TypeGuard[int | float]:

@@ -1,4 +1,4 @@
-"""Record3D exports: the "EXR + JPG" folder and the ``.r3d`` archive, as an :class:`IosCapture`.
+"""Record3D exports: the "EXR + JPG" folder and the ``.r3d`` archive, as a canonical scene.
 
 Layouts (``shared/reference/ios.md`` section 1):
 
@@ -38,11 +38,12 @@ from eyeful_tools.ios_depth import CONF_LZFSE_U8, DEPTH_EXR_M, DEPTH_LZFSE_M, lz
 from eyeful_tools.ios_import import (
     ImportOptions,
     ImportReport,
-    IosCapture,
-    IosFrame,
+    PhoneExport,
     Progress,
     Source,
     import_capture,
+    phone_export,
+    phone_frame,
     read_capture,
     skipped_note,
 )
@@ -75,12 +76,12 @@ def detect(source: Source) -> tuple[str, str] | None:
     return None
 
 
-def read_record3d(path: str | Path, limits: ArchiveLimits = ArchiveLimits()) -> IosCapture:
+def read_record3d(path: str | Path, limits: ArchiveLimits = ArchiveLimits()) -> PhoneExport:
     """Parse a Record3D export (folder, ``.r3d`` or zip) without writing anything."""
     return read_capture(path, _read, limits)
 
 
-def _read(source: Source) -> IosCapture:
+def _read(source: Source) -> PhoneExport:
     found = detect(source)
     if found is None:
         raise MissingFileError(
@@ -115,23 +116,21 @@ def _read(source: Source) -> IosCapture:
         else:
             depth = f"{image_dir}{number}.depth"
             depth_kind, confidence = DEPTH_LZFSE_M, f"{image_dir}{number}.conf"
-        frames.append(
-            IosFrame(
-                name=f"frame_{number:05d}",
-                image=image,
-                intrinsics=intrinsics[index],
-                size_px=size,
-                world_from_cam=world_from_cam_from_pose(poses[index]),
-                depth=depth if depth_ok and source.exists(depth) else None,
-                depth_kind=depth_kind,
-                depth_size_px=depth_size if kind == "r3d" else None,
-                confidence=confidence if confidence and source.exists(confidence) else None,
-                confidence_kind=CONF_LZFSE_U8 if kind == "r3d" else None,
-            )
+        frame = phone_frame(
+            source,
+            name=f"frame_{number:05d}",
+            image=image,
+            intrinsics=intrinsics[index],
+            size_px=size,
+            world_from_cam=world_from_cam_from_pose(poses[index]),
+            depth=depth if depth_ok and source.exists(depth) else None,
+            depth_kind=depth_kind,
+            depth_size_px=depth_size if kind == "r3d" else None,
+            confidence=confidence if confidence and source.exists(confidence) else None,
+            confidence_kind=CONF_LZFSE_U8 if kind == "r3d" else None,
         )
-    return IosCapture(
-        app="record3d", source=source, frames=frames, notes=notes, min_confidence=MIN_CONFIDENCE
-    )
+        frames.append((image, frame))
+    return phone_export("record3d", source, frames, notes, MIN_CONFIDENCE)
 
 
 def _pair_with_poses(

@@ -1,4 +1,4 @@
-"""Stray Scanner exports (a folder or its zip) as an :class:`IosCapture`.
+"""Stray Scanner exports (a folder or its zip) as a canonical scene.
 
 Layout (strayrobots/scanner ``docs/format.md``; ``shared/reference/ios.md`` section 3):
 ``rgb.mp4`` (the ARKit frames, landscape as the sensor delivers them), ``camera_matrix.csv``
@@ -47,11 +47,12 @@ from eyeful_tools.ios_depth import CONF_PNG_U8, DEPTH_PNG_MM
 from eyeful_tools.ios_import import (
     ImportOptions,
     ImportReport,
-    IosCapture,
-    IosFrame,
+    PhoneExport,
     Progress,
     Source,
     import_capture,
+    phone_export,
+    phone_frame,
     read_capture,
 )
 
@@ -149,14 +150,14 @@ def read_stray(
     *,
     min_confidence: int = MIN_CONFIDENCE,
     limits: ArchiveLimits = ArchiveLimits(),
-) -> IosCapture:
+) -> PhoneExport:
     """Parse a Stray Scanner export (folder or zip) without writing anything."""
     if min_confidence not in (0, 1, 2):
         raise UsageError("--min-confidence", f"expected 0, 1 or 2, got {min_confidence}")
     return read_capture(path, lambda source: _read(source, min_confidence), limits)
 
 
-def _read(source: Source, min_confidence: int) -> IosCapture:
+def _read(source: Source, min_confidence: int) -> PhoneExport:
     prefix = find_prefix(source)
     if prefix is None:
         raise MissingFileError(
@@ -207,19 +208,19 @@ def _read(source: Source, min_confidence: int) -> IosCapture:
             float(k[0, 2]),
             float(k[1, 2]),
         )
-        frames.append(
-            IosFrame(
-                name=f"frame_{row.frame:06d}",
-                image=image,
-                intrinsics=intrinsics,
-                size_px=None,  # the video's own size: K is for the video resolution
-                world_from_cam=row.world_from_cam,
-                depth=depth if has_depth else None,
-                depth_kind=DEPTH_PNG_MM,
-                confidence=confidence if has_depth and source.exists(confidence) else None,
-                confidence_kind=CONF_PNG_U8,
-            )
+        frame = phone_frame(
+            source,
+            name=f"frame_{row.frame:06d}",
+            image=image,
+            intrinsics=intrinsics,
+            size_px=(width, height),  # the video's own size: K is for the video resolution
+            world_from_cam=row.world_from_cam,
+            depth=depth if has_depth else None,
+            depth_kind=DEPTH_PNG_MM,
+            confidence=confidence if has_depth and source.exists(confidence) else None,
+            confidence_kind=CONF_PNG_U8,
         )
+        frames.append((image, frame))
     if depth_count and min_confidence > 0:
         notes.append(f"depth kept where confidence >= {min_confidence} (of 0/1/2)")
     if not depth_count:
@@ -229,9 +230,7 @@ def _read(source: Source, min_confidence: int) -> IosCapture:
             if old
             else "no depth/ PNGs: imported without depth"
         )
-    return IosCapture(
-        app="stray", source=source, frames=frames, notes=notes, min_confidence=min_confidence
-    )
+    return phone_export("stray", source, frames, notes, min_confidence)
 
 
 def _open_video(source: Source, name: str) -> VideoFrames:
