@@ -33,6 +33,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "eyeful_tools.blur",
             "eyeful_tools.image_limits",
             "eyeful_tools.imageio",
+            "eyeful_tools.exr_layout",
+            "eyeful_tools.spherical_mp4",
             "eyeful_tools.transforms",
         ),
     ),
