@@ -299,6 +299,46 @@ def test_a_read_only_output_names_the_output_not_a_temp(
     assert err.endswith(": Read-only file system") and ".tmp" not in err, err
 
 
+@pytest.mark.parametrize("command", ["convert", "split", "downscale", "export", "train", "import"])
+def test_an_unreadable_input_is_one_line(
+    dataset: Path, tmp_path: Path, monkeypatch, capsys, command: str
+) -> None:
+    """EACCES on an input (as root, chmod cannot make one, so it is injected where Python opens
+    the input folder's files): one line naming the file, exit 1."""
+    import builtins
+    import io
+
+    import ios_fixtures as fx
+
+    from eyeful_tools.cli import main
+
+    phone = fx.write_polycam_folder(
+        tmp_path / "pc", fx.make_views(fx.POLYCAM_CAMERA, 3, fx.POLYCAM_DEPTH_SIZE_PX)
+    )
+    argv = {
+        **_commands(dataset, tmp_path),
+        "train": ["train", str(dataset), "--preset", "tiny", "--max-steps", "1", "--device",
+                  "cpu", "--output-dir", str(tmp_path / "runs")],
+        "import": ["import", "polycam", str(phone), "--out", str(tmp_path / "imported")],
+    }[command]  # fmt: skip
+    inputs = (str(dataset.parent), str(phone))
+    real_open = builtins.open
+
+    def guarded(file, mode="r", *args, **kwargs):
+        name = os.fsdecode(file) if isinstance(file, str | bytes | os.PathLike) else ""
+        if name.startswith(inputs) and "r" in mode and "+" not in mode:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), name)
+        return real_open(file, mode, *args, **kwargs)
+
+    capsys.readouterr()
+    monkeypatch.setattr(builtins, "open", guarded)
+    monkeypatch.setattr(io, "open", guarded)
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert err.endswith(": Permission denied") and err[7:].startswith(inputs), err
+
+
 @pytest.mark.parametrize("command", ["downscale", "train"])
 def test_a_full_disk_is_one_line(dataset: Path, tmp_path: Path, command: str) -> None:
     """A real failing write in a subprocess (RLIMIT_FSIZE: writes past 1 KB fail with EFBIG,
