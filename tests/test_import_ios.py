@@ -529,7 +529,14 @@ def test_portrait_polycam_keeps_gravity_up_through_the_orientation_step(
     out = tmp_path / "out"
     args = [] if rotate == "auto" else ["--rotate", rotate]  # the default, as a user runs it
     assert main(["import", "polycam", str(source), "--out", str(out), *args]) == 0
+    # import auto has the same option and default
+    assert (
+        main(["import", "auto", str(source), "--out", str(tmp_path / "auto" / "out"), *args]) == 0
+    )
     capsys.readouterr()
+    assert (tmp_path / "auto" / "out" / "transforms.json").read_text().replace(
+        str(tmp_path / "auto" / "out"), str(out)
+    ) == (out / "transforms.json").read_text()
     tf = read_transforms(out)
     mean_up = np.mean([np.asarray(f.transform_matrix)[:3, 1] for f in tf.frames], axis=0)
     orient = orient_and_center(
