@@ -30,11 +30,12 @@ import cv2
 import numpy as np
 
 from eyeful_tools import downscale, imageio, procpool, transforms
-from eyeful_tools.cameras import Camera, CameraModel, Frame, Scene, WorldUp
+from eyeful_tools.cameras import Camera, CameraModel, Frame, Scene, WorldUp, downscaled_folder
 
 WIDTH_PX, HEIGHT_PX = 1368, 2048
 FACTORS = (2, 4, 8)
 QUALITIES = (92, 100)
+CAMERAS = 8  # camera folders 10..17, as a v2 rig's
 DISTINCT = 12  # distinct pictures; the rest of the set repeats their bytes under new names
 
 
@@ -75,7 +76,7 @@ def make_set(root: Path, count: int, quality: int) -> Path:
     )
     frames = []
     for index in range(count):
-        cam = 10 + index % 8
+        cam = 10 + index % CAMERAS
         name = f"{cam}/{cam}_DSC{index:04d}.jpg"
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(encoded[index % len(encoded)])
@@ -157,7 +158,7 @@ def bench_set(path: Path, pool: Executor, repeat: int) -> dict[int, dict[str, tu
 
         def clear(factor: int = factor, out: Path = out) -> None:
             shutil.rmtree(out, ignore_errors=True)
-            shutil.rmtree(root / f"images_{factor}", ignore_errors=True)
+            shutil.rmtree(root / downscaled_folder("images", factor), ignore_errors=True)
             (root / f"transforms_{factor}.json").unlink(missing_ok=True)
 
         def ours(factor: int = factor) -> None:

@@ -16,7 +16,11 @@ from eyeful_tools import schema
 from eyeful_tools.cli import COMMAND_MODULES, app, command_modules, load_commands, main
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = sorted([*ROOT.glob("eyeful_tools/**/*.py"), *ROOT.glob("trainer_adapter/**/*.py")])
+SOURCES = sorted(
+    path
+    for package in ("eyeful_tools", "trainer_adapter", "bench")
+    for path in ROOT.glob(f"{package}/**/*.py")
+)
 CONVENTIONS_MODULE = ROOT / "eyeful_tools" / "cameras.py"
 
 #: axis flips and world permutations that belong in eyeful_tools/cameras.py only
