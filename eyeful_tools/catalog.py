@@ -132,9 +132,10 @@ def expand(names: list[str] | tuple[str, ...], known: Mapping[str, object], what
 
 def recognise(camera_ids: set[str], positions: int, images: int) -> Capture | None:
     """The catalog capture a calibration belongs to, from what it holds, never from a folder
-    name: cameras of the capture's rig (its held-out camera among them), and exactly its number
-    of rig positions and images (EyefulTower's ``cameras.json`` lists every image). None for
-    anything else: a synthetic capture, a subset, generic data named like a rig's cameras."""
+    name: cameras of the capture's rig (its held-out camera among them), exactly its number of
+    rig positions, and its number of images less at most a few lost ones (fewer than one per
+    position: a camera short is another capture). None for anything else: a synthetic
+    capture, a subset, generic data named like a rig's cameras."""
     for capture in CAPTURES.values():
         rig = capture.rig
         # kitchen: which three v2 cameras it lacks is not published
@@ -142,7 +143,8 @@ def recognise(camera_ids: set[str], positions: int, images: int) -> Capture | No
         if (
             camera_ids <= set(cameras)
             and rig.holdout_camera in camera_ids
-            and (positions, images) == (capture.positions, capture.images)
+            and positions == capture.positions
+            and capture.images - positions < images <= capture.images
         ):
             return capture
     return None

@@ -18,7 +18,7 @@ import pytest
 from helpers import ground_truth, gt_camera, random_rotation, traced_points
 from peer import needs_peer, peer_command
 
-from eyeful_tools import cameras
+from eyeful_tools import cameras, catalog
 from eyeful_tools.cameras import fisheye_image_circle_px
 from eyeful_tools.cli import main
 from eyeful_tools.convert import convert_capture
@@ -503,3 +503,15 @@ def test_synthetic_capture_matches_ground_truth(
     tf = read_transforms(capture / "images-jpeg-2k" / "transforms.json")
     held = {f.file_path for f in tf.frames if f.eyeful.camera_id == truth["holdout_camera"]}
     assert set(tf.val_filenames) == held == set(tf.test_filenames) and held
+
+
+def test_catalog_captures_are_recognised_by_what_they_hold() -> None:
+    """office1a: 85 rig positions of cameras 0..8, 765 images. A lost image still leaves it
+    office1a; a position fewer, or generic cameras, is no catalog capture."""
+    v1 = {str(c) for c in range(9)}
+    assert catalog.recognise(v1, 85, 765) is catalog.CAPTURES["office1a"]
+    assert catalog.recognise(v1, 85, 764) is catalog.CAPTURES["office1a"]
+    assert catalog.recognise(v1, 84, 756) is None
+    assert catalog.recognise(v1 | {"cam9"}, 85, 765) is None
+    assert catalog.recognise({"0", "1", "2", "3", "4", "5"}, 85, 510) is None  # six cameras
+    assert catalog.recognise({str(c) for c in range(10, 32)}, 48, 1008).name == "riverview"
