@@ -197,6 +197,18 @@ def rotation_from_quaternion_xyzw(quaternion: np.ndarray) -> np.ndarray:
     )
 
 
+def pose_from_quaternion_wxyz(
+    wxyz: Sequence[float] | np.ndarray, position: np.ndarray
+) -> np.ndarray:
+    """4x4 ``world_from_cam`` from a scalar-first quaternion and a position (viser's camera,
+    whose axes are OpenCV's: the browser camera is used as is, no axis flip)."""
+    w, x, y, z = np.asarray(wxyz, dtype=np.float64)
+    pose = np.eye(4)
+    pose[:3, :3] = rotation_from_quaternion_xyzw(np.array([x, y, z, w]))
+    pose[:3, 3] = np.asarray(position, dtype=np.float64)
+    return pose
+
+
 def natural_key(text: str) -> tuple[int, int, str]:
     """Sort key for camera and rig-position ids: numbers by value ("9" < "10"), then text."""
     return (0, int(text), "") if text.lstrip("-").isdigit() else (1, 0, text)
@@ -342,6 +354,19 @@ def invert_rigid(a_from_b: np.ndarray) -> np.ndarray:
     inverse[..., :3, 3] = -np.einsum("...ij,...j->...i", rotation_t, translation)
     inverse[..., 3, 3] = 1.0
     return inverse
+
+
+def pose_in_world(b_from_a: np.ndarray, a_from_cam: np.ndarray) -> np.ndarray:
+    """A camera's pose in world ``a`` -> its pose in world ``b``, where ``b_from_a`` is a 4x4
+    similarity (rotation times a uniform scale, then a translation, as the trainer's normalised
+    world): the position is moved and scaled, the rotation stays orthonormal. [4, 4]"""
+    b_from_a = np.asarray(b_from_a, dtype=np.float64)
+    scale = float(np.cbrt(np.linalg.det(b_from_a[:3, :3])))
+    pose = np.asarray(a_from_cam, dtype=np.float64)
+    moved = np.eye(4)
+    moved[:3, :3] = b_from_a[:3, :3] / scale @ pose[:3, :3]
+    moved[:3, 3] = b_from_a[:3, :3] @ pose[:3, 3] + b_from_a[:3, 3]
+    return moved
 
 
 def cam_from_world(world_from_cam: np.ndarray) -> np.ndarray:

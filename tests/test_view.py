@@ -129,12 +129,14 @@ def test_missing_extra_is_one_line(
     assert err.count("\n") == 1 and err.startswith("error: ") and "eyeful[view]" in err
 
 
-def test_cli_serves_on_localhost_and_prints_the_url(capture_v2: Path) -> None:
+def _serve_cli(*args: str) -> list[str]:
+    """Run ``eyeful view ARGS --port P`` until it serves: its two lines (the URL checked to be
+    127.0.0.1:P and to answer)."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-c", "from eyeful_tools.cli import entry_point; entry_point()"]
     process = subprocess.Popen(
-        [*command, "view", str(capture_v2 / "images-jpeg-1k"), "--port", str(port)],
+        [*command, "view", *args, "--port", str(port)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -149,6 +151,11 @@ def test_cli_serves_on_localhost_and_prints_the_url(capture_v2: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+    return lines
+
+
+def test_cli_serves_on_localhost_and_prints_the_url(capture_v2: Path) -> None:
+    _serve_cli(str(capture_v2 / "images-jpeg-1k"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,13 +174,22 @@ def _settled_screenshot(page, server, path: Path | None) -> tuple[np.ndarray, np
     """(page screenshot, canvas render) once the client has drawn what the server sent: a
     render requested through viser's API comes back only after the browser processed the
     scene. The render has no GUI panel, so its colours are the scene's alone."""
-    import cv2
+    _open(page, server)
+    return _screenshot(page, server, path)
 
+
+def _open(page, server) -> None:
     page.goto(f"http://127.0.0.1:{server.get_port()}")
     page.wait_for_selector("canvas")
     page.add_style_tag(content=HIDE_NOTIFICATIONS)
     while not server.get_clients():
         page.wait_for_timeout(100)
+
+
+def _screenshot(page, server, path: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """(page screenshot, canvas render) once the client has processed what was sent."""
+    import cv2
+
     (client,) = server.get_clients().values()
     client.flush()
     rendered = client.get_render(height=300, width=400, timeout=60)
@@ -377,3 +393,194 @@ def test_big_jpeg_thumbnails_are_decoded_small_with_the_circle_in_place(
     centre = np.array([camera.cy, camera.cx]) * drawn.shape[1] / camera.width_px
     radius = np.hypot(rows - centre[0], cols - centre[1])
     assert len(radius) > 100 and radius.std() < 2.0  # one circle around the principal point
+
+
+# ---------------------------------------------------------------------------------------------
+# The model in the browser: a run folder (eyeful view RUN) and a run in training (--viewer).
+
+#: small frames: the test checks that renders arrive, not how sharp they are
+TEST_LIVE = dict(preview_height=36, full_height=96, still_s=0.1)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(capture_v2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny run of a few steps (CPU) on the converted synthetic capture."""
+    from trainer_adapter.trainer import train
+
+    result = train(
+        capture_v2 / "images-jpeg-1k",
+        preset="tiny",
+        max_steps=20,
+        output_dir=tmp_path_factory.mktemp("view-run"),
+        device="cpu",
+        timestamp="run",
+    )
+    return result.run_dir
+
+
+def _wait_for(page, done, what: str, tries: int = 1200) -> None:
+    """Let the page and the server work until ``done()`` (polled every 100 ms)."""
+    for _ in range(tries):
+        if done():
+            return
+        page.wait_for_timeout(100)
+    pytest.fail(f"never happened: {what}")
+
+
+def test_browser_camera_to_the_normalised_world() -> None:
+    """viser's browser camera (OpenCV axes, wxyz) lands in the normalised world as a pose does."""
+    import viser.transforms as vtf
+
+    from eyeful_tools.cameras import pose_from_quaternion_wxyz, pose_in_world
+
+    rotation = vtf.SO3.from_rpy_radians(0.3, -0.5, 1.1)
+    pose = pose_from_quaternion_wxyz(rotation.wxyz, np.array([1.0, 2.0, 3.0]))
+    assert np.allclose(pose[:3, :3], rotation.as_matrix()) and np.allclose(pose[:3, 3], [1, 2, 3])
+    similarity = np.eye(4)
+    similarity[:3, :3] = 0.5 * vtf.SO3.from_z_radians(0.7).as_matrix()
+    similarity[:3, 3] = [0.1, -0.2, 0.3]
+    moved = pose_in_world(similarity, pose)
+    assert np.allclose(moved[:3, :3] @ moved[:3, :3].T, np.eye(3))  # still a rotation
+    assert np.allclose(moved[:3, 3], similarity[:3, :3] @ [1, 2, 3] + similarity[:3, 3])
+    # a point 2 m ahead of the camera is 1 unit ahead of it in the half-scale world
+    ahead = pose @ [0.0, 0.0, 2.0, 1.0]
+    assert np.allclose(similarity @ ahead, moved @ [0.0, 0.0, 1.0, 1.0])
+
+
+def test_run_folder_renders_the_model_in_a_browser(tiny_run: Path, capture_v2: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from eyeful_tools.view.live import LiveRender, LiveSettings
+    from trainer_adapter.live_render import run_renderer
+
+    normalised = run_normalisation(tiny_run)
+    content = load_content(find_transforms(tiny_run), normalised)
+    renderer, step = run_renderer(tiny_run, "cpu")
+    assert step == 19
+    viewer = start_viewer(content, port=_free_port())
+    cameras_only = start_viewer(content, port=_free_port())
+    live = LiveRender(viewer.server, normalised, renderer.render, LiveSettings(**TEST_LIVE))
+    live.start()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport=VIEWPORT)
+            _open(page, viewer.server)
+
+            def full_frame() -> bool:
+                return any(frame.full for frame in live.shown.values())
+
+            _wait_for(page, full_frame, "a full-resolution render in the browser")
+            shot, _ = _screenshot(page, viewer.server, None)
+            (frame,) = live.shown.values()
+            plain, _ = _settled_screenshot(
+                browser.new_page(viewport=VIEWPORT), cameras_only.server, None
+            )
+            browser.close()
+    finally:
+        live.stop()
+        viewer.stop()
+        cameras_only.stop()
+    # the server sent a background image: the browser camera's aspect, full height, not blank
+    assert frame.shape == (96, 128, 3) and frame.full and 5 < frame.mean < 250, frame
+    assert live.renders >= 2  # a preview, then the full frame
+    # and the browser shows it: the page differs from the same camera without the model
+    changed = (np.abs(shot.astype(int) - plain.astype(int)).max(axis=-1) > 30).mean()
+    assert changed > 0.2, changed
+
+
+def test_training_shows_in_the_viewer_and_finishes(capture_v2: Path, tmp_path: Path) -> None:
+    """``train(..., observers=[TrainingView])``: a browser gets frames of the weights in
+    training, re-rendered with newer weights, and the run completes. The gate holds training
+    (between steps) until the browser has what the test waits for, so nothing depends on speed."""
+    import threading
+
+    from playwright.sync_api import sync_playwright
+
+    from eyeful_tools.view.live import LiveSettings
+    from trainer_adapter.live_render import TrainingView
+    from trainer_adapter.trainer import train
+
+    content = load_content(find_transforms(capture_v2))
+    viewer = start_viewer(content, port=_free_port())
+    view = TrainingView(viewer.server, refresh_s=0.0, settings=LiveSettings(**TEST_LIVE))
+
+    class Gate:
+        """Holds step 0 until a frame is shown, and the last step until a frame of newer
+        weights is (asking the view again to copy them: it skips a copy while it renders)."""
+
+        def __init__(self) -> None:
+            self.versions: list[int] = []
+
+        def on_step(self, trainer, step, stats) -> None:
+            if step not in (0, 39):
+                return
+            want = 0 if step == 0 else 1
+            for _ in range(1200):
+                shown = [f.version for f in view.live.shown.values()] if view.live else []
+                if any(v >= want for v in shown):
+                    self.versions.append(max(shown))
+                    return
+                if want and view.live is not None and view.live.version < want:
+                    view.on_step(trainer, step, stats)
+                threading.Event().wait(0.1)
+            raise AssertionError(f"no frame of version {want} reached the browser")
+
+        def on_end(self, trainer) -> None:
+            pass
+
+    gate = Gate()
+    results: list[object] = []
+
+    def run() -> None:
+        try:
+            results.append(
+                train(
+                    capture_v2 / "images-jpeg-1k",
+                    preset="tiny",
+                    max_steps=40,
+                    output_dir=tmp_path / "out",
+                    device="cpu",
+                    timestamp="live",
+                    observers=[view, gate],
+                )
+            )
+        except BaseException as error:  # reported below, in the test's thread
+            results.append(error)
+
+    training = threading.Thread(target=run)
+    training.start()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport=VIEWPORT)
+            page.goto(f"http://127.0.0.1:{viewer.server.get_port()}")
+            _wait_for(page, lambda: not training.is_alive(), "the end of training")
+            browser.close()
+    finally:
+        training.join()
+        viewer.stop()
+    (result,) = results
+    assert not isinstance(result, BaseException), result
+    assert result.last_step == 39
+    assert gate.versions[0] >= 0 and gate.versions[1] >= 1  # re-rendered with newer weights
+    assert view.copied_step > 0 and view.live is not None
+    assert view.live._thread is not None and not view.live._thread.is_alive()  # on_end stopped it
+
+
+def test_cli_train_viewer_prints_its_url_and_finishes(capture_v2: Path, tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-c", "from eyeful_tools.cli import entry_point; entry_point()"]
+    data = capture_v2 / "images-jpeg-1k"
+    args = ["train", str(data), "--preset", "tiny", "--max-steps", "12", "--device", "cpu"]
+    args += ["--output-dir", str(tmp_path), "--viewer", "--viewer-port", str(port)]
+    done = subprocess.run([*command, *args], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert f"viewer: open http://127.0.0.1:{port} " in done.stdout, done.stdout
+    assert list(tmp_path.glob("*/tiny/*/nerfstudio_models/step-000000011.ckpt"))
+
+
+def test_cli_view_of_a_run_renders_its_model(tiny_run: Path) -> None:
+    lines = _serve_cli(str(tiny_run), "--device", "cpu")
+    assert "the model of step 19 rendered on cpu" in lines[0], lines

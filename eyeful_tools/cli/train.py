@@ -70,6 +70,13 @@ def train_command(
         help="Add a held-out view (ground truth | render) to the curves every N steps "
         "(0: never; default 500, tiny 0).",
     ),
+    viewer: bool = typer.Option(
+        False, "--viewer", help="Show the run in the browser as it trains (needs eyeful[view])."
+    ),
+    viewer_port: int = typer.Option(8080, help="--viewer: port (the next free one if taken)."),
+    viewer_host: str = typer.Option(
+        "127.0.0.1", help="--viewer: address to serve on; 0.0.0.0 exposes it to the network."
+    ),
 ) -> None:
     """Train Nerfacto on a converted capture; writes config, dataparser transforms, checkpoints.
 
@@ -98,7 +105,12 @@ def train_command(
     }
     # bad options and resume mismatches fail here, before anything is shown or written
     options, checkpoint = resolve_options(data, preset=preset, load_dir=load_dir, settings=settings)
-    result = _train_with_progress(options, checkpoint)
+    observers, stop = _start_viewer(options, viewer_host, viewer_port) if viewer else ([], None)
+    try:
+        result = _train_with_progress(options, checkpoint, observers)
+    finally:
+        if stop is not None:
+            stop()
     stats = result.stats
     summary(
         f"trained to step {result.last_step} in {result.run_dir} "
@@ -108,7 +120,25 @@ def train_command(
     )
 
 
-def _train_with_progress(options: Any, checkpoint: Path | None) -> Any:
+def _start_viewer(options: Any, host: str, port: int) -> tuple[list[Any], Any]:
+    """``--viewer``: serve the dataset's view now (its URL printed before training starts) and
+    the observer that renders the model into it as it trains; and what stops the server."""
+    from eyeful_tools.cli._app import out
+    from eyeful_tools.view.content import load_content
+    from eyeful_tools.view.server import import_viser, start_viewer
+    from trainer_adapter.data.parser import parse_dataset
+    from trainer_adapter.live_render import TrainingView
+
+    import_viser()  # the missing-extra error before anything is read
+    kwargs = {**options.data.parser_kwargs(), "downscale": 1}  # poses do not depend on it
+    dataset = parse_dataset(options.data.data, **kwargs)
+    normalised = dataset.normalised_from_transforms_world()
+    viewer = start_viewer(load_content(dataset.transforms_path, normalised), host, port)
+    out.print(f"viewer: open {viewer.url} (it stops when training ends)", soft_wrap=True)
+    return [TrainingView(viewer.server)], viewer.stop
+
+
+def _train_with_progress(options: Any, checkpoint: Path | None, observers: list[Any]) -> Any:
     """Train under a rich progress bar."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -142,7 +172,7 @@ def _train_with_progress(options: Any, checkpoint: Path | None) -> Any:
                 coverage=progress_text(stats),
             )
 
-        return run_training(options, checkpoint, report=report)
+        return run_training(options, checkpoint, report=report, observers=observers)
 
 
 @app.command("eval")

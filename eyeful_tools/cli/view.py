@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import typer
 
-from eyeful_tools.cli._app import app, out
+from eyeful_tools.cli._app import app, need_torch, out
 from eyeful_tools.view.content import find_transforms, load_content, run_normalisation
 from eyeful_tools.view.server import DEFAULT_PORT, import_viser, start_viewer
 
@@ -28,26 +29,50 @@ def view_command(
     center: str = typer.Option(
         "poses", help="For a dataset: the trainer's centring rule for the normalised world."
     ),
+    device: str = typer.Option(
+        "auto", help="For a run: where its model renders (auto | cpu | cuda | xpu | mps)."
+    ),
 ) -> None:
     """Serve a 3D view of the cameras (frustums with thumbnails, coloured by split), the capture's
-    and the trainer's world axes, the scene box and any point cloud; runs until Ctrl-C.
+    and the trainer's world axes, the scene box and any point cloud; for a run folder, its model
+    rendered from the browser's camera. Runs until Ctrl-C.
 
     Example: eyeful view data/synth-v2/images-jpeg-2k
     """
     import_viser()  # the missing-extra error before any reading
     transforms_path = find_transforms(path)
-    content = load_content(
-        transforms_path, _normalisation(path, transforms_path, orientation, center)
-    )
+    normalised = _normalisation(path, transforms_path, orientation, center)
+    renderer, what = _run_renderer(path, device)
+    content = load_content(transforms_path, normalised)
     viewer = start_viewer(content, host=host, port=port)
+    live = None
     try:
+        if renderer is not None:
+            from trainer_adapter.live_render import attach_run
+
+            live = attach_run(viewer.server, normalised, renderer)
         out.print(
-            f"eyeful view: {len(content.cameras)} cameras of {transforms_path}", soft_wrap=True
+            f"eyeful view: {len(content.cameras)} cameras of {transforms_path}{what}",
+            soft_wrap=True,
         )
         out.print(f"open {viewer.url} (Ctrl-C to stop)", soft_wrap=True)
         threading.Event().wait()
     finally:
+        if live is not None:
+            live.stop()
         viewer.stop()
+
+
+def _run_renderer(path: Path, device: str) -> tuple[Any, str]:
+    """For a run folder: the renderer of its latest checkpoint and what the summary says of
+    it; (None, "") for anything else. torch is imported only here."""
+    if not (path / "dataparser_transforms.json").is_file():
+        return None, ""
+    need_torch()
+    from trainer_adapter.live_render import run_renderer
+
+    renderer, step = run_renderer(path, device)
+    return renderer, f", the model of step {step} rendered on {renderer.device}"
 
 
 def _normalisation(path: Path, transforms_path: Path, orientation: str, center: str) -> np.ndarray:

@@ -87,9 +87,12 @@ def find_transforms(path: str | Path) -> Path:
 
 
 def run_data(run_dir: Path) -> Path:
-    """The dataset a training run used (``data`` in its ``config.json``)."""
+    """The dataset a training run used: ``options.data.data`` in its ``config.json`` (``data``
+    in the older layout)."""
     config = _read_json(run_dir / "config.json")
-    data = config.get("data")
+    options = config.get("options")
+    group = options.get("data") if isinstance(options, dict) else None
+    data = group.get("data") if isinstance(group, dict) else config.get("data")
     if not isinstance(data, str):
         raise InputFormatError(run_dir / "config.json", "no 'data' path")
     return Path(data)
