@@ -11,21 +11,28 @@ Variants (identical maths, different kernels):
 
 Part 1 times model steps (random rays, no data loading) for ``tiny`` and ``nerfacto`` and prints
 steps/s, rays/s and the ratio to ``before``. Part 2 trains ``tiny`` on the synthetic v2 capture
-for a fixed wall-clock budget per variant and prints the held-out PSNR.
+for a fixed wall-clock budget per variant and prints the held-out PSNR. Part 3 is the cost of
+``eyeful train --viewer``: steps/s of the same ``tiny`` run with and without the viewer (runs
+alternate, off/on twice), printed as a ratio; the target is >= 0.9 (exit 1 when missed).
 
     python -m bench.train [--steps 6] [--budget 60] [--nerfacto-rays 256] [--skip-quality]
+                          [--viewer-steps 300] [--skip-viewer | --viewer-only]
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import math
 import operator
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from trainer_adapter import device as devices
@@ -128,6 +135,110 @@ def quality(budget_s: float, variants: list[str]) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+VIEWER_TARGET = 0.9
+
+
+class _OrbitingBrowser:
+    """What the viewer sees of a browser whose user keeps looking around: the camera orbits the
+    scene in steps of 0.25 s for 2 s, then stays still for 2 s (so preview and full frames both
+    happen), and frames go to the server's scene (JPEG-encoded as for a real browser). No
+    browser process runs: on a real set-up it runs on the user's machine."""
+
+    fov = math.radians(50.0)
+    aspect = 4 / 3
+    update_timestamp = 1.0
+
+    def __init__(self, server: Any, centre: np.ndarray, radius: float) -> None:
+        self.scene = server.scene
+        self.camera = self
+        self.centre, self.radius = centre, radius
+        self.started = time.perf_counter()
+
+    def _pose(self) -> np.ndarray:
+        from trainer_adapter.render import look_at
+
+        elapsed = time.perf_counter() - self.started
+        moves = math.floor(elapsed / 4) * 8 + min(8, math.floor((elapsed % 4) / 0.25))
+        angle = moves * math.pi / 16
+        eye = self.centre + self.radius * np.array([math.cos(angle), math.sin(angle), 0.5])
+        return look_at(eye, self.centre, np.array([0.0, 0.0, 1.0]))
+
+    @property
+    def wxyz(self) -> np.ndarray:
+        import viser.transforms as vtf
+
+        return np.asarray(vtf.SO3.from_matrix(self._pose()[:3, :3]).wxyz)
+
+    @property
+    def position(self) -> np.ndarray:
+        return self._pose()[:3, 3]
+
+    def on_update(self, _callback: Any) -> None:
+        pass
+
+
+def _viewer_run(data: Path, out: Path, name: str, steps: int, viewer: bool) -> float:
+    """Steps/s of a tiny run (the trainer's mean over its timed windows), with or without it
+    shown in a viewer that one (emulated) browser is looking at."""
+    from eyeful_tools.view.content import load_content
+    from eyeful_tools.view.server import start_viewer
+    from trainer_adapter.live_render import TrainingView
+    from trainer_adapter.trainer import train
+
+    observers: list[Any] = []
+    server = None
+    if viewer:
+        content = load_content(data / "transforms.json")
+        server = start_viewer(content, port=8090).server
+        centres = np.stack([v.world_from_cam[:3, 3] for v in content.cameras])
+        browser = _OrbitingBrowser(server, centres.mean(axis=0), 2.0 * float(np.ptp(centres)))
+        observers.append(TrainingView(server, clients=lambda: {0: browser}))
+    try:
+        result = train(
+            data,
+            preset="tiny",
+            max_steps=steps,
+            output_dir=out,
+            device="cpu",
+            timestamp=name,
+            observers=observers,
+            steps_per_save=10 * steps,
+        )
+    finally:
+        if server is not None:
+            server.stop()
+    if viewer:
+        live = observers[0].live
+        print(f"    (viewer: {live.renders if live else 0} frames rendered)")
+    rays = result.stats["mean_rays_per_sec"]
+    return float(rays) / 512  # tiny's rays per step
+
+
+def viewer_cost(steps: int) -> bool:
+    """Steps/s with ``--viewer`` over steps/s without; True when it meets the target."""
+    from eyeful_tools.convert import convert_capture
+    from eyeful_tools.synth import synthesize
+
+    work = Path(tempfile.mkdtemp(prefix="bench-viewer-"))
+    try:
+        synthesize(work / "cap", rig="v2", positions=4, size=(96, 144), supersample=1)
+        convert_capture(work / "cap", resolutions=["jpeg_2k"])
+        data = work / "cap" / "images-jpeg-2k"
+        print(f"\ntrain --viewer cost (tiny, {steps} steps, synthetic v2 96x144, CPU)")
+        rates: dict[bool, list[float]] = {False: [], True: []}
+        for round_, viewer in enumerate((False, True, False, True)):
+            rate = _viewer_run(data, work / "out", f"r{round_}", steps, viewer)
+            rates[viewer].append(rate)
+            print(f"  {'with' if viewer else 'without':7s} viewer  {rate:6.2f} steps/s")
+        ratio = sum(rates[True]) / sum(rates[False])
+        ok = ratio >= VIEWER_TARGET
+        verdict = "ok" if ok else "MISSED"
+        print(f"  steps/s with / without viewer: {ratio:.3f} (target >= {VIEWER_TARGET}) {verdict}")
+        return ok
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6)
@@ -136,7 +247,12 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=60.0)
     parser.add_argument("--variants", default="before,fused,sparse,bf16")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--viewer-steps", type=int, default=300)
+    parser.add_argument("--skip-viewer", action="store_true")
+    parser.add_argument("--viewer-only", action="store_true", help="only part 3")
     args = parser.parse_args()
+    if args.viewer_only:
+        sys.exit(0 if viewer_cost(args.viewer_steps) else 1)
     variants = args.variants.split(",")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
     for preset, rays in (("tiny", args.tiny_rays), ("nerfacto", args.nerfacto_rays)):
@@ -149,6 +265,8 @@ def main() -> None:
             )
     if not args.skip_quality:
         quality(args.budget, variants)
+    if not args.skip_viewer and not viewer_cost(args.viewer_steps):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -98,8 +98,10 @@ class TrainingView:
         *,
         refresh_s: float = TRAINING_REFRESH_S,
         settings: LiveSettings = TRAINING_SETTINGS,
+        clients: Callable[[], Mapping[int, Any]] | None = None,
     ) -> None:
         self.server = server
+        self.clients = clients  # see LiveRender.clients
         self.refresh_s = refresh_s
         self.settings = settings
         self.renderer: ModelRenderer | None = None
@@ -116,7 +118,7 @@ class TrainingView:
             self.copied_step, self._copied_at = step, time.perf_counter()
             normalised = trainer.dataset.normalised_from_transforms_world()
             self.live = LiveRender(
-                self.server, normalised, self.renderer.render, self.settings
+                self.server, normalised, self.renderer.render, self.settings, self.clients
             ).start()
             return
         if time.perf_counter() - self._copied_at < self.refresh_s:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +66,8 @@ class LiveRender:
     normalised_from_scene: np.ndarray  # 4x4 similarity: drawn world -> the model's world
     render: RenderFn
     settings: LiveSettings = field(default_factory=LiveSettings)
+    #: the browsers to serve (default the server's clients; a benchmark passes its own camera)
+    clients: Callable[[], Mapping[int, Any]] | None = None
     #: client id -> the last frame sent to it
     shown: dict[int, ShownFrame] = field(default_factory=dict)
     renders: int = 0
@@ -78,7 +80,7 @@ class LiveRender:
 
     def start(self) -> LiveRender:
         self.server.on_client_connect(self._connected)
-        for client in self.server.get_clients().values():
+        for client in self._clients().values():
             self._connected(client)
         self._thread = threading.Thread(target=self._loop, name="eyeful-live-render", daemon=True)
         self._thread.start()
@@ -95,6 +97,9 @@ class LiveRender:
         self.version += 1
         self._wake.set()
 
+    def _clients(self) -> Mapping[int, Any]:
+        return self.clients() if self.clients is not None else self.server.get_clients()
+
     def _connected(self, client: Any) -> None:
         client.camera.on_update(lambda _camera: self._wake.set())
         self._wake.set()
@@ -103,7 +108,7 @@ class LiveRender:
         while not self._stop.is_set():
             self._wake.wait(self.settings.poll_s)
             self._wake.clear()
-            clients = self.server.get_clients()
+            clients = self._clients()
             for gone in set(self._states) - set(clients):
                 self._states.pop(gone, None)
                 self.shown.pop(gone, None)
