@@ -177,9 +177,32 @@ class _OrbitingBrowser:
         pass
 
 
+class _Clock:
+    """Wall-clock steps/s between the log call at ``from_step`` and the last one: everything
+    training waits for counts, the viewer's weight copies included (the trainer's own rays/s
+    leaves observer time out)."""
+
+    def __init__(self, from_step: int) -> None:
+        self.from_step = from_step
+        self.first: tuple[int, float] | None = None
+        self.last: tuple[int, float] | None = None
+
+    def on_step(self, trainer: Any, step: int, stats: Any) -> None:
+        if step >= self.from_step:
+            self.last = (step, time.perf_counter())
+            self.first = self.first or self.last
+
+    def on_end(self, trainer: Any) -> None:
+        pass
+
+    def steps_per_sec(self) -> float:
+        assert self.first is not None and self.last is not None and self.last > self.first
+        return (self.last[0] - self.first[0]) / (self.last[1] - self.first[1])
+
+
 def _viewer_run(data: Path, out: Path, name: str, steps: int, viewer: bool) -> float:
-    """Steps/s of a tiny run (the trainer's mean over its timed windows), with or without it
-    shown in a viewer that one (emulated) browser is looking at."""
+    """Wall-clock steps/s of a tiny run, with or without it shown in a viewer that one
+    (emulated) browser is looking at (the first tenth of the steps left out)."""
     from eyeful_tools.view.content import load_content
     from eyeful_tools.view.server import start_viewer
     from trainer_adapter.live_render import TrainingView
@@ -193,8 +216,10 @@ def _viewer_run(data: Path, out: Path, name: str, steps: int, viewer: bool) -> f
         centres = np.stack([v.world_from_cam[:3, 3] for v in content.cameras])
         browser = _OrbitingBrowser(server, centres.mean(axis=0), 2.0 * float(np.ptp(centres)))
         observers.append(TrainingView(server, clients=lambda: {0: browser}))
+    clock = _Clock(steps // 10)
+    observers.append(clock)  # last: the viewer's time in its on_step is counted
     try:
-        result = train(
+        train(
             data,
             preset="tiny",
             max_steps=steps,
@@ -203,6 +228,7 @@ def _viewer_run(data: Path, out: Path, name: str, steps: int, viewer: bool) -> f
             timestamp=name,
             observers=observers,
             steps_per_save=10 * steps,
+            curves=False,
         )
     finally:
         if server is not None:
@@ -210,8 +236,7 @@ def _viewer_run(data: Path, out: Path, name: str, steps: int, viewer: bool) -> f
     if viewer:
         live = observers[0].live
         print(f"    (viewer: {live.renders if live else 0} frames rendered)")
-    rays = result.stats["mean_rays_per_sec"]
-    return float(rays) / 512  # tiny's rays per step
+    return clock.steps_per_sec()
 
 
 def viewer_cost(steps: int) -> bool:
