@@ -37,6 +37,7 @@ AXIS_PATTERNS = [
 RESCALE_PATTERNS = [
     re.compile(r"\b(scale_[xy]|[xy]_scale)\b\s*[*/]|[*/]=?\s*\(?\s*(scale_[xy]|[xy]_scale)\b"),
     re.compile(r"\*\s*\(\s*\w*(w|h|width|height)\w*\s*/\s*\w*(w|h|width|height)\w*\s*\)"),
+    re.compile(r"\b(fx|fy|cx|cy|fl_x|fl_y|radius\w*)\s*\*=?\s*\w*(factor|scale)\b"),
 ]
 #: nerfstudio's every-8th held-out rule (cameras.held_out_every)
 EVERY_8TH_PATTERNS = [
@@ -90,6 +91,7 @@ def test_conventions_live_in_one_module(what: str) -> None:
                 "cx=camera.cx * x_scale,",
                 "fx = fx * (new_w / width)",
                 "fl_y *= scale_y",
+                "centre = (round(camera.cx * factor), round(camera.cy * factor))",
             ],
         ),
         (

@@ -7,13 +7,13 @@ import contextlib
 import importlib
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cv2
 import numpy as np
 
-from eyeful_tools.cameras import Camera, default_fisheye_crop_radius_px
+from eyeful_tools.cameras import Camera, default_fisheye_crop_radius_px, rescale_camera
 from eyeful_tools.errors import EyefulError, UnsupportedError
 from eyeful_tools.imageio import read_image, read_jpeg
 from eyeful_tools.view.content import ViewCamera, ViewContent, scene_box_corners
@@ -139,7 +139,7 @@ def thumbnail(view: ViewCamera, longest: int = THUMBNAIL_PX) -> np.ndarray | Non
     factor = min(1.0, longest / max(height, width))
     small = cv2.resize(pixels, (max(1, round(width * factor)), max(1, round(height * factor))))
     if view.camera.is_fisheye:
-        _draw_fisheye_circle(small, view.camera, small.shape[1] / width)
+        _draw_fisheye_circle(small, view.camera)
     return np.ascontiguousarray(small[..., :3])
 
 
@@ -165,10 +165,15 @@ def to_display(pixels: np.ndarray) -> np.ndarray:
     return pixels
 
 
-def _draw_fisheye_circle(image: np.ndarray, camera: Camera, factor: float) -> None:
+def _draw_fisheye_circle(image: np.ndarray, camera: Camera) -> None:
+    """The image circle, on ``image`` (the camera's image at any size)."""
     radius = camera.fisheye_crop_radius_px or default_fisheye_crop_radius_px(camera)
-    centre = (round(camera.cx * factor), round(camera.cy * factor))
-    cv2.circle(image, centre, max(1, round(radius * factor)), FISHEYE_CIRCLE_COLOR, 1, cv2.LINE_AA)
+    height, width = image.shape[:2]
+    small = rescale_camera(replace(camera, fisheye_crop_radius_px=radius), width, height)
+    assert small.fisheye_crop_radius_px is not None
+    centre = (round(small.cx), round(small.cy))
+    radius_px = max(1, round(small.fisheye_crop_radius_px))
+    cv2.circle(image, centre, radius_px, FISHEYE_CIRCLE_COLOR, 1, cv2.LINE_AA)
 
 
 def _add_frames(server: Any, content: ViewContent) -> None:
