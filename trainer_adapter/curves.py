@@ -31,7 +31,7 @@ from trainer_adapter.curves_plot import write_curves_png
 from trainer_adapter.data.coverage import PROGRESS_KEYS
 
 if TYPE_CHECKING:
-    from trainer_adapter.trainer import Trainer
+    from trainer_adapter.observers import Trainer
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from trainer_adapter.model.nerfacto import NerfactoModel
 from trainer_adapter.render import pinhole
 
 if TYPE_CHECKING:
-    from trainer_adapter.trainer import Trainer
+    from trainer_adapter.observers import Trainer
 
 #: eyeful train --viewer: small frames, rendered at most 5% of the time, new weights every 2 s
 TRAINING_SETTINGS = LiveSettings(preview_height=64, full_height=192, busy_fraction=0.05)

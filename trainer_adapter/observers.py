@@ -9,13 +9,40 @@ of ``eyeful train --viewer`` is another.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from trainer_adapter.trainer import Trainer
+    import torch
+
+    from trainer_adapter.data.parser import ParsedDataset
+    from trainer_adapter.model.nerfacto import NerfactoModel
+    from trainer_adapter.options import TrainOptions
 
 log = logging.getLogger(__name__)
+
+
+class Trainer(Protocol):
+    """What an observer may read of the running :class:`~trainer_adapter.trainer.Trainer`
+    (a protocol, so observers never import the trainer that imports them)."""
+
+    @property
+    def options(self) -> TrainOptions: ...
+    @property
+    def model(self) -> NerfactoModel: ...
+    @property
+    def device(self) -> torch.device: ...
+    @property
+    def dataset(self) -> ParsedDataset: ...
+    @property
+    def run_dir(self) -> Path: ...
+    @property
+    def start_step(self) -> int: ...
+    @property
+    def resume_from(self) -> Path | None: ...
+    @property
+    def tonemap(self) -> Callable[[torch.Tensor], torch.Tensor]: ...
 
 
 class TrainObserver(Protocol):
