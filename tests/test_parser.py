@@ -329,10 +329,11 @@ def test_bad_options_are_usage_errors(tmp_path: Path) -> None:
 
 
 def test_cli_train_stores_the_options_and_eval_uses_them(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from trainer_adapter.evaluate import load_run
 
+    monkeypatch.setenv("COLUMNS", "400")  # the help's choices on one line each, whatever wraps
     assert main(["train", "--help"]) == 0
     help_text = capsys.readouterr().out
     for option in ("--orientation", "--center", "--eval-mode", "--eval-interval"):
