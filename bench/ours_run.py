@@ -6,6 +6,7 @@ Writes ``OUT/result.json``: per-step wall and process-CPU start/end times, peak 
 timing only if outside the timed window).
 
     python -m bench.ours_run DATA OUT [--rays 4096] [--steps 61] [--overrides JSON] [--eval]
+                                 [--eval-images N]
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def main() -> None:
     parser.add_argument("--overrides", default="{}")
     parser.add_argument("--profile", default=None)
     parser.add_argument("--eval", action="store_true")
+    parser.add_argument("--eval-images", type=int, default=0, help="held-out images (0: all)")
     args = parser.parse_args()
     first, stop = (int(v) for v in args.profile.split(":")) if args.profile else (-1, -1)
     if args.profile:
@@ -107,7 +109,8 @@ def main() -> None:
     summary["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     summary["stages"] = profiler.get("stages")
     if args.eval:
-        psnr = evaluate(result.run_dir, device="cpu").results["psnr"]
+        images = args.eval_images or None
+        psnr = evaluate(result.run_dir, device="cpu", max_images=images).results["psnr"]
         summary["psnr"] = None if psnr is None else float(psnr)
     (args.out / "result.json").write_text(json.dumps(summary))
 
