@@ -584,3 +584,77 @@ def test_cli_train_viewer_prints_its_url_and_finishes(capture_v2: Path, tmp_path
 def test_cli_view_of_a_run_renders_its_model(tiny_run: Path) -> None:
     lines = _serve_cli(str(tiny_run), "--device", "cpu")
     assert "the model of step 19 rendered on cpu" in lines[0], lines
+
+
+class _FakeCamera:
+    """A browser camera as viser's server sees it (OpenCV axes, wxyz), moved by the test."""
+
+    def __init__(self) -> None:
+        self.wxyz = np.array([1.0, 0.0, 0.0, 0.0])
+        self.position = np.zeros(3)
+        self.fov, self.aspect, self.update_timestamp = 1.0, 2.0, 1.0
+
+    def on_update(self, _callback) -> None:
+        pass
+
+
+def test_progressive_frames_preview_full_interrupted_and_failures() -> None:
+    """No browser, no model: the render thread's choices. A preview when the camera (or the
+    model) changes, the full frame once it is still, a full frame abandoned when the camera
+    moves during it, and a failing frame does not end the thread."""
+    import threading
+    from types import SimpleNamespace
+
+    from eyeful_tools.view.live import LiveRender, LiveSettings
+
+    camera = _FakeCamera()
+    sent: list[tuple[int, ...]] = []
+    client = SimpleNamespace(
+        camera=camera,
+        scene=SimpleNamespace(set_background_image=lambda im, **_: sent.append(im.shape)),
+    )
+    calls: list[int] = []
+    moving = threading.Event()
+    fail_next = threading.Event()
+
+    def render(pose, fov, width, height, interrupted):
+        calls.append(height)
+        if fail_next.is_set():
+            fail_next.clear()
+            raise RuntimeError("out of memory")
+        if moving.is_set() and height == 20:  # the user moves during the full frame
+            camera.position = camera.position + 1.0
+            moving.clear()
+            assert interrupted()
+            return None
+        assert np.allclose(pose[:3, 3], 2.0 * camera.position)  # the scale-2 normalised world
+        return np.full((height, width, 3), 128, np.uint8)
+
+    server = SimpleNamespace(on_client_connect=lambda _f: None, get_clients=lambda: {7: client})
+    live = LiveRender(
+        server, np.diag([2.0, 2.0, 2.0, 1.0]), render, LiveSettings(10, 20, still_s=0.05)
+    ).start()
+
+    def wait(condition) -> None:
+        for _ in range(600):
+            if condition():
+                return
+            threading.Event().wait(0.05)
+        pytest.fail(f"render thread stuck: {calls}")
+
+    try:
+        wait(lambda: live.shown.get(7) is not None and live.shown[7].full)
+        assert sent[:2] == [(10, 20, 3), (20, 40, 3)]  # preview, then full, at the aspect
+        moving.set()
+        live.invalidate()  # new weights: a preview, then a full frame that the move interrupts
+        wait(lambda: not moving.is_set() and live.shown[7].full and len(sent) >= 5)
+        assert calls[2:6] == [10, 20, 10, 20] and sent[2:5] == [
+            (10, 20, 3),
+            (10, 20, 3),
+            (20, 40, 3),
+        ]
+        fail_next.set()
+        live.invalidate()
+        wait(lambda: live.failures == 1 and live.shown[7].version == live.version)
+    finally:
+        live.stop()

@@ -13,6 +13,7 @@ world) is moved into the trainer's normalised world by :func:`eyeful_tools.camer
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -22,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from eyeful_tools.cameras import pose_from_quaternion_wxyz, pose_in_world
+
+log = logging.getLogger(__name__)
 
 #: ``render(world_from_cam, fov_rad, width, height, interrupted)``: ``world_from_cam`` is 4x4,
 #: OpenCV axes, in the normalised world; ``fov_rad`` is the vertical field of view. Returns
@@ -71,6 +74,7 @@ class LiveRender:
     #: client id -> the last frame sent to it
     shown: dict[int, ShownFrame] = field(default_factory=dict)
     renders: int = 0
+    failures: int = 0
     version: int = 0
     _states: dict[int, _ViewState] = field(default_factory=dict)
     _wake: threading.Event = field(default_factory=threading.Event)
@@ -115,7 +119,12 @@ class LiveRender:
             for client_id, client in list(clients.items()):
                 if self._stop.is_set() or time.perf_counter() < self._next_allowed:
                     break
-                self._serve(client_id, client)
+                try:
+                    self._serve(client_id, client)
+                except Exception as error:  # a frame that fails must not end the viewer
+                    self.failures += 1
+                    log.warning("live render failed: %s", error, exc_info=self.failures == 1)
+                    self._next_allowed = time.perf_counter() + 1.0
 
     def _serve(self, client_id: int, client: Any) -> None:
         """Render the client's view if its camera or the model changed (preview) or it has
