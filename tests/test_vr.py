@@ -321,3 +321,53 @@ def test_spherical_metadata_goes_into_the_mp4_and_it_still_plays(tmp_path: Path)
     with pytest.raises(InputFormatError, match="not an mp4"):
         insert_spherical_metadata(text)
     assert text.read_bytes() == b"not a video at all"
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".avi"])
+def test_a_video_that_lost_frames_is_never_renamed_into_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    """OpenCV's video writer reports no error when a frame is not written (a full disk): the
+    file is read back, and a short one is refused under the output's name, leaving nothing."""
+    import cv2
+
+    from trainer_adapter import render
+
+    frame = np.full((16, 16, 3), 100, dtype=np.uint8)
+    whole = tmp_path / f"whole{suffix}"
+    with render.frame_sink(whole, 10.0, (16, 16), "mono") as write:
+        for _ in range(3):
+            write(frame)
+    capture = cv2.VideoCapture(str(whole))
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 3
+    capture.release()
+
+    real = cv2.VideoWriter
+
+    class Losing:
+        """OpenCV's writer, silently dropping every frame after the first (a full disk)."""
+
+        fourcc = staticmethod(real.fourcc)
+
+        def __init__(self, *args: object) -> None:
+            self.writer = real(*args)
+            self.frames = 0
+
+        def isOpened(self) -> bool:
+            return bool(self.writer.isOpened())
+
+        def write(self, image: np.ndarray) -> None:
+            self.frames += 1
+            if self.frames == 1:
+                self.writer.write(image)
+
+        def release(self) -> None:
+            self.writer.release()
+
+    monkeypatch.setattr(render.cv2, "VideoWriter", Losing)
+    cut = tmp_path / f"cut{suffix}"
+    with pytest.raises(OSError) as error, render.frame_sink(cut, 10.0, (16, 16)) as write:
+        for _ in range(3):
+            write(frame)
+    assert error.value.filename == str(cut) and "holds 1 of 3 frames" in str(error.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [whole.name]

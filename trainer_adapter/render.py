@@ -12,6 +12,7 @@ into the normalised world here.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import math
 from collections.abc import Callable, Iterator
@@ -160,12 +161,35 @@ def frame_sink(
         writer = cv2.VideoWriter(str(tmp), fourcc, fps, size)
         if not writer.isOpened():
             raise UsageError(output, "OpenCV cannot write this video format here")
+        written = 0
+
+        def write(frame: np.ndarray) -> None:
+            nonlocal written
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            written += 1
+
         try:
-            yield lambda frame: writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            yield write
         finally:
             writer.release()
+        check_video_frames(tmp, written, output)
         if spherical is not None and output.suffix.lower() == ".mp4":
             insert_spherical_metadata(tmp, None if spherical == "mono" else spherical)
+
+
+def check_video_frames(video: Path, expected: int, output: Path) -> None:
+    """Refuse a video that does not hold the ``expected`` frames: OpenCV's writer reports no
+    error (a full disk leaves a cut file), so the file is read back before it is renamed."""
+    capture = cv2.VideoCapture(str(video))
+    try:
+        frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else -1
+    finally:
+        capture.release()
+    if frames != expected:
+        raise OSError(
+            errno.EIO, f"the video holds {max(frames, 0)} of {expected} frames (disk full?)",
+            str(output),
+        )  # fmt: skip
 
 
 def render_frame(
