@@ -658,3 +658,40 @@ def test_progressive_frames_preview_full_interrupted_and_failures() -> None:
         wait(lambda: live.failures == 1 and live.shown[7].version == live.version)
     finally:
         live.stop()
+
+
+def test_a_failing_frame_is_one_warning_line_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A frame that keeps failing (out of memory on the device) is one warning line, with no
+    traceback, however often it is retried; the thread goes on."""
+    import threading
+    from types import SimpleNamespace
+
+    from eyeful_tools.view.live import LiveRender, LiveSettings
+
+    camera = SimpleNamespace(
+        update_timestamp=1.0, wxyz=(1.0, 0, 0, 0), position=(0.0, 0, 0), fov=1.0, aspect=1.0,
+        on_update=lambda callback: None,
+    )  # fmt: skip
+    clients = {0: SimpleNamespace(camera=camera)}
+    server = SimpleNamespace(on_client_connect=lambda callback: None, get_clients=lambda: clients)
+    tried = threading.Event()
+    calls: list[int] = []
+
+    def render(*_args: object) -> None:
+        calls.append(1)
+        if len(calls) >= 3:
+            tried.set()
+        raise RuntimeError("CUDA out of memory")
+
+    caplog.set_level("WARNING")
+    live = LiveRender(server, np.eye(4), render, LiveSettings(**TEST_LIVE)).start()
+    assert tried.wait(60)  # three failing frames
+    alive = live._thread is not None and live._thread.is_alive()
+    live.stop()
+    assert alive
+    records = [r for r in caplog.records if r.name == "eyeful_tools.view.live"]
+    assert [(r.getMessage(), r.exc_info) for r in records] == [
+        ("live render failed: CUDA out of memory", None)
+    ]

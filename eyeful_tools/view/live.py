@@ -123,7 +123,9 @@ class LiveRender:
                     self._serve(client_id, client)
                 except Exception as error:  # a frame that fails must not end the viewer
                     self.failures += 1
-                    log.warning("live render failed: %s", error, exc_info=self.failures == 1)
+                    # one line, once (no traceback on the terminal, no line a second after it)
+                    level = logging.WARNING if self.failures == 1 else logging.DEBUG
+                    log.log(level, "live render failed: %s", error)
                     self._next_allowed = time.perf_counter() + 1.0
 
     def _serve(self, client_id: int, client: Any) -> None:
