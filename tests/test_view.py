@@ -695,3 +695,29 @@ def test_a_failing_frame_is_one_warning_line_without_a_traceback(
     assert [(r.getMessage(), r.exc_info) for r in records] == [
         ("live render failed: CUDA out of memory", None)
     ]
+
+
+def test_train_viewer_starts_on_a_dataset_with_only_downscaled_images(
+    capture_v2: Path, tmp_path: Path
+) -> None:
+    """``train --downscale 2 --viewer`` where only ``images_2/`` is left: the viewer reads the
+    images training reads (it parsed ``images/``, refusing what training accepts)."""
+    import shutil
+
+    from eyeful_tools.cli.train import _start_viewer
+    from eyeful_tools.downscale import downscale
+    from trainer_adapter.trainer import resolve_options
+
+    data = tmp_path / "data"
+    shutil.copytree(capture_v2 / "images-jpeg-1k", data)
+    downscale(data, [2], jobs=1)
+    for folder in data.iterdir():  # the full-size images (one folder per camera)
+        if folder.is_dir() and folder.name != "images_2":
+            shutil.rmtree(folder)
+    options, _ = resolve_options(
+        data, preset="tiny", load_dir=None,
+        settings={"downscale": 2, "output_dir": tmp_path / "out", "device": "cpu"},
+    )  # fmt: skip
+    observers, stop = _start_viewer(options, "127.0.0.1", _free_port())
+    stop()
+    assert len(observers) == 1

@@ -126,11 +126,13 @@ def _start_viewer(options: Any, host: str, port: int) -> tuple[list[Any], Any]:
     from eyeful_tools.cli._app import out
     from eyeful_tools.view.content import load_content
     from eyeful_tools.view.server import import_viser, start_viewer
-    from trainer_adapter.data.parser import parse_dataset
+    from trainer_adapter.data.parser import parse_dataset, resolve_downscale
     from trainer_adapter.live_render import TrainingView
 
     import_viser()  # the missing-extra error before anything is read
-    kwargs = {**options.data.parser_kwargs(), "downscale": 1}  # poses do not depend on it
+    kwargs = options.data.parser_kwargs()
+    # the images training reads (poses do not depend on it, but images_1 may not be there)
+    kwargs["downscale"] = resolve_downscale(options.data.data, kwargs["downscale"])
     dataset = parse_dataset(options.data.data, **kwargs)
     normalised = dataset.normalised_from_transforms_world()
     viewer = start_viewer(load_content(dataset.transforms_path, normalised), host, port)
