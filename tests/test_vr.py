@@ -246,6 +246,18 @@ def test_camera_path_types(tmp_path: Path) -> None:
             document["camera_type"] = name
         file.write_text(json.dumps(document))
         assert read_camera_path(file).kind is kind
+    panoramas = {
+        "equirectangular": RenderCameraType.EQUIRECTANGULAR,
+        "omnidirectional": RenderCameraType.ODS,
+        "vr180": RenderCameraType.VR180,
+    }
+    for name, kind in panoramas.items():  # they ignore fov: any value, or none
+        for fov in (180, 360, None):
+            panorama = {"camera_to_world": entry["camera_to_world"], "fov": fov}
+            document = {"render_width": 8, "render_height": 4, "camera_type": name,
+                        "camera_path": [panorama]}  # fmt: skip
+            file.write_text(json.dumps(document))
+            assert read_camera_path(file).kind is kind
     file.write_text(json.dumps({**document, "camera_type": "cubemap"}))
     with pytest.raises(InputFormatError) as error:
         read_camera_path(file)

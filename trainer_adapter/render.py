@@ -95,7 +95,7 @@ def read_camera_path(path: str | Path) -> CameraPath:
     for i, entry in enumerate(entries):
         try:
             matrix = np.asarray(entry["camera_to_world"], dtype=np.float64).reshape(4, 4)
-            fov_deg = float(entry["fov"] if not panorama or "fov" in entry else 90.0)
+            fov_deg = 90.0 if panorama else float(entry["fov"])  # panoramas ignore fov
         except (KeyError, TypeError, ValueError):
             raise InputFormatError(
                 path, f"camera_path[{i}] needs camera_to_world (16 numbers) and fov"
