@@ -189,3 +189,34 @@ def test_a_negative_eval_image_cadence_is_refused(
     err = capsys.readouterr().err.strip()
     assert err == "error: --steps-per-eval-image: must be 0 (off) or more, got -1"
     assert not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_under_the_event_writer_is_one_error_naming_the_run(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TensorBoard's writer thread fails on ENOSPC: no traceback from the thread, and the
+    writer's next call in the run raises an OSError naming the run folder."""
+    import errno
+
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    from trainer_adapter import curves
+
+    writes = RecordWriter.write
+    disk = {"full": False}
+
+    def write(self: Any, data: bytes) -> None:
+        if disk["full"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        writes(self, data)
+
+    monkeypatch.setattr(RecordWriter, "write", write)
+    writer = curves._summary_writer(tmp_path, None)
+    writer.flush()  # the file's header is on disk; the disk fills up after it
+    disk["full"] = True
+    with pytest.raises(OSError) as raised, curves._events_named(tmp_path):
+        for step in range(1000):  # until the thread's failure comes back to this one
+            writer.add_scalar("loss/total", 1.0, step)
+        writer.close()
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(tmp_path)
+    assert "Traceback" not in capfd.readouterr().err

@@ -17,12 +17,14 @@ warning; ``metrics.jsonl`` and the PNG are still written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,7 +94,35 @@ def _summary_writer(run_dir: Path, purge_step: int | None) -> Any:
             "(metrics.jsonl and curves.png are still written; pip install 'eyeful[train]')"
         )
         return None
+    _quiet_writer_thread_errors()
     return SummaryWriter(log_dir=str(run_dir), purge_step=purge_step, flush_secs=30)
+
+
+def _quiet_writer_thread_errors() -> None:
+    """TensorBoard writes events on a thread of its own; a write that fails there (a full disk)
+    is raised in that thread, which prints a traceback, and handed to the writer's next call
+    in ours, which :func:`_events_named` turns into the run's one error line. Only the thread's
+    copy of an ``OSError`` is silenced; every other thread error reaches the previous hook."""
+    previous = threading.excepthook
+    if getattr(previous, "eyeful_quiet_tensorboard", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        from_tensorboard = type(args.thread).__module__.startswith("tensorboard.")
+        if not (from_tensorboard and isinstance(args.exc_value, OSError)):
+            previous(args)
+
+    hook.eyeful_quiet_tensorboard = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+
+
+@contextlib.contextmanager
+def _events_named(run_dir: Path) -> Iterator[None]:
+    """An event file's failed write (it names no file) as an error naming the run folder."""
+    try:
+        yield
+    except OSError as error:
+        raise naming(error, run_dir) from error
 
 
 class CurvesWriter:
@@ -113,7 +143,12 @@ class CurvesWriter:
         # the file starts as what this run continues (nothing for a new run)
         atomic_write_text(self.path, "".join(self._line(row) for row in self.rows))
         self.fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        self.writer = _summary_writer(self.run_dir, start if same_folder and start else None)
+        try:
+            with _events_named(self.run_dir):
+                self.writer = _summary_writer(self.run_dir, start if same_folder and start else None)
+        except BaseException:
+            os.close(self.fd)
+            raise
         if self.writer is not None and not same_folder:
             for row in self.rows:  # a resumed run's event file holds its whole curve
                 self._add_scalars(row)
@@ -124,9 +159,10 @@ class CurvesWriter:
 
     def _add_scalars(self, row: Mapping[str, Any]) -> None:
         step, wall = int(row["step"]), row.get("wall_time")
-        for key, value in row.items():
-            if key not in ("step", "wall_time") and value is not None:
-                self.writer.add_scalar(tag_for(key), float(value), step, walltime=wall)
+        with _events_named(self.run_dir):
+            for key, value in row.items():
+                if key not in ("step", "wall_time") and value is not None:
+                    self.writer.add_scalar(tag_for(key), float(value), step, walltime=wall)
 
     def on_step(self, trainer: Trainer, step: int, stats: Mapping[str, float]) -> None:
         row: dict[str, Any] = {"step": step, "wall_time": time.time()}
@@ -164,7 +200,8 @@ class CurvesWriter:
             device=trainer.device,
         )
         if self.writer is not None:
-            self.writer.add_image(EVAL_IMAGE_TAG, view.picture, step, dataformats="HWC")
+            with _events_named(self.run_dir):
+                self.writer.add_image(EVAL_IMAGE_TAG, view.picture, step, dataformats="HWC")
         return view.psnr
 
     def on_end(self, trainer: Trainer) -> None:
@@ -173,7 +210,8 @@ class CurvesWriter:
             os.close(self.fd)
             self.fd = None
         if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+            writer, self.writer = self.writer, None
+            with _events_named(self.run_dir):
+                writer.close()
         if self.rows:
             write_curves_png(self.run_dir / PLOT_FILE, self.rows)
