@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 #: eyeful train --viewer: small frames, rendered at most 5% of the time, new weights every 2 s
 TRAINING_SETTINGS = LiveSettings(preview_height=64, full_height=192, busy_fraction=0.05)
 TRAINING_REFRESH_S = 2.0
-#: rays per chunk during training (a frame of TRAINING_SETTINGS is a few chunks)
+#: rays per chunk during training (a frame of TRAINING_SETTINGS is a few chunks). Not capped by
+#: the training batch: inference keeps no autograd state, and at tiny's 512-ray batches the
+#: per-chunk Python work of ~100 chunks a frame held the GIL against training (bench.train part 3)
 TRAINING_CHUNK_RAYS = 4096
 
 
@@ -113,8 +115,7 @@ class TrainingView:
         if self.renderer is None:
             with torch.no_grad():
                 snapshot = copy.deepcopy(trainer.model).eval().requires_grad_(False)
-            chunk = min(TRAINING_CHUNK_RAYS, trainer.options.loader.train_num_rays_per_batch)
-            self.renderer = ModelRenderer(snapshot, trainer.device, chunk)
+            self.renderer = ModelRenderer(snapshot, trainer.device, TRAINING_CHUNK_RAYS)
             self.copied_step, self._copied_at = step, time.perf_counter()
             normalised = trainer.dataset.normalised_from_transforms_world()
             self.live = LiveRender(
