@@ -721,3 +721,14 @@ def test_train_viewer_starts_on_a_dataset_with_only_downscaled_images(
     observers, stop = _start_viewer(options, "127.0.0.1", _free_port())
     stop()
     assert len(observers) == 1
+
+
+def test_under_torchrun_only_rank_0_serves_the_viewer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from eyeful_tools.cli.train import _serves_viewer
+
+    monkeypatch.delenv("RANK", raising=False)
+    assert _serves_viewer(True) and not _serves_viewer(False)
+    monkeypatch.setenv("RANK", "0")
+    assert _serves_viewer(True)
+    monkeypatch.setenv("RANK", "1")
+    assert not _serves_viewer(True)

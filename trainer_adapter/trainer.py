@@ -88,6 +88,11 @@ def _dist_env() -> tuple[bool, int, int, int]:
     return distributed, world, rank, local
 
 
+def launch_rank() -> int:
+    """This process's rank under torchrun (0 otherwise): only rank 0 logs, saves and shows."""
+    return _dist_env()[2]
+
+
 @dataclass
 class TrainResult:
     run_dir: Path

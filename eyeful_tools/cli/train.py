@@ -105,7 +105,8 @@ def train_command(
     }
     # bad options and resume mismatches fail here, before anything is shown or written
     options, checkpoint = resolve_options(data, preset=preset, load_dir=load_dir, settings=settings)
-    observers, stop = _start_viewer(options, viewer_host, viewer_port) if viewer else ([], None)
+    shown = _serves_viewer(viewer)
+    observers, stop = _start_viewer(options, viewer_host, viewer_port) if shown else ([], None)
     try:
         result = _train_with_progress(options, checkpoint, observers)
     finally:
@@ -118,6 +119,14 @@ def train_command(
         f"{stats.get('mean_rays_per_sec', stats.get('rays_per_sec', 0.0)):.0f} rays/s)"
         + (f"; {result.coverage.summary()}" if result.coverage is not None else "")
     )
+
+
+def _serves_viewer(asked: bool) -> bool:
+    """Under torchrun only rank 0 serves ``--viewer``: it is the one that renders, and one URL
+    is printed, not one per process."""
+    from trainer_adapter.trainer import launch_rank
+
+    return asked and launch_rank() == 0
 
 
 def _start_viewer(options: Any, host: str, port: int) -> tuple[list[Any], Any]:
