@@ -29,7 +29,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -304,6 +304,25 @@ _NS_LEGACY_COLMAP_APPLIED = np.array(
 def legacy_colmap_applied_transform() -> np.ndarray:
     """4x4 ``applied_transform`` nerfstudio assumes for old COLMAP-derived transforms.json."""
     return _NS_LEGACY_COLMAP_APPLIED.copy()
+
+
+#: where ns-process-data (and ``eyeful import`` through SfM) keep the COLMAP model, relative to
+#: the dataset folder that holds transforms.json
+COLMAP_MODEL_IN_DATASET = Path("colmap") / "sparse" / "0"
+
+
+def transforms_from_capture(
+    applied_transform: Sequence[Sequence[float]] | np.ndarray | None, dataset_dir: Path
+) -> np.ndarray:
+    """4x4 capture world (COLMAP's, EyefulTower's, ...) -> transforms.json world, by nerfstudio
+    1.1.5's dataparser rule: the file's ``applied_transform``; without one, the legacy COLMAP
+    matrix when ``<dataset>/colmap/sparse/0`` exists; else the identity."""
+    out = np.eye(4)
+    if applied_transform is not None:
+        out[:3] = np.asarray(applied_transform, dtype=np.float64)[:3]
+    elif (dataset_dir / COLMAP_MODEL_IN_DATASET).exists():
+        out = legacy_colmap_applied_transform()
+    return out
 
 
 def _homogeneous(pose: np.ndarray) -> np.ndarray:

@@ -352,6 +352,42 @@ def test_points_from_the_ply_file_or_the_capture_mesh(capture_v2: Path, tmp_path
     assert np.isin(few[:, 0], cloud[:, 0].astype(np.float32)).all()
 
 
+def test_points_from_colmap_beside_a_dataset(capture_v2: Path, tmp_path: Path) -> None:
+    """ns-process-data's layout: ``colmap/sparse/0`` beside transforms.json, its points moved
+    into the transforms world by ``applied_transform`` or, in a file without one, by
+    nerfstudio's legacy COLMAP matrix (as the dataparser places the cameras)."""
+    import pycolmap
+
+    from eyeful_tools.cameras import legacy_colmap_applied_transform
+
+    dataset = tmp_path / "dataset"
+    shutil.copytree(capture_v2 / "images-jpeg-1k", dataset)
+    model = dataset / "colmap" / "sparse" / "0"
+    model.mkdir(parents=True)
+    xyz = np.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 2.0], [0.0, -4.0, 1.0]])
+    rgb = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], dtype=np.uint8)
+    reconstruction = pycolmap.Reconstruction()
+    for point, color in zip(xyz, rgb, strict=True):
+        reconstruction.add_point3D(point, pycolmap.Track(), color)
+    reconstruction.write(str(model))
+    transforms_path = dataset / "transforms.json"
+    data = json.loads(transforms_path.read_text())
+    for applied in (np.asarray(data["applied_transform"]), None):
+        if applied is None:
+            data.pop("applied_transform")
+            transforms_path.write_text(json.dumps(data))
+            applied = legacy_colmap_applied_transform()[:3]
+        content = load_content(transforms_path)
+        assert content.points_source == model
+        assert content.points is not None and content.point_colors is not None
+        order = np.argsort(content.points[:, 0])
+        expected = xyz @ applied[:3, :3].T + applied[:3, 3]
+        expected_order = np.argsort(expected[:, 0])
+        assert np.allclose(content.points[order], expected[expected_order], atol=1e-5)
+        assert (content.point_colors[order] == rgb[expected_order]).all()
+        assert np.allclose(content.transforms_from_capture[:3], applied)
+
+
 def test_an_unreadable_image_is_drawn_empty_and_a_click_says_why(
     capture_v2: Path, tmp_path: Path
 ) -> None:

@@ -9,13 +9,14 @@ normalised world with the 4x4 similarity ``normalised_from_transforms`` (from a 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from eyeful_tools.cameras import Camera
+from eyeful_tools.cameras import COLMAP_MODEL_IN_DATASET, Camera, transforms_from_capture
 from eyeful_tools.errors import InputFormatError, MissingFileError
 from eyeful_tools.split import camera_of, position_of, split_key
 from eyeful_tools.transforms import read_transforms, transforms_file, transforms_to_scene
@@ -160,16 +161,12 @@ def load_content(
             transforms.frames, scene.frames, in_splits, ids, strict=True
         )
     ]
-    transforms_from_capture = np.eye(4)
-    if transforms.applied_transform is not None:
-        transforms_from_capture[:3] = np.asarray(transforms.applied_transform, dtype=np.float64)
-    points, colors, source = _scene_points(
-        transforms_path, transforms.ply_file_path, transforms_from_capture
-    )
+    from_capture = transforms_from_capture(transforms.applied_transform, base)
+    points, colors, source = _scene_points(transforms_path, transforms.ply_file_path, from_capture)
     return ViewContent(
         transforms_path=transforms_path,
         cameras=views,
-        transforms_from_capture=transforms_from_capture,
+        transforms_from_capture=from_capture,
         normalised_from_transforms=normalised_from_transforms,
         points=points,
         point_colors=colors,
@@ -180,21 +177,44 @@ def load_content(
 def _scene_points(
     transforms_path: Path, ply_file_path: str | None, transforms_from_capture: np.ndarray
 ) -> tuple[np.ndarray | None, np.ndarray | None, Path | None]:
-    """The file's point cloud (``ply_file_path``, in the transforms world), else the
-    EyefulTower mesh's vertices (``mesh.obj`` of the capture, in the capture's world)."""
+    """The file's point cloud (``ply_file_path``, in the transforms world), else COLMAP's
+    points3D of ``colmap/sparse/0`` beside it (ns-process-data's layout) or the EyefulTower
+    mesh's vertices (``mesh.obj`` of the capture), both in the capture's world."""
     if ply_file_path is not None:
         ply = transforms_path.parent / ply_file_path
         if not ply.is_file():
             raise MissingFileError(ply, f"ply_file_path of {transforms_path.name} not found")
         points, colors = read_points(ply)
         return points, colors, ply
-    for folder in (transforms_path.parent.parent, transforms_path.parent):
-        mesh = folder / "mesh.obj"
-        if mesh.is_file():
-            points, colors = read_points(mesh)
+    folder = transforms_path.parent
+    readers: list[tuple[Path, Callable[[Path], tuple[np.ndarray, np.ndarray] | None]]] = [
+        (folder / COLMAP_MODEL_IN_DATASET, read_colmap_points),
+        (folder.parent / "mesh.obj", read_points),
+        (folder / "mesh.obj", read_points),
+    ]
+    for source, reader in readers:
+        found = reader(source) if source.exists() else None
+        if found is not None:
+            points, colors = found
             moved = points @ transforms_from_capture[:3, :3].T + transforms_from_capture[:3, 3]
-            return moved.astype(np.float32), colors, mesh
+            return moved.astype(np.float32), colors, source
     return None, None, None
+
+
+def read_colmap_points(
+    model_dir: Path, limit: int = MAX_POINTS
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """COLMAP's points3D [N, 3] float32 and colours [N, 3] uint8 (pycolmap's reader, checked
+    as ``eyeful import colmap`` checks it), at most ``limit``; None for a model without points."""
+    from eyeful_tools.colmap_io import read_reconstruction
+
+    reconstruction, _ = read_reconstruction(model_dir)
+    points = reconstruction.points3D
+    if not points:
+        return None
+    xyz = np.array([p.xyz for p in points.values()], dtype=np.float32)
+    rgb = np.array([p.color for p in points.values()], dtype=np.uint8)
+    return _at_most(xyz, rgb, limit)
 
 
 def read_points(path: Path, limit: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
@@ -209,11 +229,15 @@ def read_points(path: Path, limit: int = MAX_POINTS) -> tuple[np.ndarray, np.nda
     vertices = np.asarray(getattr(loaded, "vertices", np.empty((0, 3))), dtype=np.float32)
     if vertices.ndim != 2 or vertices.shape[0] == 0:
         raise InputFormatError(path, "no vertices")
-    colors = _vertex_colors(loaded, len(vertices))
-    if len(vertices) > limit:
-        keep = np.sort(np.random.default_rng(0).choice(len(vertices), limit, replace=False))
-        vertices, colors = vertices[keep], colors[keep]
-    return vertices, colors
+    return _at_most(vertices, _vertex_colors(loaded, len(vertices)), limit)
+
+
+def _at_most(points: np.ndarray, colors: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``limit`` points: an even random pick, the same every time."""
+    if len(points) > limit:
+        keep = np.sort(np.random.default_rng(0).choice(len(points), limit, replace=False))
+        points, colors = points[keep], colors[keep]
+    return points, colors
 
 
 def _vertex_colors(loaded: object, count: int) -> np.ndarray:
