@@ -8,13 +8,16 @@ Set ``EYEFUL_VIEW_SCREENSHOT=docs/images/view.png`` (``make screenshot``) to kee
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +135,14 @@ def test_missing_extra_is_one_line(
 def _serve_cli(*args: str) -> list[str]:
     """Run ``eyeful view ARGS --port P`` until it serves: its two lines (the URL checked to be
     127.0.0.1:P and to answer)."""
+    with _cli_view(*args) as (_process, lines):
+        return lines
+
+
+@contextlib.contextmanager
+def _cli_view(*args: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """``eyeful view ARGS --port P`` serving (its two lines read, the URL checked to be
+    127.0.0.1:P and to answer); SIGTERM on the way out."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-c", "from eyeful_tools.cli import entry_point; entry_point()"]
@@ -148,10 +159,10 @@ def _serve_cli(*args: str) -> list[str]:
         assert f"open http://127.0.0.1:{port} " in lines[1], lines
         with urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=30) as response:
             assert response.status == 200 and b"<html" in response.read()
+        yield process, lines
     finally:
         process.terminate()
         process.wait(timeout=30)
-    return lines
 
 
 def test_cli_serves_on_localhost_and_prints_the_url(capture_v2: Path) -> None:
@@ -486,17 +497,17 @@ def test_browser_camera_to_the_normalised_world() -> None:
 def test_run_folder_renders_the_model_in_a_browser(tiny_run: Path, capture_v2: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    from eyeful_tools.view.live import LiveRender, LiveSettings
-    from trainer_adapter.live_render import run_renderer
+    from eyeful_tools.view.live import LiveSettings
+    from trainer_adapter.live_render import RunFollower
 
     normalised = run_normalisation(tiny_run)
     content = load_content(find_transforms(tiny_run), normalised)
-    renderer, step = run_renderer(tiny_run, "cpu")
-    assert step == 19
+    follower = RunFollower(tiny_run, "cpu", settings=LiveSettings(**TEST_LIVE))
+    assert follower.load() and follower.step == 19
     viewer = start_viewer(content, port=_free_port())
     cameras_only = start_viewer(content, port=_free_port())
-    live = LiveRender(viewer.server, normalised, renderer.render, LiveSettings(**TEST_LIVE))
-    live.start()
+    live = follower.start(viewer.server, normalised).live
+    assert live is not None
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
@@ -514,7 +525,7 @@ def test_run_folder_renders_the_model_in_a_browser(tiny_run: Path, capture_v2: P
             )
             browser.close()
     finally:
-        live.stop()
+        follower.stop()
         viewer.stop()
         cameras_only.stop()
     # the server sent a background image: the browser camera's aspect, full height, not blank
@@ -620,6 +631,141 @@ def test_cli_train_viewer_prints_its_url_and_finishes(capture_v2: Path, tmp_path
 def test_cli_view_of_a_run_renders_its_model(tiny_run: Path) -> None:
     lines = _serve_cli(str(tiny_run), "--device", "cpu")
     assert "the model of step 19 rendered on cpu" in lines[0], lines
+
+
+def _run_without_checkpoint(tiny_run: Path, tmp_path: Path) -> Path:
+    """A run that has not saved yet (just started, or killed before its first checkpoint)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.json", "dataparser_transforms.json"):
+        shutil.copy(tiny_run / name, run / name)
+    return run
+
+
+def _save_as_the_trainer_does(source: Path | bytes, target: Path) -> None:
+    """Written under a hidden temp name beside ``target``, then renamed (fsio.atomic_stream)."""
+    temp = target.parent / f".{target.name}.test-1.x.tmp.ckpt"
+    temp.parent.mkdir(exist_ok=True)
+    if isinstance(source, Path):
+        shutil.copyfile(source, temp)
+    else:
+        temp.write_bytes(source)
+    os.replace(temp, target)
+
+
+def _saved(state: dict, tmp_path: Path) -> Path:
+    import torch
+
+    path = tmp_path / "state.ckpt"
+    torch.save(state, path)
+    return path
+
+
+def _holds(model, pipeline: dict) -> bool:
+    """Whether every weight and buffer of ``model`` is the checkpoint's."""
+    import torch
+
+    return all(torch.equal(value, pipeline[name]) for name, value in model.state_dict().items())
+
+
+def _wait(condition, what: str) -> None:
+    for _ in range(1200):
+        if condition():
+            return
+        threading.Event().wait(0.05)
+    pytest.fail(f"never happened: {what}")
+
+
+def test_cli_view_of_a_run_without_checkpoint_waits_for_it(tiny_run: Path, tmp_path: Path) -> None:
+    """``eyeful view RUN`` before the run's first save serves the cameras and says so; the
+    checkpoint, once written, is rendered and a line says so; SIGTERM ends it as usual."""
+    run = _run_without_checkpoint(tiny_run, tmp_path)
+    with _cli_view(str(run), "--device", "cpu") as (process, lines):
+        assert "cameras of" in lines[0] and "the run has no checkpoint yet" in lines[0], lines
+        assert str(run / "nerfstudio_models") in lines[0], lines
+        checkpoint = tiny_run / "nerfstudio_models" / "step-000000019.ckpt"
+        _save_as_the_trainer_does(checkpoint, run / "nerfstudio_models" / checkpoint.name)
+        assert process.stdout is not None
+        later = process.stdout.readline()  # the follower polls every 2 s
+        assert "the model of step 19 rendered on cpu (its first checkpoint)" in later, later
+    assert process.returncode == 143  # SIGTERM: the usual exit, not a hang or a traceback
+
+
+def test_a_run_followed_from_no_checkpoint_to_newer_ones(
+    tiny_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The viewer of a run with no checkpoint draws its cameras and scene box; its first
+    checkpoint is rendered once written, a newer one's weights replace the model's; a hidden
+    temp file (a save in progress) is never read; a broken checkpoint is one warning line and
+    the model shown stays. A fake browser camera stands in for a browser."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from eyeful_tools.view.live import LiveSettings
+    from trainer_adapter.live_render import RunFollower
+
+    run = _run_without_checkpoint(tiny_run, tmp_path)
+    normalised = run_normalisation(run)
+    content = load_content(find_transforms(run), normalised)
+    said: list[str] = []
+    means: list[float] = []
+    scene = SimpleNamespace(set_background_image=lambda im, **_: means.append(float(im.mean())))
+    client = SimpleNamespace(camera=_FakeCamera(), scene=scene)
+    follower = RunFollower(
+        run, "cpu", say=said.append, poll_s=0.05, settings=LiveSettings(8, 16, still_s=0.05),
+        clients=lambda: {7: client},
+    )  # fmt: skip
+    assert not follower.load()
+    caplog.set_level("WARNING")
+    viewer = start_viewer(content, port=_free_port())
+    follower.start(viewer.server, normalised)
+    folder = run / "nerfstudio_models"
+    try:
+        # the cameras and the run's scene box, as for a dataset
+        assert len(viewer.frustums) == len(content.cameras) > 0
+        assert "/scene/box" in viewer.server.scene._handle_from_node_name
+        folder.mkdir()
+        (folder / ".step-000000009.ckpt.test-2.y.tmp.ckpt").write_bytes(b"half-written")
+        first = tiny_run / "nerfstudio_models" / "step-000000019.ckpt"
+        _save_as_the_trainer_does(first, folder / first.name)
+        _wait(lambda: follower.live is not None and 7 in follower.live.shown, "a first frame")
+        live, renderer = follower.live, follower.renderer
+        assert live is not None and renderer is not None
+        assert said == ["eyeful view: the model of step 19 rendered on cpu (its first checkpoint)"]
+        assert 5 < live.shown[7].mean < 250 and live.shown[7].version == 0
+        # a newer checkpoint: other weights, rendered again
+        state = torch.load(first, weights_only=True)
+        state["step"] = 29
+        weights = dict(renderer.model.named_parameters())
+        for name in state["pipeline"]:
+            if name in weights:  # the weights (not buffers such as the scene box) moved
+                state["pipeline"][name] = state["pipeline"][name] + 0.01
+        _save_as_the_trainer_does(_saved(state, tmp_path), folder / "step-000000029.ckpt")
+        _wait(lambda: live.shown[7].version == 1, "a frame of the newer checkpoint")
+        assert follower.step == 29 and said[-1].endswith(
+            "step 29 rendered on cpu (a newer checkpoint)"
+        )
+        assert _holds(renderer.model, state["pipeline"])
+        assert not caplog.records  # the hidden temp file was never read
+        _save_as_the_trainer_does(b"not a checkpoint", folder / "step-000000039.ckpt")
+        _wait(lambda: len(caplog.records) == 1, "a warning")
+        # one that does not fit the model (other weights, one of another shape): none copied
+        misfit = {**state, "pipeline": {k: v + 0.01 for k, v in state["pipeline"].items()}}
+        misfit["pipeline"][next(iter(weights))] = torch.zeros(3, 3)
+        _save_as_the_trainer_does(_saved(misfit, tmp_path), folder / "step-000000049.ckpt")
+        _wait(lambda: len(caplog.records) == 2, "a second warning")
+        assert _holds(renderer.model, state["pipeline"])
+    finally:
+        follower.stop()
+        viewer.stop()
+    messages = [record.getMessage() for record in caplog.records]
+    assert all(r.exc_info is None for r in caplog.records) and "\n" not in "".join(messages)
+    assert messages[0].startswith(f"{folder / 'step-000000039.ckpt'}: not a loadable checkpoint (")
+    assert messages[1].startswith(f"{folder / 'step-000000049.ckpt'}: checkpoint does not match")
+    assert all(m.endswith("; still showing step 29") for m in messages), messages
+    assert follower.step == 29 and len(said) == 2
+    assert follower._thread is not None and not follower._thread.is_alive()
 
 
 class _FakeCamera:

@@ -158,7 +158,21 @@ def implementation_for(state: dict[str, Any], path: Path) -> str:
 
 
 def load_model_state(model: nn.Module, state: dict[str, Any], path: Path) -> None:
+    """Load a checkpoint's weights into ``model``. One that does not fit is refused before any
+    weight is copied (``load_state_dict`` copies what fits, then raises), so a model shown by
+    ``eyeful view`` stays whole."""
     pipeline = {k.removeprefix("module."): v for k, v in state["pipeline"].items()}
+    ours = model.state_dict()
+    misfit = [f"{k} missing" for k in ours if k not in pipeline]
+    misfit += [f"{k} not in the model" for k in pipeline if k not in ours]
+    shapes = {k: tuple(getattr(v, "shape", ())) for k, v in pipeline.items()}
+    misfit += [
+        f"{k} is {shapes[k]}, not {tuple(v.shape)}"
+        for k, v in ours.items()
+        if k in shapes and shapes[k] != tuple(v.shape)
+    ]
+    if misfit:
+        raise InputFormatError(path, f"checkpoint does not match the model: {misfit[0]}")
     try:
         model.load_state_dict(pipeline)
     except RuntimeError as error:

@@ -11,6 +11,7 @@ refresh is skipped, never waited for, while a frame is being rendered.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import threading
 import time
@@ -21,7 +22,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from eyeful_tools.errors import EyefulError, InputFormatError
 from eyeful_tools.view.live import LiveRender, LiveSettings
+from trainer_adapter import device as devices
+from trainer_adapter.checkpoints import (
+    HASH_GRIDS,
+    checkpoint_dir,
+    checkpoints_in,
+    hash_grid_of,
+    load_checkpoint,
+    load_model_state,
+)
 from trainer_adapter.data.images import camera_ray_chunks
 from trainer_adapter.evaluate import load_run, to_uint8
 from trainer_adapter.model.nerfacto import NerfactoModel
@@ -29,6 +40,8 @@ from trainer_adapter.render import pinhole
 
 if TYPE_CHECKING:
     from trainer_adapter.observers import Trainer
+
+log = logging.getLogger(__name__)
 
 #: eyeful train --viewer: small frames, rendered at most 5% of the time, new weights every 2 s
 TRAINING_SETTINGS = LiveSettings(preview_height=64, full_height=192, busy_fraction=0.05)
@@ -75,17 +88,122 @@ class ModelRenderer:
             return to_uint8(image.view(height, width, 3))
 
 
-def run_renderer(run_dir: str | Path, device: str = "auto") -> tuple[ModelRenderer, int]:
-    """The renderer of a trained run's latest checkpoint, and the step it holds."""
-    run = load_run(run_dir, device)
-    return ModelRenderer(run.model, run.device, run.chunk_rays), run.step
+#: how often ``eyeful view RUN`` looks for a new checkpoint (a listing of one folder)
+CHECKPOINT_POLL_S = 2.0
 
 
-def attach_run(
-    server: Any, normalised_from_scene: np.ndarray, renderer: ModelRenderer
-) -> LiveRender:
-    """Start rendering ``renderer`` into every browser of ``server`` (``eyeful view RUN``)."""
-    return LiveRender(server, normalised_from_scene, renderer.render).start()
+class RunFollower:
+    """``eyeful view RUN``: renders the run's latest checkpoint into every browser of a viewer
+    and follows the run. A daemon thread lists ``nerfstudio_models/`` every ``poll_s`` and loads
+    the first checkpoint of a run that had none, then each newer one, as a user watching a run
+    in training expects (``ns-viewer`` loads one). It sees complete files only: the trainer
+    writes a hidden temp file and renames it to ``step-*.ckpt``. Newer weights are copied into
+    the model shown between frames (one model in memory); a checkpoint that does not load is
+    one warning line and the model shown stays."""
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        device: str = "auto",
+        *,
+        say: Callable[[str], None] = print,
+        poll_s: float = CHECKPOINT_POLL_S,
+        settings: LiveSettings | None = None,
+        clients: Callable[[], Mapping[int, Any]] | None = None,
+    ) -> None:
+        devices.resolve_device(device)  # a bad --device is refused now, not at the first save
+        self.run_dir, self.device, self.say, self.poll_s = Path(run_dir), device, say, poll_s
+        self.settings = settings or LiveSettings()
+        self.clients = clients  # see LiveRender.clients
+        self.renderer: ModelRenderer | None = None
+        self.live: LiveRender | None = None
+        self.checkpoint: Path | None = None
+        self.step: int | None = None
+        self._refused: Path | None = None  # a checkpoint that did not load (not tried again)
+        self._view: tuple[Any, np.ndarray] | None = None  # server, normalised_from_scene
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def folder(self) -> Path:
+        """Where the run's checkpoints appear."""
+        return checkpoint_dir(self.run_dir)
+
+    def load(self) -> bool:
+        """Load the run's latest checkpoint (a bad one raises); False when it has none yet."""
+        if not checkpoints_in(self.folder):
+            return False
+        run = load_run(self.run_dir, self.device)
+        self.renderer = ModelRenderer(run.model, run.device, run.chunk_rays)
+        self.checkpoint, self.step = run.checkpoint, run.step
+        return True
+
+    def start(self, server: Any, normalised_from_scene: np.ndarray) -> RunFollower:
+        """Render into ``server``'s browsers (once there is a model) and start following."""
+        self._view = (server, normalised_from_scene)
+        self._attach()
+        self._thread = threading.Thread(target=self._follow, name="eyeful-run-follow", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        if self.live is not None:
+            self.live.stop()
+
+    def _attach(self) -> None:
+        with self._lock:
+            if self._stop.is_set() or self.renderer is None or self._view is None:
+                return
+            server, normalised = self._view
+            self.live = LiveRender(
+                server, normalised, self.renderer.render, self.settings, self.clients
+            ).start()
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            self.poll()
+
+    def poll(self) -> None:
+        """Load the latest checkpoint if it is not the one shown (nor one that failed)."""
+        found = checkpoints_in(self.folder)
+        if not found or found[-1] in (self.checkpoint, self._refused):
+            return
+        latest, first = found[-1], self.renderer is None
+        try:
+            if first:
+                if not self.load():  # gone meanwhile (a folder emptied by hand)
+                    return
+                self._attach()
+            else:
+                self._load_weights(latest)
+        except Exception as error:  # the viewer goes on showing what it has
+            if latest.exists():  # else the trainer deleted it for a newer one: the next poll
+                self._refused = latest
+                what = error.one_line() if isinstance(error, EyefulError) else f"{latest}: {error}"
+                shown = "waiting for the next one" if first else f"still showing step {self.step}"
+                log.warning("%s; %s", what, shown)
+            return
+        device = self.renderer.device if self.renderer is not None else self.device
+        which = "its first checkpoint" if first else "a newer checkpoint"
+        self.say(f"eyeful view: the model of step {self.step} rendered on {device} ({which})")
+
+    def _load_weights(self, path: Path) -> None:
+        """Copy a newer checkpoint's weights into the model shown, between two frames."""
+        assert self.renderer is not None
+        state = load_checkpoint(path, mmap=True)  # the optimizer state is never paged in
+        if state["hash_grid"] != hash_grid_of(self.renderer.model):
+            grid = HASH_GRIDS[state["hash_grid"]]
+            raise InputFormatError(path, f"holds {grid}, unlike the model of step {self.step}")
+        with self.renderer.lock:
+            load_model_state(self.renderer.model, state, path)
+        self.checkpoint, self.step = path, int(state["step"])
+        if self.live is not None:
+            self.live.invalidate()
 
 
 class TrainingView:

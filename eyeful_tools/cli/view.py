@@ -35,44 +35,61 @@ def view_command(
 ) -> None:
     """Serve a 3D view of the cameras (frustums with thumbnails, coloured by split), the capture's
     and the trainer's world axes, the scene box and any point cloud; for a run folder, its model
-    rendered from the browser's camera. Runs until Ctrl-C.
+    rendered from the browser's camera, following the run's newer checkpoints. Runs until
+    Ctrl-C.
 
     Example: eyeful view data/synth-v2/images-jpeg-2k
     """
     import_viser()  # the missing-extra error before any reading
     transforms_path = find_transforms(path)
     normalised = _normalisation(path, transforms_path, orientation, center)
-    renderer, what = _run_renderer(path, device)
+    follower = _run_follower(path, device)
     content = load_content(transforms_path, normalised)
     viewer = start_viewer(content, host=host, port=port)
-    live = None
     try:
-        if renderer is not None:
-            from trainer_adapter.live_render import attach_run
-
-            live = attach_run(viewer.server, normalised, renderer)
         out.print(
-            f"eyeful view: {len(content.cameras)} cameras of {transforms_path}{what}",
+            f"eyeful view: {len(content.cameras)} cameras of {transforms_path}"
+            f"{_run_summary(follower)}",
             soft_wrap=True,
         )
         out.print(f"open {viewer.url} (Ctrl-C to stop)", soft_wrap=True)
+        if follower is not None:  # after the two lines: its own lines come later
+            follower.start(viewer.server, normalised)
         threading.Event().wait()
     finally:
-        if live is not None:
-            live.stop()
+        if follower is not None:
+            follower.stop()
         viewer.stop()
 
 
-def _run_renderer(path: Path, device: str) -> tuple[Any, str]:
-    """For a run folder: the renderer of its latest checkpoint and what the summary says of
-    it; (None, "") for anything else. torch is imported only here."""
+def _run_follower(path: Path, device: str) -> Any:
+    """For a run folder: its :class:`~trainer_adapter.live_render.RunFollower`, holding the
+    latest checkpoint's model if there is one yet; None for anything else. torch is imported
+    only here."""
     if not (path / "dataparser_transforms.json").is_file():
-        return None, ""
+        return None
     need_torch()
-    from trainer_adapter.live_render import run_renderer
+    from trainer_adapter.live_render import RunFollower
 
-    renderer, step = run_renderer(path, device)
-    return renderer, f", the model of step {step} rendered on {renderer.device}"
+    follower = RunFollower(path, device, say=lambda line: out.print(line, soft_wrap=True))
+    follower.load()
+    return follower
+
+
+def _run_summary(follower: Any) -> str:
+    """What the first line says of a run: the step and device it renders, or that it has no
+    checkpoint yet."""
+    if follower is None:
+        return ""
+    if follower.renderer is None:
+        return (
+            "; the run has no checkpoint yet: its model is shown once the first"
+            f" {follower.folder}/step-*.ckpt is written"
+        )
+    return (
+        f", the model of step {follower.step} rendered on {follower.renderer.device}"
+        " (newer checkpoints are shown as they are written)"
+    )
 
 
 def _normalisation(path: Path, transforms_path: Path, orientation: str, center: str) -> np.ndarray:
