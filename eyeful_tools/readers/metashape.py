@@ -128,6 +128,52 @@ def parse_metashape(
     path = Path(path)
     chunk = _load_chunk(path)
     report = MetashapeReport()
+    sensors = _parse_sensors(path, chunk, report, crop_fraction)
+    chunk_transform = _similarity(path, chunk.find("transform"))
+    components = _component_similarities(path, chunk)
+    cameras_el = chunk.find("cameras")
+    if cameras_el is None:
+        raise InputFormatError(path, "no <cameras> in the first <chunk>")
+
+    camera_elements = list(cameras_el.iter("camera"))
+    _refuse_repeated_ids(path, camera_elements)
+    own_index, internal_from_cam = _camera_transforms(path, camera_elements)
+    posed = _select_posed(path, camera_elements, sensors, components, own_index, rig, report)
+
+    # The poses are composed for all posed cameras at once.
+    offsets = np.stack([np.eye(4), *(s.master_from_slave for s in sensors.values())])  # [S+1,4,4]
+    similarities = [chunk_transform, *components.values()]
+    world_from_cam = _world_from_cam(
+        internal_from_cam[posed.base_index] @ offsets[posed.offset_index],
+        [similarities[i] for i in posed.similarity_index],
+    )
+    _refuse_non_finite(path, world_from_cam, [label for label, _, _ in posed.records])
+    frames = [
+        Frame(
+            image_path=label_stem(label),
+            camera=sensor.camera,  # type: ignore[arg-type]
+            world_from_cam=pose,
+            camera_id=sensor.id,
+            rig_position_id=position,
+            sensor_id=sensor.id,
+        )
+        for (label, sensor, position), pose in zip(posed.records, world_from_cam, strict=True)
+    ]
+    report.posed = len(frames)
+    _log_report(path, report)
+    models = {frame.camera.model for frame in frames}
+    if common_camera_model(models) is None:
+        raise InputFormatError(
+            path, f"mixed sensor models ({', '.join(sorted(m.value for m in models))})"
+        )
+    return MetashapeDocument(Scene(frames=tuple(frames), world_up=WorldUp.Y_UP), report)
+
+
+def _parse_sensors(
+    path: Path, chunk: etree._Element, report: MetashapeReport, crop_fraction: float | None
+) -> dict[str, _Sensor]:
+    """Every ``<sensor>`` of the chunk by id, in document order (the order fixes the rig-offset
+    index); a repeated id is refused because cameras could not say which one they mean."""
     sensors_el = chunk.find("sensors")
     if sensors_el is None:
         raise InputFormatError(path, "no <sensors> in the first <chunk>")
@@ -141,50 +187,54 @@ def parse_metashape(
                 f"(first at line {sensors[parsed.id].line})",
             )
         sensors[parsed.id] = parsed
-    rig_master_sensors = {s.master_id for s in sensors.values() if s.master_id is not None}
-    chunk_transform = _similarity(path, chunk.find("transform"))
-    components = {}
+    return sensors
+
+
+def _component_similarities(path: Path, chunk: etree._Element) -> dict[str | None, _Similarity]:
+    """``world_from_internal`` of each ``<component>`` that has a transform, by component id:
+    a camera in such a component uses it instead of the chunk transform."""
+    components: dict[str | None, _Similarity] = {}
     components_el = chunk.find("components")
     if components_el is not None:
         for component in components_el.iter("component"):
             transform = component.find("transform")
             if transform is not None:
                 components[component.get("id")] = _similarity(path, transform)
-    cameras_el = chunk.find("cameras")
-    if cameras_el is None:
-        raise InputFormatError(path, "no <cameras> in the first <chunk>")
+    return components
 
-    camera_elements = list(cameras_el.iter("camera"))
-    _refuse_repeated_ids(path, camera_elements)
-    own_index, internal_from_cam = _camera_transforms(path, camera_elements)
 
-    # One record per posed camera; the poses are then composed for all cameras at once.
+@dataclass
+class _Posed:
+    """The posed cameras, one entry per camera in every list, as indices into the stacked
+    transforms so the poses can be composed in one vectorised step."""
+
+    # label, sensor, rig position id
+    records: list[tuple[str, _Sensor, int | None]] = field(default_factory=list)
+    base_index: list[int] = field(default_factory=list)  # into internal_from_cam
+    offset_index: list[int] = field(default_factory=list)  # 0: own pose, else 1 + sensor index
+    similarity_index: list[int] = field(default_factory=list)  # 0: chunk, else 1 + component
+
+
+def _select_posed(
+    path: Path,
+    camera_elements: list[etree._Element],
+    sensors: dict[str, _Sensor],
+    components: dict[str | None, _Similarity],
+    own_index: dict[str, int],
+    rig: bool,
+    report: MetashapeReport,
+) -> _Posed:
+    """Decide for each ``<camera>`` whether and how it gets a pose (its own transform, or its rig
+    master's composed with its sensor offset), reporting the ones skipped and why."""
+    rig_master_sensors = {s.master_id for s in sensors.values() if s.master_id is not None}
     offset_of = {sensor_id: i for i, sensor_id in enumerate(sensors)}
-    offsets = np.stack([np.eye(4), *(s.master_from_slave for s in sensors.values())])  # [S+1,4,4]
-    similarities = [chunk_transform, *components.values()]
     similarity_of = {key: i + 1 for i, key in enumerate(components)}
-    records: list[tuple[str, _Sensor, int | None]] = []
-    base_index: list[int] = []
-    offset_index: list[int] = []
-    similarity_index: list[int] = []
+    posed = _Posed()
     for element in camera_elements:
         report.cameras += 1
         camera_id = element.get("id", "")
         label = element.get("label") or camera_id
-        sensor_id = element.get("sensor_id")
-        sensor = sensors.get(sensor_id or "")
-        if sensor is None:
-            raise InputFormatError(
-                path,
-                f"line {element.sourceline}: camera {label!r} refers to missing sensor "
-                f"{sensor_id!r}",
-            )
-        if sensor.type in UNSUPPORTED_SENSORS:
-            raise UnsupportedError(
-                path,
-                f"sensor {sensor.id} ({sensor.label}) has type {sensor.type!r}, which eyeful does "
-                f"not convert: {UNSUPPORTED_SENSORS[sensor.type]}",
-            )
+        sensor = _camera_sensor(path, element, label, sensors)
         if not _enabled(element):
             report.disabled.append(label)
             continue
@@ -193,37 +243,47 @@ def parse_metashape(
             continue
         master_camera = element.get("master_id")
         if camera_id in own_index:
-            base_index.append(own_index[camera_id])
-            offset_index.append(0)
+            posed.base_index.append(own_index[camera_id])
+            posed.offset_index.append(0)
         elif rig and master_camera is not None and master_camera in own_index:
-            base_index.append(own_index[master_camera])
-            offset_index.append(offset_of[sensor.id] + 1)
+            posed.base_index.append(own_index[master_camera])
+            posed.offset_index.append(offset_of[sensor.id] + 1)
             report.rig_slaves_posed += 1
         else:
             report.no_pose.append(label)
             continue
-        similarity_index.append(similarity_of.get(element.get("component_id"), 0))
+        posed.similarity_index.append(similarity_of.get(element.get("component_id"), 0))
         position = master_camera or camera_id
         in_rig = master_camera is not None or sensor.id in rig_master_sensors
-        records.append((label, sensor, int(position) if in_rig and _is_int(position) else None))
-
-    world_from_cam = _world_from_cam(
-        internal_from_cam[base_index] @ offsets[offset_index],
-        [similarities[i] for i in similarity_index],
-    )
-    _refuse_non_finite(path, world_from_cam, [label for label, _, _ in records])
-    frames = [
-        Frame(
-            image_path=label_stem(label),
-            camera=sensor.camera,  # type: ignore[arg-type]
-            world_from_cam=pose,
-            camera_id=sensor.id,
-            rig_position_id=position,
-            sensor_id=sensor.id,
+        posed.records.append(
+            (label, sensor, int(position) if in_rig and _is_int(position) else None)
         )
-        for (label, sensor, position), pose in zip(records, world_from_cam, strict=True)
-    ]
-    report.posed = len(frames)
+    return posed
+
+
+def _camera_sensor(
+    path: Path, element: etree._Element, label: str, sensors: dict[str, _Sensor]
+) -> _Sensor:
+    """The sensor a ``<camera>`` names; a missing or unconvertible one fails the whole document
+    (even for disabled cameras) rather than silently dropping part of a rig."""
+    sensor_id = element.get("sensor_id")
+    sensor = sensors.get(sensor_id or "")
+    if sensor is None:
+        raise InputFormatError(
+            path,
+            f"line {element.sourceline}: camera {label!r} refers to missing sensor {sensor_id!r}",
+        )
+    if sensor.type in UNSUPPORTED_SENSORS:
+        raise UnsupportedError(
+            path,
+            f"sensor {sensor.id} ({sensor.label}) has type {sensor.type!r}, which eyeful does "
+            f"not convert: {UNSUPPORTED_SENSORS[sensor.type]}",
+        )
+    return sensor
+
+
+def _log_report(path: Path, report: MetashapeReport) -> None:
+    """Log dropped calibration terms and skipped cameras, so a conversion that lost data says so."""
     for warning in report.warnings:
         log.warning("%s: %s", path, warning)
     if report.no_pose or report.disabled or report.no_calibration:
@@ -234,12 +294,6 @@ def parse_metashape(
             len(report.no_pose),
             len(report.no_calibration),
         )
-    models = {frame.camera.model for frame in frames}
-    if common_camera_model(models) is None:
-        raise InputFormatError(
-            path, f"mixed sensor models ({', '.join(sorted(m.value for m in models))})"
-        )
-    return MetashapeDocument(Scene(frames=tuple(frames), world_up=WorldUp.Y_UP), report)
 
 
 # ---------------------------------------------------------------------------------------------
