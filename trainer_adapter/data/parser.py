@@ -45,7 +45,12 @@ from eyeful_tools.cameras import Camera
 from eyeful_tools.errors import InputFormatError, MissingFileError, SplitError, UsageError
 from eyeful_tools.fsio import atomic_write_json
 from eyeful_tools.imageio import image_size, is_exr
-from eyeful_tools.transforms import read_transforms, transforms_file, transforms_to_scene
+from eyeful_tools.transforms import (
+    TransformsFile,
+    read_transforms,
+    transforms_file,
+    transforms_to_scene,
+)
 
 log = logging.getLogger(__name__)
 
@@ -167,21 +172,7 @@ def parse_dataset(
     downscale = int(downscale)
     transforms_path = transforms_file(data)
     transforms = read_transforms(transforms_path)  # raises MissingFileError when absent
-    if transforms.orientation_override is not None:  # nerfstudio: the file's choice wins
-        if transforms.orientation_override not in ORIENTATIONS:
-            raise InputFormatError(
-                transforms_path,
-                f"orientation_override {transforms.orientation_override!r} is not one of "
-                f"{', '.join(ORIENTATIONS)}",
-            )
-        if transforms.orientation_override != orientation:
-            log.warning(
-                "%s: orientation_override %r replaces orientation %r",
-                transforms_path,
-                transforms.orientation_override,
-                orientation,
-            )
-        orientation = transforms.orientation_override
+    orientation = _effective_orientation(transforms, transforms_path, orientation)
     scene = transforms_to_scene(transforms, transforms_path)
     if not scene.frames:
         raise InputFormatError(transforms_path, "no frames")
@@ -193,34 +184,9 @@ def parse_dataset(
     # nerfstudio sorts frames by resolved file name
     frames = sorted(scene.frames, key=lambda f: str(image_file(f.image_path)))
     image_paths = [image_file(f.image_path) for f in frames]
-    missing = [p for p in image_paths if not p.is_file()]
-    if missing:
-        raise MissingFileError(
-            missing[0], f"image listed in {transforms_path.name} not found ({len(missing)} missing)"
-        )
-    hdr_flags = {is_exr(p) for p in image_paths}
-    if len(hdr_flags) > 1:
-        raise InputFormatError(transforms_path, "mixes EXR and 8-bit images; use one resolution")
-
-    mask_paths: list[Path | None] = [
-        None if f.mask_path is None else _resolve(base, f.mask_path, downscale, "masks")
-        for f in frames
-    ]
-    if any(p is None for p in mask_paths) and any(p is not None for p in mask_paths):
-        raise InputFormatError(transforms_path, "some frames have mask_path and others do not")
-    for mask in mask_paths:
-        if mask is not None and not mask.is_file():
-            raise MissingFileError(mask, f"mask listed in {transforms_path.name} not found")
-
-    frame_cameras = [f.camera for f in frames]
-    if downscale > 1:
-        frame_cameras = [
-            cameras.rescale_camera(camera, *image_size(path))
-            for camera, path in zip(frame_cameras, image_paths, strict=True)
-        ]
-    for camera in frame_cameras:
-        if camera.model is cameras.CameraModel.EQUIRECTANGULAR:
-            raise InputFormatError(transforms_path, "EQUIRECTANGULAR cameras are not supported")
+    is_hdr = _check_images(transforms_path, image_paths)
+    mask_paths = _mask_paths(transforms_path, frames, downscale)
+    frame_cameras = _frame_cameras(transforms_path, frames, image_paths, downscale)
 
     world_from_cam = np.stack([f.world_from_cam for f in frames])  # [N, 4, 4]
     transform = orient_and_center(world_from_cam, orientation=orientation, center=center)
@@ -232,12 +198,6 @@ def parse_dataset(
     scale *= float(scale_factor)
     oriented[:, :3, 3] *= scale
 
-    if transforms.applied_transform is not None:
-        applied = np.asarray(transforms.applied_transform, dtype=np.float64)
-    elif (Path(data) / "colmap" / "sparse" / "0").exists():  # nerfstudio's legacy fallback
-        applied = cameras.legacy_colmap_applied_transform()[:3]
-    else:
-        applied = np.eye(4)[:3]
     split_indices = split_indices_of(
         transforms_path,
         scene.splits,
@@ -253,12 +213,97 @@ def parse_dataset(
         world_from_cam=oriented,
         dataparser_transform=transform,
         dataparser_scale=scale,
-        applied_transform=applied,
+        applied_transform=_applied_transform(transforms, data),
         applied_scale=1.0 if transforms.applied_scale is None else float(transforms.applied_scale),
         split_indices=split_indices,
         mask_paths=mask_paths,
-        is_hdr=hdr_flags == {True},
+        is_hdr=is_hdr,
     )
+
+
+def _effective_orientation(
+    transforms: TransformsFile, transforms_path: Path, orientation: str
+) -> str:
+    """The orientation method to use: as in nerfstudio, the file's ``orientation_override``
+    wins over the option (with a warning when they differ)."""
+    override = transforms.orientation_override
+    if override is None:
+        return orientation
+    if override not in ORIENTATIONS:
+        raise InputFormatError(
+            transforms_path,
+            f"orientation_override {override!r} is not one of {', '.join(ORIENTATIONS)}",
+        )
+    if override != orientation:
+        log.warning(
+            "%s: orientation_override %r replaces orientation %r",
+            transforms_path,
+            override,
+            orientation,
+        )
+    return override
+
+
+def _check_images(transforms_path: Path, image_paths: list[Path]) -> bool:
+    """Refuse missing images and a mix of EXR and 8-bit ones (the model is trained in one colour
+    space); returns whether the images are HDR (EXR)."""
+    missing = [p for p in image_paths if not p.is_file()]
+    if missing:
+        raise MissingFileError(
+            missing[0], f"image listed in {transforms_path.name} not found ({len(missing)} missing)"
+        )
+    hdr_flags = {is_exr(p) for p in image_paths}
+    if len(hdr_flags) > 1:
+        raise InputFormatError(transforms_path, "mixes EXR and 8-bit images; use one resolution")
+    return hdr_flags == {True}
+
+
+def _mask_paths(
+    transforms_path: Path, frames: Sequence[cameras.Frame], downscale: int
+) -> list[Path | None]:
+    """Each frame's mask file (None: no mask); masks are all-or-none so that a batch never mixes
+    masked and unmasked pixels, and every listed one must exist."""
+    base = transforms_path.parent
+    mask_paths: list[Path | None] = [
+        None if f.mask_path is None else _resolve(base, f.mask_path, downscale, "masks")
+        for f in frames
+    ]
+    if any(p is None for p in mask_paths) and any(p is not None for p in mask_paths):
+        raise InputFormatError(transforms_path, "some frames have mask_path and others do not")
+    for mask in mask_paths:
+        if mask is not None and not mask.is_file():
+            raise MissingFileError(mask, f"mask listed in {transforms_path.name} not found")
+    return mask_paths
+
+
+def _frame_cameras(
+    transforms_path: Path,
+    frames: Sequence[cameras.Frame],
+    image_paths: list[Path],
+    downscale: int,
+) -> list[Camera]:
+    """Each frame's camera, rescaled to the size in its downscaled image's header (so sizes that
+    are not exact fractions stay exact); equirectangular cameras are refused."""
+    frame_cameras = [f.camera for f in frames]
+    if downscale > 1:
+        frame_cameras = [
+            cameras.rescale_camera(camera, *image_size(path))
+            for camera, path in zip(frame_cameras, image_paths, strict=True)
+        ]
+    for camera in frame_cameras:
+        if camera.model is cameras.CameraModel.EQUIRECTANGULAR:
+            raise InputFormatError(transforms_path, "EQUIRECTANGULAR cameras are not supported")
+    return frame_cameras
+
+
+def _applied_transform(transforms: TransformsFile, data: str | Path) -> np.ndarray:
+    """The file's ``applied_transform`` [3, 4], else nerfstudio's legacy COLMAP fallback when
+    ``<data>/colmap/sparse/0`` exists, else identity."""
+    if transforms.applied_transform is not None:
+        return np.asarray(transforms.applied_transform, dtype=np.float64)
+    if (Path(data) / "colmap" / "sparse" / "0").exists():  # nerfstudio's legacy fallback
+        return cameras.legacy_colmap_applied_transform()[:3]
+    return np.eye(4)[:3]
 
 
 def check_options(
