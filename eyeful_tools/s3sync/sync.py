@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from eyeful_tools.errors import DownloadError
@@ -139,28 +140,129 @@ def execute(
     plans = list(plans)
     options = options or TransferOptions()
     progress = progress or NullProgress()
+    batch = _Batch(plans, _planned_report(plans))
+    items = [(plan, item) for plan in plans for item in plan.fetch]
+    _make_folders({item.path.parent for _, item in items})
+    counter = ByteCounter()
+    cancel = threading.Event()
+    started = time.monotonic()
+    progress.start(len(items), sum(p.fetch_bytes for p in plans))
+    getter = make_getter(client, connections=jobs + 4)
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="s3sync")
+    total_bytes = sum(p.fetch_bytes for p in plans)
+    for plan, item in items:
+        obj = item.obj
+        resuming_parts = sidecar_path(partial_path(item.path, obj.etag)).exists()
+        if wants_parts(
+            obj.size,
+            item.reason,
+            options,
+            others_per_connection_bytes=(total_bytes - obj.size) / max(1, jobs),
+            resuming_parts=resuming_parts,
+        ):  # parts queued now; no task waits
+            bucket = plan.target.bucket
+            parted = PartedObject(
+                getter, bucket, obj.key, obj.size, obj.etag, item.path, options, counter, cancel,
+                submit=pool.submit,
+            )  # fmt: skip
+            future: Future[Any] = parted.start(item.stale)
+        else:
+            future = pool.submit(_work, getter, plan, item, options, counter, cancel)
+        batch.add(future, plan, item)
+    try:
+        batch.wait(progress, counter, manifest_every_s, last_save=started)
+    except BaseException:
+        cancel.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        batch.settle_stragglers()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        for plan in plans:
+            plan.manifest.save()
+        batch.report.bytes_transferred = counter.value
+        batch.report.elapsed_s = time.monotonic() - started
+        progress.finish()
+    return batch.report
+
+
+def _planned_report(plans: list[Plan]) -> SyncReport:
+    """A report that already counts what planning decided (present, skipped, refused), so the
+    summary covers every listed file, not only the fetched ones."""
     report = SyncReport()
     for plan in plans:
         report.files_present += len(plan.present)
         report.files_skipped += len(plan.skipped)
         report.failures.extend((s3_url(plan.target.bucket, k), r) for k, r in plan.refused)
-    items = [(plan, item) for plan in plans for item in plan.fetch]
-    for folder in sorted({item.path.parent for _, item in items}):
+    return report
+
+
+def _make_folders(folders: set[Path]) -> None:
+    """Create every destination folder up front, so a folder that cannot be made fails the sync
+    once with one line instead of failing each of its files in the workers."""
+    for folder in sorted(folders):
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise DownloadError(folder, f"cannot create folder: {error.strerror}") from error
-    counter = ByteCounter()
-    cancel = threading.Event()
-    started = time.monotonic()
-    progress.start(len(items), sum(p.fetch_bytes for p in plans))
-    files_done = 0
-    last_save = started
-    save_every_s = manifest_every_s
 
-    def settle(future: Future, plan: Plan, item: PlannedFile) -> None:
-        nonlocal files_done
-        files_done += 1
+
+@dataclass
+class _Batch:
+    """The transfers of one :func:`execute` call, settled in the calling thread only, which
+    alone owns the manifests and the report (workers just download and rename)."""
+
+    plans: list[Plan]
+    report: SyncReport
+    futures: dict[Future, tuple[Plan, PlannedFile]] = field(default_factory=dict)
+    settled: set[Future] = field(default_factory=set)
+    #: futures in completion order, O(1) per completion
+    finished: queue.SimpleQueue[Future] = field(default_factory=queue.SimpleQueue)
+
+    def add(self, future: Future, plan: Plan, item: PlannedFile) -> None:
+        """Track a submitted transfer; it is queued for settling when it completes."""
+        self.futures[future] = (plan, item)
+        future.add_done_callback(self.finished.put)
+
+    def wait(
+        self,
+        progress: SyncProgress,
+        counter: ByteCounter,
+        manifest_every_s: float,
+        last_save: float,
+    ) -> None:
+        """Settle transfers as they complete, updating the progress display and saving the
+        manifests every so often (``last_save``: monotonic time of the last save) so that a
+        killed sync loses little."""
+        save_every_s = manifest_every_s
+        while len(self.settled) < len(self.futures):
+            with contextlib.suppress(queue.Empty):
+                future = self.finished.get(timeout=0.1)
+                while True:
+                    self.settled.add(future)
+                    self.settle(future)
+                    future = self.finished.get_nowait()
+            progress.update(len(self.settled), counter.value)
+            now = time.monotonic()
+            if now - last_save > save_every_s:
+                for plan in self.plans:
+                    plan.manifest.save()
+                # a 10^5-entry manifest takes a while to write: keep that under ~10% of the time
+                save_every_s = max(manifest_every_s, 10 * (time.monotonic() - now))
+                last_save = time.monotonic()
+
+    def settle_stragglers(self) -> None:
+        """After an interrupt and once the workers stopped: record the transfers that did
+        complete, so the next run need not fetch them again."""
+        for future in self.futures:
+            if future not in self.settled and future.done() and not future.cancelled():
+                self.settle(future)
+
+    def settle(self, future: Future) -> None:
+        """Record one completed transfer in its manifest and the report; a failed file becomes
+        a report failure, anything else (a bug, an interrupt) propagates."""
+        plan, item = self.futures[future]
+        report = self.report
         url = s3_url(plan.target.bucket, item.obj.key)
         try:
             outcome = future.result()
@@ -182,61 +284,3 @@ def execute(
             report.files_fetched += 1
         else:
             report.files_verified += 1
-
-    getter = make_getter(client, connections=jobs + 4)
-    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="s3sync")
-    finished: queue.SimpleQueue[Future] = queue.SimpleQueue()  # O(1) per completion
-    futures: dict[Future, tuple[Plan, PlannedFile]] = {}
-    total_bytes = sum(p.fetch_bytes for p in plans)
-    for plan, item in items:
-        obj = item.obj
-        resuming_parts = sidecar_path(partial_path(item.path, obj.etag)).exists()
-        if wants_parts(
-            obj.size,
-            item.reason,
-            options,
-            others_per_connection_bytes=(total_bytes - obj.size) / max(1, jobs),
-            resuming_parts=resuming_parts,
-        ):  # parts queued now; no task waits
-            bucket = plan.target.bucket
-            parted = PartedObject(
-                getter, bucket, obj.key, obj.size, obj.etag, item.path, options, counter, cancel,
-                submit=pool.submit,
-            )  # fmt: skip
-            future: Future[Any] = parted.start(item.stale)
-        else:
-            future = pool.submit(_work, getter, plan, item, options, counter, cancel)
-        futures[future] = (plan, item)
-        future.add_done_callback(finished.put)
-    settled: set[Future] = set()
-    try:
-        while len(settled) < len(futures):
-            with contextlib.suppress(queue.Empty):
-                future = finished.get(timeout=0.1)
-                while True:
-                    settled.add(future)
-                    settle(future, *futures[future])
-                    future = finished.get_nowait()
-            progress.update(files_done, counter.value)
-            now = time.monotonic()
-            if now - last_save > save_every_s:
-                for plan in plans:
-                    plan.manifest.save()
-                # a 10^5-entry manifest takes a while to write: keep that under ~10% of the time
-                save_every_s = max(manifest_every_s, 10 * (time.monotonic() - now))
-                last_save = time.monotonic()
-    except BaseException:
-        cancel.set()
-        pool.shutdown(wait=True, cancel_futures=True)
-        for future in futures:
-            if future not in settled and future.done() and not future.cancelled():
-                settle(future, *futures[future])
-        raise
-    finally:
-        pool.shutdown(wait=True)
-        for plan in plans:
-            plan.manifest.save()
-        report.bytes_transferred = counter.value
-        report.elapsed_s = time.monotonic() - started
-        progress.finish()
-    return report
