@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.progress import (
@@ -18,6 +19,10 @@ from rich.progress import (
 from eyeful_tools import catalog
 from eyeful_tools.cli._app import app, console, summary
 from eyeful_tools.errors import DownloadError
+
+if TYPE_CHECKING:
+    from eyeful_tools.download import DownloadPlan, DownloadReport
+    from eyeful_tools.s3sync import SyncReport
 
 MAX_LISTED = 20  # failed files listed one per line; the rest are counted
 #: eyeful_tools.download.DEFAULT_JOBS; repeated so that other commands never import botocore
@@ -98,7 +103,6 @@ def download_command(
     Example: eyeful download --capture riverview --resolution jpeg_1k --include colmap
     """
     from eyeful_tools.download import DownloadRequest, plan_download, run_download
-    from eyeful_tools.s3sync import human_bytes
 
     request = DownloadRequest(
         captures=capture,
@@ -112,17 +116,7 @@ def download_command(
         profile=profile,
     )
     plan = plan_download(request)
-    skipped_folders = plan.skipped_folders
-    (fetch, fetch_bytes), (present, present_bytes), (skipped, skipped_bytes) = (
-        plan.tally(kind) for kind in ("fetch", "present", "skipped")
-    )
-    line = (
-        f"plan: {fetch} files ({human_bytes(fetch_bytes)}) to fetch, "
-        f"{present} ({human_bytes(present_bytes)}) already present, "
-        f"{skipped} ({human_bytes(skipped_bytes)}) skipped"
-        + (f" plus {_count(len(skipped_folders), 'folder')} not listed" if skipped_folders else "")
-        + (f", {len(plan.refused)} refused" if plan.refused else "")
-    )
+    line = _plan_line(plan)
     if dry_run:
         for key, reason in plan.refused:
             console.print(f"refused: {key}: {reason}", soft_wrap=True, markup=False)
@@ -130,10 +124,39 @@ def download_command(
         return
     console.print(line, soft_wrap=True, markup=False)
     report = run_download(plan, convert=not no_convert, progress=RichProgress())
+    message = _report_line(report, dest)
+    if report.sync.failures:
+        _fail(report.sync, message)
+    summary(message)
+
+
+def _plan_line(plan: DownloadPlan) -> str:
+    """One line saying what the plan will fetch, what is already there and what it leaves out,
+    printed before the transfer starts (and as the dry-run summary)."""
+    from eyeful_tools.s3sync import human_bytes
+
+    skipped_folders = plan.skipped_folders
+    (fetch, fetch_bytes), (present, present_bytes), (skipped, skipped_bytes) = (
+        plan.tally(kind) for kind in ("fetch", "present", "skipped")
+    )
+    return (
+        f"plan: {fetch} files ({human_bytes(fetch_bytes)}) to fetch, "
+        f"{present} ({human_bytes(present_bytes)}) already present, "
+        f"{skipped} ({human_bytes(skipped_bytes)}) skipped"
+        + (f" plus {_count(len(skipped_folders), 'folder')} not listed" if skipped_folders else "")
+        + (f", {len(plan.refused)} refused" if plan.refused else "")
+    )
+
+
+def _report_line(report: DownloadReport, dest: Path) -> str:
+    """The one-line summary of a finished download: counts, bytes, rate, what was checked only
+    by ranges (so weaker verification is never silent) and what was converted."""
+    from eyeful_tools.s3sync import human_bytes
+
     sync = report.sync
     rate = sync.bytes_transferred / sync.elapsed_s if sync.elapsed_s > 0 else 0.0
     converted = sum(len(r) for _, r in report.converted)
-    message = (
+    return (
         f"downloaded {sync.files_fetched} files ({human_bytes(sync.bytes_transferred)}) "
         f"in {sync.elapsed_s:.1f} s ({human_bytes(rate)}/s) to {dest}; "
         f"{sync.files_present + sync.files_verified} already present, "
@@ -147,15 +170,18 @@ def download_command(
         )
         + (f"; converted {converted} resolution folders" if converted else "")
     )
-    if sync.failures:
-        for url, reason in sync.failures[:MAX_LISTED]:
-            console.print(f"failed: {url}: {reason}", soft_wrap=True, markup=False)
-        if len(sync.failures) > MAX_LISTED:
-            console.print(f"... and {len(sync.failures) - MAX_LISTED} more failed", markup=False)
-        console.print(message, soft_wrap=True, markup=False)
-        url, reason = sync.failures[0]
-        more = len(sync.failures) - 1
-        raise DownloadError(
-            url, reason + (f" (and {more} more failed)" if more else "") + "; rerun to resume"
-        )
-    summary(message)
+
+
+def _fail(sync: SyncReport, message: str) -> NoReturn:
+    """List the failed files (up to MAX_LISTED) and the summary, then end with the one-line
+    error the CLI maps to exit 1; a rerun resumes where this one stopped."""
+    for url, reason in sync.failures[:MAX_LISTED]:
+        console.print(f"failed: {url}: {reason}", soft_wrap=True, markup=False)
+    if len(sync.failures) > MAX_LISTED:
+        console.print(f"... and {len(sync.failures) - MAX_LISTED} more failed", markup=False)
+    console.print(message, soft_wrap=True, markup=False)
+    url, reason = sync.failures[0]
+    more = len(sync.failures) - 1
+    raise DownloadError(
+        url, reason + (f" (and {more} more failed)" if more else "") + "; rerun to resume"
+    )
