@@ -254,7 +254,40 @@ def run_sfm(
     database = work_dir / "database.db"
     database.unlink(missing_ok=True)
     pycolmap.set_random_seed(options.seed)
+    _extract_features(database, image_dir, image_names, options, progress)
+    _match_features(database, options, matcher, progress)
+    best = _map_incrementally(database, image_dir, len(image_names), work_dir, options, progress)
+    count = 0 if best is None else best.num_reg_images()
+    needed = max(2, math.ceil(options.min_registered_fraction * len(image_names)))
+    if count < needed:
+        raise InputFormatError(
+            image_dir,
+            f"SfM registered only {count} of {len(image_names)} images (need {needed}); the "
+            "images may overlap too little or lack texture: try more images, "
+            "--matcher exhaustive, or a lower --min-registered",
+        )
+    assert best is not None
+    # keep exactly one model, as sparse/0, whichever index the mapper gave it
+    sparse = work_dir / "sparse"
+    final = work_dir / "sparse-final"
+    final.mkdir(exist_ok=True)
+    best.write_binary(str(final))
+    shutil.rmtree(sparse)
+    sparse.mkdir()
+    final.rename(sparse / "0")
+    progress("mapping", len(image_names), len(image_names))
+    return best
 
+
+def _extract_features(
+    database: Path,
+    image_dir: Path,
+    image_names: Sequence[str],
+    options: SfmOptions,
+    progress: Progress,
+) -> None:
+    """SIFT features of the named images into ``database``, one shared camera when
+    ``options.single_camera`` (a single phone or lens), else one per image size and EXIF."""
     progress("features", 0, len(image_names))
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = options.camera_model
@@ -274,6 +307,12 @@ def run_sfm(
     )
     progress("features", len(image_names), len(image_names))
 
+
+def _match_features(
+    database: Path, options: SfmOptions, matcher: Matcher, progress: Progress
+) -> None:
+    """Match features between image pairs: neighbours in order (video, sorted photos) or all
+    pairs (few unordered photos)."""
     progress("matching", 0, 1)
     matching = pycolmap.FeatureMatchingOptions()
     matching.num_threads = options.num_threads
@@ -285,6 +324,17 @@ def run_sfm(
         pycolmap.match_exhaustive(database, matching_options=matching)
     progress("matching", 1, 1)
 
+
+def _map_incrementally(
+    database: Path,
+    image_dir: Path,
+    num_images: int,
+    work_dir: Path,
+    options: SfmOptions,
+    progress: Progress,
+) -> pycolmap.Reconstruction | None:
+    """Seeded incremental mapping into a fresh ``work_dir/sparse``, reporting each registered
+    image; returns the model with the most registered images (None: no model at all)."""
     mapping = pycolmap.IncrementalPipelineOptions()
     mapping.num_threads = options.num_threads
     mapping.random_seed = options.seed
@@ -295,9 +345,9 @@ def run_sfm(
     def next_image() -> None:
         nonlocal registered
         registered += 1
-        progress("mapping", min(registered, len(image_names)), len(image_names))
+        progress("mapping", min(registered, num_images), num_images)
 
-    progress("mapping", 0, len(image_names))
+    progress("mapping", 0, num_images)
     sparse = work_dir / "sparse"
     if sparse.exists():
         shutil.rmtree(sparse)
@@ -305,26 +355,7 @@ def run_sfm(
     models = pycolmap.incremental_mapping(
         database, image_dir, sparse, options=mapping, next_image_callback=next_image
     )
-    best = max(models.values(), key=lambda m: m.num_reg_images(), default=None)
-    count = 0 if best is None else best.num_reg_images()
-    needed = max(2, math.ceil(options.min_registered_fraction * len(image_names)))
-    if count < needed:
-        raise InputFormatError(
-            image_dir,
-            f"SfM registered only {count} of {len(image_names)} images (need {needed}); the "
-            "images may overlap too little or lack texture: try more images, "
-            "--matcher exhaustive, or a lower --min-registered",
-        )
-    assert best is not None
-    # keep exactly one model, as sparse/0, whichever index the mapper gave it
-    final = work_dir / "sparse-final"
-    final.mkdir(exist_ok=True)
-    best.write_binary(str(final))
-    shutil.rmtree(sparse)
-    sparse.mkdir()
-    final.rename(sparse / "0")
-    progress("mapping", len(image_names), len(image_names))
-    return best
+    return max(models.values(), key=lambda m: m.num_reg_images(), default=None)
 
 
 def _check_out_free(out_dir: Path, overwrite: bool, source: Path) -> None:
