@@ -105,15 +105,27 @@ def train_command(
     }
     # bad options and resume mismatches fail here, before anything is shown or written
     options, checkpoint = resolve_options(data, preset=preset, load_dir=load_dir, settings=settings)
+    result = _train(options, checkpoint, viewer, viewer_host, viewer_port)
+    summary(_trained_line(result))
+
+
+def _train(options: Any, checkpoint: Path | None, viewer: bool, host: str, port: int) -> Any:
+    """Train with the live viewer served around the run when asked (and this process serves
+    it), stopping the server however training ends."""
     shown = _serves_viewer(viewer)
-    observers, stop = _start_viewer(options, viewer_host, viewer_port) if shown else ([], None)
+    observers, stop = _start_viewer(options, host, port) if shown else ([], None)
     try:
-        result = _train_with_progress(options, checkpoint, observers)
+        return _train_with_progress(options, checkpoint, observers)
     finally:
         if stop is not None:
             stop()
+
+
+def _trained_line(result: Any) -> str:
+    """The one-line summary of a finished run: where it is, its last step, train PSNR, speed
+    and (when tracked) how many training images the sampled rays reached."""
     stats = result.stats
-    summary(
+    return (
         f"trained to step {result.last_step} in {result.run_dir} "
         f"(train psnr {stats.get('psnr', float('nan')):.2f} dB, "
         f"{stats.get('mean_rays_per_sec', stats.get('rays_per_sec', 0.0)):.0f} rays/s)"
