@@ -158,22 +158,8 @@ def convert_capture(
     report = ConvertReport(capture_dir=capture_dir, source=source)
 
     calibration = capture_dir / ("cameras.json" if source == "krt" else "cameras.xml")
-    if source == "krt":
-        scene = krt.read_krt(calibration)  # per folder, the radius is set from ``fraction``
-        known = krt.catalog_capture(scene)
-    else:
-        known = _catalog_capture(capture_dir)
+    scene, known = _read_calibration(capture_dir, calibration, source, rig, report)
     fraction = None if known is None else known.fisheye_crop_fraction
-    if source != "krt":
-        document = metashape.parse_metashape(calibration, rig=rig, crop_fraction=fraction)
-        scene = document.scene
-        report.disabled = len(document.report.disabled)
-        report.no_pose = len(document.report.no_pose)
-        report.no_calibration = len(document.report.no_calibration)
-        report.rig_slaves_posed = document.report.rig_slaves_posed
-        report.warnings.extend(document.report.warnings)  # the reader has logged these
-        if not scene.frames:
-            raise InputFormatError(capture_dir / "cameras.xml", "no posed camera to convert")
     check_scene(scene, calibration)  # before any image is read: a bad K or T names its file
     splits_path = capture_dir / "splits.json"
     splits = split.read_splits(splits_path) if splits_path.is_file() else None
@@ -192,19 +178,7 @@ def convert_capture(
         if known is not None:
             extra["catalog"] = known.name  # what split's catalog rules are for
         tf = scene_to_transforms(matched, extra=extra, source=calibration)
-        try:
-            tf, result.split_rule = split.official_split(
-                tf, splits, rig=None if known is None else known.rig
-            )
-        except SplitError as error:
-            raise SplitError(splits_path if splits else folder, error.reason) from error
-        tf.eyeful = {**(tf.eyeful or {}), "split": result.split_rule}
-        result.frames = len(tf.frames)
-        result.train = len(tf.train_filenames or [])
-        result.held_out = len(tf.val_filenames or [])
-        pending.append((folder / "transforms.json", tf))
-        for name, subset in split.subsets(tf).items():
-            pending.append((folder / name, subset))
+        pending.extend(_split_outputs(tf, folder, splits, splits_path, known, result))
         report.folders.append(result)
         if result.poses_without_image:
             warning = f"{folder}: {result.poses_without_image} posed cameras have no image"
@@ -217,6 +191,54 @@ def convert_capture(
         write_transforms(path, tf)
         next(f for f in report.folders if f.folder == path.parent).written.append(path)
     return report
+
+
+def _read_calibration(
+    capture_dir: Path, calibration: Path, source: str, rig: bool, report: ConvertReport
+) -> tuple[Scene, catalog.Capture | None]:
+    """The posed scene of ``calibration`` and the EyefulTower capture it is (None: not one),
+    with what the Metashape reader skipped counted in ``report``. The catalog entry comes first
+    because its fisheye crop fraction shapes the Metashape cameras."""
+    if source == "krt":
+        scene = krt.read_krt(calibration)  # per folder, the radius is set from ``fraction``
+        return scene, krt.catalog_capture(scene)
+    known = _catalog_capture(capture_dir)
+    fraction = None if known is None else known.fisheye_crop_fraction
+    document = metashape.parse_metashape(calibration, rig=rig, crop_fraction=fraction)
+    report.disabled = len(document.report.disabled)
+    report.no_pose = len(document.report.no_pose)
+    report.no_calibration = len(document.report.no_calibration)
+    report.rig_slaves_posed = document.report.rig_slaves_posed
+    report.warnings.extend(document.report.warnings)  # the reader has logged these
+    if not document.scene.frames:
+        raise InputFormatError(capture_dir / "cameras.xml", "no posed camera to convert")
+    return document.scene, known
+
+
+def _split_outputs(
+    tf: TransformsFile,
+    folder: Path,
+    splits: dict[str, list[str]] | None,
+    splits_path: Path,
+    known: catalog.Capture | None,
+    result: FolderResult,
+) -> list[tuple[Path, TransformsFile]]:
+    """The folder's ``transforms.json`` with its official split applied, plus one file per
+    split subset, as (path, content) to write once every folder has matched; the counts go to
+    ``result``. A split error names ``splits.json`` when there is one, else the folder."""
+    try:
+        tf, result.split_rule = split.official_split(
+            tf, splits, rig=None if known is None else known.rig
+        )
+    except SplitError as error:
+        raise SplitError(splits_path if splits else folder, error.reason) from error
+    tf.eyeful = {**(tf.eyeful or {}), "split": result.split_rule}
+    result.frames = len(tf.frames)
+    result.train = len(tf.train_filenames or [])
+    result.held_out = len(tf.val_filenames or [])
+    outputs = [(folder / "transforms.json", tf)]
+    outputs.extend((folder / name, subset) for name, subset in split.subsets(tf).items())
+    return outputs
 
 
 # ---------------------------------------------------------------------------------------------
