@@ -169,14 +169,45 @@ def metashape_document(
     """``cameras.xml`` text. Slave sensors carry ``master_cam_from_slave_cam`` as
     ``<rotation>``/``<location>`` (location in internal units, omitted when zero); only master
     cameras carry a ``<transform>`` (camera -> internal, row-major)."""
-    kind = "fisheye" if camera.is_fisheye else "frame"
-    master_from_rig = invert_rigid(rig_from_cam[master_camera])
+    ordered = sorted(
+        images, key=lambda image: xml_camera_ids[f"{image.camera_id}@{image.frame_id}"]
+    )
+    camera_ids_text = " ".join(str(xml_camera_ids[f"{i.camera_id}@{i.frame_id}"]) for i in ordered)
     lines = [
         '<?xml version="1.0" encoding="UTF-8"?>',
         '<document version="2.0.0">',
         '  <chunk label="Chunk 1" enabled="true">',
-        f'    <sensors next_id="{max(sensor_ids.values()) + 1}">',
+        *_sensors_xml(camera, sensor_ids, rig_from_cam, master_camera, chunk),
+        '    <components next_id="1" active_id="0">',
+        '      <component id="0" label="Component 1">',
+        *_transform_xml(chunk, "        "),
+        "        <partition>",
+        f"          <camera_ids>{camera_ids_text}</camera_ids>",
+        "        </partition>",
+        "      </component>",
+        "    </components>",
+        *_cameras_xml(ordered, sensor_ids, master_camera, xml_camera_ids, chunk),
+        *_transform_xml(chunk, "    "),
+        '    <reference>LOCAL_CS["Local Coordinates (m)",LOCAL_DATUM["Local Datum",0],'
+        'UNIT["metre",1,AUTHORITY["EPSG","9001"]]]</reference>',
+        "  </chunk>",
+        "</document>",
     ]
+    return "\n".join(lines) + "\n"
+
+
+def _sensors_xml(
+    camera: Camera,
+    sensor_ids: dict[str, int],
+    rig_from_cam: dict[str, np.ndarray],
+    master_camera: str,
+    chunk: ChunkTransform,
+) -> list[str]:
+    """The ``<sensors>`` block: one sensor per rig camera, the slaves carrying their offset from
+    the master sensor as Metashape stores it (so readers must compose rig poses themselves)."""
+    kind = "fisheye" if camera.is_fisheye else "frame"
+    master_from_rig = invert_rigid(rig_from_cam[master_camera])
+    lines = [f'    <sensors next_id="{max(sensor_ids.values()) + 1}">']
     for camera_id, sensor_id in sorted(sensor_ids.items(), key=lambda item: item[1]):
         is_slave = camera_id != master_camera
         master_attr = f' master_id="{sensor_ids[master_camera]}"' if is_slave else ""
@@ -200,21 +231,19 @@ def metashape_document(
                 lines.append(f"        <location>{_nums(location)}</location>")
         lines.append("      </sensor>")
     lines.append("    </sensors>")
-    ordered = sorted(
-        images, key=lambda image: xml_camera_ids[f"{image.camera_id}@{image.frame_id}"]
-    )
-    camera_ids_text = " ".join(str(xml_camera_ids[f"{i.camera_id}@{i.frame_id}"]) for i in ordered)
-    lines += [
-        '    <components next_id="1" active_id="0">',
-        '      <component id="0" label="Component 1">',
-        *_transform_xml(chunk, "        "),
-        "        <partition>",
-        f"          <camera_ids>{camera_ids_text}</camera_ids>",
-        "        </partition>",
-        "      </component>",
-        "    </components>",
-        f'    <cameras next_id="{len(ordered)}" next_group_id="0">',
-    ]
+    return lines
+
+
+def _cameras_xml(
+    ordered: Sequence[SynthImage],
+    sensor_ids: dict[str, int],
+    master_camera: str,
+    xml_camera_ids: dict[str, int],
+    chunk: ChunkTransform,
+) -> list[str]:
+    """The ``<cameras>`` block in XML id order: masters with their ``<transform>`` (camera ->
+    internal), slaves with only a ``master_id``, as Metashape writes rig captures."""
+    lines = [f'    <cameras next_id="{len(ordered)}" next_group_id="0">']
     for image in ordered:
         xml_id = xml_camera_ids[f"{image.camera_id}@{image.frame_id}"]
         head = (
@@ -231,15 +260,8 @@ def metashape_document(
             f"        <transform>{_nums(internal)}</transform>",
             "      </camera>",
         ]
-    lines += [
-        "    </cameras>",
-        *_transform_xml(chunk, "    "),
-        '    <reference>LOCAL_CS["Local Coordinates (m)",LOCAL_DATUM["Local Datum",0],'
-        'UNIT["metre",1,AUTHORITY["EPSG","9001"]]]</reference>',
-        "  </chunk>",
-        "</document>",
-    ]
-    return "\n".join(lines) + "\n"
+    lines.append("    </cameras>")
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------
