@@ -103,17 +103,24 @@ def time_variants(
     return {v: sorted(t)[len(t) // 2] for v, t in times.items()}
 
 
-def quality(budget_s: float, variants: list[str]) -> None:
+def _synthetic_dataset(work: Path) -> Path:
+    """The synthetic v2 capture (4 positions, 96x144) converted under ``work``: the same small
+    dataset for the quality and viewer parts, so their numbers describe the same training."""
     from eyeful_tools.convert import convert_capture
     from eyeful_tools.synth import synthesize
+
+    synthesize(work / "cap", rig="v2", positions=4, size=(96, 144), supersample=1)
+    convert_capture(work / "cap", resolutions=["jpeg_2k"])
+    return work / "cap" / "images-jpeg-2k"
+
+
+def quality(budget_s: float, variants: list[str]) -> None:
     from trainer_adapter.evaluate import evaluate
     from trainer_adapter.trainer import train
 
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     try:
-        synthesize(work / "cap", rig="v2", positions=4, size=(96, 144), supersample=1)
-        convert_capture(work / "cap", resolutions=["jpeg_2k"])
-        data = work / "cap" / "images-jpeg-2k"
+        data = _synthetic_dataset(work)
         print(f"\nheld-out PSNR after {budget_s:.0f} s of training (tiny, synthetic v2, 96x144)")
         for variant in variants:
             overrides = dict(VARIANTS[variant])
@@ -241,14 +248,9 @@ def _viewer_run(data: Path, out: Path, name: str, steps: int, viewer: bool) -> f
 
 def viewer_cost(steps: int) -> bool:
     """Steps/s with ``--viewer`` over steps/s without; True when it meets the target."""
-    from eyeful_tools.convert import convert_capture
-    from eyeful_tools.synth import synthesize
-
     work = Path(tempfile.mkdtemp(prefix="bench-viewer-"))
     try:
-        synthesize(work / "cap", rig="v2", positions=4, size=(96, 144), supersample=1)
-        convert_capture(work / "cap", resolutions=["jpeg_2k"])
-        data = work / "cap" / "images-jpeg-2k"
+        data = _synthetic_dataset(work)
         print(f"\ntrain --viewer cost (tiny, {steps} steps, synthetic v2 96x144, CPU)")
         rates: dict[bool, list[float]] = {False: [], True: []}
         for round_, viewer in enumerate((False, True, True, False)):  # ABBA: drift cancels
