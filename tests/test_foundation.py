@@ -28,8 +28,7 @@ AXIS_PATTERNS = [
     re.compile(r"\[\s*2\s*,\s*0\s*,\s*1\s*(,\s*3\s*)?\]"),  # nerfstudio's row permutation
     re.compile(r"diag\(\s*\[?\s*1(\.0*)?\s*,\s*-\s*1(\.0*)?\s*,\s*-\s*1"),  # OpenCV <-> OpenGL
     re.compile(r"\[\s*:\s*(3\s*)?,\s*[12]\s*(:\s*3\s*)?\]\s*\*=\s*-\s*1"),  # column negation
-    re.compile(r"array\(\s*\[\s*1(\.0*)?\s*,\s*-\s*1(\.0*)?\s*,\s*-\s*1(\.0*)?\s*[,\]]"),
-    re.compile(r"tensor\(\s*\[\s*1(\.0*)?\s*,\s*-\s*1(\.0*)?\s*,\s*-\s*1(\.0*)?\s*[,\]]"),
+    re.compile(r"(array|tensor)\(\s*\[\s*1(\.0*)?\s*,\s*-\s*1(\.0*)?\s*,\s*-\s*1(\.0*)?\s*[,\]]"),
 ]
 
 
@@ -82,7 +81,13 @@ def test_conventions_live_in_one_module(what: str) -> None:
     [
         (
             "axis flips/permutations",
-            ["c2w[:, 1:3] *= -1", "m = m[[2, 0, 1, 3], :]", "np.diag([1, -1, -1, 1])"],
+            [
+                "c2w[:, 1:3] *= -1",
+                "m = m[[2, 0, 1, 3], :]",
+                "np.diag([1, -1, -1, 1])",
+                "flip = np.array([1.0, -1.0, -1.0])",
+                "flip = torch.tensor([1, -1, -1, 1], device=device)",
+            ],
         ),
         (
             "intrinsics rescaling",
