@@ -1,8 +1,9 @@
-"""Project-wide rules: one conventions module, CLI help, schemas, error lines (the import
-layering is tests/test_layers.py)."""
+"""Project-wide rules: one conventions module, functions under 80 lines, CLI help, schemas,
+error lines (the import layering is tests/test_layers.py)."""
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 import subprocess
@@ -123,6 +124,47 @@ def test_the_grep_catches_each_convention(what: str, samples: list[str]) -> None
     """The rules above must be able to fail: each sample re-derives a convention."""
     missed = [s for s in samples if not any(p.search(s) for p in CONVENTIONS[what])]
     assert not missed, f"{what}: not caught: {missed}"
+
+
+#: the project's "functions under ~80 lines" rule, counted from ``def`` to the last line
+MAX_FUNCTION_LINES = 80
+
+
+def long_functions(source: str, name: str) -> list[str]:
+    """Every function in ``source`` (methods and nested functions included) that is longer than
+    MAX_FUNCTION_LINES, as ``name:line: function is N lines``."""
+    return [
+        f"{name}:{node.lineno}: {node.name} is {length} lines"
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and (length := (node.end_lineno or node.lineno) - node.lineno + 1) > MAX_FUNCTION_LINES
+    ]
+
+
+def test_no_function_is_longer_than_80_lines() -> None:
+    found = [
+        entry
+        for path in SOURCES
+        for entry in long_functions(path.read_text(), str(path.relative_to(ROOT)))
+    ]
+    assert not found, (
+        f"split into smaller functions (at most {MAX_FUNCTION_LINES} lines each):\n"
+        + "\n".join(found)
+    )
+
+
+def test_the_length_rule_can_fail() -> None:
+    """81 lines are caught, in a method and around a nested function too; 80 lines pass."""
+
+    def lines(count: int, indent: str) -> str:
+        return "".join(f"{indent}x{i} = {i}\n" for i in range(count))
+
+    assert long_functions("def f():\n" + lines(80, "    "), "m.py") == ["m.py:1: f is 81 lines"]
+    assert long_functions("def f():\n" + lines(79, "    "), "m.py") == []
+    method = "class C:\n    def m(self):\n" + lines(80, " " * 8)
+    assert long_functions(method, "m.py") == ["m.py:2: m is 81 lines"]
+    nested = "def outer():\n    def inner():\n" + lines(79, " " * 8)
+    assert long_functions(nested, "m.py") == ["m.py:1: outer is 81 lines"]
 
 
 def test_data_tools_never_import_torch() -> None:
