@@ -206,6 +206,8 @@ def parse_dataset(
         eval_mode=eval_mode,
         eval_interval=int(eval_interval),
     )
+    # nerfstudio's applied_transform rule, legacy COLMAP fallback included
+    from_capture = cameras.transforms_from_capture(transforms.applied_transform, Path(data))
     return ParsedDataset(
         transforms_path=transforms_path,
         image_paths=image_paths,
@@ -213,7 +215,7 @@ def parse_dataset(
         world_from_cam=oriented,
         dataparser_transform=transform,
         dataparser_scale=scale,
-        applied_transform=_applied_transform(transforms, data),
+        applied_transform=from_capture[:3],
         applied_scale=1.0 if transforms.applied_scale is None else float(transforms.applied_scale),
         split_indices=split_indices,
         mask_paths=mask_paths,
@@ -294,16 +296,6 @@ def _frame_cameras(
         if camera.model is cameras.CameraModel.EQUIRECTANGULAR:
             raise InputFormatError(transforms_path, "EQUIRECTANGULAR cameras are not supported")
     return frame_cameras
-
-
-def _applied_transform(transforms: TransformsFile, data: str | Path) -> np.ndarray:
-    """The file's ``applied_transform`` [3, 4], else nerfstudio's legacy COLMAP fallback when
-    ``<data>/colmap/sparse/0`` exists, else identity."""
-    if transforms.applied_transform is not None:
-        return np.asarray(transforms.applied_transform, dtype=np.float64)
-    if (Path(data) / "colmap" / "sparse" / "0").exists():  # nerfstudio's legacy fallback
-        return cameras.legacy_colmap_applied_transform()[:3]
-    return np.eye(4)[:3]
 
 
 def check_options(
