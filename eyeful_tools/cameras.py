@@ -316,7 +316,10 @@ def transforms_from_capture(
 ) -> np.ndarray:
     """4x4 capture world (COLMAP's, EyefulTower's, ...) -> transforms.json world, by nerfstudio
     1.1.5's dataparser rule: the file's ``applied_transform``; without one, the legacy COLMAP
-    matrix when ``<dataset>/colmap/sparse/0`` exists; else the identity."""
+    matrix when ``<dataset>/colmap/sparse/0`` exists; else the identity. The trainer passes
+    ``--data`` as given, as nerfstudio does (so a transforms.json path never finds the folder,
+    nerfstudio's quirk kept); the viewer passes the folder beside the file, where the points
+    it draws from that model are."""
     out = np.eye(4)
     if applied_transform is not None:
         out[:3] = np.asarray(applied_transform, dtype=np.float64)[:3]

@@ -399,6 +399,30 @@ def test_points_from_colmap_beside_a_dataset(capture_v2: Path, tmp_path: Path) -
         assert np.allclose(content.transforms_from_capture[:3], applied)
 
 
+def test_an_unreadable_found_point_source_is_a_warning(
+    capture_v2: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A COLMAP folder found beside the dataset (not named by the file) that cannot be read is
+    one warning line and the next source (the capture's mesh) is shown; the view still opens."""
+    import trimesh
+
+    capture = tmp_path / "capture"
+    shutil.copytree(capture_v2, capture)
+    transforms_path = capture / "images-jpeg-1k" / "transforms.json"
+    model = transforms_path.parent / "colmap" / "sparse" / "0"
+    model.mkdir(parents=True)  # half copied: no cameras/images/points files
+    with caplog.at_level("WARNING"):
+        assert load_content(transforms_path).points is None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{model}: no COLMAP model (cameras.bin/images.bin or .txt) here or in a subfolder; "
+        "no points shown from it"
+    ]
+    vertices = np.array([[0.0, 1.0, 0.0], [1.0, 2.0, 3.0], [-1.0, 0.5, 2.0]])
+    trimesh.Trimesh(vertices, [[0, 1, 2]], process=False).export(capture / "mesh.obj")
+    content = load_content(transforms_path)
+    assert content.points_source == capture / "mesh.obj" and content.points is not None
+
+
 def test_an_unreadable_image_is_drawn_empty_and_a_click_says_why(
     capture_v2: Path, tmp_path: Path
 ) -> None:

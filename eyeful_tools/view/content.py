@@ -9,6 +9,7 @@ normalised world with the 4x4 similarity ``normalised_from_transforms`` (from a 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,11 @@ from typing import Any
 import numpy as np
 
 from eyeful_tools.cameras import COLMAP_MODEL_IN_DATASET, Camera, transforms_from_capture
-from eyeful_tools.errors import InputFormatError, MissingFileError
+from eyeful_tools.errors import EyefulError, InputFormatError, MissingFileError
 from eyeful_tools.split import camera_of, position_of, split_key
 from eyeful_tools.transforms import read_transforms, transforms_file, transforms_to_scene
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 #: most points drawn from a mesh or point cloud (a browser draws a few hundred thousand easily)
@@ -179,7 +182,9 @@ def _scene_points(
 ) -> tuple[np.ndarray | None, np.ndarray | None, Path | None]:
     """The file's point cloud (``ply_file_path``, in the transforms world), else COLMAP's
     points3D of ``colmap/sparse/0`` beside it (ns-process-data's layout) or the EyefulTower
-    mesh's vertices (``mesh.obj`` of the capture), both in the capture's world."""
+    mesh's vertices (``mesh.obj`` of the capture), both in the capture's world. A source found
+    by its place rather than named by the file is only decoration: if it cannot be read, one
+    warning line, and the next one is tried."""
     if ply_file_path is not None:
         ply = transforms_path.parent / ply_file_path
         if not ply.is_file():
@@ -193,7 +198,11 @@ def _scene_points(
         (folder / "mesh.obj", read_points),
     ]
     for source, reader in readers:
-        found = reader(source) if source.exists() else None
+        try:
+            found = reader(source) if source.exists() else None
+        except EyefulError as error:  # found, not named by the file: decoration, not input
+            log.warning("%s; no points shown from it", error.one_line())
+            continue
         if found is not None:
             points, colors = found
             moved = points @ transforms_from_capture[:3, :3].T + transforms_from_capture[:3, 3]
