@@ -9,12 +9,15 @@ Set ``EYEFUL_VIEW_SCREENSHOT=docs/images/view.png`` (``make screenshot``) to kee
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
+import queue
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -135,34 +138,85 @@ def test_missing_extra_is_one_line(
 def _serve_cli(*args: str) -> list[str]:
     """Run ``eyeful view ARGS --port P`` until it serves: its two lines (the URL checked to be
     127.0.0.1:P and to answer)."""
-    with _cli_view(*args) as (_process, lines):
-        return lines
+    with _cli_view(*args) as served:
+        return served.lines
+
+
+#: how long a test waits for a line of ``eyeful view`` (a run's model loads on a shared CPU):
+#: a guard against a hang, so the test fails with what was read, never a measure of speed
+LINE_DEADLINE_S = 300.0
+
+
+class _Output:
+    """The lines of a process's stdout, read by a thread: a test waits for the next one with a
+    deadline, and a missing line fails it with what was read and the stderr so far."""
+
+    def __init__(self, stream, stderr: Path) -> None:
+        self.read: list[str] = []
+        self.stderr = stderr
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream) -> None:
+        for line in stream:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def next(self, what: str) -> str:
+        try:
+            line = self._lines.get(timeout=LINE_DEADLINE_S)
+        except queue.Empty:
+            line = ""
+        if not line:
+            self._lines.put(None)  # for a later call too
+            ended = "stdout ended" if line is None else f"no line within {LINE_DEADLINE_S:.0f} s"
+            stderr = self.stderr.read_text(errors="replace")
+            pytest.fail(f"{ended}: {what}; stdout: {self.read}; stderr: {stderr!r}")
+        self.read.append(line)
+        return line
+
+
+@dataclasses.dataclass
+class _Served:
+    process: subprocess.Popen[str]
+    output: _Output
+    lines: list[str]  # its first two lines
 
 
 @contextlib.contextmanager
-def _cli_view(*args: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+def _cli_view(*args: str) -> Iterator[_Served]:
     """``eyeful view ARGS --port P`` serving (its two lines read, the URL checked to be
-    127.0.0.1:P and to answer); SIGTERM on the way out."""
+    127.0.0.1:P and to answer); SIGTERM on the way out, after which it must have ended as the
+    CLI does (exit 143, its last stderr line the usual one, no traceback)."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-c", "from eyeful_tools.cli import entry_point; entry_point()"]
-    process = subprocess.Popen(
-        [*command, "view", *args, "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        lines = [process.stdout.readline(), process.stdout.readline()]
-        assert f"open http://127.0.0.1:{port} " in lines[1], lines
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=30) as response:
-            assert response.status == 200 and b"<html" in response.read()
-        yield process, lines
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with tempfile.TemporaryDirectory() as folder:
+        stderr = Path(folder) / "stderr.txt"
+        with stderr.open("w") as err:
+            process = subprocess.Popen(
+                [*command, "view", *args, "--port", str(port)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
+        try:
+            output = _Output(process.stdout, stderr)
+            lines = [output.next("the first line"), output.next("the URL line")]
+            assert f"open http://127.0.0.1:{port} " in lines[1], lines
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=30) as response:
+                assert response.status == 200 and b"<html" in response.read()
+            yield _Served(process, output, lines)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+        said = stderr.read_text()
+    assert "Traceback" not in said, said
+    assert said.splitlines()[-1:] == [_TERMINATED] and process.returncode == 143, said
+
+
+_TERMINATED = "error: terminated (SIGTERM); no output was left half-written"
 
 
 def test_cli_serves_on_localhost_and_prints_the_url(capture_v2: Path) -> None:
@@ -704,15 +758,15 @@ def test_cli_view_of_a_run_without_checkpoint_waits_for_it(tiny_run: Path, tmp_p
     """``eyeful view RUN`` before the run's first save serves the cameras and says so; the
     checkpoint, once written, is rendered and a line says so; SIGTERM ends it as usual."""
     run = _run_without_checkpoint(tiny_run, tmp_path)
-    with _cli_view(str(run), "--device", "cpu") as (process, lines):
-        assert "cameras of" in lines[0] and "the run has no checkpoint yet" in lines[0], lines
-        assert str(run / "nerfstudio_models") in lines[0], lines
+    with _cli_view(str(run), "--device", "cpu") as served:
+        first = served.lines[0]
+        assert "cameras of" in first and "the run has no checkpoint yet" in first, first
+        assert str(run / "nerfstudio_models") in first, first
         checkpoint = tiny_run / "nerfstudio_models" / "step-000000019.ckpt"
         _save_as_the_trainer_does(checkpoint, run / "nerfstudio_models" / checkpoint.name)
-        assert process.stdout is not None
-        later = process.stdout.readline()  # the follower polls every 2 s
+        later = served.output.next("the line of the first checkpoint")  # polled every 2 s
         assert "the model of step 19 rendered on cpu (its first checkpoint)" in later, later
-    assert process.returncode == 143  # SIGTERM: the usual exit, not a hang or a traceback
+    # _cli_view checked the end: SIGTERM's usual line and exit, not a hang or a traceback
 
 
 def test_a_run_followed_from_no_checkpoint_to_newer_ones(
@@ -750,7 +804,7 @@ def test_a_run_followed_from_no_checkpoint_to_newer_ones(
         assert len(viewer.frustums) == len(content.cameras) > 0
         assert "/scene/box" in viewer.server.scene._handle_from_node_name
         folder.mkdir()
-        (folder / ".step-000000009.ckpt.test-2.y.tmp.ckpt").write_bytes(b"half-written")
+        (folder / ".step-000000099.ckpt.test-2.y.tmp.ckpt").write_bytes(b"half-written")
         first = tiny_run / "nerfstudio_models" / "step-000000019.ckpt"
         _save_as_the_trainer_does(first, folder / first.name)
         _wait(lambda: follower.live is not None and 7 in follower.live.shown, "a first frame")
@@ -790,6 +844,197 @@ def test_a_run_followed_from_no_checkpoint_to_newer_ones(
     assert all(m.endswith("; still showing step 29") for m in messages), messages
     assert follower.step == 29 and len(said) == 2
     assert follower._thread is not None and not follower._thread.is_alive()
+
+
+def _state_of_step(tiny_run: Path, step: int, tmp_path: Path) -> Path:
+    """The tiny run's checkpoint saved as of ``step`` (same weights)."""
+    import torch
+
+    state = torch.load(tiny_run / "nerfstudio_models" / "step-000000019.ckpt", weights_only=True)
+    state["step"] = step
+    path = tmp_path / f"state-{step}.ckpt"
+    torch.save(state, path)
+    return path
+
+
+def test_a_first_checkpoint_that_fails_is_one_warning_and_one_caught_half_written_loads_later(
+    tiny_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run's first checkpoint that does not load is one warning, not read again while the
+    file is unchanged; the next one loads. One caught half-written (nerfstudio's ns-train saves
+    in place, without a temp file) is read again once complete."""
+    from trainer_adapter.live_render import RunFollower
+
+    run = _run_without_checkpoint(tiny_run, tmp_path)
+    said: list[str] = []
+    follower = RunFollower(run, "cpu", say=said.append)
+    caplog.set_level("WARNING")
+    folder = run / "nerfstudio_models"
+    _save_as_the_trainer_does(b"not a checkpoint", folder / "step-000000009.ckpt")
+    follower.poll()
+    follower.poll()
+    whole = (tiny_run / "nerfstudio_models" / "step-000000019.ckpt").read_bytes()
+    target = folder / "step-000000019.ckpt"
+    target.write_bytes(whole[: len(whole) // 2])  # listed while being written in place
+    follower.poll()
+    follower.poll()
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2 and all(m.endswith("; waiting for the next one") for m in messages)
+    assert messages[0].startswith(f"{folder / 'step-000000009.ckpt'}: not a loadable checkpoint")
+    assert messages[1].startswith(f"{target}: not a loadable checkpoint"), messages
+    target.write_bytes(whole)  # the save goes on
+    follower.poll()
+    assert said == ["eyeful view: the model of step 19 rendered on cpu (its first checkpoint)"]
+    assert follower.step == 19 and len(caplog.records) == 2
+
+
+def test_a_checkpoint_deleted_before_it_is_read_is_passed_over_and_an_earlier_step_is_said(
+    tiny_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch
+) -> None:
+    """The trainer deletes older checkpoints as it saves: one listed, then gone before it is
+    read, is passed over without a line. A lower step (a run restarted in its folder) is not
+    called newer. An error of many lines is a warning of one."""
+    from trainer_adapter import live_render
+
+    run = _run_without_checkpoint(tiny_run, tmp_path)
+    folder = run / "nerfstudio_models"
+    _save_as_the_trainer_does(tiny_run / "nerfstudio_models" / "step-000000019.ckpt",
+                              folder / "step-000000019.ckpt")  # fmt: skip
+    said: list[str] = []
+    follower = live_render.RunFollower(run, "cpu", say=said.append)
+    assert follower.load() and follower.step == 19
+    caplog.set_level("WARNING")
+    real_load = live_render.load_checkpoint
+
+    def deleted_first(path: Path, **kwargs):
+        path.unlink()  # the trainer saved a newer one and kept only that
+        return real_load(path, **kwargs)
+
+    monkeypatch.setattr(live_render, "load_checkpoint", deleted_first)
+    _save_as_the_trainer_does(
+        _state_of_step(tiny_run, 29, tmp_path), folder / "step-000000029.ckpt"
+    )
+    follower.poll()
+    assert not caplog.records and not said and follower.step == 19
+    monkeypatch.setattr(live_render, "load_checkpoint", real_load)
+    _save_as_the_trainer_does(
+        _state_of_step(tiny_run, 39, tmp_path), folder / "step-000000039.ckpt"
+    )
+    follower.poll()
+    assert follower.step == 39 and said[-1].endswith("step 39 rendered on cpu (a newer checkpoint)")
+    for path in folder.glob("step-*.ckpt"):
+        path.unlink()  # a run started again in the same folder
+    _save_as_the_trainer_does(_state_of_step(tiny_run, 9, tmp_path), folder / "step-000000009.ckpt")
+    follower.poll()
+    assert follower.step == 9 and said[-1].endswith(
+        "step 9 rendered on cpu (replacing step 39: the run's latest checkpoint is now an earlier one)"
+    ), said
+
+    def many_lines(path: Path, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access\nCompile with TORCH_USE_CUDA_DSA")
+
+    monkeypatch.setattr(live_render, "load_checkpoint", many_lines)
+    _save_as_the_trainer_does(
+        _state_of_step(tiny_run, 19, tmp_path), folder / "step-000000019.ckpt"
+    )
+    follower.poll()
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{folder / 'step-000000019.ckpt'}: CUDA error: an illegal memory access;"
+        " still showing step 9"
+    ]
+
+
+def test_the_follower_thread_outlives_a_closed_stdout_and_stops_during_a_load(
+    tiny_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch
+) -> None:
+    """``eyeful view RUN | head``: a line that cannot be printed is a warning, and the run is
+    still followed. Ctrl-C while the first checkpoint loads stops at once: the load, in a
+    daemon thread, is not waited for, and nothing is said after."""
+    from types import SimpleNamespace
+
+    from trainer_adapter import live_render
+
+    run = _run_without_checkpoint(tiny_run, tmp_path)
+    folder = run / "nerfstudio_models"
+
+    def closed_stdout(line: str) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    server = SimpleNamespace(on_client_connect=lambda _callback: None)
+    follower = live_render.RunFollower(
+        run, "cpu", say=closed_stdout, poll_s=0.05, clients=lambda: {}
+    ).start(server, np.eye(4))
+    caplog.set_level("WARNING")
+    try:
+        _save_as_the_trainer_does(
+            _state_of_step(tiny_run, 19, tmp_path), folder / "step-000000019.ckpt"
+        )
+        _wait(lambda: follower.step == 19, "the first checkpoint")
+        _save_as_the_trainer_does(
+            _state_of_step(tiny_run, 29, tmp_path), folder / "step-000000029.ckpt"
+        )
+        _wait(lambda: follower.step == 29, "the newer checkpoint")
+    finally:
+        follower.stop()
+    messages = [record.getMessage() for record in caplog.records]  # one a checkpoint
+    assert messages and all("Broken pipe" in m and "\n" not in m for m in messages), messages
+    # Ctrl-C during the first load
+    loading, release = threading.Event(), threading.Event()
+    outcome: list[str] = []
+
+    def slow_load(*_args, **_kwargs):
+        loading.set()
+        outcome.append("released" if release.wait(20) else "never released")
+        raise RuntimeError("the load went on after stop")
+
+    monkeypatch.setattr(live_render, "load_run", slow_load)
+    (tmp_path / "other").mkdir()
+    other = _run_without_checkpoint(tiny_run, tmp_path / "other")
+    caplog.clear()
+    waiting = live_render.RunFollower(other, "cpu", say=closed_stdout, poll_s=0.05)
+    waiting.start(server, np.eye(4))
+    _save_as_the_trainer_does(b"any", other / "nerfstudio_models" / "step-000000019.ckpt")
+    assert loading.wait(LINE_DEADLINE_S), "the follower never loaded"
+    waiting.stop()  # without a short wait: here until slow_load gives up
+    release.set()
+    assert waiting._thread is not None
+    waiting._thread.join(LINE_DEADLINE_S)
+    assert outcome == ["released"] and not caplog.records
+
+
+def test_cli_view_of_a_run_whose_latest_checkpoint_is_corrupt_is_one_error_line(
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _run_without_checkpoint(tiny_run, tmp_path)
+    checkpoint = run / "nerfstudio_models" / "step-000000019.ckpt"
+    _save_as_the_trainer_does(b"not a checkpoint", checkpoint)
+    assert main(["view", str(run), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"error: {checkpoint}: not a loadable checkpoint (") and err.count("\n") == 1
+    ), err
+
+
+def test_a_checkpoint_with_a_value_that_is_not_a_tensor_is_refused_before_any_copy(
+    tiny_run: Path,
+) -> None:
+    """A 0-d buffer (``steps_since_update``) stored as a plain int passes a shape check;
+    ``load_state_dict`` would copy the other weights before it raised."""
+    from eyeful_tools.errors import InputFormatError
+    from trainer_adapter.checkpoints import load_checkpoint, load_model_state
+    from trainer_adapter.evaluate import load_run
+
+    model = load_run(tiny_run, "cpu").model
+    path = tiny_run / "nerfstudio_models" / "step-000000019.ckpt"
+    state = load_checkpoint(path)
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    moved = {k: v + 1 if v.is_floating_point() else v for k, v in state["pipeline"].items()}
+    (counter,) = [name for name in moved if name.endswith("steps_since_update")]
+    moved[counter] = 3
+    with pytest.raises(InputFormatError, match="checkpoint does not match the model") as refused:
+        load_model_state(model, {**state, "pipeline": moved}, path)
+    assert _holds(model, before)  # no weight copied
+    assert f"{counter} is not a tensor (int)" in str(refused.value)
 
 
 class _FakeCamera:

@@ -165,7 +165,12 @@ def load_model_state(model: nn.Module, state: dict[str, Any], path: Path) -> Non
     ours = model.state_dict()
     misfit = [f"{k} missing" for k in ours if k not in pipeline]
     misfit += [f"{k} not in the model" for k in pipeline if k not in ours]
-    shapes = {k: tuple(getattr(v, "shape", ())) for k, v in pipeline.items()}
+    misfit += [
+        f"{k} is not a tensor ({type(v).__name__})"
+        for k, v in pipeline.items()
+        if not isinstance(v, torch.Tensor)
+    ]
+    shapes = {k: tuple(v.shape) for k, v in pipeline.items() if isinstance(v, torch.Tensor)}
     misfit += [
         f"{k} is {shapes[k]}, not {tuple(v.shape)}"
         for k, v in ours.items()

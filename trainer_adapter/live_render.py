@@ -90,6 +90,19 @@ class ModelRenderer:
 
 #: how often ``eyeful view RUN`` looks for a new checkpoint (a listing of one folder)
 CHECKPOINT_POLL_S = 2.0
+#: how long ``RunFollower.stop`` waits for a load in progress (Ctrl-C stays prompt: the thread
+#: is a daemon, and whatever it loads after is never shown)
+STOP_WAIT_S = 1.0
+
+
+def _identity(path: Path) -> tuple[Path, int, int] | None:
+    """A file as it is now (path, size, mtime_ns): a checkpoint refused while half-written (a
+    save in place, as nerfstudio's ns-train does) is tried again once it changes. None: gone."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return path, stat.st_size, stat.st_mtime_ns
 
 
 class RunFollower:
@@ -99,7 +112,7 @@ class RunFollower:
     in training expects (``ns-viewer`` loads one). It sees complete files only: the trainer
     writes a hidden temp file and renames it to ``step-*.ckpt``. Newer weights are copied into
     the model shown between frames (one model in memory); a checkpoint that does not load is
-    one warning line and the model shown stays."""
+    one warning line, tried again only once the file changes, and the model shown stays."""
 
     def __init__(
         self,
@@ -119,7 +132,7 @@ class RunFollower:
         self.live: LiveRender | None = None
         self.checkpoint: Path | None = None
         self.step: int | None = None
-        self._refused: Path | None = None  # a checkpoint that did not load (not tried again)
+        self._refused: tuple[Path, int, int] | None = None  # a checkpoint file that did not load
         self._view: tuple[Any, np.ndarray] | None = None  # server, normalised_from_scene
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -129,6 +142,11 @@ class RunFollower:
     def folder(self) -> Path:
         """Where the run's checkpoints appear."""
         return checkpoint_dir(self.run_dir)
+
+    def shown(self) -> str:
+        """What is rendered, as the lines printed say it."""
+        assert self.renderer is not None
+        return f"the model of step {self.step} rendered on {self.renderer.device}"
 
     def load(self) -> bool:
         """Load the run's latest checkpoint (a bad one raises); False when it has none yet."""
@@ -148,10 +166,11 @@ class RunFollower:
         return self
 
     def stop(self) -> None:
+        """Stop following and rendering, waiting at most ``STOP_WAIT_S`` for a load."""
         with self._lock:
             self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=60)
+            self._thread.join(timeout=STOP_WAIT_S)
         if self.live is not None:
             self.live.stop()
 
@@ -165,15 +184,22 @@ class RunFollower:
             ).start()
 
     def _follow(self) -> None:
+        """The thread: never ends with a traceback (a stdout closed by ``| head`` included)."""
         while not self._stop.wait(self.poll_s):
-            self.poll()
+            try:
+                self.poll()
+            except Exception as error:
+                log.warning("eyeful view: following %s: %s", self.folder, _first_line(error))
 
     def poll(self) -> None:
-        """Load the latest checkpoint if it is not the one shown (nor one that failed)."""
+        """Load the latest checkpoint if it is not the one shown (nor a file that failed)."""
         found = checkpoints_in(self.folder)
-        if not found or found[-1] in (self.checkpoint, self._refused):
+        if not found or found[-1] == self.checkpoint:
             return
-        latest, first = found[-1], self.renderer is None
+        latest, first, before = found[-1], self.renderer is None, self.step
+        identity = _identity(latest)  # before reading: a file still being written changes after
+        if identity is None or identity == self._refused:
+            return  # deleted by the trainer for a newer one (the next poll), or refused as is
         try:
             if first:
                 if not self.load():  # gone meanwhile (a folder emptied by hand)
@@ -182,15 +208,18 @@ class RunFollower:
             else:
                 self._load_weights(latest)
         except Exception as error:  # the viewer goes on showing what it has
-            if latest.exists():  # else the trainer deleted it for a newer one: the next poll
-                self._refused = latest
-                what = error.one_line() if isinstance(error, EyefulError) else f"{latest}: {error}"
-                shown = "waiting for the next one" if first else f"still showing step {self.step}"
+            if latest.exists() and not self._stop.is_set():  # else deleted for a newer one
+                self._refused = identity
+                what = (
+                    error.one_line()
+                    if isinstance(error, EyefulError)
+                    else f"{latest}: {_first_line(error)}"
+                )
+                shown = "waiting for the next one" if first else f"still showing step {before}"
                 log.warning("%s; %s", what, shown)
             return
-        device = self.renderer.device if self.renderer is not None else self.device
-        which = "its first checkpoint" if first else "a newer checkpoint"
-        self.say(f"eyeful view: the model of step {self.step} rendered on {device} ({which})")
+        if not self._stop.is_set():
+            self.say(f"eyeful view: {self.shown()} ({_which(before, self.step)})")
 
     def _load_weights(self, path: Path) -> None:
         """Copy a newer checkpoint's weights into the model shown, between two frames."""
@@ -204,6 +233,20 @@ class RunFollower:
         self.checkpoint, self.step = path, int(state["step"])
         if self.live is not None:
             self.live.invalidate()
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else error.__class__.__name__
+
+
+def _which(before: int | None, step: int | None) -> str:
+    """Which checkpoint a line announces: a run restarted in its folder saves lower steps."""
+    if before is None:
+        return "its first checkpoint"
+    if step is not None and step < before:
+        return f"replacing step {before}: the run's latest checkpoint is now an earlier one"
+    return "a newer checkpoint"
 
 
 class TrainingView:

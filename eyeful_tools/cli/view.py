@@ -86,10 +86,7 @@ def _run_summary(follower: Any) -> str:
             "; the run has no checkpoint yet: its model is shown once the first"
             f" {follower.folder}/step-*.ckpt is written"
         )
-    return (
-        f", the model of step {follower.step} rendered on {follower.renderer.device}"
-        " (newer checkpoints are shown as they are written)"
-    )
+    return f", {follower.shown()} (newer checkpoints are shown as they are written)"
 
 
 def _normalisation(path: Path, transforms_path: Path, orientation: str, center: str) -> np.ndarray:
