@@ -145,7 +145,9 @@ class CurvesWriter:
         self.fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         try:
             with _events_named(self.run_dir):
-                self.writer = _summary_writer(self.run_dir, start if same_folder and start else None)
+                self.writer = _summary_writer(
+                    self.run_dir, start if same_folder and start else None
+                )
         except BaseException:
             os.close(self.fd)
             raise

@@ -9,6 +9,7 @@ trainer run unchanged on CUDA, XPU, MPS and CPU. ``torch.accelerator`` (torch >=
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import resource
 import sys
@@ -20,6 +21,11 @@ from eyeful_tools.errors import UsageError
 log = logging.getLogger(__name__)
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "xpu", "mps")
+
+#: glibc's ``mallopt`` parameters (``malloc.h``)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+#: the largest free top of the heap glibc keeps instead of giving it back (its maximum)
+_KEEP_BYTES = 2**31 - 1
 
 
 def _backend_available(kind: str) -> bool:
@@ -155,3 +161,27 @@ def set_device(device: torch.device) -> None:
         torch.cuda.set_device(device)
     elif device.type == "xpu":
         torch.xpu.set_device(device)
+
+
+def keep_freed_host_memory() -> bool:
+    """Have glibc serve every allocation from its heap and keep what is freed, instead of
+    mapping each large tensor afresh and unmapping it when it dies. True when applied
+    (glibc on Linux); elsewhere nothing changes.
+
+    Why: glibc maps every allocation above its mmap threshold (at most 32 MB) with ``mmap`` and
+    returns it with ``munmap``, so on the CPU each large intermediate tensor of a step (the
+    hash encodings' corner tensors at nerfacto's 4096 rays) is faulted in again, page by page,
+    zeroed by the kernel. Measured on one thread: about 570,000 page faults and 1.3 s of system
+    time per forward + backward of nerfacto's main hash encoding; a nerfacto step at 4096 rays
+    went from 16.4 to 9.0 s. The cost: memory freed stays with the process (its peak RSS is
+    what it holds until it exits), and fragmentation adds to that peak (3.6 -> 4.5 GiB there).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))

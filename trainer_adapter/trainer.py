@@ -193,6 +193,8 @@ class Trainer:
         self._observers_ended = False
         self.distributed, self.world, self.rank, local_rank = _dist_env()
         self.device = devices.resolve_device(options.runtime.device, local_rank)
+        if self.device.type == "cpu" and options.runtime.keep_host_memory:
+            devices.keep_freed_host_memory()
         self.start_step = 0
         self.last_step = -1
         self.checkpoint: Path | None = None
