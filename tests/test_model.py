@@ -252,6 +252,24 @@ def test_presets_are_faithful_and_model_builds() -> None:
     assert rgb.shape == (8, 3) and (rgb >= 0).all() and (rgb <= 1).all()
 
 
+def test_appearance_codes_start_at_the_mean_the_eval_renders_with() -> None:
+    """The default starts every code at zero, the eval's mean code; ``init_std`` 1 gives
+    nerfstudio's N(0, 1) codes, from the same random stream (the rest of the model is
+    initialised identically either way)."""
+    models = {}
+    for std in (0.0, 1.0):
+        torch.manual_seed(4)
+        options = make_options("tiny", appearance_embed_init_std=std).model
+        models[std] = NerfactoModel(options, num_train_images=50)
+    assert make_options("nerfacto").model.appearance_embed_init_std == 0.0
+    codes = models[1.0].field.appearance.weight.detach()
+    assert not models[0.0].field.appearance.weight.any()
+    assert 0.9 < float(codes.std()) < 1.1 and float(codes.mean(0).norm()) < 1.5
+    assert float(codes.norm(dim=1).min()) > 3  # ~sqrt(32) each: far from their mean
+    color = [m.field.color_mlp[0].weight for m in models.values()]
+    assert torch.equal(*color)
+
+
 def test_proposal_update_counter_survives_checkpoint_round_trip() -> None:
     """The schedule counts on the host; the saved buffer follows it, and loading a state
     replaces the host count (a resumed run updates the proposal nets on the same steps)."""

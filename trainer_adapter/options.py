@@ -73,6 +73,8 @@ class ModelOptions:
     log2_hashmap_size: int = 19
     features_per_level: int = 2
     appearance_embed_dim: int = 32
+    #: the codes start at this times N(0, 1); nerfstudio's is 1 (see NerfactoField)
+    appearance_embed_init_std: float = 0.0
     use_appearance_embedding: bool = True
     use_average_appearance_embedding: bool = True
     #: 0.01 in nerfstudio's ``nerfacto`` method config (the class default is 1.0)

@@ -138,7 +138,12 @@ class HashMLPDensityField(nn.Module):
 
 class NerfactoField(nn.Module):
     """The main field: density from hash grid + MLP, colour from SH(direction), geometry
-    features and a per-image appearance embedding (the mean embedding at eval)."""
+    features and a per-image appearance embedding (the mean embedding at eval).
+
+    The embedding starts at ``appearance_embed_init_std`` times N(0, 1): 0 (the default) starts
+    every code at the mean the eval renders with, so a code learns only its image's departure
+    from it; nerfstudio's 1 leaves random codes of norm ~sqrt(dim) whose mean (norm ~1/sqrt(N)
+    of that) the colour MLP never sees in training (docs/train.md, "Appearance embedding")."""
 
     def __init__(
         self,
@@ -155,6 +160,7 @@ class NerfactoField(nn.Module):
         num_layers: int = 2,
         num_layers_color: int = 3,
         appearance_embed_dim: int = 32,
+        appearance_embed_init_std: float = 0.0,
         use_appearance_embedding: bool = True,
         use_average_appearance_embedding: bool = True,
         average_init_density: float = 0.01,
@@ -181,6 +187,8 @@ class NerfactoField(nn.Module):
         self.appearance_embed_dim = appearance_embed_dim if use_appearance_embedding else 0
         if use_appearance_embedding:
             self.appearance = nn.Embedding(max(num_images, 1), appearance_embed_dim)
+            with torch.no_grad():  # scales torch's N(0, 1): the same random stream either way
+                self.appearance.weight.mul_(appearance_embed_init_std)
         self.color_mlp = mlp(
             16 + geo_feat_dim + self.appearance_embed_dim, hidden_dim_color, 3, num_layers_color
         )

@@ -53,6 +53,7 @@ class NerfactoModel(nn.Module):
             hidden_dim=config.hidden_dim,
             hidden_dim_color=config.hidden_dim_color,
             appearance_embed_dim=config.appearance_embed_dim,
+            appearance_embed_init_std=config.appearance_embed_init_std,
             use_appearance_embedding=config.use_appearance_embedding,
             use_average_appearance_embedding=config.use_average_appearance_embedding,
             average_init_density=config.average_init_density,
