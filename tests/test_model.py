@@ -253,7 +253,7 @@ def test_presets_are_faithful_and_model_builds() -> None:
 
 
 def test_appearance_codes_start_at_the_mean_the_eval_renders_with() -> None:
-    """The default starts every code at zero, the eval's mean code; ``init_std`` 1 gives
+    """``init_std`` 0 starts every code at zero, the eval's mean code; 1 (the default) gives
     nerfstudio's N(0, 1) codes, from the same random stream (the rest of the model is
     initialised identically either way)."""
     models = {}
@@ -261,7 +261,7 @@ def test_appearance_codes_start_at_the_mean_the_eval_renders_with() -> None:
         torch.manual_seed(4)
         options = make_options("tiny", appearance_embed_init_std=std).model
         models[std] = NerfactoModel(options, num_train_images=50)
-    assert make_options("nerfacto").model.appearance_embed_init_std == 0.0
+    assert make_options("nerfacto").model.appearance_embed_init_std == 1.0
     codes = models[1.0].field.appearance.weight.detach()
     assert not models[0.0].field.appearance.weight.any()
     assert 0.9 < float(codes.std()) < 1.1 and float(codes.mean(0).norm()) < 1.5

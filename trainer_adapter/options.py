@@ -73,8 +73,9 @@ class ModelOptions:
     log2_hashmap_size: int = 19
     features_per_level: int = 2
     appearance_embed_dim: int = 32
-    #: the codes start at this times N(0, 1); nerfstudio's is 1 (see NerfactoField)
-    appearance_embed_init_std: float = 0.0
+    #: the codes start at this times N(0, 1), nerfstudio's 1 by default; 0 for captures whose
+    #: images differ in exposure (docs/train.md, "Appearance embedding")
+    appearance_embed_init_std: float = 1.0
     use_appearance_embedding: bool = True
     use_average_appearance_embedding: bool = True
     #: 0.01 in nerfstudio's ``nerfacto`` method config (the class default is 1.0)

@@ -140,10 +140,11 @@ class NerfactoField(nn.Module):
     """The main field: density from hash grid + MLP, colour from SH(direction), geometry
     features and a per-image appearance embedding (the mean embedding at eval).
 
-    The embedding starts at ``appearance_embed_init_std`` times N(0, 1): 0 (the default) starts
-    every code at the mean the eval renders with, so a code learns only its image's departure
-    from it; nerfstudio's 1 leaves random codes of norm ~sqrt(dim) whose mean (norm ~1/sqrt(N)
-    of that) the colour MLP never sees in training (docs/train.md, "Appearance embedding")."""
+    The embedding starts at ``appearance_embed_init_std`` times N(0, 1). nerfstudio's 1 (the
+    default) leaves random codes of norm ~sqrt(dim) whose mean (norm ~1/sqrt(N) of that) the
+    colour MLP never sees in training; 0 starts every code at the mean the eval renders with,
+    so a code learns only its image's departure from it (better where exposure varies, worse
+    where it does not: docs/train.md, "Appearance embedding")."""
 
     def __init__(
         self,
@@ -160,7 +161,7 @@ class NerfactoField(nn.Module):
         num_layers: int = 2,
         num_layers_color: int = 3,
         appearance_embed_dim: int = 32,
-        appearance_embed_init_std: float = 0.0,
+        appearance_embed_init_std: float = 1.0,
         use_appearance_embedding: bool = True,
         use_average_appearance_embedding: bool = True,
         average_init_density: float = 0.01,
