@@ -903,7 +903,7 @@ def stack_eyes(images: Sequence[np.ndarray], layout: StereoLayout) -> np.ndarray
 
 #: the folders of per-image files; each has factor-N copies in ``<folder>_N/``
 PER_IMAGE_FOLDERS = ("images", "masks", "depths")
-_DOWNSCALED_FOLDER = re.compile(r"^(?:images|masks|depths)_(\d+)$")
+_DOWNSCALED_FOLDER = re.compile(rf"^(?:{'|'.join(PER_IMAGE_FOLDERS)})_(\d+)$")
 #: nerfstudio's ``eval_interval``: with no other rule, every 8th image is held out
 EVAL_INTERVAL = 8
 

@@ -221,8 +221,9 @@ def _phone(read: Callable[[Path, Values], PhoneExport]) -> Callable[[Path, Value
     """A phone format's run: its reader's scene through the shared pipeline."""
 
     def run(source: Path, values: Values, progress: Progress) -> str:
+        options = phone_options(values)  # a bad option before the reader opens anything
         export = read(source, values)
-        return import_capture(export, values["out"], phone_options(values), progress).one_line()
+        return import_capture(export, values["out"], options, progress).one_line()
 
     return run
 

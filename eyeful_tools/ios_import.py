@@ -303,7 +303,8 @@ def _import(
     turns = _quarter_turns(options.rotate, [capture.frames[i].world_from_cam for i in selected])
     if turns:
         report.notes.append(f"images turned {_ROTATION_WORDS[turns]} ({options.rotate})")
-    _check_free_space(capture, [(i, sizes[i]) for i in selected], out_dir, options)
+    rewritten = bool(turns or options.crop_border_px)  # images decoded and encoded again
+    _check_free_space(capture, [(i, sizes[i]) for i in selected], out_dir, options, rewritten)
     with atomic_dir(out_dir) as build:
         canonical = _write_frames(capture, frames, build, options, turns, report, progress)
         scene = Scene(frames=tuple(canonical), world_up=WorldUp.Y_UP, name=out_dir.name)
@@ -326,15 +327,19 @@ def _check_free_space(
     selected: Sequence[tuple[int, tuple[int, int]]],
     out_dir: Path,
     options: ImportOptions,
+    rewritten: bool,
 ) -> None:
     """Refuse an import that cannot fit before writing any of it, as download does: the
-    images' bytes (from the archive's headers or the files; nothing for hard links) plus about
-    one byte a pixel for each 16-bit depth PNG."""
+    images' bytes (from the archive's headers or the files; nothing for hard links, which
+    only images written unchanged get), one byte a pixel for an image made on demand (a
+    video frame) or encoded again, plus about one byte a pixel for each 16-bit depth PNG."""
     source, needed = capture.source, 0
     for index, (width, height) in selected:
         frame = capture.frames[index]
-        if not (options.link and source.local_path(frame.image_path) is not None):
-            needed += source.member_size(frame.image_path)
+        linked = options.link and not rewritten and source.local_path(frame.image_path)
+        if not linked:
+            stored = source.member_size(frame.image_path)
+            needed += max(stored, width * height) if rewritten or not stored else stored
         if options.depth and frame.depth_path is not None:
             needed += width * height
     require_free_space(out_dir, needed, f"importing {len(selected)} frames")

@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 import pycolmap
 
-from eyeful_tools import blur, colmap_io, imageio
+from eyeful_tools import blur, cameras, colmap_io, imageio
 from eyeful_tools.colmap_io import ImageMode
 from eyeful_tools.errors import InputFormatError, MissingFileError, UsageError
 from eyeful_tools.fsio import atomic_dir, check_output_folder, require_free_space
@@ -46,7 +46,7 @@ Progress = Callable[[str, int, int], None]
 #: ``Matcher.AUTO`` matches exhaustively up to this many images, sequentially beyond
 EXHAUSTIVE_MAX_IMAGES = 150
 DEFAULT_VIDEO_FRAMES = 300
-COLMAP_FOLDER = "colmap"
+COLMAP_FOLDER = cameras.COLMAP_MODEL_IN_DATASET.parts[0]  # the model: cameras' layout
 
 
 class Matcher(str, Enum):
@@ -390,7 +390,7 @@ def _sfm_to_dataset(
         build,
         image_mode=image_mode,
         name=report.out_dir.name,
-        where=report.out_dir / COLMAP_FOLDER / "sparse" / "0",
+        where=report.out_dir / cameras.COLMAP_MODEL_IN_DATASET,
         extra=extra,
     )
     report.transforms_path = report.out_dir / "transforms.json"

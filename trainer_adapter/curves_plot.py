@@ -47,16 +47,23 @@ def write_curves_png(path: Path, rows: Sequence[dict[str, Any]]) -> bool:
         if steps:
             loss_axes.plot(steps, values, label=label, marker="." if len(steps) < 20 else None)
     loss_axes.set(xlabel="step", ylabel="loss", yscale="log", title="training loss")
-    loss_axes.legend(loc="upper right")
+    _legend(loss_axes, "upper right")
     for key, label in (("psnr", "train batch"), ("eval_image_psnr", "held-out view")):
         steps, values = _series(rows, key)
         if steps:
             psnr_axes.plot(steps, values, label=label, marker="." if len(steps) < 20 else None)
     psnr_axes.set(xlabel="step", ylabel="PSNR (dB)", title="PSNR")
-    psnr_axes.legend(loc="lower right")
+    _legend(psnr_axes, "lower right")
     for axes in (loss_axes, psnr_axes):
         axes.grid(True, alpha=0.3)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", metadata={"Software": None})
     atomic_write_bytes(path, buffer.getvalue())
     return True
+
+
+def _legend(axes: Any, where: str) -> None:
+    """A legend where a line was drawn (matplotlib warns on stderr for an empty one: a run
+    whose losses were all non-finite draws none)."""
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(loc=where)

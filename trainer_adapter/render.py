@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import itertools
+import logging
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ from eyeful_tools.fsio import atomic_dir, atomic_path, read_json, refuse_overlap
 from eyeful_tools.imageio import write_image
 from eyeful_tools.spherical_mp4 import insert_spherical_metadata
 from trainer_adapter.evaluate import LoadedRun, load_run, render_image, to_uint8
+
+log = logging.getLogger(__name__)
 
 #: nerfstudio's default interpupillary distance, metres
 DEFAULT_IPD_M = 0.064
@@ -174,7 +177,10 @@ def frame_sink(
             writer.release()
         check_video_frames(tmp, written, output)
         if spherical is not None and output.suffix.lower() == ".mp4":
-            insert_spherical_metadata(tmp, None if spherical == "mono" else spherical)
+            try:
+                insert_spherical_metadata(tmp, None if spherical == "mono" else spherical)
+            except InputFormatError as error:  # the frames are good: keep them, say what is not
+                log.warning("%s: no 360 metadata added (%s)", output, error.reason)
 
 
 def check_video_frames(video: Path, expected: int, output: Path) -> None:
