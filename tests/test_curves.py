@@ -220,3 +220,17 @@ def test_a_full_disk_under_the_event_writer_is_one_error_naming_the_run(
         writer.close()
     assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(tmp_path)
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_curves_png_of_a_run_without_finite_values_warns_nothing(tmp_path: Path) -> None:
+    """A run stopped by the non-finite guard logs null losses: its curves.png is still drawn,
+    and matplotlib's empty-legend warning does not reach the user's terminal."""
+    import warnings
+
+    from trainer_adapter.curves_plot import write_curves_png
+
+    rows = [{"step": step, "loss": None, "psnr": None} for step in (0, 10)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert write_curves_png(tmp_path / "curves.png", rows)
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -834,3 +834,27 @@ def test_free_space_is_checked_before_an_ios_import_writes(
     line = _error_line(capsys)
     assert line.startswith(f"error: {out}: not enough free space: importing {N_VIEWS} frames ")
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_free_space_counts_linked_images_that_are_turned(
+    tmp_path: Path, monkeypatch, r3d_views
+) -> None:
+    """--link writes nothing for an image copied as it is, but an image turned upright (or
+    cropped) is encoded again: its bytes count toward the free-space check."""
+    from eyeful_tools import ios_import
+    from eyeful_tools.readers.record3d import read_record3d
+
+    source = fx.write_record3d_folder(tmp_path / "r3d", r3d_views)
+    needed: dict[str, int] = {}
+    for rotate in ("none", "cw"):
+
+        def record(_out: Path, count: int, _what: str, rotate: str = rotate) -> None:
+            needed[rotate] = count
+            raise OSError("stop here")  # nothing needs writing for this test
+
+        monkeypatch.setattr(ios_import, "require_free_space", record)
+        capture = read_record3d(source)
+        options = ios_import.ImportOptions(link=True, depth=False, rotate=rotate)
+        with pytest.raises(OSError, match="stop here"):
+            ios_import.import_capture(capture, tmp_path / f"out-{rotate}", options)
+    assert needed["none"] == 0 and needed["cw"] >= N_VIEWS * 1000, needed
