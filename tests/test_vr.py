@@ -383,3 +383,22 @@ def test_a_video_that_lost_frames_is_never_renamed_into_place(
             write(frame)
     assert error.value.filename == str(cut) and "holds 1 of 3 frames" in str(error.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == [whole.name]
+
+
+def test_a_flat_camera_type_over_a_panorama_path_is_refused(tmp_path: Path) -> None:
+    """A panorama's camera path carries no fov that is read: rendering it as perspective or
+    fisheye would silently use a made-up one, so it is one usage error before anything loads."""
+    from eyeful_tools.errors import UsageError
+    from trainer_adapter.render import render_video
+
+    pose = np.eye(4).ravel().tolist()
+    file = tmp_path / "path.json"
+    file.write_text(json.dumps({
+        "render_width": 8, "render_height": 4, "camera_type": "equirectangular",
+        "camera_path": [{"camera_to_world": pose}],
+    }))  # fmt: skip
+    for camera_type in ("perspective", "fisheye"):
+        with pytest.raises(UsageError, match=f"{camera_type} needs a path with fov; .* is equi"):
+            render_video(tmp_path / "run", tmp_path / "out.mp4", camera_path=file,
+                         camera_type=camera_type)  # fmt: skip
+    assert not (tmp_path / "out.mp4").exists()

@@ -258,6 +258,11 @@ def render_video(
         raise UsageError("--ipd", f"must be a distance >= 0 in metres, got {ipd_m}")
     kind = None if camera_type is None else RenderCameraType(camera_type)
     path = None if camera_path is None else read_camera_path(camera_path)
+    flat = (RenderCameraType.PERSPECTIVE, RenderCameraType.FISHEYE)
+    if path is not None and kind in flat and path.kind not in flat:  # its fov is not read
+        raise UsageError(
+            "--camera-type", f"{camera_type} needs a path with fov; {camera_path} is {path.kind.value}"
+        )
     run = load_run(run_dir, device, chunk_bytes=chunk_bytes)
     if path is None:
         kind = kind or RenderCameraType.PERSPECTIVE
