@@ -5,8 +5,11 @@ nerfstudio runs in its own environment (``../shared/tools/nerfstudio-peer/train`
 trains in a fresh subprocess with ``OMP_NUM_THREADS`` set to ``--threads``; runs alternate
 (ns, ours, ours-fast, ns, ...) for ``--rounds`` rounds, so a change of machine load hits both.
 
-Printed per tool: median wall s/step and median process-CPU s/step over steps ``--from`` to
-``--steps - 1``, profiled steps left out (nerfstudio skips its first steps the same way), the speed ratio to nerfstudio,
+Printed per tool: mean wall s/step and mean process-CPU s/step over steps ``--from`` to
+``--steps - 1``, profiled steps left out (nerfstudio skips its first steps the same way). A mean,
+not a median: from step 10 both tools update the proposal networks every other step, and an
+update step costs about twice the other, so the median of a window lands on either kind
+depending on its phase. Also printed: the speed ratio to nerfstudio,
 peak RSS of the training process (nerfstudio's ray-generation worker process not included), the
 load average around each run, and the held-out PSNR at the same step count (``--eval``; the
 held-out split of the dataset: ``val_filenames`` for nerfstudio, ``test_filenames`` for us, the
@@ -173,23 +176,23 @@ def _check(done: subprocess.CompletedProcess[str], what: str) -> None:
         raise SystemExit(f"error: {what} failed (exit {done.returncode}):\n{tail}")
 
 
-def _median(runs: list[Run], attr: str) -> float:
-    return statistics.median(v for run in runs for v in getattr(run, attr))
+def _mean(runs: list[Run], attr: str) -> float:
+    return statistics.fmean(v for run in runs for v in getattr(run, attr))
 
 
 def report(runs: dict[str, list[Run]], args: argparse.Namespace) -> list[str]:
     """Print the comparison; return the targets missed."""
     from bench import step_profile
 
-    base = "nerfstudio" if runs.get("nerfstudio") else "identical"
-    base_wall, base_cpu = _median(runs[base], "wall"), _median(runs[base], "cpu")
+    base = next(n for n in ("nerfstudio", "identical", *runs) if runs.get(n))
+    base_wall, base_cpu = _mean(runs[base], "wall"), _mean(runs[base], "cpu")
     print(f"\n{args.rays} rays/step, {args.threads} threads, steps {args.first}-{args.steps - 1}")
-    targets = TARGETS if base == "nerfstudio" else _translated_targets()
+    targets = {"nerfstudio": TARGETS, "identical": _translated_targets()}.get(base, {})
     print(f"  ratios to {base}; targets {targets}")
     missed = []
     psnr = {n: [r.psnr for r in rs if r.psnr is not None] for n, rs in runs.items()}
     for name, tool_runs in runs.items():
-        wall, cpu = _median(tool_runs, "wall"), _median(tool_runs, "cpu")
+        wall, cpu = _mean(tool_runs, "wall"), _mean(tool_runs, "cpu")
         rss = max(r.peak_rss for r in tool_runs) / 2**30
         loads = ", ".join(f"{r.load[0]:.1f}->{r.load[1]:.1f}" for r in tool_runs)
         score = f"  psnr {statistics.median(psnr[name]):.2f} dB" if psnr[name] else ""

@@ -58,3 +58,9 @@ def field_error(error: Any, path: str | Path | None, what: str = "") -> InputFor
     first = error.errors()[0]
     field = ".".join(str(part) for part in first["loc"]) or "(top level)"
     return InputFormatError(path, f"{what}field {field}: {first['msg']}")
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's first message line (library errors can span many), else its type name."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else error.__class__.__name__

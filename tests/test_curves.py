@@ -234,3 +234,29 @@ def test_curves_png_of_a_run_without_finite_values_warns_nothing(tmp_path: Path)
         warnings.simplefilter("error")
         assert write_curves_png(tmp_path / "curves.png", rows)
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_run_stopped_by_its_time_budget_logs_its_last_step(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that the time budget ends before max_steps shows its last step like a finished
+    run's (it used to stop before a step, unlogged, at the budget check)."""
+    import time
+    import types
+
+    from trainer_adapter import trainer as trainer_module
+
+    skipped = [0.0]  # the trainer's clock jumps an hour while the observer sees step 1
+    clock = types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + skipped[0])
+    monkeypatch.setattr(trainer_module, "time", clock)
+
+    class Sleeper(Recorder):
+        def on_step(self, trainer: Any, step: int, stats: Mapping[str, float]) -> None:
+            super().on_step(trainer, step, stats)
+            if step == 1:
+                skipped[0] = 3600.0
+
+    recorder = Sleeper()
+    result = _train(data, tmp_path, max_steps=50, observers=[recorder], time_budget_s=600.0)
+    assert result.last_step == 2
+    assert recorder.steps == [0, 1, 2]

@@ -244,3 +244,19 @@ def test_checkpoints_record_the_hash_grid_that_ran(
     torch.save(state, checkpoint)
     with pytest.raises(InputFormatError, match="trained with tiny-cuda-nn's hash grid"):
         load_run(run, device="cpu")
+
+
+def test_compile_without_a_compiler_is_one_line_before_the_run(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--compile needs a C++ compiler on CPU (inductor); without one it failed at the first step
+    with a traceback. Now: one line, and no run folder."""
+    from torch._inductor import config
+
+    monkeypatch.setattr(config.cpp, "cxx", ("no-such-c++-compiler",))
+    out = tmp_path / "out"
+    rc = main(["train", str(data), "--preset", "tiny", "--max-steps", "2", "--device", "cpu",
+               "--compile", "--output-dir", str(out)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("error: --compile: no C++ compiler for torch.compile (")
+    assert len(err.splitlines()) == 1 and not out.exists()

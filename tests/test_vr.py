@@ -402,3 +402,23 @@ def test_a_flat_camera_type_over_a_panorama_path_is_refused(tmp_path: Path) -> N
             render_video(tmp_path / "run", tmp_path / "out.mp4", camera_path=file,
                          camera_type=camera_type)  # fmt: skip
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_orbit_options_with_a_camera_path_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--frames/--width/--height shape the orbit; with a camera path they were silently ignored."""
+    from eyeful_tools.cli import main
+
+    path_file = tmp_path / "path.json"
+    path_file.write_text("{}")
+    for option, value in (("--frames", "5"), ("--width", "64"), ("--height", "48")):
+        rc = main(["render", str(tmp_path / "run"), "--camera-path", str(path_file),
+                   "--output", str(tmp_path / "out.mp4"), option, value])  # fmt: skip
+        err = capsys.readouterr().err
+        assert rc == 1
+        assert (
+            err == f"error: {option}: shapes the orbit only; a camera path sets its own size "
+            "and frame count (render_width, render_height, fps x seconds)\n"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["path.json"]

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from eyeful_tools.errors import InputFormatError, MissingFileError, TrainingError
+from eyeful_tools.errors import InputFormatError, MissingFileError, TrainingError, first_line
 from eyeful_tools.fsio import atomic_stream, require_free_space
 
 CHECKPOINT_DIR = "nerfstudio_models"
@@ -181,5 +181,5 @@ def load_model_state(model: nn.Module, state: dict[str, Any], path: Path) -> Non
     try:
         model.load_state_dict(pipeline)
     except RuntimeError as error:
-        first = str(error).strip().splitlines()[0]
-        raise InputFormatError(path, f"checkpoint does not match the model: {first}") from error
+        what = f"checkpoint does not match the model: {first_line(error)}"
+        raise InputFormatError(path, what) from error

@@ -16,7 +16,7 @@ import sys
 
 import torch
 
-from eyeful_tools.errors import UsageError
+from eyeful_tools.errors import UsageError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,24 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     if kind in ("cuda", "xpu"):
         return torch.device(kind, local_rank)
     return torch.device(kind)
+
+
+def compiler_problem(device: torch.device) -> str | None:
+    """Why ``torch.compile`` cannot build kernels for ``device`` here, or None: inductor needs a
+    C++ compiler for CPU code and Triton for GPU code, and fails at the first step without."""
+    if device.type == "cpu":
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        try:
+            get_cpp_compiler()
+        except Exception as error:  # inductor raises its own types, or OSError
+            return f"no C++ compiler for torch.compile ({first_line(error)})"
+        return None
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "torch.compile on this device needs Triton, which is not installed"
+    return None
 
 
 def autocast_dtype(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from eyeful_tools.errors import EyefulError, InputFormatError
+from eyeful_tools.errors import EyefulError, InputFormatError, first_line
 from eyeful_tools.view.live import LiveRender, LiveSettings
 from trainer_adapter import device as devices
 from trainer_adapter.checkpoints import (
@@ -189,7 +189,7 @@ class RunFollower:
             try:
                 self.poll()
             except Exception as error:
-                log.warning("eyeful view: following %s: %s", self.folder, _first_line(error))
+                log.warning("eyeful view: following %s: %s", self.folder, first_line(error))
 
     def poll(self) -> None:
         """Load the latest checkpoint if it is not the one shown (nor a file that failed)."""
@@ -213,7 +213,7 @@ class RunFollower:
                 what = (
                     error.one_line()
                     if isinstance(error, EyefulError)
-                    else f"{latest}: {_first_line(error)}"
+                    else f"{latest}: {first_line(error)}"
                 )
                 shown = "waiting for the next one" if first else f"still showing step {before}"
                 log.warning("%s; %s", what, shown)
@@ -233,11 +233,6 @@ class RunFollower:
         self.checkpoint, self.step = path, int(state["step"])
         if self.live is not None:
             self.live.invalidate()
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else error.__class__.__name__
 
 
 def _which(before: int | None, step: int | None) -> str:

@@ -261,7 +261,8 @@ def render_video(
     flat = (RenderCameraType.PERSPECTIVE, RenderCameraType.FISHEYE)
     if path is not None and kind in flat and path.kind not in flat:  # its fov is not read
         raise UsageError(
-            "--camera-type", f"{camera_type} needs a path with fov; {camera_path} is {path.kind.value}"
+            "--camera-type",
+            f"{camera_type} needs a path with fov; {camera_path} is {path.kind.value}",
         )
     run = load_run(run_dir, device, chunk_bytes=chunk_bytes)
     if path is None:

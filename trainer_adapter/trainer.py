@@ -149,17 +149,17 @@ class RateMeter:
         """The first step, every ``steps_per_log`` steps and the last one."""
         return step == self.start_step or (step + 1) % self.steps_per_log == 0 or step == last_step
 
-    def read(self, step: int, loss: torch.Tensor, rgb_loss: torch.Tensor) -> dict[str, float]:
+    def read(self, step: int, loss: float, rgb_loss: float) -> dict[str, float]:
         now = time.perf_counter()
         steps_done = step - self.window_first + 1
         seconds = now - self.window_tic
         if self.window_first - self.start_step >= 2:
             self.timed_rays += self.rays_per_step * steps_done
             self.timed_seconds += seconds
-        mse = float(rgb_loss.detach())
+        finite = math.isfinite(rgb_loss)
         stats = {
-            "loss": float(loss.detach()),
-            "psnr": -10.0 * math.log10(max(mse, 1e-10)) if math.isfinite(mse) else math.nan,
+            "loss": loss,
+            "psnr": -10.0 * math.log10(max(rgb_loss, 1e-10)) if finite else math.nan,
             "rays_per_sec": self.rays_per_step * steps_done / seconds,
             "step_seconds": seconds / steps_done,
         }
@@ -253,6 +253,8 @@ class Trainer:
         self.tonemap = run_tonemapper(self.hdr)
 
     def _setup_model(self) -> None:
+        if self.options.model.compile_encodings and (why := devices.compiler_problem(self.device)):
+            raise UsageError("--compile", why)
         torch.manual_seed(self.options.runtime.seed)
         self.model = NerfactoModel(self.options.model, self.num_train_images).to(self.device)
         self.optimizers = make_optimizers(self.model, self.options.optim, self.device)
@@ -400,12 +402,13 @@ class Trainer:
         failed = True
         try:
             for step in range(self.start_step, max_steps):
-                if time_budget_s is not None and time.perf_counter() - started > time_budget_s:
-                    break
                 losses = self.train_step(step)
                 self.last_step = step
+                spent = time_budget_s is not None and time.perf_counter() - started > time_budget_s
                 if self.rank == 0:
-                    self._after_step(step, losses, meter)
+                    self._after_step(step, losses, meter, last=spent)
+                if spent:
+                    break
             if self.rank == 0 and self.last_step >= self.start_step:
                 self.save(self.last_step)
             self.coverage = self.loader.coverage()
@@ -419,13 +422,17 @@ class Trainer:
         self.stats["peak_memory_mb"] = devices.peak_memory_bytes(self.device) / 2**20
         return TrainResult(self.run_dir, self.last_step, self.checkpoint, self.stats, self.coverage)
 
-    def _after_step(self, step: int, losses: dict[str, torch.Tensor], meter: RateMeter) -> None:
-        """Rank 0: progress, and a checkpoint every ``steps_per_save`` steps."""
+    def _after_step(
+        self, step: int, losses: dict[str, torch.Tensor], meter: RateMeter, last: bool = False
+    ) -> None:
+        """Rank 0: progress, and a checkpoint every ``steps_per_save`` steps. ``last``: the run
+        stops after this step before ``max_steps`` (a time budget), so it is logged too."""
         max_steps = self.options.optim.max_steps
-        if meter.due(step, max_steps - 1):
+        if meter.due(step, step if last else max_steps - 1):
             devices.synchronize(self.device)
-            self.stats = meter.read(step, losses["loss"], losses["rgb_loss"])
-            self.stats.update(self._loss_terms(losses))
+            terms = self._loss_terms(losses)
+            self.stats = meter.read(step, terms.pop("loss"), terms["rgb_loss"])
+            self.stats.update(terms)
             self.stats.update(self.learning_rates())
             self.stats.update(self.loader.coverage().progress_stats())
             if self.observers:
@@ -443,10 +450,8 @@ class Trainer:
 
     @staticmethod
     def _loss_terms(losses: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Every loss term but the total (read by :class:`RateMeter`), in one device read."""
-        names = [name for name in losses if name != "loss"]
-        if not names:
-            return {}
+        """Every loss term and the total as host floats, in one device read."""
+        names = list(losses)
         values = torch.stack([losses[n].detach().float() for n in names]).cpu().tolist()
         return dict(zip(names, values, strict=True))
 

@@ -70,6 +70,12 @@ def train_command(
         help="Add a held-out view (ground truth | render) to the curves every N steps "
         "(0: never; default 500, tiny 0).",
     ),
+    compile_encodings: bool | None = typer.Option(
+        None,
+        "--compile/--no-compile",
+        help="torch.compile the hash encodings: the same maths in fused loops, about 1.5x "
+        "faster nerfacto steps on CPU after a compile of a minute or so (default off).",
+    ),
     viewer: bool = typer.Option(
         False, "--viewer", help="Show the run in the browser as it trains (needs eyeful[view])."
     ),
@@ -102,6 +108,7 @@ def train_command(
         "eval_interval": eval_interval,
         "curves": curves,
         "steps_per_eval_image": steps_per_eval_image,
+        "compile_encodings": compile_encodings,
     }
     # bad options and resume mismatches fail here, before anything is shown or written
     options, checkpoint = resolve_options(data, preset=preset, load_dir=load_dir, settings=settings)
@@ -246,7 +253,9 @@ def render_command(
         "ns-render: ods top-bottom, vr180 side-by-side).",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
-    frames: int = typer.Option(60, help="Orbit frames (without --camera-path)."),
+    frames: int | None = typer.Option(
+        None, help="Orbit frames (default 60; a camera path sets its own)."
+    ),
     width: int | None = typer.Option(
         None, help="Orbit frame width per eye (default 320; 512 for panoramas, 256 for vr180)."
     ),
@@ -267,6 +276,15 @@ def render_command(
     from eyeful_tools.cameras import RenderCameraType, StereoLayout
     from trainer_adapter.render import ORBIT_SIZE_PX, render_video
 
+    orbit_only = [
+        f for f, v in (("--frames", frames), ("--width", width), ("--height", height)) if v
+    ]
+    if camera_path is not None and orbit_only:
+        raise UsageError(
+            orbit_only[0],
+            "shapes the orbit only; a camera path sets its own size and frame count "
+            "(render_width, render_height, fps x seconds)",
+        )
     kind = _choice("--camera-type", camera_type, RenderCameraType)
     layout = _choice("--stereo-layout", stereo_layout, StereoLayout)
     size = None
@@ -282,7 +300,7 @@ def render_command(
         stereo_layout=layout,
         overwrite=overwrite,
         device=device,
-        frames=frames,
+        frames=60 if frames is None else frames,
         orbit_size_px=size,
         chunk_bytes=chunk_bytes,
     )

@@ -86,6 +86,39 @@ class _Interpolate(torch.autograd.Function):
         return grad_feats, grad_weights
 
 
+class _GatherInterpolate(torch.autograd.Function):
+    """``sum_c weights[n, l, c] * table[index[n, l, c]]`` -> ``[N, L, F]``, written for
+    ``torch.compile``: the forward fuses into one loop that never stores the corner features,
+    and the backward builds the table gradient with one scatter into one zeroed table.
+
+    Autograd of eight per-corner gathers (nerfstudio's form) zeroes and scatters eight full-size
+    tables and sums them; one gather of all corners makes inductor run an OpenMP region per
+    output element. Both measured several times slower than this on CPU (docs/train.md).
+    """
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, index: torch.Tensor, weights: torch.Tensor):  # noqa: ANN001, ANN205
+        ctx.save_for_backward(table, index, weights)
+        out = table[index[..., 0]] * weights[..., 0, None]
+        for corner in range(1, 8):
+            out = out + table[index[..., corner]] * weights[..., corner, None]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
+        table, index, weights = ctx.saved_tensors
+        grad_table = grad_weights = None
+        if ctx.needs_input_grad[0]:
+            contributions = (weights[..., None] * grad[..., None, :]).reshape(-1, table.shape[1])
+            grad_table = torch.zeros_like(table).index_put_(
+                (index.reshape(-1),), contributions, accumulate=True
+            )
+        if ctx.needs_input_grad[2]:
+            per_corner = [(table[index[..., c]] * grad).sum(-1) for c in range(8)]
+            grad_weights = torch.stack(per_corner, -1)
+        return grad_table, None, grad_weights
+
+
 def growth_factor(num_levels: int, min_res: int, max_res: int) -> float:
     """Per-level scale ``b = exp((ln max_res - ln min_res) / (L - 1))``."""
     if num_levels <= 1:
@@ -174,9 +207,10 @@ class HashEncoding(nn.Module):
         x = x.reshape(-1, 3)
         index, weights = self.corner_indices(x)
         n = x.shape[0]
-        # nerfstudio's layout, one dense-gradient gather per corner: torch.compile fuses it
-        # (and its backward scatter) into single loops, 3x faster than the eager fused gather
-        if not self.fused_gather or torch.compiler.is_compiling():
+        if torch.compiler.is_compiling():
+            encoded = _GatherInterpolate.apply(self.hash_table, index, weights)
+            return encoded.reshape(*batch_shape, self.output_dim)
+        if not self.fused_gather:  # nerfstudio's layout, one dense-gradient gather per corner
             corners = [self.hash_table[index[:, :, c]] * weights[:, :, c, None] for c in range(8)]
             return torch.stack(corners, 0).sum(0).reshape(*batch_shape, self.output_dim)
         feats = _TableGather.apply(self.hash_table, index.view(-1), self.sparse_grad)
