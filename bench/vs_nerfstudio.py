@@ -187,7 +187,10 @@ def report(runs: dict[str, list[Run]], args: argparse.Namespace) -> list[str]:
     base = next(n for n in ("nerfstudio", "identical", *runs) if runs.get(n))
     base_wall, base_cpu = _mean(runs[base], "wall"), _mean(runs[base], "cpu")
     print(f"\n{args.rays} rays/step, {args.threads} threads, steps {args.first}-{args.steps - 1}")
-    targets = {"nerfstudio": TARGETS, "identical": _translated_targets()}.get(base, {})
+    targets = {"nerfstudio": TARGETS, "identical": _translated_targets()}.get(base)
+    if targets is None:
+        print(f"  no baseline (nerfstudio or identical) ran: ratios are to {base}, no target")
+        targets = {}
     print(f"  ratios to {base}; targets {targets}")
     missed = []
     psnr = {n: [r.psnr for r in rs if r.psnr is not None] for n, rs in runs.items()}

@@ -98,3 +98,16 @@ def test_a_larger_max_steps_extends_the_run(
     assert config["options"]["loader"]["cache_bytes"] == 100_000_000
     assert config["facts"]["resumed_from"] == str(run / "nerfstudio_models/step-000000001.ckpt")
     assert json.loads((run / "config.json").read_text())["options"]["optim"]["max_steps"] == 2
+
+
+def test_a_resumed_run_may_turn_compile_on_and_off(first_run: tuple[Path, Path]) -> None:
+    """--compile changes how the same maths runs, not what the run learned: resuming with it
+    on or off is allowed (it was refused as a model option, and a run trained with it could
+    not be resumed where no compiler is)."""
+    from trainer_adapter.runs import resolve_options
+
+    data, run = first_run
+    for wanted in (True, False):
+        settings = {"max_steps": 4, "compile_encodings": wanted}
+        options, _ = resolve_options(data, load_dir=run, settings=settings)
+        assert options.model.compile_encodings is wanted

@@ -13,6 +13,8 @@ import ctypes
 import logging
 import resource
 import sys
+import sysconfig
+from pathlib import Path
 
 import torch
 
@@ -65,8 +67,9 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
 
 
 def compiler_problem(device: torch.device) -> str | None:
-    """Why ``torch.compile`` cannot build kernels for ``device`` here, or None: inductor needs a
-    C++ compiler for CPU code and Triton for GPU code, and fails at the first step without."""
+    """Why ``torch.compile`` cannot build kernels for ``device`` here, or None. Inductor builds
+    CPU kernels as Python extensions (a C++ compiler and ``Python.h``) and CUDA / XPU kernels with
+    Triton; without them it fails at the first step. MPS compiles to Metal (nothing to check)."""
     if device.type == "cpu":
         from torch._inductor.cpp_builder import get_cpp_compiler
 
@@ -74,11 +77,15 @@ def compiler_problem(device: torch.device) -> str | None:
             get_cpp_compiler()
         except Exception as error:  # inductor raises its own types, or OSError
             return f"no C++ compiler for torch.compile ({first_line(error)})"
+        headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+        if not headers.is_file():
+            return f"no {headers} for torch.compile's C++ kernels (install the Python headers)"
         return None
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return "torch.compile on this device needs Triton, which is not installed"
+    if device.type in ("cuda", "xpu"):
+        from torch.utils._triton import has_triton
+
+        if not has_triton():
+            return f"torch.compile on {device.type} needs Triton, which is not installed"
     return None
 
 

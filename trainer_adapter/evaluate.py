@@ -14,6 +14,7 @@ Outputs (default ``RUN_DIR/eval/<split>/``): ``metrics.json`` (``ns-eval`` layou
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -39,6 +40,8 @@ from trainer_adapter.model.inference import chunk_rays
 from trainer_adapter.model.nerfacto import NerfactoModel
 from trainer_adapter.options import ModelOptions, TrainOptions
 from trainer_adapter.runs import read_run_config, run_facts, run_options
+
+log = logging.getLogger(__name__)
 
 LPIPS_NOTE = (
     "lpips is null: LPIPS-alex needs AlexNet backbone weights that cannot be downloaded or "
@@ -84,6 +87,9 @@ def load_run(
     state = load_checkpoint(checkpoint, mmap=True)  # the optimizer state is never paged in
     options.model.implementation = implementation_for(state, checkpoint)
     torch_device = devices.resolve_device(device)
+    if options.model.compile_encodings and (why := devices.compiler_problem(torch_device)):
+        log.warning("%s: hash encodings run eagerly (the same maths): %s", run_dir, why)
+        options.model.compile_encodings = False
     # the normalised world and split the run was trained with
     dataset = parse_dataset(options.data.data, **options.data.parser_kwargs())
     model = NerfactoModel(options.model, int(facts["num_train_images"]))

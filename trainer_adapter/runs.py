@@ -23,6 +23,8 @@ from trainer_adapter.presets import make_options
 CHECKPOINT_DIR = "nerfstudio_models"
 #: groups a resumed run may change: how it runs and how rays are served, not what it learns
 RESUME_MAY_CHANGE = ("loader", "runtime")
+#: options of other groups a resumed run may change: more steps, and how the same maths runs
+RESUME_MAY_CHANGE_OPTIONS = ("max_steps", "compile_encodings")
 
 
 def capture_name(transforms_path: Path) -> str:
@@ -136,7 +138,9 @@ def _resumed_options(
         raise UsageError(data, f"{run_dir} was trained on {trained}, not {wanted}")
     old = previous.flat()
     for name, value in given.items():
-        fixed = GROUP_OF.get(name) not in RESUME_MAY_CHANGE and name != "max_steps"
+        fixed = (
+            GROUP_OF.get(name) not in RESUME_MAY_CHANGE and name not in RESUME_MAY_CHANGE_OPTIONS
+        )
         if fixed and value != old.get(name) and not (name == "downscale" and value == "auto"):
             raise UsageError(
                 f"--{name.replace('_', '-')}",
@@ -150,7 +154,11 @@ def _resumed_options(
             "--max-steps",
             f"{checkpoint} has already trained {done} steps; give more than {done} to extend it",
         )
-    loose = {k: v for k, v in given.items() if GROUP_OF.get(k) in RESUME_MAY_CHANGE}
+    loose = {
+        k: v
+        for k, v in given.items()
+        if GROUP_OF.get(k) in RESUME_MAY_CHANGE or k in RESUME_MAY_CHANGE_OPTIONS
+    }
     options = with_settings(previous, {**loose, "max_steps": max_steps})
     options.runtime.timestamp = given.get("timestamp")  # a new folder, never the old run's
     return options

@@ -97,7 +97,9 @@ class _GatherInterpolate(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, table: torch.Tensor, index: torch.Tensor, weights: torch.Tensor):  # noqa: ANN001, ANN205
+    def forward(
+        ctx: Any, table: torch.Tensor, index: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
         ctx.save_for_backward(table, index, weights)
         out = table[index[..., 0]] * weights[..., 0, None]
         for corner in range(1, 8):
@@ -105,7 +107,9 @@ class _GatherInterpolate(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
+    def backward(
+        ctx: Any, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, None, torch.Tensor | None]:
         table, index, weights = ctx.saved_tensors
         grad_table = grad_weights = None
         if ctx.needs_input_grad[0]:
