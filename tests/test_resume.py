@@ -111,3 +111,29 @@ def test_a_resumed_run_may_turn_compile_on_and_off(first_run: tuple[Path, Path])
         settings = {"max_steps": 4, "compile_encodings": wanted}
         options, _ = resolve_options(data, load_dir=run, settings=settings)
         assert options.model.compile_encodings is wanted
+
+
+def test_a_compiled_run_loads_eagerly_where_nothing_compiles(
+    first_run: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """eval, render and the viewer of a --compile run, on a machine that cannot compile, use
+    the eager encodings with a warning (they failed with a traceback at the first render)."""
+    from trainer_adapter import device
+    from trainer_adapter.evaluate import load_run
+    from trainer_adapter.model.encodings import HashEncoding
+
+    _, run = first_run
+    copy = tmp_path / run.name
+    shutil.copytree(run, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["options"]["model"]["compile_encodings"] = True
+    (copy / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(device, "compiler_problem", lambda _device: "no compiler here")
+    loaded = load_run(copy, "cpu")
+    assert loaded.options.model.compile_encodings is False
+    encodings = [m for m in loaded.model.modules() if isinstance(m, HashEncoding)]
+    assert encodings and not any(m._compiled_call_impl for m in encodings)
+    assert f"{copy}: hash encodings run eagerly (the same maths): no compiler here" in caplog.text
