@@ -140,6 +140,7 @@ def run_mode(args: argparse.Namespace) -> dict:
         "peak_rss_mb": _status("VmHWM") / 2**20,
         "peak_above_baseline_mb": (_status("VmHWM") - baseline) / 2**20,
         "pool_images": loader.pool_images,
+        "decode_duty": loader.decode_duty,
         "pool_mb": loader.pool_bytes / 2**20,
     }
 
@@ -199,7 +200,8 @@ def report(full: dict, lazy: dict, images: int) -> list[str]:
     print(
         f"lazy: {cov['passes_completed']} passes of ~{cov['steps_per_pass'] or 0:.0f} steps "
         f"({cov['swap_per_step']:.3f} images per step at {cov['decode_ms_per_image'] or 0:.0f} ms "
-        f"per decode), every image in the pool at least {lazy['min_visits']} times"
+        f"per decode, decode duty {lazy['decode_duty']:.2f}), every image in the pool at least "
+        f"{lazy['min_visits']} times"
     )
     print(
         f"ratio lazy / full: {ratio:.2f} rays/s ({cpu_ratio:.2f} per CPU-second); decode wait "

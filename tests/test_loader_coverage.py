@@ -204,3 +204,41 @@ def test_a_tenth_of_the_cache_costs_no_held_out_quality(tmp_path: Path) -> None:
 
 
 QUALITY_STEPS = 500
+
+
+def test_the_pool_turns_over_at_the_decode_duty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``decode_duty`` d < 1 ("auto" rate), a decode thread rests (1/d - 1) times each
+    streaming decode's time; the first fill and decodes a step waits for are never paced, nor
+    is a fixed rate (it would wait). The default is 0.5 on 2 CPUs, else 1."""
+    import time
+
+    from eyeful_tools.errors import UsageError
+    from trainer_adapter.data import schedule
+
+    count = 40
+    data = make_dataset(
+        tmp_path, count=count, size=(24, 32), splits={"train": list(range(count)), "val": []}
+    )
+    dataset = parse_dataset(data)
+    rests: list[float] = []
+    monkeypatch.setattr(time, "sleep", rests.append)  # records, does not sleep
+    cache = count * 24 * 32 * 3 // 4
+    for duty, swap_rate in ((0.25, "auto"), (1.0, "auto"), (0.25, 1)):
+        rests.clear()
+        with RayLoader(dataset, rays_per_batch=64, cache_bytes=cache, swap_rate=swap_rate,
+                       decode_duty=duty) as loader:  # fmt: skip
+            assert loader.decode_duty == (duty if swap_rate == "auto" else 1.0)
+            loader.next_batch()  # the first fill: no rest so far
+            assert len(rests) <= loader.plan.staging
+            while loader.coverage().passes < 1:
+                loader.next_batch()
+        paced = duty < 1 and swap_rate == "auto"
+        assert (len(rests) >= count - loader.plan.pool_images) if paced else not rests
+        assert all(rest >= 0 for rest in rests)
+    with pytest.raises(UsageError, match=r"decode_duty must be in \(0, 1\], got 0"):
+        RayLoader(dataset, cache_bytes=cache, decode_duty=0)
+    for cpus, duty in ((2, 0.5), (1, 0.5), (8, 1.0)):
+        monkeypatch.setattr(schedule.os, "cpu_count", lambda cpus=cpus: cpus)
+        assert schedule.default_decode_duty() == duty

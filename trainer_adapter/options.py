@@ -150,6 +150,9 @@ class LoaderOptions:
     loader_mode: Literal["lazy", "full"] = "lazy"
     #: decode threads (None: two, always leaving one core to the training loop)
     workers: int | None = None
+    #: share of a decode thread's time spent decoding as the pool turns over (None: 0.5 on a
+    #: machine of at most 2 CPUs, else 1; see docs/loader.md)
+    decode_duty: float | None = None
 
 
 @dataclass

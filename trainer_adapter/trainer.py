@@ -308,6 +308,7 @@ class Trainer:
             swap_rate=loader.swap_rate,
             cache_bytes=loader.cache_bytes,
             workers=loader.workers,
+            decode_duty=loader.decode_duty,
             mode=loader.loader_mode,
             seed=self.options.runtime.seed + self.rank,
             device=self.device,

@@ -66,6 +66,7 @@ from trainer_adapter.data.schedule import (
     PoolPlan,
     SwapRate,
     advance_head,
+    check_decode_duty,
     check_swap_rate,
     default_workers,
     plan_pool,
@@ -109,11 +110,16 @@ def _timed_decode(
     pixels_out: np.ndarray,
     mask_out: np.ndarray | None,
     disk_cache: DiskCache | None,
+    duty: float = 1.0,
 ) -> float:
-    """:func:`decode_into` on a worker thread; returns its wall-clock seconds."""
+    """:func:`decode_into` on a worker thread; returns its wall-clock seconds. With ``duty``
+    below 1 the thread then rests so that decoding is that share of its time."""
     tic = time.perf_counter()
     decode_into(dataset, index, pixels_out, mask_out, disk_cache)
-    return time.perf_counter() - tic
+    seconds = time.perf_counter() - tic
+    if duty < 1.0:
+        time.sleep(seconds * (1.0 / duty - 1.0))
+    return seconds
 
 
 class RayLoader:
@@ -144,6 +150,7 @@ class RayLoader:
         swap_rate: SwapRate = "auto",
         cache_bytes: int | None = None,
         workers: int | None = None,
+        decode_duty: float | None = None,
         mode: Literal["lazy", "full"] = "lazy",
         seed: int = 0,
         disk_cache: str | Path | None = None,
@@ -162,6 +169,7 @@ class RayLoader:
         self.mode = mode
         self.seed = int(seed)
         self.swap_rate = check_swap_rate(swap_rate)
+        self.decode_duty = check_decode_duty(decode_duty, self.swap_rate)
         self.device = torch.device(device)
         self.disk_cache = None if disk_cache is None else DiskCache(disk_cache)
         self.dtype = pixel_dtype(dataset)
@@ -351,7 +359,7 @@ class RayLoader:
             head = max(start, self._resumed_head or start)
         tic = time.perf_counter()
         for position in range(head - start, head + self.plan.staging):
-            self._submit(position)
+            self._submit(position, paced=position >= head)  # the first fill at full speed
         self._take(range(head - start, head))
         self._fill_s += time.perf_counter() - tic
         # after a resume, only the positions past the saved window are new to the pool
@@ -364,7 +372,7 @@ class RayLoader:
         tic = time.perf_counter()
         for position in positions:
             if position not in self._futures:
-                self._submit(position)
+                self._submit(position, paced=False)  # waited for: never paced
             self._decode_s += self._futures.pop(position).result()
             self._decoded += 1
         self._wait_s += time.perf_counter() - tic
@@ -391,14 +399,16 @@ class RayLoader:
         if not self.plan.resident:
             self._head = None
 
-    def _submit(self, position: int) -> None:
+    def _submit(self, position: int, paced: bool = True) -> None:
+        """Queue the decode of stream ``position`` into its slot; ``paced``: at the duty."""
         index = int(self._stream[range(position, position + 1)][0])
         slot = position % self.plan.slots
         masks = None if self._masks is None else self._masks[slot]
         if masks is not None:
             masks[...] = True
+        duty = self.decode_duty if paced else 1.0
         self._futures[position] = self._executor.submit(
-            _timed_decode, self.dataset, index, self._pixels[slot], masks, self.disk_cache
+            _timed_decode, self.dataset, index, self._pixels[slot], masks, self.disk_cache, duty
         )
 
     def _fill_resident(self) -> None:

@@ -49,6 +49,26 @@ def default_workers() -> int:
     return max(1, min(2, (os.cpu_count() or 1) - 1))
 
 
+def default_decode_duty() -> float:
+    """Share of its time a decode thread spends decoding while the pool turns over: 0.5 on a
+    machine of at most 2 CPUs, else 1. On a 2-vCPU VM a decoder running flat out on the
+    other CPU slowed ray sampling to 0.77x of full load; at half duty the lazy loader sampled
+    at 1.20x (smaller pool, fewer cache misses) and a pass took 2.6x the steps
+    (``python -m bench.loader``, docs/loader.md). At real step times the staging slots, not the
+    duty, bound how many images a step takes in."""
+    return 0.5 if (os.cpu_count() or 1) <= 2 else 1.0
+
+
+def check_decode_duty(duty: float | None, swap_rate: SwapRate) -> float:
+    """The duty decodes run at: ``None`` -> :func:`default_decode_duty`, else a share in
+    ``(0, 1]``; always 1 at a fixed swap rate (its steps wait for late decodes)."""
+    if duty is not None and not 0 < float(duty) <= 1:
+        raise UsageError(None, f"decode_duty must be in (0, 1], got {duty!r}")
+    if swap_rate != "auto":
+        return 1.0
+    return default_decode_duty() if duty is None else float(duty)
+
+
 def plan_pool(
     num_images: int,
     bytes_per_image: int,
