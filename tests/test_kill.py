@@ -53,16 +53,26 @@ def _run(argv: list[str]) -> None:
     assert done.returncode == 0, done.stderr
 
 
+def _entries(root: Path) -> set[Path]:
+    """Everything under ``root``, walked again when a folder vanishes mid-walk (the command
+    renames its temp folders into place while it is polled)."""
+    while True:
+        try:
+            return set(root.rglob("*"))
+        except FileNotFoundError:
+            continue
+
+
 def _start(argv: list[str], root: Path) -> tuple[subprocess.Popen, float]:
     """Start the command; return once it has created its first file or folder under ``root``
     (or exited), with the seconds that took: kill points fall in the writing, not in the
     seconds of imports before it."""
-    before = {p for p in root.rglob("*")}
+    before = _entries(root)
     start = time.monotonic()
     process = subprocess.Popen(
         [*EYEFUL, *argv], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    while process.poll() is None and {p for p in root.rglob("*")} <= before:
+    while process.poll() is None and _entries(root) <= before:
         time.sleep(0.02)
     return process, time.monotonic() - start
 
