@@ -13,8 +13,8 @@ How fast ``head`` moves (``swap_rate``):
 
 - ``"auto"`` (default): before every batch, every image decoded since the last batch enters the
   pool (the ready prefix of the staging slots). The pool turns over as fast as the workers
-  decode and a step never waits for a decode; which images a batch mixes then depends on
-  timing, so batches are not reproducible from run to run.
+  decode (at ``decode_duty``) and a step never waits for a decode; which images a batch mixes
+  then depends on timing, so batches are not reproducible from run to run.
 - a number r: ``head = K + floor(step * r)`` (r at most S), a pure function of the step. The
   batches then depend on (seed, step, split, plan, r) and the pixels only, never on timing or
   worker count, so N steps + resume + N steps equals 2N steps; a step waits when decoding falls
