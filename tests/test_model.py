@@ -154,6 +154,52 @@ def test_compiled_encodings_gather_equals_autograd_of_plain_layout(positions_gra
             assert torch.allclose(value, reference, atol=1e-5)
 
 
+@pytest.mark.skipif(
+    compiler_problem(torch.device("cpu")) is not None, reason="the C++ kernels cannot build here"
+)
+@pytest.mark.parametrize("positions_grad", [True, False])
+@pytest.mark.parametrize("features", [2, 4])
+def test_fused_cpu_kernels_equal_the_torch_path(positions_grad: bool, features: int) -> None:
+    """--compile's C++ kernels on CPU give the torch path's values, table gradient and position
+    gradient, for points in the cube, on grid vertices (floor == ceil) and slightly outside it
+    (negative hashes wrap as in torch); the graph keeps a gradient only where asked."""
+    torch.manual_seed(5)
+    plain = HashEncoding(4, 16, 128, 8, features, hash_init_scale=1.0)
+    fused = HashEncoding(4, 16, 128, 8, features, hash_init_scale=1.0)
+    fused.hash_table.data.copy_(plain.hash_table.data)
+    fused.use_fused_kernels()
+    points = torch.rand(64, 3, generator=torch.Generator().manual_seed(6))
+    points[:4] = torch.tensor(
+        [[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.5, 0.25, 0.125], [-0.01, 1.02, 0.3]]
+    )
+    weights = torch.randn(64, 4 * features, generator=torch.Generator().manual_seed(7))
+    results = []
+    for enc in (plain, fused):
+        x = points.clone().requires_grad_(positions_grad)
+        out = enc(x)
+        (out * weights).sum().backward()
+        assert enc.hash_table.grad is not None
+        results.append((out.detach(), enc.hash_table.grad, x.grad))
+    (out_p, table_p, x_p), (out_f, table_f, x_f) = results
+    assert out_p.shape == out_f.shape == (64, 4 * features)
+    assert torch.allclose(out_f, out_p, atol=1e-6)
+    assert torch.allclose(table_f, table_p, atol=1e-5)
+    if positions_grad:
+        assert x_p is not None and x_f is not None and x_p.abs().max() > 1e-3
+        assert torch.allclose(x_f, x_p, atol=1e-4, rtol=1e-5)
+    else:
+        assert x_f is None
+    with torch.no_grad():  # eval and the proposal networks between updates
+        assert torch.allclose(fused(points), out_p, atol=1e-6)
+
+
+def test_fused_kernels_leave_sparse_gradients_on_the_torch_path() -> None:
+    enc = HashEncoding(4, 16, 128, 8, 2, sparse_grad=True)
+    enc.use_fused_kernels()
+    enc(torch.rand(8, 3)).sum().backward()
+    assert enc.hash_table.grad is not None and enc.hash_table.grad.is_sparse
+
+
 @pytest.mark.skipif(not tcnn_available(), reason="tiny-cuda-nn is not importable here")
 def test_tcnn_hash_encoding_same_api() -> None:  # pragma: no cover - needs CUDA + tcnn
     enc = TcnnHashEncoding(16, 16, 2048, 19, 2).cuda()

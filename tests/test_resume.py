@@ -135,5 +135,5 @@ def test_a_compiled_run_loads_eagerly_where_nothing_compiles(
     loaded = load_run(copy, "cpu")
     assert loaded.options.model.compile_encodings is False
     encodings = [m for m in loaded.model.modules() if isinstance(m, HashEncoding)]
-    assert encodings and not any(m._compiled_call_impl for m in encodings)
+    assert encodings and not any(m.fused_kernels for m in encodings)
     assert f"{copy}: hash encodings run eagerly (the same maths): no compiler here" in caplog.text

@@ -16,6 +16,7 @@ import torch
 
 from eyeful_tools.cli import main
 from eyeful_tools.errors import InputFormatError, TrainingError
+from trainer_adapter.device import compiler_problem
 from trainer_adapter.trainer import TrainResult
 
 SMALL = {"train_num_rays_per_batch": 32, "pool_images": 4}
@@ -249,14 +250,40 @@ def test_checkpoints_record_the_hash_grid_that_ran(
 def test_compile_without_a_compiler_is_one_line_before_the_run(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """--compile needs a C++ compiler on CPU (inductor); without one it failed at the first step
-    with a traceback. Now: one line, and no run folder."""
-    from torch._inductor import config
-
-    monkeypatch.setattr(config.cpp, "cxx", ("no-such-c++-compiler",))
+    """--compile needs a C++ compiler on CPU (its kernels are C++); without one it failed at the
+    first step with a traceback. Now: one line, and no run folder."""
+    monkeypatch.setenv("CXX", "no-such-c++-compiler")
     out = tmp_path / "out"
     rc = main(["train", str(data), "--preset", "tiny", "--max-steps", "2", "--device", "cpu",
                "--compile", "--output-dir", str(out)])  # fmt: skip
     err = capsys.readouterr().err
-    assert rc == 1 and err.startswith("error: --compile: no C++ compiler for torch.compile (")
+    assert rc == 1 and err.startswith(
+        "error: --compile: no C++ compiler (no-such-c++-compiler is not"
+    )
     assert len(err.splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.skipif(
+    compiler_problem(torch.device("cpu")) is not None, reason="the C++ kernels cannot build here"
+)
+def test_a_compile_run_trains_through_the_cpu_kernels_with_the_same_loss(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--compile on CPU runs every hash encoding through the C++ kernels, and the first step's
+    loss (same seed, same batch) is the eager run's up to float order."""
+    from trainer_adapter.model import hashgrid_cpu
+
+    calls = []
+    original = hashgrid_cpu.FusedHashEncode.forward
+
+    def counted(ctx: object, *args: torch.Tensor) -> torch.Tensor:
+        calls.append(args[1].shape)
+        return original(ctx, *args)
+
+    monkeypatch.setattr(hashgrid_cpu.FusedHashEncode, "forward", staticmethod(counted))
+    losses = {}
+    for compiled in (False, True):
+        result = _train(data, tmp_path / str(compiled), 1, compile_encodings=compiled)
+        losses[compiled] = result.stats["loss"]
+    assert len(calls) >= 3  # the step's two proposal networks and the main field, at least
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5), losses

@@ -13,12 +13,10 @@ import ctypes
 import logging
 import resource
 import sys
-import sysconfig
-from pathlib import Path
 
 import torch
 
-from eyeful_tools.errors import UsageError, first_line
+from eyeful_tools.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -67,20 +65,14 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
 
 
 def compiler_problem(device: torch.device) -> str | None:
-    """Why ``torch.compile`` cannot build kernels for ``device`` here, or None. Inductor builds
-    CPU kernels as Python extensions (a C++ compiler and ``Python.h``) and CUDA / XPU kernels with
-    Triton; without them it fails at the first step. MPS compiles to Metal (nothing to check)."""
+    """Why ``--compile``'s fused hash-grid kernels cannot run on ``device`` here, or None. On CPU
+    they are C++ (:mod:`trainer_adapter.model.hashgrid_cpu`, built here and now, once); on CUDA /
+    XPU ``torch.compile`` builds them with Triton, and without it fails at the first step. MPS
+    compiles to Metal (nothing to check)."""
     if device.type == "cpu":
-        from torch._inductor.cpp_builder import get_cpp_compiler
+        from trainer_adapter.model.hashgrid_cpu import build_problem
 
-        try:
-            get_cpp_compiler()
-        except Exception as error:  # inductor raises its own types, or OSError
-            return f"no C++ compiler for torch.compile ({first_line(error)})"
-        headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
-        if not headers.is_file():
-            return f"no {headers} for torch.compile's C++ kernels (install the Python headers)"
-        return None
+        return build_problem()
     if device.type in ("cuda", "xpu"):
         from torch.utils._triton import has_triton
 

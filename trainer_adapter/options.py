@@ -105,8 +105,8 @@ class ModelOptions:
     fused_gather: bool = True
     #: sparse (row-wise) hash-table gradients, updated by a lazy Adam (SparseAdam)
     sparse_grad: bool = False
-    #: torch.compile the hash encodings (same maths, fused loops; ~10 s of compiling each);
-    #: how the maths runs, so a resumed run may change it
+    #: fused hash-grid kernels (same maths): C++ on CPU (model/hashgrid_cpu.py), torch.compile
+    #: elsewhere; how the maths runs, so a resumed run may change it
     compile_encodings: bool = False
 
 

@@ -73,8 +73,8 @@ def train_command(
     compile_encodings: bool | None = typer.Option(
         None,
         "--compile/--no-compile",
-        help="torch.compile the hash encodings: the same maths in fused loops, about 1.3x "
-        "faster nerfacto steps on CPU after about 10 s of compiling per encoding (default off).",
+        help="Fused hash-grid kernels, the same maths: C++ on CPU (built once, about 40 s; "
+        "nerfacto steps about 2.5x faster), torch.compile on GPUs (default off).",
     ),
     viewer: bool = typer.Option(
         False, "--viewer", help="Show the run in the browser as it trains (needs eyeful[view])."

@@ -11,6 +11,9 @@ The torch path reproduces nerfstudio's ``HashEncoding.pytorch_fwd``: level ``l``
   backward; ``sparse_grad=True`` makes it a sparse (row-wise) gradient instead, updated by a
   lazy Adam (``torch.optim.SparseAdam``) in the trainer (reference §6.2; measured in
   ``bench/train.py``).
+
+``use_fused_kernels`` (``train --compile``) runs the same maths in fused kernels: C++ on CPU
+(:mod:`trainer_adapter.model.hashgrid_cpu`), ``torch.compile`` elsewhere.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from trainer_adapter.model.hashgrid_cpu import FusedHashEncode
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +179,13 @@ class HashEncoding(nn.Module):
         self.register_buffer("primes", torch.tensor(HASH_PRIMES), persistent=False)
         table = torch.rand(self.hash_table_size * num_levels, features_per_level) * 2 - 1
         self.hash_table = nn.Parameter(table * hash_init_scale)
+        self.fused_kernels = False
+        self._compiled_forward: Any = None
+
+    def use_fused_kernels(self) -> None:
+        """Run the same maths in fused kernels: the C++ ones of :mod:`hashgrid_cpu` on CPU,
+        ``torch.compile`` elsewhere. Sparse gradients keep the eager path."""
+        self.fused_kernels = not self.sparse_grad
 
     @property
     def output_dim(self) -> int:
@@ -207,6 +219,16 @@ class HashEncoding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` in ``[0, 1]^3`` ``[..., 3]`` -> features ``[..., L * F]`` (float32)."""
+        if self.fused_kernels and x.device.type == "cpu":
+            encoded = FusedHashEncode.apply(x.reshape(-1, 3), self.hash_table, self.scalings)
+            return encoded.reshape(*x.shape[:-1], self.output_dim)
+        if self.fused_kernels:
+            if self._compiled_forward is None:
+                self._compiled_forward = torch.compile(self._forward)
+            return self._compiled_forward(x)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         batch_shape = x.shape[:-1]
         x = x.reshape(-1, 3)
         index, weights = self.corner_indices(x)

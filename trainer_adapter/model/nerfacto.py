@@ -75,8 +75,8 @@ class NerfactoModel(nn.Module):
             raise ValueError("need one proposal network per proposal sample count")
         if config.compile_encodings:
             for module in self.modules():
-                if isinstance(module, HashEncoding) and not module.sparse_grad:
-                    module.compile()  # in place: the state-dict keys stay the same
+                if isinstance(module, HashEncoding):
+                    module.use_fused_kernels()
         self.camera_optimizer = CameraOptimizer(
             num_train_images,
             enabled=config.camera_optimizer != "off",
