@@ -184,7 +184,11 @@ print(json.dumps({"small": small, "large": large}))
 
 def test_scoring_memory_per_pixel_is_bounded() -> None:
     """Per added pixel: the float32 ground truth (12 bytes) and the uint8 picture (6), next to
-    the render and the image the caller holds; the banded float64 SSIM adds a constant."""
+    the render and the image the caller holds; the banded float64 SSIM adds a constant.
+
+    Measured under a fixed glibc mmap threshold (the product leaves glibc's sliding one alone):
+    the bound is on what scoring holds at once, and the fixed threshold returns every freed band
+    to the kernel, so the peak difference measures that and not where glibc kept free blocks."""
     # A fixed mmap threshold: glibc's sliding one let freed bands stay on the heap, and the
     # difference of two peaks varied by ~30 MB from run to run (17.2 bytes a pixel once in CI)
     report = _run(_SCORE_SCRIPT, env={"MALLOC_MMAP_THRESHOLD_": str(128 << 10)})

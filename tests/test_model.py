@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from trainer_adapter.device import compiler_problem
 from trainer_adapter.model import losses
 from trainer_adapter.model.camera_opt import CameraOptimizer, exp_map_so3xr3
 from trainer_adapter.model.encodings import (
@@ -17,6 +16,7 @@ from trainer_adapter.model.encodings import (
     tcnn_available,
 )
 from trainer_adapter.model.fields import contract_linf, normalized_positions, trunc_exp
+from trainer_adapter.model.hashgrid_cpu import toolchain_problem
 from trainer_adapter.model.nerfacto import NerfactoModel
 from trainer_adapter.model.rendering import render_rgb, render_weights
 from trainer_adapter.model.sampling import (
@@ -123,9 +123,7 @@ def _encoding_and_gradients(
     return out.detach(), position_grad, enc.hash_table.grad
 
 
-@pytest.mark.skipif(
-    compiler_problem(torch.device("cpu")) is not None, reason="torch.compile cannot build here"
-)
+@pytest.mark.skipif(toolchain_problem() is not None, reason="no C++ toolchain for torch.compile")
 @pytest.mark.parametrize("positions_grad", [True, False])
 def test_compiled_encodings_gather_equals_autograd_of_plain_layout(positions_grad: bool) -> None:
     """The gather written for torch.compile (one scatter in backward) gives autograd's values and
@@ -154,9 +152,7 @@ def test_compiled_encodings_gather_equals_autograd_of_plain_layout(positions_gra
             assert torch.allclose(value, reference, atol=1e-5)
 
 
-@pytest.mark.skipif(
-    compiler_problem(torch.device("cpu")) is not None, reason="the C++ kernels cannot build here"
-)
+@pytest.mark.skipif(toolchain_problem() is not None, reason="no C++ toolchain here")
 @pytest.mark.parametrize("positions_grad", [True, False])
 @pytest.mark.parametrize("features", [2, 4])
 def test_fused_cpu_kernels_equal_the_torch_path(positions_grad: bool, features: int) -> None:
@@ -191,6 +187,26 @@ def test_fused_cpu_kernels_equal_the_torch_path(positions_grad: bool, features: 
         assert x_f is None
     with torch.no_grad():  # eval and the proposal networks between updates
         assert torch.allclose(fused(points), out_p, atol=1e-6)
+
+
+@pytest.mark.skipif(toolchain_problem() is not None, reason="no C++ toolchain for torch.compile")
+def test_the_compiled_forward_of_a_copy_uses_the_copys_table() -> None:
+    """--compile off the CPU runs one shared torch.compile of the unbound forward: the viewer's
+    deep copy of a grid renders with the copy's table (a compiled bound method kept the
+    original's), and the values are the eager ones."""
+    import copy
+
+    from trainer_adapter.model.encodings import _compiled_forward
+
+    torch.manual_seed(8)
+    enc = HashEncoding(4, 16, 128, 8, 2, hash_init_scale=1.0)
+    points = torch.rand(32, 3, generator=torch.Generator().manual_seed(9))
+    snapshot = copy.deepcopy(enc)
+    with torch.no_grad():
+        snapshot.hash_table.mul_(2.0)
+        compiled = _compiled_forward()
+        assert torch.allclose(compiled(enc, points), enc(points), atol=1e-6)
+        assert torch.allclose(compiled(snapshot, points), 2 * enc(points), atol=1e-5)
 
 
 def test_fused_kernels_leave_sparse_gradients_on_the_torch_path() -> None:

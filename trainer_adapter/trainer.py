@@ -59,6 +59,7 @@ from trainer_adapter.checkpoints import (  # noqa: F401 - re-exported: the train
 )
 from trainer_adapter.data.coverage import Coverage
 from trainer_adapter.hdr import run_tonemapper
+from trainer_adapter.model.encodings import uses_fused_kernels
 from trainer_adapter.model.nerfacto import NerfactoModel
 from trainer_adapter.observers import TrainObserver, end_all
 from trainer_adapter.optim import gradients_finite, make_optimizers
@@ -253,10 +254,11 @@ class Trainer:
         self.tonemap = run_tonemapper(self.hdr)
 
     def _setup_model(self) -> None:
-        if self.options.model.compile_encodings and (why := devices.compiler_problem(self.device)):
-            raise UsageError("--compile", why)
         torch.manual_seed(self.options.runtime.seed)
         self.model = NerfactoModel(self.options.model, self.num_train_images).to(self.device)
+        # only where a grid runs them (not with sparse gradients, nor tiny-cuda-nn's grid)
+        if uses_fused_kernels(self.model) and (why := devices.compiler_problem(self.device)):
+            raise UsageError("--compile", why)
         self.optimizers = make_optimizers(self.model, self.options.optim, self.device)
         optim = self.options.optim
         self.amp_dtype = devices.autocast_dtype(

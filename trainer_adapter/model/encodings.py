@@ -18,8 +18,10 @@ The torch path reproduces nerfstudio's ``HashEncoding.pytorch_fwd``: level ``l``
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -180,7 +182,6 @@ class HashEncoding(nn.Module):
         table = torch.rand(self.hash_table_size * num_levels, features_per_level) * 2 - 1
         self.hash_table = nn.Parameter(table * hash_init_scale)
         self.fused_kernels = False
-        self._compiled_forward: Any = None
 
     def use_fused_kernels(self) -> None:
         """Run the same maths in fused kernels: the C++ ones of :mod:`hashgrid_cpu` on CPU,
@@ -223,9 +224,7 @@ class HashEncoding(nn.Module):
             encoded = FusedHashEncode.apply(x.reshape(-1, 3), self.hash_table, self.scalings)
             return encoded.reshape(*x.shape[:-1], self.output_dim)
         if self.fused_kernels:
-            if self._compiled_forward is None:
-                self._compiled_forward = torch.compile(self._forward)
-            return self._compiled_forward(x)
+            return _compiled_forward()(self, x)
         return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -244,6 +243,18 @@ class HashEncoding(nn.Module):
         flat_weights = weights.reshape(n * self.num_levels, 8).to(feats.dtype)
         encoded = _Interpolate.apply(feats, flat_weights)  # [N L, F]
         return encoded.reshape(*batch_shape, self.output_dim)
+
+
+@functools.cache
+def _compiled_forward() -> Callable[[HashEncoding, torch.Tensor], torch.Tensor]:
+    """``HashEncoding._forward`` under ``torch.compile``, unbound: a copy of a grid (the viewer's
+    snapshot) runs with its own table, not the original's."""
+    return torch.compile(HashEncoding._forward)
+
+
+def uses_fused_kernels(model: nn.Module) -> bool:
+    """True when a hash grid of ``model`` runs ``--compile``'s fused kernels."""
+    return any(isinstance(m, HashEncoding) and m.fused_kernels for m in model.modules())
 
 
 class TcnnHashEncoding(nn.Module):

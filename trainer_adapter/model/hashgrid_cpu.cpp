@@ -27,22 +27,30 @@ struct Cell {
   float w[3][2];  // w[axis][0] = 1 - offset, w[axis][1] = offset
 };
 
-inline void locate(const float* x, float scale, int64_t mask, int64_t base, Cell& cell) {
-  int64_t lo[3], hi[3];
+// A coordinate as int64 without undefined behaviour: non-finite -> 0, clamped to +-2^62 (torch
+// gives the same integers for every finite coordinate a grid sees; a non-finite one's features
+// are non-finite either way).
+inline int64_t to_int(float v) {
+  constexpr float kLimit = 4.611686e18f;  // 2^62
+  return std::isfinite(v) ? static_cast<int64_t>(std::clamp(v, -kLimit, kLimit)) : 0;
+}
+
+inline void locate(const float* x, float scale, uint64_t mask, int64_t base, Cell& cell) {
+  uint64_t lo[3], hi[3];  // unsigned: products wrap as torch's int64 ones do, without UB
   for (int a = 0; a < 3; ++a) {
     const float scaled = scale * x[a];
     const float down = std::floor(scaled);
     const float offset = scaled - down;
     cell.w[a][0] = 1.0f - offset;
     cell.w[a][1] = offset;
-    lo[a] = static_cast<int64_t>(down);
-    hi[a] = static_cast<int64_t>(std::ceil(scaled));
+    lo[a] = static_cast<uint64_t>(to_int(down));
+    hi[a] = static_cast<uint64_t>(to_int(std::ceil(scaled)));
   }
   for (int c = 0; c < 8; ++c) {
-    const int64_t hx = (c & 1) ? hi[0] : lo[0];
-    const int64_t hy = ((c & 2) ? hi[1] : lo[1]) * kPrimeY;
-    const int64_t hz = ((c & 4) ? hi[2] : lo[2]) * kPrimeZ;
-    cell.row[c] = ((hz ^ hy ^ hx) & mask) + base;
+    const uint64_t hx = (c & 1) ? hi[0] : lo[0];
+    const uint64_t hy = ((c & 2) ? hi[1] : lo[1]) * static_cast<uint64_t>(kPrimeY);
+    const uint64_t hz = ((c & 4) ? hi[2] : lo[2]) * static_cast<uint64_t>(kPrimeZ);
+    cell.row[c] = static_cast<int64_t>((hz ^ hy ^ hx) & mask) + base;
   }
 }
 
@@ -61,7 +69,7 @@ void forward_impl(const float* x, const float* table, const float* scales, int64
       const int64_t l = task / blocks, first = (task % blocks) * block;
       const int64_t last = std::min(n, first + block);
       for (int64_t i = first; i < last; ++i) {
-        locate(x + 3 * i, scales[l], size - 1, l * size, cell);
+        locate(x + 3 * i, scales[l], static_cast<uint64_t>(size - 1), l * size, cell);
         float acc[F] = {};
         for (int c = 0; c < 8; ++c) {
           const float w = weight(cell, c);
@@ -84,7 +92,7 @@ void backward_impl(const float* x, const float* table, const float* scales, cons
     Cell cell;
     for (int64_t l = begin; l < end; ++l) {
       for (int64_t i = 0; i < n; ++i) {
-        locate(x + 3 * i, scales[l], size - 1, l * size, cell);
+        locate(x + 3 * i, scales[l], static_cast<uint64_t>(size - 1), l * size, cell);
         const float* g = grad + (i * levels + l) * F;
         float d_offset[3] = {0.0f, 0.0f, 0.0f};
         for (int c = 0; c < 8; ++c) {
@@ -119,7 +127,10 @@ void check(const torch::Tensor& x, const torch::Tensor& table, const torch::Tens
   TORCH_CHECK(table.dim() == 2 && table.is_contiguous(), "table: contiguous [L * T, F]");
   TORCH_CHECK(x.scalar_type() == at::kFloat && table.scalar_type() == at::kFloat, "float32 only");
   TORCH_CHECK(scales.scalar_type() == at::kFloat && scales.is_contiguous(), "scales: float32");
-  TORCH_CHECK(table.size(0) % scales.size(0) == 0, "table rows: levels x size");
+  TORCH_CHECK(scales.device().is_cpu() && scales.dim() == 1 && scales.size(0) > 0,
+              "scales: [L] on the CPU, L > 0");
+  TORCH_CHECK(table.size(0) > 0 && table.size(0) % scales.size(0) == 0,
+              "table rows: levels x size, size > 0");
 }
 
 #define DISPATCH_F(F_VALUE, CALL)                                                   \
@@ -166,6 +177,9 @@ std::vector<torch::Tensor> encode_backward(torch::Tensor grad, torch::Tensor x,
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("encode", &encode, "hash-grid encoding, fused (CPU)");
-  m.def("encode_backward", &encode_backward, "its backward (CPU)");
+  // no Python objects are touched: the loader's decode threads and the viewer run meanwhile
+  m.def("encode", &encode, "hash-grid encoding, fused (CPU)",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("encode_backward", &encode_backward, "its backward (CPU)",
+        py::call_guard<py::gil_scoped_release>());
 }

@@ -6,24 +6,34 @@ The C++ kernels give each thread whole levels (no atomics, one level's rows in c
 recompute the corners in the backward instead of storing them; the maths is the torch path's
 (``tests/test_model.py`` checks values and gradients). torch builds them with
 ``torch.utils.cpp_extension`` (a C++ compiler with OpenMP, ``Python.h`` and ninja) into its
-extension cache, ``~/.cache/torch_extensions`` or ``$TORCH_EXTENSIONS_DIR``.
+extension cache, ``~/.cache/torch_extensions`` or ``$TORCH_EXTENSIONS_DIR``. The backward runs
+one level per thread, so it uses at most as many threads as a grid has levels.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
+import shlex
 import shutil
+import sys
 import sysconfig
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("hashgrid_cpu.cpp")
+
+
+#: a build's lock older than this was left by a killed build (torch waits on it forever)
+STALE_LOCK_S = 600
 
 
 def _ninja_dir() -> str | None:
@@ -36,26 +46,46 @@ def _ninja_dir() -> str | None:
         import ninja
     except ImportError:
         return None
-    return str(ninja.BIN_DIR)
+    return str(ninja.BIN_DIR) or None
 
 
-def build_problem() -> str | None:
-    """Why the kernels cannot be built here, or None (they are built, or can be)."""
+def toolchain_problem() -> str | None:
+    """Why the kernels could not be built here (no compiler, headers or ninja), or None."""
     compiler = os.environ.get("CXX", "c++")
-    if shutil.which(compiler) is None:
+    if shutil.which((shlex.split(compiler) or [""])[0]) is None:
         return f"no C++ compiler ({compiler} is not on PATH; set CXX or install g++)"
     headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
     if not headers.is_file():
         return f"no {headers} for the C++ kernels (install the Python headers)"
     if _ninja_dir() is None:
         return "no ninja to build the C++ kernels (pip install ninja)"
+    return None
+
+
+def build_problem() -> str | None:
+    """Why the kernels cannot run here, or None: they are built (now, if not yet)."""
+    if why := toolchain_problem():
+        return why
+    lock = build_dir() / "lock"
+    if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+        return f"{lock}: left by a build that did not finish (killed?); remove it to rebuild"
     try:
         kernels()
-    except Exception as error:  # a compiler's failure: its output is long, the cause is first
+    except Exception as error:  # the compiler's output: its first "error:" line says why
         from eyeful_tools.errors import first_line
 
-        return f"the C++ kernels did not build ({first_line(error)})"
+        text = str(error)
+        cause = next((line for line in text.splitlines() if "error:" in line), first_line(error))
+        return f"the C++ kernels did not build ({cause.strip()})"
     return None
+
+
+def build_dir() -> Path:
+    """Where torch builds them: named by the source and torch's version, so checkouts and
+    versions never load each other's build."""
+    digest = hashlib.sha256(SOURCE.read_bytes() + torch.__version__.encode()).hexdigest()[:12]
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
+    return Path(root) / f"eyeful_hashgrid_cpu_{digest}"
 
 
 @functools.cache
@@ -67,10 +97,13 @@ def kernels() -> Any:
     if ninja_dir and shutil.which("ninja") is None:
         os.environ["PATH"] = ninja_dir + os.pathsep + os.environ.get("PATH", "")
     log.info("loading the hash encoding's CPU kernels (built once, about 40 s)")
-    flags = ["-O3", "-fopenmp"]
+    # Apple's clang has no -fopenmp: there the kernels run on one thread
+    openmp = [] if sys.platform == "darwin" else ["-fopenmp"]
+    directory = build_dir()
+    directory.mkdir(parents=True, exist_ok=True)
     return load(
-        name="eyeful_hashgrid_cpu", sources=[str(SOURCE)], extra_cflags=flags,
-        extra_ldflags=["-fopenmp"],
+        name=directory.name, sources=[str(SOURCE)], build_directory=str(directory),
+        extra_cflags=["-O3", *openmp], extra_ldflags=openmp,
     )  # fmt: skip
 
 
@@ -84,6 +117,7 @@ class FusedHashEncode(torch.autograd.Function):
         return kernels().encode(x, table.contiguous(), scales)
 
     @staticmethod
+    @once_differentiable  # the kernels' backward is not itself differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, Any, None]:
         x, table, scales = ctx.saved_tensors
         want_x, want_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
