@@ -137,3 +137,23 @@ def test_a_compiled_run_loads_eagerly_where_nothing_compiles(
     encodings = [m for m in loaded.model.modules() if isinstance(m, HashEncoding)]
     assert encodings and not any(m.fused_kernels for m in encodings)
     assert f"{copy}: hash encodings run eagerly (the same maths): no compiler here" in caplog.text
+
+
+def test_a_compiled_sparse_run_loads_without_asking_for_a_compiler(
+    first_run: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sparse table gradients keep the torch path, so loading such a --compile run checks (and
+    builds) nothing, as training does not (it built the C++ kernels and warned needlessly)."""
+    from trainer_adapter import device
+    from trainer_adapter.evaluate import load_run
+
+    _, run = first_run
+    copy = tmp_path / run.name
+    shutil.copytree(run, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["options"]["model"].update(compile_encodings=True, sparse_grad=True)
+    (copy / "config.json").write_text(json.dumps(config))
+    asked = []
+    monkeypatch.setattr(device, "compiler_problem", lambda d: asked.append(d) or "no compiler")
+    loaded = load_run(copy, "cpu")
+    assert asked == [] and loaded.options.model.compile_encodings is True

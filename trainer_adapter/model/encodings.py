@@ -257,6 +257,13 @@ def uses_fused_kernels(model: nn.Module) -> bool:
     return any(isinstance(m, HashEncoding) and m.fused_kernels for m in model.modules())
 
 
+def use_eager_kernels(model: nn.Module) -> None:
+    """Every hash grid of ``model`` back on the torch path (where the fused kernels cannot run)."""
+    for module in model.modules():
+        if isinstance(module, HashEncoding):
+            module.fused_kernels = False
+
+
 class TcnnHashEncoding(nn.Module):
     """The same encoding through tiny-cuda-nn's fused HashGrid (CUDA only, imported lazily).
 
