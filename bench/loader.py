@@ -3,6 +3,7 @@ images, in the same run: coverage, rays/s and decode wait per 1,000 steps.
 
     python -m bench.loader [--images 960] [--width 1368 --height 2048] [--cache-bytes 2GiB]
                            [--steps 3000] [--max-steps 20000] [--workers N] [--workdir DIR]
+                           [--pool-stride auto|N]
 
 Defaults: 960 JPEGs at 1368x2048 (riverview's count at 2K; generated once into ``--workdir``,
 default ``/tmp/eyeful-bench-loader``, and reused) and the nerfacto preset's 2 GiB cache. The
@@ -81,6 +82,10 @@ def _status(key: str) -> int:
     return 0
 
 
+def _stride(text: str) -> int | str:
+    return text if text == "auto" else int(text)
+
+
 def run_mode(args: argparse.Namespace) -> dict:
     """One mode, in this process (a subprocess of :func:`main`): per-window numbers."""
     import torch
@@ -104,8 +109,11 @@ def run_mode(args: argparse.Namespace) -> dict:
         cache_bytes=args.cache_bytes if lazy else None,
         workers=args.workers,
         disk_cache=args.disk_cache,
+        pool_stride=args.pool_stride,
     ) as loader:
         loader.next_batch()  # full: after the load; lazy: the pool's first fill
+        # a pool of the whole split completes a pass with its first fill: stream one more
+        passes_wanted = 1 if loader.plan.pool_images < len(loader.indices) else 2
         startup = time.perf_counter() - start
         windows = []
         while True:
@@ -127,7 +135,7 @@ def run_mode(args: argparse.Namespace) -> dict:
                     "passes": after.passes,
                 }
             )
-            done = after.steps >= args.steps and (not lazy or after.passes >= 1)
+            done = after.steps >= args.steps and (not lazy or after.passes >= passes_wanted)
             if done or after.steps >= args.max_steps:
                 break
         coverage = loader.coverage()
@@ -140,6 +148,7 @@ def run_mode(args: argparse.Namespace) -> dict:
         "peak_rss_mb": _status("VmHWM") / 2**20,
         "peak_above_baseline_mb": (_status("VmHWM") - baseline) / 2**20,
         "pool_images": loader.pool_images,
+        "pool_stride": loader.plan.stride,
         "decode_duty": loader.decode_duty,
         "pool_mb": loader.pool_bytes / 2**20,
     }
@@ -150,7 +159,7 @@ def _measure(transforms: Path, mode: str, args: argparse.Namespace) -> dict:
         sys.executable, "-m", "bench.loader", "--child", "--transforms", str(transforms),
         "--mode", mode, "--steps", str(args.steps), "--max-steps", str(args.max_steps),
         "--rays", str(args.rays), "--threads", str(args.threads),
-        "--cache-bytes", str(args.cache_bytes),
+        "--cache-bytes", str(args.cache_bytes), "--pool-stride", str(args.pool_stride),
     ]  # fmt: skip
     if args.workers is not None:
         command += ["--workers", str(args.workers)]
@@ -187,6 +196,7 @@ def report(full: dict, lazy: dict, images: int) -> list[str]:
     for name, run in (("full", full), ("lazy", lazy)):
         print(
             f"{name}: startup {run['startup_s']:.1f} s, pool {run['pool_images']} images "
+            f"at pixel stride {run['pool_stride']} "
             f"= {run['pool_mb']:.0f} MB, peak RSS {run['peak_rss_mb']:.0f} MB "
             f"(+{run['peak_above_baseline_mb']:.0f} MB over baseline)"
         )
@@ -233,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/eyeful-bench-loader"))
     parser.add_argument("--disk-cache", type=Path, default=None, help="decoded .npy cache folder")
+    parser.add_argument(
+        "--pool-stride", type=_stride, default="auto", help="lazy pool's pixel stride, or auto"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--transforms", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="lazy", help=argparse.SUPPRESS)

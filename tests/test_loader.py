@@ -246,13 +246,20 @@ def test_lazy_equals_eager_when_the_split_fits(tmp_path: Path) -> None:
         assert not torch.equal(other.next_batch()["pixels"], expected[0]["pixels"])
 
 
-def test_fixed_swap_rate_streams_deterministically_and_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("stride", "plan"), [(1, (3, 3, 1)), (2, (11, 3, 2))])
+def test_fixed_swap_rate_streams_deterministically_and_resumes(
+    tmp_path: Path, stride: int, plan: tuple[int, int, int]
+) -> None:
     """With a numeric swap_rate the pool at step t is a function of the step: batches do not
-    depend on the worker count or on timing, and a resumed loader continues the same stream."""
+    depend on the worker count or on timing, and a resumed loader continues the same stream;
+    whole images (stride 1) and lattices (every 2nd pixel: the whole split in the pool, through
+    the disk cache too)."""
     dataset = parse_dataset(make_dataset(tmp_path, count=12))
-    options = dict(rays_per_batch=128, cache_bytes=6 * 20 * 16 * 3, swap_rate=1.5, seed=3)
+    options = dict(
+        rays_per_batch=128, cache_bytes=6 * 20 * 16 * 3, swap_rate=1.5, seed=3, pool_stride=stride
+    )
     with RayLoader(dataset, workers=1, **options) as straight:
-        assert (straight.plan.pool_images, straight.plan.staging) == (3, 3)
+        assert (straight.plan.pool_images, straight.plan.staging, straight.plan.stride) == plan
         expected = batches(straight, 20)
         state = None
     with RayLoader(dataset, workers=3, disk_cache=tmp_path / "npy", **options) as other:
@@ -263,8 +270,8 @@ def test_fixed_swap_rate_streams_deterministically_and_resumes(tmp_path: Path) -
         resumed.load_state_dict(state)
         assert_same_batches(batches(resumed, 7), expected[13:])
         coverage = resumed.coverage()
-    # 3 + floor(19 * 1.5) = 31 stream positions entered: 2 passes of the 11 training images
-    assert coverage.steps == 20 and coverage.passes == 2
+    # K + floor(19 * 1.5) stream positions entered: 2 (K = 3) or 3 (K = 11) passes of 11 images
+    assert coverage.steps == 20 and coverage.passes == (plan[0] + 28) // 11
     assert coverage.images_seen == 11 and coverage.pool_visits.min() >= 2
     assert coverage.rays.sum() == 20 * 128  # counters survive the resume
 
@@ -445,15 +452,17 @@ _MEMORY_SCRIPT = textwrap.dedent(
 
     decoded = count * width * height * 3
     peak_above_baseline(cache_bytes=budget // 2, workers=2)  # warm-up: one-time allocations
-    lazy = peak_above_baseline(cache_bytes=budget, workers=2)
+    lazy = peak_above_baseline(cache_bytes=budget, workers=2, pool_stride=1)
+    strided = peak_above_baseline(cache_bytes=budget, workers=2)  # auto: all 24 at stride 3
     full = peak_above_baseline(mode="full", workers=2)
-    print(json.dumps({"decoded": decoded, "lazy": lazy, "full": full}))
+    print(json.dumps({"decoded": decoded, "lazy": lazy, "strided": strided, "full": full}))
     """
 )
 
 
 def test_peak_memory_stays_under_budget(tmp_path: Path) -> None:
-    """A dataset decoding to 4x the budget; the lazy loader's peak RSS stays near the budget."""
+    """A dataset decoding to 4x the budget; the lazy loader's peak RSS stays near the budget,
+    with whole images and with lattices (each decode then goes through a whole-image buffer)."""
     decoded = 24 * 1024 * 768 * 3
     budget = decoded // 4
     result = subprocess.run(
@@ -467,12 +476,13 @@ def test_peak_memory_stays_under_budget(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    lazy_peak, lazy_pool, lazy_seen = report["lazy"]
     full_peak, _, _ = report["full"]
     overhead = 12 * 2**20 + 4 * (1024 * 768 * 3)  # interpreter noise + in-flight decodes
-    assert lazy_pool <= budget
-    assert lazy_seen == 24, "the pool must cycle through every image"
-    assert lazy_peak <= budget + overhead, report
+    for mode in ("lazy", "strided"):
+        peak, pool, seen = report[mode]
+        assert pool <= budget
+        assert seen == 24, "the pool must cycle through every image"
+        assert peak <= budget + overhead, report
     assert full_peak >= 0.9 * decoded, report  # the measurement does see a full load
 
 

@@ -95,7 +95,8 @@ def test_resume_equals_straight_run(v2_capture: Path, tmp_path: Path) -> None:
     from trainer_adapter.trainer import train
 
     data = v2_capture / "images-jpeg-1k"
-    # a cache of 8 of the 28 training images: the pool streams (5 images, 1.5 swapped per step),
+    # a cache of 8 of the 28 training images: the pool streams (5 images, 1.5 swapped per step;
+    # whole images: at 50x75 a stride-2 lattice, 950 pixels, is smaller than 16 batches of 64),
     # and the loader's state in the checkpoint resumes the stream where it stopped
     small = {"train_num_rays_per_batch": 64, "swap_rate": 1.5, "cache_bytes": 8 * 50 * 75 * 3}
     n = 4

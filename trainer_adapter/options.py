@@ -143,6 +143,10 @@ class LoaderOptions:
     train_num_rays_per_batch: int = 4096
     #: cap on the images sampled from at once (None: as many as cache_bytes holds)
     pool_images: int | None = None
+    #: "auto" or the pixel stride of a pool slot: a slot keeps every n-th row and column (a new
+    #: lattice each pass), so the same budget holds n*n times the images ("auto": 1 when the
+    #: split fits whole, else the smallest stride up to 4 whose pool holds the whole split)
+    pool_stride: str | int = "auto"
     #: "auto": each step the pool takes every image decoded since the last one; a number:
     #: images entering the pool per step (batches independent of timing: exact resume)
     swap_rate: str | float = "auto"
@@ -242,6 +246,8 @@ def json_ready(value: Any) -> Any:
 def _group_from_dict(cls: type, values: dict[str, Any]) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     known = {k: v for k, v in values.items() if k in names}
+    if cls is LoaderOptions and values and "pool_stride" not in values:
+        known["pool_stride"] = 1  # a run from before strided pools resumes with whole images
     if "num_proposal_samples_per_ray" in known:
         known["num_proposal_samples_per_ray"] = tuple(known["num_proposal_samples_per_ray"])
     return cls(**known)

@@ -307,6 +307,7 @@ class Trainer:
             "train",
             rays_per_batch=loader.train_num_rays_per_batch,
             pool_images=loader.pool_images,
+            pool_stride=loader.pool_stride,
             swap_rate=loader.swap_rate,
             cache_bytes=loader.cache_bytes,
             workers=loader.workers,

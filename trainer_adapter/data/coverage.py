@@ -36,6 +36,7 @@ class Coverage:
     wall_s: float  # seconds from the first batch request to the last batch
     decode_ms: float | None  # mean decode time of one image on one worker
     swap_per_step: float  # images that entered the pool per step, on average
+    pool_stride: int = 1  # a slot holds every n-th pixel row and column (a new lattice a pass)
 
     @property
     def images(self) -> int:
@@ -80,12 +81,22 @@ class Coverage:
         else:
             per_pass = self.steps_per_pass
             length = f" of ~{per_pass:.0f} steps" if per_pass is not None else ""
-            text += f"{self.passes} passes{length} through a pool of {self.pool_images}, "
+            text += f"{self.passes} passes{length} through a pool of {self.pool_images}"
+            if self.pool_stride > 1:
+                text += f" at pixel stride {self.pool_stride}"
+            text += ", "
         share = 100.0 * self.decode_wait_s / self.wall_s if self.wall_s > 0 else 0.0
         text += (
             f"decode wait {self.decode_wait_s:.1f} s ({share:.1f}% of {self.wall_s:.0f} s; "
             f"{self.fill_s:.1f} s of it filling the pool)"
         )
+        lattices = self.pool_stride**2
+        if self.pool_stride > 1 and self.passes < lattices:
+            text += (
+                f"; each image was in the pool as {self.passes} of its {lattices} pixel lattices "
+                f"(stride {self.pool_stride}), so rays came from about "
+                f"{100 * self.passes / lattices:.0f}% of its pixels"
+            )
         missing = self.images - self.images_seen
         if missing:
             text += f"; WARNING: {missing} training images never contributed a ray"
@@ -102,6 +113,7 @@ class Coverage:
             "steps_per_pass": self.steps_per_pass,
             "resident": self.resident,
             "pool_images": self.pool_images,
+            "pool_stride": self.pool_stride,
             "steps": self.steps,
             "swap_per_step": self.swap_per_step,
             "decode_ms_per_image": self.decode_ms,

@@ -35,34 +35,52 @@ def decode_into(
     pixels_out: np.ndarray,
     mask_out: np.ndarray | None,
     disk_cache: DiskCache | None = None,
+    lattice: tuple[int, int, int] = (1, 0, 0),
 ) -> None:
     """Decode image ``index`` (and its mask) into the top-left of preallocated slot arrays.
 
     pixels_out: [Hmax, Wmax, 3] uint8/float16; mask_out: [Hmax, Wmax] bool or None.
+    ``lattice`` (stride, row offset, col offset): keep only rows ``dy::stride`` and columns
+    ``dx::stride`` (a strided pool slot); the whole image is decoded into a buffer first.
     """
     camera = dataset.cameras[index]
     height, width = camera.height_px, camera.width_px
-    path = dataset.image_paths[index]
-    target = pixels_out[:height, :width]
-    if disk_cache is None or not disk_cache.load_into(path, target):
-        # 8-bit files decode straight into the slot; EXR, 16-bit and odd shapes take a copy
-        leftover = read_image_into(path, target)
-        if leftover is not None:
-            image = _checked(leftover, path, height, width)
-            if dataset.is_hdr:
-                np.clip(
-                    np.nan_to_num(image, nan=0.0, posinf=FLOAT16_MAX), 0.0, FLOAT16_MAX, out=image
-                )
-            target[...] = image
-            del image
-        if disk_cache is not None:
-            disk_cache.store(path, target)
+    stride, dy, dx = lattice
+    if stride == 1:
+        _decode_pixels(dataset, index, pixels_out[:height, :width], disk_cache)
+    else:
+        whole = np.empty((height, width, 3), dtype=pixels_out.dtype)
+        _decode_pixels(dataset, index, whole, disk_cache)
+        kept = whole[dy::stride, dx::stride]
+        pixels_out[: kept.shape[0], : kept.shape[1]] = kept
+        del whole, kept
     mask_path = dataset.mask_paths[index] if dataset.mask_paths else None
     if mask_out is not None and mask_path is not None:
         mask = _checked(read_image(mask_path), mask_path, height, width, channels=None)
         if mask.ndim == 3:
             mask = mask[..., 0]
-        mask_out[:height, :width] = mask > 0
+        kept = mask[dy::stride, dx::stride] > 0
+        mask_out[: kept.shape[0], : kept.shape[1]] = kept
+
+
+def _decode_pixels(
+    dataset: ParsedDataset, index: int, target: np.ndarray, disk_cache: DiskCache | None
+) -> None:
+    """Image ``index`` into ``target`` ([H, W, 3], the pool's dtype), through the disk cache."""
+    path = dataset.image_paths[index]
+    height, width = target.shape[:2]
+    if disk_cache is not None and disk_cache.load_into(path, target):
+        return
+    # 8-bit files decode straight into the slot; EXR, 16-bit and odd shapes take a copy
+    leftover = read_image_into(path, target)
+    if leftover is not None:
+        image = _checked(leftover, path, height, width)
+        if dataset.is_hdr:
+            np.clip(np.nan_to_num(image, nan=0.0, posinf=FLOAT16_MAX), 0.0, FLOAT16_MAX, out=image)
+        target[...] = image
+        del image
+    if disk_cache is not None:
+        disk_cache.store(path, target)
 
 
 def _checked(

@@ -9,6 +9,13 @@ the S positions after ``head`` into the free slots of a ring of K + S slots; adv
 by m swaps the m oldest images out and the m decoded ones in, so every pass puts every training
 image in the pool, whatever the budget.
 
+A slot may hold a lattice of its image instead of all of it (``pool_stride``): every n-th row
+and column from an offset that changes each pass, so the budget holds n*n times the images and
+every pixel still comes round. ``"auto"`` picks the smallest stride (up to 4) whose pool holds
+the whole split, among those whose lattice holds 16 batches' worth of pixels; a pool of the
+whole split repeats the first pass's order, so each image is always in it exactly once
+(docs/loader.md, "Pixel stride").
+
 How fast ``head`` moves (``swap_rate``):
 
 - ``"auto"`` (default): before every batch, every image decoded since the last batch enters the
@@ -64,11 +71,14 @@ from trainer_adapter.data.rays import (
 from trainer_adapter.data.schedule import (
     ImageStream,
     PoolPlan,
+    PoolStride,
     SwapRate,
     advance_head,
     check_decode_duty,
     check_swap_rate,
+    choose_stride,
     default_workers,
+    lattice_bytes,
     plan_pool,
 )
 
@@ -111,11 +121,12 @@ def _timed_decode(
     mask_out: np.ndarray | None,
     disk_cache: DiskCache | None,
     duty: float = 1.0,
+    lattice: tuple[int, int, int] = (1, 0, 0),
 ) -> float:
     """:func:`decode_into` on a worker thread; returns its wall-clock seconds. With ``duty``
     below 1 the thread then rests so that decoding is that share of its time."""
     tic = time.perf_counter()
-    decode_into(dataset, index, pixels_out, mask_out, disk_cache)
+    decode_into(dataset, index, pixels_out, mask_out, disk_cache, lattice)
     seconds = time.perf_counter() - tic
     if duty < 1.0:
         time.sleep(seconds * (1.0 / duty - 1.0))
@@ -130,6 +141,7 @@ class RayLoader:
         split: "train", "val" or "test".
         rays_per_batch: B.
         pool_images: cap on K, the images sampled from at once (default: all the budget holds).
+        pool_stride: ``"auto"`` or the pixel stride of a pool slot (see the module docstring).
         swap_rate: ``"auto"`` or images entering the pool per step (see the module docstring).
         cache_bytes: bound on the decoded slots (pool + staging); None: no bound.
         workers: decoding threads (OpenCV and OpenEXR release the GIL); default
@@ -147,6 +159,7 @@ class RayLoader:
         *,
         rays_per_batch: int = 4096,
         pool_images: int | None = None,
+        pool_stride: PoolStride = "auto",
         swap_rate: SwapRate = "auto",
         cache_bytes: int | None = None,
         workers: int | None = None,
@@ -179,17 +192,13 @@ class RayLoader:
             max(dataset.cameras[i].width_px for i in self.indices),
         )
         self._has_masks = dataset.has_masks
-        bytes_per_image = self._max_hw[0] * self._max_hw[1] * (3 * self.dtype.itemsize)
-        if self._has_masks:
-            bytes_per_image += self._max_hw[0] * self._max_hw[1]
         count = len(self.indices)
-        self.plan = plan_pool(
-            count,
-            bytes_per_image,
-            cache_bytes=None if mode == "full" else cache_bytes,
-            pool_images=None if mode == "full" else pool_images,
-        )
-        self._stream = ImageStream(self.indices, self.seed)
+        if mode == "full":
+            self.plan = self._plan(None, None, "auto")
+        else:
+            self.plan = self._plan(cache_bytes, pool_images, pool_stride)
+        whole_split = self.plan.pool_images >= count and not self.plan.resident
+        self._stream = ImageStream(self.indices, self.seed, same_order=whole_split)
         self._region = _SamplingRegions(dataset)
         self._ray_dtype = RAY_DTYPE  # float32: float64 is slow on GPUs and not needed
         self._packed: CameraTensors = pack_cameras(
@@ -204,7 +213,7 @@ class RayLoader:
         self._step = 0
         self._head: int | None = None  # None: the pool is (re)filled before the next batch
         self._resumed_head: int | None = None
-        height, width = self._max_hw
+        height, width = (-(-side // self.plan.stride) for side in self._max_hw)
         self._pixels = np.zeros((self.plan.slots, height, width, 3), dtype=self.dtype)
         self._masks = (
             np.ones((self.plan.slots, height, width), dtype=bool) if self._has_masks else None
@@ -213,6 +222,7 @@ class RayLoader:
         self._row_of[self.indices] = np.arange(count)
         self._pool_index = self.indices  # [K] dataset index of each pool position
         self._pool_slots = np.arange(count)  # [K] slot of each pool position
+        self._pool_lattice = np.zeros((count, 2), dtype=np.int64)  # [K] (dy, dx) of each slot
         self._start_counters(count)
         if mode == "full":
             try:
@@ -220,6 +230,31 @@ class RayLoader:
             except BaseException:
                 self.close()
                 raise
+
+    def _plan(
+        self, cache_bytes: int | None, pool_images: int | None, pool_stride: PoolStride
+    ) -> PoolPlan:
+        """Slots, pool and stride for the split's images under the budget (``schedule``)."""
+        bytes_per_pixel = 3 * self.dtype.itemsize + (1 if self._has_masks else 0)
+        count = len(self.indices)
+        cameras = [self.dataset.cameras[i] for i in self.indices]
+        stride = choose_stride(
+            count,
+            self._max_hw,
+            bytes_per_pixel,
+            cache_bytes=cache_bytes,
+            stride=pool_stride,
+            rays_per_batch=self.rays_per_batch,
+            pool_images=pool_images,
+            min_side=min(min(c.height_px, c.width_px) for c in cameras),
+        )
+        return plan_pool(
+            count,
+            lattice_bytes(self._max_hw, bytes_per_pixel, stride),
+            cache_bytes=cache_bytes,
+            pool_images=pool_images,
+            stride=stride,
+        )
 
     def _start_counters(self, count: int) -> None:
         """Coverage counters (in the state dict, so a resumed run reports the whole run)."""
@@ -309,6 +344,7 @@ class RayLoader:
             wall_s=self._wall_s,
             decode_ms=1000.0 * self._decode_s / self._decoded if self._decoded else None,
             swap_per_step=swapped / max(self._step, 1),
+            pool_stride=self.plan.stride,
         )
 
     def __iter__(self) -> Iterator[RayBatch]:
@@ -385,6 +421,7 @@ class RayLoader:
         np.add.at(self._visits, self._row_of[self._stream[new]], 1)
         self._pool_index = self._stream[window]
         self._pool_slots = np.arange(window.start, window.stop) % self.plan.slots
+        self._pool_lattice = self._stream.lattice_offsets(window, self.plan.stride)
         self._head = head
         for position in range(head, head + self.plan.staging):
             if position not in self._futures:
@@ -407,8 +444,16 @@ class RayLoader:
         if masks is not None:
             masks[...] = True
         duty = self.decode_duty if paced else 1.0
+        dy, dx = self._stream.lattice_offsets(range(position, position + 1), self.plan.stride)[0]
         self._futures[position] = self._executor.submit(
-            _timed_decode, self.dataset, index, self._pixels[slot], masks, self.disk_cache, duty
+            _timed_decode,
+            self.dataset,
+            index,
+            self._pixels[slot],
+            masks,
+            self.disk_cache,
+            duty,
+            (self.plan.stride, int(dy), int(dx)),
         )
 
     def _fill_resident(self) -> None:
@@ -442,8 +487,19 @@ class RayLoader:
         position = rng.integers(0, len(self._pool_index), count)
         image = self._pool_index[position]
         slot = self._pool_slots[position]
-        rows, cols = self._region.sample(rng, image, slot, self._masks)
-        rgb = to_float_rgb(self._pixels[slot, rows, cols])
+        stride = self.plan.stride
+        offsets = self._pool_lattice[position]
+        try:
+            rows, cols = self._region.sample(rng, image, slot, self._masks, stride, offsets)
+        except InputFormatError as error:
+            if stride == 1:
+                raise
+            raise InputFormatError(
+                None,
+                f"{error.reason}, or too thin for the pool's pixel stride {stride}: "
+                "set pool_stride to 1",
+            ) from None
+        rgb = to_float_rgb(self._pixels[slot, rows // stride, cols // stride])
         self._rays += np.bincount(self._row_of[image], minlength=len(self._rays))
         pixels = np.stack([rows, cols], axis=-1)  # [B, 2] (row, col)
         uv = pixels[:, ::-1] + 0.5  # [B, 2] (u, v) pixel centres, exact in float32
@@ -501,26 +557,48 @@ class _SamplingRegions:
         image: np.ndarray,
         slot: np.ndarray,
         masks: np.ndarray | None,
+        stride: int = 1,
+        offsets: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Uniform valid (row, col) per ray; rejected draws are redrawn (deterministic in rng)."""
+        """Uniform valid (row, col) per ray, in image pixels; rejected draws are redrawn
+        (deterministic in rng). With ``stride`` > 1 only the slot's lattice
+        (``offsets`` [B, 2] (dy, dx) + ``stride`` * k) is drawn from."""
         rows = np.empty(len(image), dtype=np.int64)
         cols = np.empty(len(image), dtype=np.int64)
         todo = np.arange(len(image))
+        if offsets is None:
+            offsets = np.zeros((len(image), 2), dtype=np.int64)
         for _ in range(_MAX_REJECTION_ROUNDS):
             which = image[todo]
             uniform = rng.random((2, len(todo)))
-            r = self.row_lo[which] + (uniform[0] * self.row_span[which]).astype(np.int64)
-            c = self.col_lo[which] + (uniform[1] * self.col_span[which]).astype(np.int64)
-            ok = np.ones(len(todo), dtype=bool)
+            r, r_ok = _on_lattice(
+                uniform[0], self.row_lo[which], self.row_span[which], offsets[todo, 0], stride
+            )
+            c, c_ok = _on_lattice(
+                uniform[1], self.col_lo[which], self.col_span[which], offsets[todo, 1], stride
+            )
+            ok = r_ok & c_ok
             if self.has_circle:
                 du = c + 0.5 - self.cx[which]
                 dv = r + 0.5 - self.cy[which]
                 ok &= du * du + dv * dv <= self.radius2[which]
             if masks is not None:
-                ok &= masks[slot[todo], r, c]
+                ok[ok] &= masks[slot[todo[ok]], r[ok] // stride, c[ok] // stride]
             rows[todo[ok]] = r[ok]
             cols[todo[ok]] = c[ok]
             todo = todo[~ok]
             if len(todo) == 0:
                 return rows, cols
         raise InputFormatError(None, "could not sample valid pixels: masks are (nearly) empty")
+
+
+def _on_lattice(
+    uniform: np.ndarray, low: np.ndarray, span: np.ndarray, offset: np.ndarray, stride: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Uniform pixel indices in ``[low, low + span)`` on the lattice ``offset + stride * k``,
+    and whether the range holds a lattice index at all. At stride 1 (offset 0) this is
+    ``low + floor(uniform * span)``, the unstrided draw."""
+    first = -(-(low - offset) // stride)  # lattice index of the first pixel >= low
+    count = -(-(low + span - offset) // stride) - first
+    index = offset + stride * (first + (uniform * np.maximum(count, 0)).astype(np.int64))
+    return index, count > 0
