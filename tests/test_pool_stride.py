@@ -199,3 +199,31 @@ def test_the_summary_says_how_much_of_each_image_a_short_strided_run_drew_from(
         "each image was in the pool as 2 of its 4 pixel lattices (stride 2), so rays came "
         "from about 50% of its pixels" in coverage.summary()
     )
+
+
+def test_a_whole_split_lattice_pool_resumes_with_each_rays_own_pixel(tmp_path: Path) -> None:
+    """A pool of the whole split (stride 2, the first pass's order repeated), stopped and
+    resumed: the resumed batches are the straight run's, and every ray's colour is its pixel's."""
+    from test_loader import assert_same_batches
+
+    dataset = parse_dataset(make_dataset(tmp_path, count=12))
+    images = {int(i): read_image(dataset.image_paths[i]) for i in dataset.indices("train")}
+    options = dict(
+        rays_per_batch=256, cache_bytes=6 * 20 * 16 * 3, swap_rate=1.5, pool_stride=2, seed=9
+    )
+    with RayLoader(dataset, **options) as straight:
+        assert straight.plan.pool_images == len(images)
+        expected = batches(straight, 30)
+    with RayLoader(dataset, **options) as first:
+        batches(first, 17)
+        state = first.state_dict()
+    with RayLoader(dataset, **options) as resumed:
+        resumed.load_state_dict(state)
+        assert_same_batches(batches(resumed, 13), expected[17:])
+    for batch in expected:
+        index = batch["image_index"].numpy()
+        rows, cols = batch["pixels"].numpy().T
+        colours = np.stack(
+            [images[int(i)][r, c] for i, r, c in zip(index, rows, cols, strict=True)]
+        )
+        np.testing.assert_array_equal(batch["rgb"].numpy(), colours * np.float32(1.0 / 255.0))
