@@ -102,8 +102,9 @@ def test_auto_stride_is_the_smallest_whose_pool_holds_the_split() -> None:
     assert choose_stride(280, shape, per_pixel, cache_bytes=None, stride=np.int64(3)) == 3
     with pytest.raises(UsageError, match=r"pool_stride 97 is larger than the smallest image side"):
         choose_stride(280, shape, per_pixel, cache_bytes=None, stride=97)
-    # pool_images caps the pool: 100 whole images fit, so no lattice
+    # pool_images caps the pool: 20 whole images fit beside their staging, 25 do not
     assert choose_stride(280, shape, per_pixel, pool_images=20, **tenth) == 1
+    assert choose_stride(280, shape, per_pixel, pool_images=25, rays_per_batch=54, **tenth) == 2
     assert choose_stride(280, shape, per_pixel, pool_images=60, rays_per_batch=54, **tenth) == 2
 
 
@@ -174,16 +175,18 @@ def test_a_lattice_too_thin_for_the_mask_is_one_line_naming_the_stride(tmp_path:
         batches(loader, 40)
     assert str(raised.value) == (
         "could not sample valid pixels: masks are (nearly) empty, or too thin for the pool's "
-        "pixel stride 2: set pool_stride to 1"
+        "pixel stride 2: train with --pool-stride 1"
     )
 
 
 def test_a_run_from_before_strided_pools_resumes_with_whole_images() -> None:
-    from trainer_adapter.options import TrainOptions
+    from trainer_adapter.options import TrainOptions, options_from_legacy
 
     old = TrainOptions.from_dict({"loader": {"cache_bytes": 123, "swap_rate": "auto"}})
     assert old.loader.pool_stride == 1 and old.loader.cache_bytes == 123
     assert TrainOptions.from_dict(TrainOptions().to_dict()).loader.pool_stride == "auto"
+    flat = options_from_legacy({"config": {"cache_bytes": 123}, "data": "x"})
+    assert flat.loader.pool_stride == 1 and flat.loader.cache_bytes == 123
 
 
 def test_the_summary_says_how_much_of_each_image_a_short_strided_run_drew_from(

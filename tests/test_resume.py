@@ -86,8 +86,9 @@ def test_a_larger_max_steps_extends_the_run(
     out = tmp_path / "out"
     # the same preset, given again, and a loader option are fine
     args = _resume(
-        data, run, out, "--max-steps", "4", "--preset", "tiny", "--cache-bytes", "100000000"
-    )
+        data, run, out, "--max-steps", "4", "--preset", "tiny", "--cache-bytes", "100000000",
+        "--pool-stride", "2",
+    )  # fmt: skip
     assert main(args) == 0, capsys.readouterr().err
     assert "trained to step 3" in capsys.readouterr().err
     resumed = next((out / "synth-v2" / "tiny").iterdir())
@@ -96,6 +97,7 @@ def test_a_larger_max_steps_extends_the_run(
     config = json.loads((resumed / "config.json").read_text())
     assert config["options"]["optim"]["max_steps"] == 4
     assert config["options"]["loader"]["cache_bytes"] == 100_000_000
+    assert config["options"]["loader"]["pool_stride"] == 2
     assert config["facts"]["resumed_from"] == str(run / "nerfstudio_models/step-000000001.ckpt")
     assert json.loads((run / "config.json").read_text())["options"]["optim"]["max_steps"] == 2
 

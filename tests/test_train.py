@@ -329,6 +329,13 @@ def test_cli_errors(v2_capture: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["train", str(data), "--preset", "huge", "--output-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: --preset: unknown preset 'huge'") and not any(tmp_path.iterdir())
+    for bad_stride in ("0", "two"):
+        argv = ["train", str(data), "--pool-stride", bad_stride, "--output-dir", str(tmp_path)]
+        assert main(argv) == 1
+        assert capsys.readouterr().err.strip() == (
+            f"error: --pool-stride: must be 'auto' or a whole number >= 1, got {bad_stride!r}"
+        )
+    assert not any(tmp_path.iterdir())
     run = tmp_path / "run"
     (run / "nerfstudio_models").mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"options": {"data": {"data": str(data)}}}))

@@ -285,4 +285,5 @@ def options_from_legacy(meta: dict[str, Any]) -> TrainOptions:
     for key, default in _LEGACY_DATA_DEFAULTS.items():
         flat[key] = meta.get(key, default)
     flat["data"] = str(meta.get("data", ""))
+    flat.setdefault("pool_stride", 1)  # from before strided pools: whole images
     return with_settings(TrainOptions(preset=str(meta.get("preset", "nerfacto"))), flat)

@@ -27,6 +27,19 @@ def _downscale_option(text: str | None) -> int | str | None:
         ) from None
 
 
+def _pool_stride_option(text: str | None) -> int | str | None:
+    """``--pool-stride``: ``auto`` or a whole number >= 1."""
+    if text is None or text.strip().lower() == "auto":
+        return None if text is None else "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError("--pool-stride", f"must be 'auto' or a whole number >= 1, got {text!r}")
+    return value
+
+
 @app.command("train")
 def train_command(
     data: Path = typer.Argument(..., help="A dataset folder (with transforms.json) or the file."),
@@ -44,6 +57,12 @@ def train_command(
     ),
     device: str | None = typer.Option(None, help="auto | cpu | cuda | xpu | mps"),
     cache_bytes: int | None = typer.Option(None, help="Bound on decoded training images, bytes."),
+    pool_stride: str | None = typer.Option(
+        None,
+        help="auto | N: when the images do not fit --cache-bytes, a pool slot holds every Nth "
+        "pixel row and column (a new lattice each pass), so the pool holds N*N times the "
+        "images; 1: whole images (default auto, docs/loader.md).",
+    ),
     downscale: str | None = typer.Option(
         None,
         help="N: train on images_N/ (from eyeful downscale); auto (default): as ns-train, the "
@@ -98,6 +117,7 @@ def train_command(
 
     settings = {
         "max_steps": max_steps, "device": device, "cache_bytes": cache_bytes,
+        "pool_stride": _pool_stride_option(pool_stride),
         "output_dir": None if output_dir is None else str(output_dir),
         "downscale": _downscale_option(downscale), "orientation": orientation, "center": center,
         "eval_mode": eval_mode, "eval_interval": eval_interval, "curves": curves,

@@ -91,7 +91,7 @@ class Coverage:
             f"{self.fill_s:.1f} s of it filling the pool)"
         )
         lattices = self.pool_stride**2
-        if self.pool_stride > 1 and self.passes < lattices:
+        if self.pool_stride > 1 and 0 < self.passes < lattices:
             text += (
                 f"; each image was in the pool as {self.passes} of its {lattices} pixel lattices "
                 f"(stride {self.pool_stride}), so rays came from about "

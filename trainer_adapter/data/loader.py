@@ -75,6 +75,7 @@ from trainer_adapter.data.schedule import (
     SwapRate,
     advance_head,
     check_decode_duty,
+    check_pool_stride,
     check_swap_rate,
     choose_stride,
     default_workers,
@@ -194,6 +195,7 @@ class RayLoader:
         self._has_masks = dataset.has_masks
         count = len(self.indices)
         if mode == "full":
+            check_pool_stride(pool_stride)  # unused, but a bad value is still an error
             self.plan = self._plan(None, None, "auto")
         else:
             self.plan = self._plan(cache_bytes, pool_images, pool_stride)
@@ -497,7 +499,7 @@ class RayLoader:
             raise InputFormatError(
                 None,
                 f"{error.reason}, or too thin for the pool's pixel stride {stride}: "
-                "set pool_stride to 1",
+                "train with --pool-stride 1",
             ) from None
         rgb = to_float_rgb(self._pixels[slot, rows // stride, cols // stride])
         self._rays += np.bincount(self._row_of[image], minlength=len(self._rays))

@@ -137,7 +137,10 @@ def choose_stride(
     if stride != "auto":
         return int(stride)
     wanted = num_images if pool_images is None else min(pool_images, num_images)
-    if cache_bytes is None or cache_bytes // lattice_bytes(shape, bytes_per_pixel, 1) >= wanted:
+    if cache_bytes is None:
+        return 1
+    whole = cache_bytes // lattice_bytes(shape, bytes_per_pixel, 1)
+    if whole >= num_images or whole - staging_slots(whole) >= wanted:
         return 1
     largest = max(1, min(MAX_AUTO_STRIDE, min_side))
     while largest > 1 and lattice_bytes(shape, 1, largest) < LATTICE_BATCHES * rays_per_batch:
