@@ -40,6 +40,26 @@ def _pool_stride_option(text: str | None) -> int | str | None:
     return value
 
 
+# the longer options of ``eyeful train``, defined apart so the command stays readable
+_POOL_STRIDE = typer.Option(
+    None,
+    help="auto | N: when the images do not fit --cache-bytes, a pool slot holds every Nth "
+    "pixel row and column (a new lattice each pass), so the pool holds N*N times the "
+    "images; 1: whole images (default auto, docs/loader.md).",
+)
+_DOWNSCALE = typer.Option(
+    None,
+    help="N: train on images_N/ (from eyeful downscale); auto (default): as ns-train, the "
+    "copies that bring the largest side to <= 1600 px when they exist. Eval and render follow.",
+)
+_COMPILE = typer.Option(
+    None,
+    "--compile/--no-compile",
+    help="Fused hash-grid kernels, the same maths: C++ on CPU (built once, about 40 s; "
+    "nerfacto steps about 2.5x faster), torch.compile on GPUs (default off).",
+)
+
+
 @app.command("train")
 def train_command(
     data: Path = typer.Argument(..., help="A dataset folder (with transforms.json) or the file."),
@@ -57,17 +77,8 @@ def train_command(
     ),
     device: str | None = typer.Option(None, help="auto | cpu | cuda | xpu | mps"),
     cache_bytes: int | None = typer.Option(None, help="Bound on decoded training images, bytes."),
-    pool_stride: str | None = typer.Option(
-        None,
-        help="auto | N: when the images do not fit --cache-bytes, a pool slot holds every Nth "
-        "pixel row and column (a new lattice each pass), so the pool holds N*N times the "
-        "images; 1: whole images (default auto, docs/loader.md).",
-    ),
-    downscale: str | None = typer.Option(
-        None,
-        help="N: train on images_N/ (from eyeful downscale); auto (default): as ns-train, the "
-        "copies that bring the largest side to <= 1600 px when they exist. Eval and render follow.",
-    ),
+    pool_stride: str | None = _POOL_STRIDE,
+    downscale: str | None = _DOWNSCALE,
     orientation: str | None = typer.Option(
         None, help="up | pca | vertical | none: how the world is rotated (as nerfstudio)."
     ),
@@ -89,12 +100,7 @@ def train_command(
         help="Add a held-out view (ground truth | render) to the curves every N steps "
         "(0: never; default 500, tiny 0).",
     ),
-    compile_encodings: bool | None = typer.Option(
-        None,
-        "--compile/--no-compile",
-        help="Fused hash-grid kernels, the same maths: C++ on CPU (built once, about 40 s; "
-        "nerfacto steps about 2.5x faster), torch.compile on GPUs (default off).",
-    ),
+    compile_encodings: bool | None = _COMPILE,
     viewer: bool = typer.Option(
         False, "--viewer", help="Show the run in the browser as it trains (needs eyeful[view])."
     ),
