@@ -329,13 +329,16 @@ def test_cli_errors(v2_capture: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["train", str(data), "--preset", "huge", "--output-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: --preset: unknown preset 'huge'") and not any(tmp_path.iterdir())
-    for bad_stride in ("0", "two"):
+    for bad_stride, why in (
+        ("two", "--pool-stride: must be 'auto' or a whole number, got 'two'"),
+        ("0", "pool_stride must be at least 1, got 0"),
+        ("100000", "pool_stride 100000 is larger than the smallest image side (50 px)"),
+    ):
         argv = ["train", str(data), "--pool-stride", bad_stride, "--output-dir", str(tmp_path)]
+        argv += ["--preset", "tiny", "--cache-bytes", "100000"]
         assert main(argv) == 1
-        assert capsys.readouterr().err.strip() == (
-            f"error: --pool-stride: must be 'auto' or a whole number >= 1, got {bad_stride!r}"
-        )
-    assert not any(tmp_path.iterdir())
+        assert capsys.readouterr().err.strip() == f"error: {why}"
+        assert not any(tmp_path.iterdir()), "a loader option is refused before the run folder"
     run = tmp_path / "run"
     (run / "nerfstudio_models").mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"options": {"data": {"data": str(data)}}}))

@@ -206,7 +206,7 @@ class Trainer:
     # -- setup ---------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        """Process group, dataset, model, optimizers, resume state, run folder, loader."""
+        """Process group, dataset, model, optimizers, resume state, loader, run folder."""
         if self.distributed and not dist.is_initialized():
             devices.set_device(self.device)
             dist.init_process_group(backend=devices.distributed_backend(self.device))
@@ -220,8 +220,8 @@ class Trainer:
             self.options.model.implementation = implementation_for(state, self.resume_from)
             self._setup_model()
             self.load(state, self.resume_from)
+        self._setup_loader()  # its options are checked before the run folder is written
         self._setup_run_dir()
-        self._setup_loader()
         if self.rank == 0 and self.options.runtime.curves:
             from trainer_adapter.curves import CurvesWriter
 

@@ -28,16 +28,15 @@ def _downscale_option(text: str | None) -> int | str | None:
 
 
 def _pool_stride_option(text: str | None) -> int | str | None:
-    """``--pool-stride``: ``auto`` or a whole number >= 1."""
+    """``--pool-stride``: ``auto`` or an integer (the loader checks the range)."""
     if text is None or text.strip().lower() == "auto":
         return None if text is None else "auto"
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise UsageError("--pool-stride", f"must be 'auto' or a whole number >= 1, got {text!r}")
-    return value
+        raise UsageError(
+            "--pool-stride", f"must be 'auto' or a whole number, got {text!r}"
+        ) from None
 
 
 # the longer options of ``eyeful train``, defined apart so the command stays readable
