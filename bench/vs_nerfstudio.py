@@ -37,6 +37,7 @@ scales with the rays, so ratios at fewer rays understate our speed-up at 4096 sl
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -98,7 +99,8 @@ def held_out_subset(data: Path, images: int, work: Path) -> Path:
     """``data`` with only its first ``images`` held-out images (``val_filenames`` and
     ``test_filenames``; training images unchanged): ``ns-eval`` has no image limit, and at
     nerfacto's 32768-ray eval chunk it takes minutes an image on a CPU."""
-    subset = work / f"{data.name}-held-out-{images}"
+    tag = hashlib.sha1(str(data.resolve()).encode()).hexdigest()[:8]  # same-named datasets
+    subset = work / f"{data.name}-{tag}-held-out-{images}"
     subset.mkdir(parents=True)
     for entry in data.iterdir():
         if entry.name != "transforms.json":

@@ -27,6 +27,26 @@ def test_a_lock_left_by_a_killed_build_is_named_not_waited_on(
     assert why == f"{lock}: left by a build that did not finish (killed?); remove it to rebuild"
 
 
+def test_a_fresh_lock_is_waited_on_until_it_goes_or_turns_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build running elsewhere is waited for; a lock a build killed moments ago is reported
+    once it is older than STALE_LOCK_S, never waited on forever."""
+    import threading
+
+    lock = tmp_path / "lock"
+    lock.touch()
+    threading.Timer(1.5, lock.unlink).start()  # the other build finishes
+    tic = time.monotonic()
+    assert hashgrid_cpu._wait_for_lock(lock) is None
+    assert time.monotonic() - tic >= 1.0
+    lock.touch()
+    monkeypatch.setattr(hashgrid_cpu, "STALE_LOCK_S", 1.5)  # a killed build's lock ages out
+    assert hashgrid_cpu._wait_for_lock(lock) == (
+        f"{lock}: left by a build that did not finish (killed?); remove it to rebuild"
+    )
+
+
 def test_build_folders_are_named_by_source_and_torch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,7 +6,7 @@ The C++ kernels give each thread whole levels (no atomics, one level's rows in c
 recompute the corners in the backward instead of storing them; the maths is the torch path's
 (``tests/test_model.py`` checks values and gradients). torch builds them with
 ``torch.utils.cpp_extension`` (a C++ compiler with OpenMP, ``Python.h`` and ninja) into its
-extension cache, ``~/.cache/torch_extensions`` or ``$TORCH_EXTENSIONS_DIR``. The backward runs
+extension cache (``$TORCH_EXTENSIONS_DIR``, else torch's default build root). The backward runs
 one level per thread, so it uses at most as many threads as a grid has levels.
 """
 
@@ -66,9 +66,8 @@ def build_problem() -> str | None:
     """Why the kernels cannot run here, or None: they are built (now, if not yet)."""
     if why := toolchain_problem():
         return why
-    lock = build_dir() / "lock"
-    if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
-        return f"{lock}: left by a build that did not finish (killed?); remove it to rebuild"
+    if why := _wait_for_lock(build_dir() / "lock"):
+        return why
     try:
         kernels()
     except Exception as error:  # the compiler's output: its first "error:" line says why
@@ -80,11 +79,26 @@ def build_problem() -> str | None:
     return None
 
 
+def _wait_for_lock(lock: Path) -> str | None:
+    """Wait while another build holds ``lock``; torch itself would wait forever on a lock a
+    killed build left, so one older than :data:`STALE_LOCK_S` is reported instead."""
+    while True:
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return None  # no build running (or it just finished)
+        if age > STALE_LOCK_S:
+            return f"{lock}: left by a build that did not finish (killed?); remove it to rebuild"
+        time.sleep(1.0)
+
+
 def build_dir() -> Path:
     """Where torch builds them: named by the source and torch's version, so checkouts and
     versions never load each other's build."""
     digest = hashlib.sha256(SOURCE.read_bytes() + torch.__version__.encode()).hexdigest()[:12]
-    root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
+    from torch.utils.cpp_extension import get_default_build_root
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
     return Path(root) / f"eyeful_hashgrid_cpu_{digest}"
 
 
