@@ -269,10 +269,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-vs-ns-") as tmp:
         work = Path(tmp)
         size = tuple(int(v) for v in args.size.split("x"))
-        for data in args.data or [synthetic_dataset(work, (size[0], size[1]))]:
+        for given in args.data or [synthetic_dataset(work, (size[0], size[1]))]:
+            data = given  # what both trainers read: it, or its copy with fewer held-out images
             if args.eval and args.eval_images:
-                data = held_out_subset(data, args.eval_images, work)
-            print(f"\n=== {data}", flush=True)
+                data = held_out_subset(given, args.eval_images, work)
+                print(f"\n=== {given} (its first {args.eval_images} held-out images)", flush=True)
+            else:
+                print(f"\n=== {given}", flush=True)
             runs: dict[str, list[Run]] = {"nerfstudio": []} if args.nerfstudio else {}
             runs |= {v: [] for v in args.variants.split(",")}
             for round_ in range(args.rounds):

@@ -133,7 +133,7 @@ def test_a_compiled_run_loads_eagerly_where_nothing_compiles(
     config = json.loads((copy / "config.json").read_text())
     config["options"]["model"]["compile_encodings"] = True
     (copy / "config.json").write_text(json.dumps(config))
-    monkeypatch.setattr(device, "compiler_problem", lambda _device: "no compiler here")
+    monkeypatch.setattr(device, "kernel_build_problem", lambda _device: "no compiler here")
     loaded = load_run(copy, "cpu")
     assert loaded.options.model.compile_encodings is False
     encodings = [m for m in loaded.model.modules() if isinstance(m, HashEncoding)]
@@ -156,6 +156,6 @@ def test_a_compiled_sparse_run_loads_without_asking_for_a_compiler(
     config["options"]["model"].update(compile_encodings=True, sparse_grad=True)
     (copy / "config.json").write_text(json.dumps(config))
     asked = []
-    monkeypatch.setattr(device, "compiler_problem", lambda d: asked.append(d) or "no compiler")
+    monkeypatch.setattr(device, "kernel_build_problem", lambda d: asked.append(d) or "no compiler")
     loaded = load_run(copy, "cpu")
     assert asked == [] and loaded.options.model.compile_encodings is True

@@ -64,10 +64,20 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     return torch.device(kind)
 
 
-def compiler_problem(device: torch.device) -> str | None:
-    """Why ``--compile``'s fused hash-grid kernels cannot run on ``device`` here, or None. On CPU
-    they are C++ (:mod:`trainer_adapter.model.hashgrid_cpu`, built here and now, once); on CUDA /
-    XPU ``torch.compile`` builds them with Triton, and without it fails at the first step. MPS
+def fused_kernel_problem(model: torch.nn.Module, device: torch.device) -> str | None:
+    """Why the ``--compile`` fused hash-grid kernels that ``model`` would run cannot run on
+    ``device``, or None. Training and loading a run share this one rule: nothing is checked (or
+    built) where no grid runs them (sparse table gradients, tiny-cuda-nn's grid)."""
+    from trainer_adapter.model.encodings import uses_fused_kernels
+
+    return kernel_build_problem(device) if uses_fused_kernels(model) else None
+
+
+def kernel_build_problem(device: torch.device) -> str | None:
+    """Builds ``--compile``'s fused hash-grid kernels for ``device`` where they are built ahead,
+    and says why they cannot run there, or None. On CPU they are C++
+    (:mod:`trainer_adapter.model.hashgrid_cpu`, built here and now, once); on CUDA / XPU
+    ``torch.compile`` builds them with Triton at the first step, and without it fails there. MPS
     compiles to Metal (nothing to check)."""
     if device.type == "cpu":
         from trainer_adapter.model.hashgrid_cpu import build_problem

@@ -36,7 +36,7 @@ from trainer_adapter.checkpoints import (
     load_model_state,
 )
 from trainer_adapter.hdr import run_tonemapper
-from trainer_adapter.model.encodings import use_eager_kernels, uses_fused_kernels
+from trainer_adapter.model.encodings import use_eager_kernels
 from trainer_adapter.model.inference import chunk_rays
 from trainer_adapter.model.nerfacto import NerfactoModel
 from trainer_adapter.options import ModelOptions, TrainOptions
@@ -91,8 +91,7 @@ def load_run(
     # the normalised world and split the run was trained with
     dataset = parse_dataset(options.data.data, **options.data.parser_kwargs())
     model = NerfactoModel(options.model, int(facts["num_train_images"]))
-    # as training checks it: only where a grid runs the fused kernels
-    if uses_fused_kernels(model) and (why := devices.compiler_problem(torch_device)):
+    if why := devices.fused_kernel_problem(model, torch_device):
         log.warning("%s: hash encodings run eagerly (the same maths): %s", run_dir, why)
         options.model.compile_encodings = False
         use_eager_kernels(model)

@@ -59,7 +59,6 @@ from trainer_adapter.checkpoints import (  # noqa: F401 - re-exported: the train
 )
 from trainer_adapter.data.coverage import Coverage
 from trainer_adapter.hdr import run_tonemapper
-from trainer_adapter.model.encodings import uses_fused_kernels
 from trainer_adapter.model.nerfacto import NerfactoModel
 from trainer_adapter.observers import TrainObserver, end_all
 from trainer_adapter.optim import gradients_finite, make_optimizers
@@ -256,8 +255,7 @@ class Trainer:
     def _setup_model(self) -> None:
         torch.manual_seed(self.options.runtime.seed)
         self.model = NerfactoModel(self.options.model, self.num_train_images).to(self.device)
-        # only where a grid runs them (not with sparse gradients, nor tiny-cuda-nn's grid)
-        if uses_fused_kernels(self.model) and (why := devices.compiler_problem(self.device)):
+        if why := devices.fused_kernel_problem(self.model, self.device):
             raise UsageError("--compile", why)
         self.optimizers = make_optimizers(self.model, self.options.optim, self.device)
         optim = self.options.optim

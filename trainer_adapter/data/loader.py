@@ -421,9 +421,10 @@ class RayLoader:
         window = range(head - self.plan.pool_images, head)
         new = range(max(entered, window.start), head)
         np.add.at(self._visits, self._row_of[self._stream[new]], 1)
-        self._pool_index = self._stream[window]
+        rows = self._stream.rows(window)
+        self._pool_index = self._stream.indices[rows]
         self._pool_slots = np.arange(window.start, window.stop) % self.plan.slots
-        self._pool_lattice = self._stream.lattice_offsets(window, self.plan.stride)
+        self._pool_lattice = self._stream.lattice_offsets(window, self.plan.stride, rows)
         self._head = head
         for position in range(head, head + self.plan.staging):
             if position not in self._futures:

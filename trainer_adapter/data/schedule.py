@@ -261,8 +261,11 @@ class ImageStream:
     def __getitem__(self, positions: range) -> np.ndarray:
         return self.indices[self.rows(positions)]
 
-    def lattice_offsets(self, positions: range, stride: int) -> np.ndarray:
-        """``[m, 2]`` (row, col) offset of the pixel lattice each position's slot holds.
+    def lattice_offsets(
+        self, positions: range, stride: int, rows: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``[m, 2]`` (row, col) offset of the pixel lattice each position's slot holds
+        (``rows``: ``self.rows(positions)`` where the caller has it already).
 
         Image i takes lattice ``(phase_i + pass) mod stride**2``: images differ within a pass,
         and any ``stride**2`` consecutive passes give each image every lattice once, so every
@@ -271,5 +274,6 @@ class ImageStream:
         if stride == 1:
             return np.zeros((max(count, 0), 2), dtype=np.int64)
         passes = np.arange(positions.start, positions.stop, dtype=np.int64) // len(self.indices)
-        lattice = (self._phase[self.rows(positions)] + passes) % (stride * stride)
+        rows = self.rows(positions) if rows is None else rows
+        lattice = (self._phase[rows] + passes) % (stride * stride)
         return np.stack([lattice // stride, lattice % stride], axis=-1)
