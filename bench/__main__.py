@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "downscale": ["--count", "100"],
     "eval_memory": [],
     "loader": [],
+    "lazy_quality": [],  # the slowest: 16 training runs, about 30 minutes on 2 cores
     "verify": [],
     "train": ["--budget", "30"],
     # needs nerfstudio's own environment (../shared/tools/nerfstudio-peer/train/setup.sh)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from test_loader import make_dataset
 
 from trainer_adapter.data.coverage import Coverage, progress_text
@@ -207,35 +206,22 @@ def test_a_tenth_of_the_cache_costs_no_held_out_quality(tmp_path: Path) -> None:
     less. Without the embedding the pool's correlated batches cost 0.14-0.42 dB (once 1.5),
     which a strided pool of the whole split brings to a mean of 0.23 dB. All numbers in
     docs/loader.md, "Tests"."""
-    from eyeful_tools.convert import convert_capture
-    from eyeful_tools.synth import synthesize
-    from trainer_adapter.evaluate import evaluate
-    from trainer_adapter.trainer import train
+    from bench.lazy_quality import Job, make_capture, run_jobs
 
-    synthesize(tmp_path / "synth", rig="v2", positions=40, size=(50, 75), supersample=1)
-    convert_capture(tmp_path / "synth", resolutions=["jpeg_2k"])
-    data = tmp_path / "synth" / "images-jpeg-2k"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        psnr = {}
-        decoded = 280 * 50 * 75 * 3
-        for name, overrides in (
-            ("full", {"loader_mode": "full"}),
-            ("lazy", {"cache_bytes": decoded // 10, "swap_rate": 2.0}),
-        ):
-            run = train(
-                data, preset="tiny", max_steps=QUALITY_STEPS, output_dir=tmp_path / "out",
-                device="cpu", timestamp=name, overrides=overrides,
-            )  # fmt: skip
-            assert run.coverage is not None and run.coverage.images == 280
-            assert run.coverage.images_seen == 280
-            assert run.coverage.resident == (name == "full")
-            saved = json.loads((run.run_dir / "coverage.json").read_text())
-            assert saved["images_seen"] == 280 and len(saved["per_image"]) == 280
-            psnr[name] = evaluate(run.run_dir, device="cpu", max_images=8).results["psnr"]
-    finally:
-        torch.set_num_threads(threads)
+    data = make_capture(tmp_path, 50, 75)
+    decoded = 280 * 50 * 75 * 3
+    jobs = [
+        Job(data, tmp_path / "out", mode, 42, True, QUALITY_STEPS, decoded // 10, "auto", 8)
+        for mode in ("full", "lazy")
+    ]
+    psnr = {}
+    for score in run_jobs(jobs, at_once=2):  # the two runs side by side, one thread each
+        mode = score.job.mode
+        assert score.images_seen == 280 and score.pool_stride == 1
+        assert score.resident == (mode == "full")
+        saved = json.loads((score.run_dir / "coverage.json").read_text())
+        assert saved["images_seen"] == 280 and len(saved["per_image"]) == 280
+        psnr[mode] = score.psnr
     assert psnr["lazy"] >= psnr["full"] - 0.3, psnr
 
 
