@@ -330,7 +330,7 @@ def test_cli_errors(v2_capture: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     err = capsys.readouterr().err
     assert err.startswith("error: --preset: unknown preset 'huge'") and not any(tmp_path.iterdir())
     for bad_stride, why in (
-        ("two", "--pool-stride: must be 'auto' or a whole number, got 'two'"),
+        ("two", "--pool-stride: must be 'auto' or a positive integer, got 'two'"),
         ("0", "pool_stride must be at least 1, got 0"),
         ("100000", "pool_stride 100000 is larger than the smallest image side (50 px)"),
     ):

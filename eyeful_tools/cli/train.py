@@ -15,28 +15,15 @@ from eyeful_tools.cli._app import app, console, need_torch, summary
 from eyeful_tools.errors import UsageError
 
 
-def _downscale_option(text: str | None) -> int | str | None:
-    """``--downscale``: ``auto`` or an integer (the range is checked with the other options)."""
+def _auto_or_int(option: str, text: str | None) -> int | str | None:
+    """``--downscale`` / ``--pool-stride``: ``auto`` or an integer (its range is checked where
+    the option is used: with the other options, or by the loader)."""
     if text is None or text.strip().lower() == "auto":
         return None if text is None else "auto"
     try:
         return int(text)
     except ValueError:
-        raise UsageError(
-            "--downscale", f"must be 'auto' or a positive integer, got {text!r}"
-        ) from None
-
-
-def _pool_stride_option(text: str | None) -> int | str | None:
-    """``--pool-stride``: ``auto`` or an integer (the loader checks the range)."""
-    if text is None or text.strip().lower() == "auto":
-        return None if text is None else "auto"
-    try:
-        return int(text)
-    except ValueError:
-        raise UsageError(
-            "--pool-stride", f"must be 'auto' or a whole number, got {text!r}"
-        ) from None
+        raise UsageError(option, f"must be 'auto' or a positive integer, got {text!r}") from None
 
 
 # the longer options of ``eyeful train``, defined apart so the command stays readable
@@ -122,9 +109,9 @@ def train_command(
 
     settings = {
         "max_steps": max_steps, "device": device, "cache_bytes": cache_bytes,
-        "pool_stride": _pool_stride_option(pool_stride),
+        "pool_stride": _auto_or_int("--pool-stride", pool_stride),
         "output_dir": None if output_dir is None else str(output_dir),
-        "downscale": _downscale_option(downscale), "orientation": orientation, "center": center,
+        "downscale": _auto_or_int("--downscale", downscale), "orientation": orientation, "center": center,
         "eval_mode": eval_mode, "eval_interval": eval_interval, "curves": curves,
         "steps_per_eval_image": steps_per_eval_image, "compile_encodings": compile_encodings,
     }  # fmt: skip
