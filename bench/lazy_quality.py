@@ -40,6 +40,8 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
+from bench import _args
+
 TARGET_DB = 0.3
 TRAIN_IMAGES = 280  # the v2 rig at 40 positions, less its held-out camera
 
@@ -55,7 +57,7 @@ class Job:
     embedding: bool
     steps: int
     cache_bytes: int
-    pool_stride: str
+    pool_stride: int | str  # "auto" or N
     eval_images: int
 
 
@@ -97,8 +99,7 @@ def run_job(job: Job) -> Score:
     if job.mode == "full":
         overrides["loader_mode"] = "full"
     else:
-        stride = job.pool_stride if job.pool_stride == "auto" else int(job.pool_stride)
-        overrides.update(cache_bytes=job.cache_bytes, swap_rate=2.0, pool_stride=stride)
+        overrides.update(cache_bytes=job.cache_bytes, swap_rate=2.0, pool_stride=job.pool_stride)
     name = f"{job.mode}-{'emb' if job.embedding else 'noemb'}-{job.seed}"
     run = train(
         job.data, preset="tiny", max_steps=job.steps, output_dir=job.out, device="cpu",
@@ -155,27 +156,14 @@ def _positive(text: str) -> int:
     return value
 
 
-def _size(text: str) -> tuple[int, int]:
-    width, _, height = text.lower().partition("x")
-    if not (width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
-        raise argparse.ArgumentTypeError(f"{text} is not WIDTHxHEIGHT")
-    return int(width), int(height)
-
-
-def _stride(text: str) -> str:
-    if text != "auto":
-        _positive(text)
-    return text
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The options; a bad value is argparse's one-line usage error, not a worker's traceback."""
     parser = argparse.ArgumentParser(prog="python -m bench.lazy_quality", description=__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44, 45])
-    parser.add_argument("--size", type=_size, default="300x448", help="image width x height")
+    parser.add_argument("--size", type=_args.size, default="300x448", help="image width x height")
     parser.add_argument("--steps", type=_positive, default=500)
     parser.add_argument("--embedding", choices=("both", "on", "off"), default="both")
-    parser.add_argument("--pool-stride", type=_stride, default="auto", help="auto or N")
+    parser.add_argument("--pool-stride", type=_args.pool_stride, default="auto", help="auto or N")
     parser.add_argument("--eval-images", type=_positive, default=6)
     parser.add_argument("--jobs", type=_positive, default=2, help="runs at once, one thread each")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/eyeful-bench-lazy-quality"))

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import _args
+
 WINDOW = 1000  # steps per reported line
 TARGET_RATIO, TARGET_WAIT = 0.8, 0.05
 
@@ -80,10 +82,6 @@ def _status(key: str) -> int:
         if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024
     return 0
-
-
-def _stride(text: str) -> int | str:
-    return text if text == "auto" else int(text)
 
 
 def run_mode(args: argparse.Namespace) -> dict:
@@ -244,7 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/eyeful-bench-loader"))
     parser.add_argument("--disk-cache", type=Path, default=None, help="decoded .npy cache folder")
     parser.add_argument(
-        "--pool-stride", type=_stride, default="auto", help="lazy pool's pixel stride, or auto"
+        "--pool-stride",
+        type=_args.pool_stride,
+        default="auto",
+        help="lazy pool's pixel stride, or auto",
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--transforms", type=Path, help=argparse.SUPPRESS)

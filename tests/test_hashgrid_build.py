@@ -23,12 +23,14 @@ def test_a_lock_left_by_a_killed_build_is_named_not_waited_on(
     lock.touch()
     old = time.time() - hashgrid_cpu.STALE_LOCK_S - 60
     os.utime(lock, (old, old))
-    why = hashgrid_cpu.build_problem()
-    assert why == f"{lock}: left by a build that did not finish (killed?); remove it to rebuild"
+    assert hashgrid_cpu.build_problem() == f"{lock}: {STALE}"
+
+
+STALE = "held for over 600 s, left by a build that did not finish (killed?); remove it to rebuild"
 
 
 def test_a_fresh_lock_is_waited_on_until_it_goes_or_turns_stale(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A build running elsewhere is waited for; a lock a build killed moments ago is reported
     once it is older than STALE_LOCK_S, never waited on forever."""
@@ -40,11 +42,10 @@ def test_a_fresh_lock_is_waited_on_until_it_goes_or_turns_stale(
     tic = time.monotonic()
     assert hashgrid_cpu._wait_for_lock(lock) is None
     assert time.monotonic() - tic >= 1.0
+    assert caplog.text.count("waiting for another build of the C++ kernels") == 1  # said once
     lock.touch()
-    monkeypatch.setattr(hashgrid_cpu, "STALE_LOCK_S", 1.5)  # a killed build's lock ages out
-    assert hashgrid_cpu._wait_for_lock(lock) == (
-        f"{lock}: left by a build that did not finish (killed?); remove it to rebuild"
-    )
+    monkeypatch.setattr(hashgrid_cpu, "STALE_LOCK_S", 2.0)  # a killed build's lock ages out
+    assert hashgrid_cpu._wait_for_lock(lock) == f"{lock}: {STALE.replace('600', '2')}"
 
 
 def test_build_folders_are_named_by_source_and_torch(

@@ -447,8 +447,8 @@ _MEMORY_SCRIPT = textwrap.dedent(
             seen = set()
             for _ in range(40):
                 seen.update(loader.next_batch()["image_index"].tolist())
-            pool = loader.pool_bytes
-        return status("VmHWM") - baseline, pool, len(seen)
+            pool, stride = loader.pool_bytes, loader.plan.stride
+        return status("VmHWM") - baseline, pool, len(seen), stride
 
     decoded = count * width * height * 3
     peak_above_baseline(cache_bytes=budget // 2, workers=2)  # warm-up: one-time allocations
@@ -476,10 +476,11 @@ def test_peak_memory_stays_under_budget(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    full_peak, _, _ = report["full"]
+    full_peak, _, _, _ = report["full"]
     overhead = 12 * 2**20 + 4 * (1024 * 768 * 3)  # interpreter noise + in-flight decodes
+    assert report["lazy"][3] == 1 and report["strided"][3] == 3, "auto picks a lattice here"
     for mode in ("lazy", "strided"):
-        peak, pool, seen = report[mode]
+        peak, pool, seen, _ = report[mode]
         assert pool <= budget
         assert seen == 24, "the pool must cycle through every image"
         assert peak <= budget + overhead, report

@@ -4,6 +4,7 @@ from (nearly) every image, as full load does (docs/loader.md, "Pixel stride").""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,7 @@ def test_auto_stride_is_the_smallest_whose_pool_holds_the_split() -> None:
     # the split fits whole, or no budget: whole images, held resident
     assert choose_stride(280, shape, per_pixel, cache_bytes=280 * whole) == 1
     assert choose_stride(280, shape, per_pixel, cache_bytes=None) == 1
-    # a tenth of the data: 4 (2 and 3 hold 96 and 216 of the 280 images)
+    # a tenth of the data: 4 (2 and 3 hold 98 and 220 of the 280 images)
     assert choose_stride(280, shape, per_pixel, cache_bytes=28 * whole) == 4
     # half: 2 already holds the split (and its staging)
     assert choose_stride(280, shape, per_pixel, cache_bytes=140 * whole) == 2
@@ -91,7 +92,7 @@ def test_auto_stride_is_the_smallest_whose_pool_holds_the_split() -> None:
     assert choose_stride(10_000, (3, 500), per_pixel, cache_bytes=whole) == 3
     assert choose_stride(280, shape, per_pixel, cache_bytes=28 * whole, stride=2) == 2
     # a lattice holds 16 batches' worth of pixels: at 512 rays 96x144 takes whole images (stride
-    # 2 holds 3,456 pixels < 8,192), at 64 rays stride 4 (864 pixels)
+    # 2 holds 3,456 pixels < 8,192), at 54 rays stride 4 (864 pixels)
     tenth = dict(cache_bytes=28 * whole)
     assert choose_stride(280, shape, per_pixel, rays_per_batch=512, **tenth) == 1
     assert choose_stride(280, shape, per_pixel, rays_per_batch=200, **tenth) == 2
@@ -151,6 +152,7 @@ def test_a_pool_of_the_whole_split_holds_each_image_exactly_once(
             assert sorted(loader._pool_index.tolist()) == train
         coverage = loader.coverage()
     assert coverage.passes >= 2 or swap_rate == "auto"
+    assert coverage.pool_visits.max() >= 2, "images were replaced by their next lattice"
     assert f"through a pool of {len(train)} at pixel stride 2, " in coverage.summary()
     assert coverage.to_json()["pool_stride"] == 2
 
@@ -230,3 +232,11 @@ def test_a_whole_split_lattice_pool_resumes_with_each_rays_own_pixel(tmp_path: P
             [images[int(i)][r, c] for i, r, c in zip(index, rows, cols, strict=True)]
         )
         np.testing.assert_array_equal(batch["rgb"].numpy(), colours * np.float32(1.0 / 255.0))
+
+
+def test_full_load_refuses_the_stride_lazy_mode_would(tmp_path: Path) -> None:
+    """Full load ignores the stride, but a value lazy mode refuses is the same one line there."""
+    dataset = parse_dataset(make_dataset(tmp_path, count=4))
+    for bad, why in ((0, "at least 1"), (97, "larger than the smallest image side (16 px)")):
+        with pytest.raises(UsageError, match=rf"pool_stride .*{re.escape(why)}"):
+            RayLoader(dataset, mode="full", pool_stride=bad)

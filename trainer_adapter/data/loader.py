@@ -77,9 +77,8 @@ from trainer_adapter.data.schedule import (
     check_decode_duty,
     check_pool_stride,
     check_swap_rate,
-    choose_stride,
     default_workers,
-    lattice_bytes,
+    plan_for,
     plan_pool,
 )
 
@@ -192,15 +191,19 @@ class RayLoader:
             max(dataset.cameras[i].height_px for i in self.indices),
             max(dataset.cameras[i].width_px for i in self.indices),
         )
+        self._min_side = min(
+            (min(dataset.cameras[i].height_px, dataset.cameras[i].width_px) for i in self.indices),
+            default=1,
+        )
         self._has_masks = dataset.has_masks
         count = len(self.indices)
-        if mode == "full":
-            check_pool_stride(pool_stride)  # unused, but a bad value is still an error
+        if mode == "full":  # unused, but a bad value is the same error as in lazy mode
+            check_pool_stride(pool_stride, self._min_side)
             self.plan = self._plan(None, None, "auto")
         else:
             self.plan = self._plan(cache_bytes, pool_images, pool_stride)
-        whole_split = self.plan.pool_images >= count and not self.plan.resident
-        self._stream = ImageStream(self.indices, self.seed, same_order=whole_split)
+        same_order = self.plan.streams_whole_split(count)
+        self._stream = ImageStream(self.indices, self.seed, same_order=same_order)
         self._region = _SamplingRegions(dataset)
         self._ray_dtype = RAY_DTYPE  # float32: float64 is slow on GPUs and not needed
         self._packed: CameraTensors = pack_cameras(
@@ -238,24 +241,15 @@ class RayLoader:
     ) -> PoolPlan:
         """Slots, pool and stride for the split's images under the budget (``schedule``)."""
         bytes_per_pixel = 3 * self.dtype.itemsize + (1 if self._has_masks else 0)
-        count = len(self.indices)
-        cameras = [self.dataset.cameras[i] for i in self.indices]
-        stride = choose_stride(
-            count,
+        return plan_for(
+            len(self.indices),
             self._max_hw,
             bytes_per_pixel,
             cache_bytes=cache_bytes,
             stride=pool_stride,
             rays_per_batch=self.rays_per_batch,
             pool_images=pool_images,
-            min_side=min(min(c.height_px, c.width_px) for c in cameras),
-        )
-        return plan_pool(
-            count,
-            lattice_bytes(self._max_hw, bytes_per_pixel, stride),
-            cache_bytes=cache_bytes,
-            pool_images=pool_images,
-            stride=stride,
+            min_side=self._min_side,
         )
 
     def _start_counters(self, count: int) -> None:
@@ -419,9 +413,8 @@ class RayLoader:
         """The pool is now ``[head - K, head)``, positions from ``entered`` on new to it; queue
         decodes for the freed staging slots."""
         window = range(head - self.plan.pool_images, head)
-        new = range(max(entered, window.start), head)
-        np.add.at(self._visits, self._row_of[self._stream[new]], 1)
-        rows = self._stream.rows(window)
+        rows = self._stream.rows(window)  # split rows, as the visit counters are kept
+        np.add.at(self._visits, rows[max(entered, window.start) - window.start :], 1)
         self._pool_index = self._stream.indices[rows]
         self._pool_slots = np.arange(window.start, window.stop) % self.plan.slots
         self._pool_lattice = self._stream.lattice_offsets(window, self.plan.stride, rows)
@@ -441,13 +434,15 @@ class RayLoader:
 
     def _submit(self, position: int, paced: bool = True) -> None:
         """Queue the decode of stream ``position`` into its slot; ``paced``: at the duty."""
-        index = int(self._stream[range(position, position + 1)][0])
+        rows = self._stream.rows(range(position, position + 1))
+        index = int(self._stream.indices[rows[0]])
         slot = position % self.plan.slots
         masks = None if self._masks is None else self._masks[slot]
         if masks is not None:
             masks[...] = True
         duty = self.decode_duty if paced else 1.0
-        dy, dx = self._stream.lattice_offsets(range(position, position + 1), self.plan.stride)[0]
+        stride = self.plan.stride
+        dy, dx = self._stream.lattice_offsets(range(position, position + 1), stride, rows)[0]
         self._futures[position] = self._executor.submit(
             _timed_decode,
             self.dataset,
@@ -456,7 +451,7 @@ class RayLoader:
             masks,
             self.disk_cache,
             duty,
-            (self.plan.stride, int(dy), int(dx)),
+            (stride, int(dy), int(dx)),
         )
 
     def _fill_resident(self) -> None:

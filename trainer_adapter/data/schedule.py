@@ -56,6 +56,11 @@ class PoolPlan:
     def resident(self) -> bool:
         return self.staging == 0
 
+    def streams_whole_split(self, num_images: int) -> bool:
+        """A streaming pool that holds every image (a strided one): each pass then keeps the
+        first pass's order, so each image is replaced by its own next lattice."""
+        return self.pool_images >= num_images and not self.resident
+
 
 def default_workers() -> int:
     """Decode threads: two, but always one core left to the training loop."""
@@ -150,6 +155,32 @@ def choose_stride(
         if slots - staging_slots(slots) >= wanted:
             return candidate
     return largest
+
+
+def plan_for(
+    num_images: int,
+    shape: tuple[int, int],
+    bytes_per_pixel: int,
+    *,
+    cache_bytes: int | None,
+    stride: PoolStride = "auto",
+    rays_per_batch: int = 0,
+    pool_images: int | None = None,
+    min_side: int | None = None,
+) -> PoolPlan:
+    """The loader's whole plan: :func:`choose_stride`, then :func:`plan_pool` at that stride's
+    lattice size (pure, so simulations at preset sizes use the loader's own rule)."""
+    chosen = choose_stride(
+        num_images, shape, bytes_per_pixel, cache_bytes=cache_bytes, stride=stride,
+        rays_per_batch=rays_per_batch, pool_images=pool_images, min_side=min_side,
+    )  # fmt: skip
+    return plan_pool(
+        num_images,
+        lattice_bytes(shape, bytes_per_pixel, chosen),
+        cache_bytes=cache_bytes,
+        pool_images=pool_images,
+        stride=chosen,
+    )
 
 
 def staging_slots(slots: int) -> int:

@@ -82,13 +82,20 @@ def build_problem() -> str | None:
 def _wait_for_lock(lock: Path) -> str | None:
     """Wait while another build holds ``lock``; torch itself would wait forever on a lock a
     killed build left, so one older than :data:`STALE_LOCK_S` is reported instead."""
+    said = False
     while True:
         try:
             age = time.time() - lock.stat().st_mtime
         except FileNotFoundError:
             return None  # no build running (or it just finished)
         if age > STALE_LOCK_S:
-            return f"{lock}: left by a build that did not finish (killed?); remove it to rebuild"
+            return (
+                f"{lock}: held for over {STALE_LOCK_S:.0f} s, left by a build that did not "
+                "finish (killed?); remove it to rebuild"
+            )
+        if not said:
+            log.warning("%s: waiting for another build of the C++ kernels to finish", lock)
+            said = True
         time.sleep(1.0)
 
 
