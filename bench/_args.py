@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from eyeful_tools.cli.synth import parse_size
 from eyeful_tools.errors import EyefulError
+from eyeful_tools.synth import parse_size
 from trainer_adapter.data.schedule import PoolStride, check_pool_stride
 
 

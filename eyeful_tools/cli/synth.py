@@ -8,16 +8,7 @@ import typer
 
 from eyeful_tools.cli._app import app, stage_progress, summary
 from eyeful_tools.errors import UsageError
-
-
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """``"192x288"`` -> (192, 288); ``None`` stays ``None``."""
-    if text is None:
-        return None
-    width, sep, height = text.lower().partition("x")
-    if not sep or not width.strip().isdigit() or not height.strip().isdigit():
-        raise UsageError(None, f"--size must look like WIDTHxHEIGHT (e.g. 192x288), got {text!r}")
-    return int(width), int(height)
+from eyeful_tools.synth import parse_size
 
 
 @app.command("synth")

@@ -60,6 +60,7 @@ FOLDER_2K_EXR = "images-2k"
 FIRST_IMAGE_NUMBER = 101  # file names DSC0101, DSC0102, ... (not equal to frameId on purpose)
 
 __all__ = [
+    "parse_size",
     "SynthResult",
     "synthesize",
     "example_capture",
@@ -81,6 +82,16 @@ class SynthResult:
     camera_ids: tuple[str, ...]
     image_count: int  # per image folder
     folder_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # folder -> (w, h)
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """``"192x288"`` -> (192, 288); ``None`` stays ``None``."""
+    if text is None:
+        return None
+    width, sep, height = text.lower().partition("x")
+    if not sep or not width.strip().isdigit() or not height.strip().isdigit():
+        raise UsageError(None, f"--size must look like WIDTHxHEIGHT (e.g. 192x288), got {text!r}")
+    return int(width), int(height)
 
 
 def folder_sizes(size: tuple[int, int] | None) -> dict[str, tuple[int, int]]:

@@ -187,14 +187,9 @@ class RayLoader:
         self.disk_cache = None if disk_cache is None else DiskCache(disk_cache)
         self.dtype = pixel_dtype(dataset)
         workers = default_workers() if workers is None else max(1, int(workers))
-        self._max_hw = (
-            max(dataset.cameras[i].height_px for i in self.indices),
-            max(dataset.cameras[i].width_px for i in self.indices),
-        )
-        self._min_side = min(
-            (min(dataset.cameras[i].height_px, dataset.cameras[i].width_px) for i in self.indices),
-            default=1,
-        )
+        cameras = [dataset.cameras[i] for i in self.indices]
+        self._max_hw = (max(c.height_px for c in cameras), max(c.width_px for c in cameras))
+        self._min_side = min(min(c.height_px, c.width_px) for c in cameras)  # a lattice's limit
         self._has_masks = dataset.has_masks
         count = len(self.indices)
         if mode == "full":  # unused, but a bad value is the same error as in lazy mode
